@@ -1,0 +1,231 @@
+"""A small decoder-only GPT with a KV cache for batched decoding of left-padded prompts.
+
+Architecture (choices for a small model trained from scratch, all common in current small GPTs):
+  * RoPE positions (no learned position table; a row's positions start at 0 at its first real token,
+    so a left-padded prompt sees exactly the positions it would see alone);
+  * RMSNorm before attention and MLP (pre-norm), and a final RMSNorm; no learnable norm gains;
+  * no biases anywhere; GELU MLP with 4x expansion;
+  * untied input embedding and output head (the head row of the self-reward token z_c is then free to
+    move without dragging its input embedding along; z_c is never an input).
+
+What this file deliberately does not do: dropout (RL and short SFT runs do not need it), mixed
+precision (the caller wraps calls in `torch.autocast` on CUDA), sampling policy (see rollout.py).
+
+Attention has three cases, spelled out in `CausalSelfAttention.forward`:
+  1. training / scoring: no cache, no padding -> plain causal attention;
+  2. prefill of left-padded prompts into an empty cache -> causal + key-padding mask;
+  3. decoding one (or a few) new tokens after a cached prefix -> attend to every valid cached slot.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 512    # tokenizer.vocab_size (including the special tokens)
+    block_size: int = 256    # longest sequence (prompt + response) the model is used on
+    n_layer: int = 4         # transformer blocks
+    n_head: int = 4          # attention heads (n_embd must divide evenly)
+    n_embd: int = 128        # residual width
+    mlp_ratio: int = 4       # hidden width of the MLP = mlp_ratio * n_embd
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head}")
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (first half, second half) of the head dimension. x (B, H, T, D); cos/sin (B, 1, T, D/2)."""
+    d = x.shape[-1] // 2
+    x1, x2 = x[..., :d], x[..., d:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of rows, plus which slots hold real tokens.
+
+    Slots are shared by all rows (row b's token at slot s); left padding occupies the first slots of
+    short prompts and is marked invalid in `valid`. `next_pos` is each row's RoPE position for its next
+    token (its count of real tokens so far).
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32):
+        hd = cfg.n_embd // cfg.n_head
+        shape = (batch_size, cfg.n_head, max_len, hd)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
+        self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.length = 0  # slots in use
+        self.max_len = max_len
+
+    @property
+    def batch_size(self) -> int:
+        return self.valid.shape[0]
+
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """Keep (or repeat) rows, e.g. `repeat_interleave` a prompt's cache across its K samples, or
+        drop finished rows. Only the used slots are copied."""
+        new = object.__new__(KVCache)
+        new.k = [k.index_select(0, rows) for k in self.k]
+        new.v = [v.index_select(0, rows) for v in self.v]
+        new.valid = self.valid.index_select(0, rows)
+        new.next_pos = self.next_pos.index_select(0, rows)
+        new.length, new.max_len = self.length, self.max_len
+        return new
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.hd = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            s0 = cache.length
+            cache.k[layer][:, :, s0:s0 + T] = k
+            cache.v[layer][:, :, s0:s0 + T] = v
+            k, v = cache.k[layer][:, :, :s0 + T], cache.v[layer][:, :, :s0 + T]  # (B, H, S, hd)
+        if mask is None:  # case 1: full causal sequence, no padding
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # cases 2 and 3: an explicit (B, 1, T, S) boolean mask
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.eps = cfg.norm_eps
+        self.attn = CausalSelfAttention(cfg)
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=False)
+        self.fc_out = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, layer, cache, mask):
+        x = x + self.attn(rms_norm(x, self.eps), cos, sin, layer, cache, mask)
+        return x + self.fc_out(F.gelu(self.fc(rms_norm(x, self.eps))))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        hd = cfg.n_embd // cfg.n_head
+        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.apply(self._init)
+        for b in self.blocks:  # residual projections scaled down with depth (GPT-2 style)
+            for w in (b.attn.proj.weight, b.fc_out.weight):
+                nn.init.normal_(w, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.cfg, batch_size, max_len, p.device, p.dtype)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for tokens idx (B, T); (B, 1, V) with `last_only`.
+
+        valid (B, T) bool marks real tokens; False marks left padding. Padding is only meaningful when
+        the whole prompt is given at once (no cache, or prefill into an empty cache). With a non-empty
+        cache, the new tokens are appended to every row and all count as valid.
+        """
+        B, T = idx.shape
+        if T > self.cfg.block_size or (cache is not None and cache.length + T > cache.max_len):
+            raise ValueError(f"sequence of {T} new tokens exceeds block_size/cache "
+                             f"({self.cfg.block_size}, cache {None if cache is None else cache.max_len})")
+        dev = idx.device
+        if valid is None:
+            valid = torch.ones(B, T, dtype=torch.bool, device=dev)
+        elif cache is not None and cache.length > 0:
+            raise ValueError("padding (valid=...) can only be given for a prefill into an empty cache")
+        offset = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=dev)
+        pos = offset[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T) RoPE positions
+        ang = pos[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hd/2)
+        cos, sin = ang.cos(), ang.sin()
+
+        padded = not bool(valid.all())
+        if cache is None and not padded:
+            mask = None  # case 1
+        else:
+            s0 = 0 if cache is None else cache.length
+            key_valid = valid if cache is None else torch.cat([cache.valid[:, :s0], valid], dim=1)  # (B, S)
+            q_slot = torch.arange(s0, s0 + T, device=dev)
+            k_slot = torch.arange(s0 + T, device=dev)
+            causal = k_slot[None, :] <= q_slot[:, None]  # (T, S)
+            mask = causal[None] & key_valid[:, None, :]  # (B, T, S)
+            # a padding query would see no key at all (NaN softmax): let every slot see itself
+            mask = mask | (k_slot[None, :] == q_slot[:, None])[None]
+            mask = mask[:, None]  # (B, 1, T, S)
+            if cache is not None:
+                cache.valid[:, s0:s0 + T] = valid
+
+        x = self.wte(idx)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, i, cache, mask)
+        if cache is not None:
+            cache.length += T
+            cache.next_pos = cache.next_pos + valid.long().sum(1)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(rms_norm(x, self.cfg.norm_eps))  # (B, T, V)
+
+    @torch.no_grad()
+    def generate(self, idx: list[int], max_new_tokens: int, eos_id: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> list[int]:
+        """Slow reference sampler for one sequence: recompute the full forward every step.
+        Kept to test the KV-cache path and the batched sampler against. Returns the new tokens
+        (including the EOS if one was sampled)."""
+        dev = self.lm_head.weight.device
+        seq, out = list(idx), []
+        for _ in range(max_new_tokens):
+            logits = self(torch.tensor([seq], device=dev))[0, -1].float()  # (V,)
+            if temperature == 0:
+                nxt = int(logits.argmax())
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = int(torch.multinomial(F.softmax(logits, -1), 1, generator=generator))
+            seq.append(nxt)
+            out.append(nxt)
+            if nxt == eos_id:
+                break
+        return out
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(targets) under softmax(logits / temperature), in float32. logits (B, T, V), targets (B, T)."""
+    logits = logits.float()
+    if temperature not in (0, 1.0):
+        logits = logits / temperature
+    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)

@@ -1,0 +1,349 @@
+"""Synthetic math problems with step-by-step worked solutions, deterministic by seed.
+
+Five families, each with difficulty levels 1 (easiest) to 3:
+
+  arithmetic  column addition / subtraction with carries and borrows written out; multiplication with
+              its partial products
+  linear      linear equations in one unknown with an integer solution
+  fraction    fraction arithmetic with a common denominator and simplification by the gcd
+  polynomial  expanding products of linear factors (answers like `x^2 - x - 6`, which a checker must
+              compare symbolically: `(x-3)(x+2)` is the same answer)
+  word        short word problems of one to three steps
+
+Every solution ends in `\\boxed{answer}`; `answer` is the exact gold string.
+
+Train/test split. A problem belongs to the test split iff a hash of its text falls in the test bucket
+(`split_of`). Training generators reject test-bucket problems and test generators reject the rest, so
+no seed or count can ever make the two splits share a problem.
+
+Outside data: `load_jsonl(path)` reads `{"problem": ..., "answer": ...[, "solution": ...]}` lines and
+names the line number of any malformed one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+from math import gcd
+
+FAMILIES = ("arithmetic", "linear", "fraction", "polynomial", "word")
+LEVELS = (1, 2, 3)
+TEST_PERCENT = 10  # share of the problem space reserved for the held-out split
+
+
+@dataclass(frozen=True)
+class Problem:
+    problem: str
+    answer: str
+    solution: str | None = None
+    family: str = "external"
+    level: int = 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _signed(n: int) -> str:
+    """`+ 3` or `- 3`, for writing terms after the first."""
+    return f"+ {n}" if n >= 0 else f"- {-n}"
+
+
+def _frac(q: Fraction) -> str:
+    """LaTeX for a reduced fraction; integers stay plain."""
+    if q.denominator == 1:
+        return str(q.numerator)
+    sign = "-" if q < 0 else ""
+    return f"{sign}\\frac{{{abs(q.numerator)}}}{{{q.denominator}}}"
+
+
+def _plain_frac(q: Fraction) -> str:
+    return str(q.numerator) if q.denominator == 1 else f"{q.numerator}/{q.denominator}"
+
+
+def _poly(coeffs: dict[int, int]) -> str:
+    """Write sum(c * x^p) in descending powers: {2: 1, 1: -1, 0: -6} -> 'x^2 - x - 6'."""
+    terms = []
+    for p in sorted(coeffs, reverse=True):
+        c = coeffs[p]
+        if c == 0:
+            continue
+        mag = abs(c)
+        body = {0: f"{mag}", 1: "x", 2: "x^2"}.get(p, f"x^{p}")
+        if p > 0 and mag != 1:
+            body = f"{mag}{body}"
+        if not terms:
+            terms.append(("-" if c < 0 else "") + body)
+        else:
+            terms.append(("- " if c < 0 else "+ ") + body)
+    return " ".join(terms) if terms else "0"
+
+
+def _p(n: int) -> str:
+    """Parenthesise negatives inside products: 3 -> '3', -3 -> '(-3)'."""
+    return f"({n})" if n < 0 else str(n)
+
+
+def _lin(a: int, b: int) -> str:
+    """Write a*x + b."""
+    return _poly({1: a, 0: b})
+
+
+# --------------------------------------------------------------------------- families
+
+def _add_columns(a: int, b: int) -> list[str]:
+    da, db = str(a)[::-1], str(b)[::-1]
+    lines, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x = int(da[i]) if i < len(da) else 0
+        y = int(db[i]) if i < len(db) else 0
+        s = x + y + carry
+        lines.append(f"{x}+{y}+{carry}={s}, write {s % 10} carry {s // 10}")
+        carry = s // 10
+    return lines
+
+
+def _sub_columns(a: int, b: int) -> list[str]:
+    da, db = str(a)[::-1], str(b)[::-1]
+    lines, borrow = [], 0
+    for i in range(len(da)):
+        x = int(da[i])
+        y = int(db[i]) if i < len(db) else 0
+        d = x - borrow - y
+        nb = 1 if d < 0 else 0
+        lines.append(f"{x}-{y}-{borrow}={d}" + (f", add 10: {d + 10}" if nb else "")
+                     + f", write {d + 10 * nb} borrow {nb}")
+        borrow = nb
+    return lines
+
+
+def _mul_columns(a: int, d: int) -> list[str]:
+    lines, carry = [], 0
+    for ch in str(a)[::-1]:
+        x = int(ch)
+        s = x * d + carry
+        lines.append(f"{x}*{d}+{carry}={s}, write {s % 10} carry {s // 10}")
+        carry = s // 10
+    return lines
+
+
+def arithmetic(rng: random.Random, level: int) -> Problem:
+    if level == 1:
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        steps, ans, q = _add_columns(a, b), a + b, f"Compute {a} + {b}."
+        steps.append(f"So {a} + {b} = {ans}.")
+    elif level == 2:
+        a, b = rng.randint(100, 999), rng.randint(100, 999)
+        if rng.random() < 0.5:
+            steps, ans, q = _add_columns(a, b), a + b, f"Compute {a} + {b}."
+            steps.append(f"So {a} + {b} = {ans}.")
+        else:
+            a, b = max(a, b), min(a, b)
+            steps, ans, q = _sub_columns(a, b), a - b, f"Compute {a} - {b}."
+            steps.append(f"So {a} - {b} = {ans}.")
+    else:
+        a, d = rng.randint(100, 999), rng.randint(2, 9)
+        steps, ans, q = _mul_columns(a, d), a * d, f"Compute {a} * {d}."
+        steps.append(f"So {a} * {d} = {ans}.")
+    return Problem(q, str(ans), "\n".join(steps) + f"\n\\boxed{{{ans}}}", "arithmetic", level)
+
+
+def linear(rng: random.Random, level: int) -> Problem:
+    x = rng.randint(-12, 12)
+    a = rng.choice([i for i in range(-9, 10) if i not in (0, 1)]) if level > 1 else 1
+    b = rng.randint(-20, 20)
+    if level == 1:
+        c = x + b
+        q = f"Solve for x: {_lin(1, b)} = {c}."
+        steps = [f"x = {c} {_signed(-b)}", f"x = {x}"]
+    elif level == 2:
+        c = a * x + b
+        q = f"Solve for x: {_lin(a, b)} = {c}."
+        steps = [f"{a}x = {c} {_signed(-b)} = {c - b}", f"x = {c - b} / {a} = {x}"]
+    else:
+        cc = rng.choice([i for i in range(-9, 10) if i not in (0, a)])
+        d = a * x + b - cc * x
+        q = f"Solve for x: {_lin(a, b)} = {_lin(cc, d)}."
+        steps = [f"{a}x {_signed(-cc)}x = {d} {_signed(-b)}",
+                 f"{a - cc}x = {d - b}", f"x = {d - b} / {a - cc} = {x}"]
+    return Problem(q, str(x), "\n".join(steps) + f"\n\\boxed{{{x}}}", "linear", level)
+
+
+def fraction(rng: random.Random, level: int) -> Problem:
+    if level == 1:
+        d = rng.randint(3, 12)
+        a, c = rng.randint(1, d - 1), rng.randint(1, d - 1)
+        b = d
+        op = "+"
+    else:
+        b, d = rng.randint(2, 9), rng.randint(2, 9)
+        a, c = rng.randint(1, b * 2), rng.randint(1, d * 2)
+        op = rng.choice("+-") if level == 2 else rng.choice("+-*")
+    x, y = Fraction(a, b), Fraction(c, d)
+    q = f"Compute {a}/{b} {op} {c}/{d}."
+    if op == "*":
+        num, den = a * c, b * d
+        steps = [f"{a}/{b} * {c}/{d} = {a}*{c} / {b}*{d} = {num}/{den}"]
+        val = x * y
+    else:
+        den = b * d // gcd(b, d)
+        ka, kc = den // b, den // d
+        num = a * ka + c * kc if op == "+" else a * ka - c * kc
+        steps = []
+        if b != d:
+            steps.append(f"common denominator {den}: {a}/{b} = {a * ka}/{den}, {c}/{d} = {c * kc}/{den}")
+        steps.append(f"{a * ka}/{den} {op} {c * kc}/{den} = {num}/{den}")
+        val = x + y if op == "+" else x - y
+    g = gcd(num, den)
+    if g > 1:
+        steps.append(f"divide by {g}: {num}/{den} = {_plain_frac(val)}")
+    return Problem(q, _frac(val), "\n".join(steps) + f"\n\\boxed{{{_frac(val)}}}", "fraction", level)
+
+
+def polynomial(rng: random.Random, level: int) -> Problem:
+    nz = [i for i in range(-9, 10) if i != 0]
+    if level == 1:
+        k = rng.choice([i for i in range(-12, 13) if abs(i) > 1])
+        b = rng.choice([i for i in range(-20, 21) if i != 0])
+        q = f"Expand {k}(x {_signed(b)})."
+        ans = _lin(k, k * b)
+        steps = [f"{k}*x = {k}x", f"{k}*{_p(b)} = {k * b}", f"{k}(x {_signed(b)}) = {ans}"]
+    else:
+        a = 1 if level == 2 else rng.randint(2, 5)
+        c = 1 if level == 2 else rng.randint(1, 5)
+        b, d = rng.choice(nz), rng.choice(nz)
+        f1 = f"({_lin(a, b)})"
+        f2 = f"({_lin(c, d)})"
+        q = f"Expand {f1}{f2}."
+        mid = a * d + b * c
+        ans = _poly({2: a * c, 1: mid, 0: b * d})
+        steps = [f"x^2 terms: {a}*{c} = {a * c}",
+                 f"x terms: {a}*{_p(d)} {_signed(b)}*{c} = {a * d} {_signed(b * c)} = {mid}",
+                 f"constant: {b}*{_p(d)} = {b * d}",
+                 f"{f1}{f2} = {ans}"]
+    return Problem(q, ans, "\n".join(steps) + f"\n\\boxed{{{ans}}}", "polynomial", level)
+
+
+_NAMES = ("Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Ivy", "Jon", "Kai", "Lea", "Max")
+_ITEMS = ("apples", "pens", "stickers", "coins", "books", "cards", "marbles", "shells")
+
+
+def word(rng: random.Random, level: int) -> Problem:
+    name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
+    if level == 1:
+        a, b = rng.randint(5, 60), rng.randint(2, 40)
+        if rng.random() < 0.5:
+            q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
+            steps, ans = [f"{a} + {b} = {a + b}"], a + b
+        else:
+            a = a + b
+            q = f"{name} has {a} {item} and gives away {b}. How many {item} are left?"
+            steps, ans = [f"{a} - {b} = {a - b}"], a - b
+    elif level == 2:
+        n, k, a = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 30)
+        q = (f"{name} has {a} {item} and buys {n} boxes with {k} {item} each. "
+             f"How many {item} does {name} have now?")
+        steps, ans = [f"{n} * {k} = {n * k}", f"{a} + {n * k} = {a + n * k}"], a + n * k
+    else:
+        n, k, m = rng.randint(2, 9), rng.randint(3, 12), rng.randint(2, 6)
+        # choose the gift so that the rest divides evenly and each friend gets at least one
+        gift = (n * k) % m + m * rng.randint(0, max(0, (n * k) // m - 2))
+        total = n * k - gift
+        share = total // m
+        q = (f"{name} buys {n} packs of {k} {item}, gives {gift} to a neighbour and shares the rest "
+             f"equally among {m} friends. How many {item} does each friend get?")
+        steps = [f"{n} * {k} = {n * k}", f"{n * k} - {gift} = {total}", f"{total} / {m} = {share}"]
+        ans = share
+    return Problem(q, str(ans), "\n".join(steps) + f"\n\\boxed{{{ans}}}", "word", level)
+
+
+GENERATORS = {"arithmetic": arithmetic, "linear": linear, "fraction": fraction,
+              "polynomial": polynomial, "word": word}
+
+
+def make_problem(rng: random.Random, family: str, level: int) -> Problem:
+    """One problem of `family` at `level`, drawn from `rng` (either split)."""
+    if family not in GENERATORS:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose from {LEVELS}")
+    return GENERATORS[family](rng, level)
+
+
+# --------------------------------------------------------------------------- splits
+
+def split_of(problem_text: str) -> str:
+    """'test' or 'train', fixed by a hash of the problem text (independent of any seed)."""
+    h = int.from_bytes(hashlib.sha256(problem_text.encode()).digest()[:8], "big")
+    return "test" if h % 100 < TEST_PERCENT else "train"
+
+
+def sample_problem(rng: random.Random, split: str, families=FAMILIES, levels=LEVELS) -> Problem:
+    """Draw family and level uniformly, then a problem of that split (rejection sampling)."""
+    family, level = rng.choice(list(families)), rng.choice(list(levels))
+    for _ in range(10_000):
+        p = make_problem(rng, family, level)
+        if split_of(p.problem) == split:
+            return p
+    raise RuntimeError(f"could not draw a {split} problem for {family} level {level}")
+
+
+def make_split(split: str, n: int, seed: int, families=FAMILIES, levels=LEVELS) -> list[Problem]:
+    """`n` distinct problems of `split`, balanced over families and levels, deterministic by seed."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rng = random.Random(f"{split}-{seed}")
+    cells = [(f, lv) for f in families for lv in levels]
+    out, seen = [], set()
+    i = 0
+    while len(out) < n:
+        f, lv = cells[i % len(cells)]
+        i += 1
+        for _ in range(10_000):
+            p = make_problem(rng, f, lv)
+            if split_of(p.problem) == split and p.problem not in seen:
+                break
+        else:
+            raise RuntimeError(f"problem space of {f} level {lv} exhausted for the {split} split")
+        seen.add(p.problem)
+        out.append(p)
+    return out
+
+
+def train_batch(step: int, batch_size: int, seed: int, families=FAMILIES, levels=LEVELS) -> list[Problem]:
+    """The training problems for one step: a pure function of (seed, step), so the data cursor of a
+    run is just its step number and a resumed run sees exactly the same problems."""
+    rng = random.Random(f"train-{seed}-{step}")
+    return [sample_problem(rng, "train", families, levels) for _ in range(batch_size)]
+
+
+# --------------------------------------------------------------------------- outside data
+
+def load_jsonl(path: str) -> list[Problem]:
+    """Read `{"problem": str, "answer": str|number[, "solution": str, "family": str, "level": int]}`
+    lines. Blank lines are skipped; any malformed line raises ValueError naming its line number."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            for key in ("problem", "answer"):
+                if key not in obj:
+                    raise ValueError(f"{path}:{lineno}: missing required key {key!r}")
+            if not isinstance(obj["problem"], str) or not obj["problem"].strip():
+                raise ValueError(f"{path}:{lineno}: 'problem' must be a non-empty string")
+            ans = obj["answer"]
+            if isinstance(ans, bool) or not isinstance(ans, (str, int, float)):
+                raise ValueError(f"{path}:{lineno}: 'answer' must be a string or a number")
+            sol = obj.get("solution")
+            if sol is not None and not isinstance(sol, str):
+                raise ValueError(f"{path}:{lineno}: 'solution' must be a string")
+            out.append(Problem(obj["problem"], str(ans), sol, str(obj.get("family", "external")),
+                               int(obj.get("level", 0))))
+    return out

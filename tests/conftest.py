@@ -1,0 +1,36 @@
+"""Shared fixtures: a hermetic in-process tokenizer and tiny random models (seconds on CPU)."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+import tasks  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+from tokenizer import build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tok():
+    probs = [p for s in range(4) for p in tasks.train_batch(s, 50, seed=0)]
+    return build_tokenizer([p.problem + "\n" + p.solution for p in probs], n_merges=64)
+
+
+def make_model(tok, seed=0, eos_boost=0.0, n_layer=2, n_embd=32, block_size=160):
+    """A tiny random GPT. eos_boost > 0 makes EOS likely at some positions and not others, so rows
+    finish at different steps (a random model almost never samples EOS otherwise)."""
+    torch.manual_seed(seed)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
+                      n_embd=n_embd)).eval()
+    if eos_boost:
+        with torch.no_grad():
+            m.lm_head.weight[tok.eos_id] *= eos_boost
+    return m
+
+
+@pytest.fixture
+def model_factory(tok):
+    return lambda **kw: make_model(tok, **kw)
