@@ -1,0 +1,245 @@
+"""Batched KV-cache sampling that reads LaSeR's last-token self-reward in the same pass.
+
+`sample(model, prompts, num_samples, ...)` draws `num_samples` responses for each prompt:
+
+  1. prefill: the prompts, left-padded to one length, go through the model once (RoPE positions start
+     at each row's first real token, padding is masked out of attention);
+  2. the cache of each prompt is copied to its `num_samples` rows (`KVCache.select`), and every row
+     samples its own first token from the prompt's last logits (no shared first token);
+  3. decode: one token per row per step, from an explicit `torch.Generator`; a row stops at its first
+     EOS; finished rows are dropped from the batch once they make up half of it;
+  4. self-reward (LASER.md sections 1 and 6): the step after a row samples EOS feeds that EOS back in,
+     and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
+     with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
+     the other rows need anyway; only rows that finish on the last step, or the last rows of the batch
+     to finish, cost one extra decode step, and the whole batch needs at most one such step.
+
+Everything a later stage needs travels in `Rollouts`: response tokens, a response mask built from
+positions (up to and including the first EOS; never by comparing ids with a pad id), the log-prob of
+each sampled token under the exact distribution it was drawn from, finished/truncated flags, decoded
+texts and the self-reward log-prob (NaN for truncated rows).
+
+`sample_naive` recomputes the full forward every step: slow, obviously correct, used by the tests and
+by bench.py. `score_rollouts` re-reads token log-probs and log p(z_c) with a separate full forward pass:
+it is the trainer's differentiable forward, and the reference the in-pass readout is tested against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Rollouts:
+    prompts: list[list[int]]      # the P prompts' token ids
+    group_size: int               # K samples per prompt; row r belongs to prompt r // K
+    response: torch.Tensor        # (N, T) long sampled tokens; pad_id after a row's end
+    mask: torch.Tensor            # (N, T) bool: True up to and including the first EOS
+    logprobs: torch.Tensor        # (N, T) float32 log-prob of each sampled token when it was sampled; 0 off-mask
+    finished: torch.Tensor        # (N,) bool: sampled EOS within max_new_tokens
+    logp_zc: torch.Tensor         # (N,) float32 log p(z_c | x, y, EOS); NaN for truncated rows
+    texts: list[str]              # decoded responses (EOS not included)
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(1)  # (N,) response tokens including EOS
+
+    @property
+    def prompt_index(self) -> torch.Tensor:
+        return torch.arange(len(self.response)) // self.group_size  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.response)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """The logits of the distribution we sample from: tempered, then top-k, then top-p (nucleus).
+    logits (..., V) float32. Filtered-out entries become -inf."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        # drop a token when the tokens before it already reach top_p (the first token always stays)
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k, top_p, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row and its log-prob under the distribution it was drawn from. logits (B, V).
+    temperature 0 is greedy (argmax) and the log-prob of a point mass is 0."""
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(-1), torch.zeros(logits.shape[0], device=logits.device)
+    logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p), -1)  # (B, V)
+    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+    return tok, logp.gather(1, tok[:, None]).squeeze(1)
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(prompts), T, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        idx[i, T - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, T - len(p):] = True
+    return idx.to(device), valid.to(device)
+
+
+def _check(model, prompts, num_samples, max_new_tokens):
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token lists")
+    if num_samples < 1 or max_new_tokens < 1:
+        raise ValueError(f"num_samples and max_new_tokens must be >= 1 (got {num_samples}, {max_new_tokens})")
+    longest = max(len(p) for p in prompts) + max_new_tokens + 1
+    if longest > model.cfg.block_size:
+        raise ValueError(f"longest prompt + max_new_tokens + 1 = {longest} exceeds block_size "
+                         f"{model.cfg.block_size}")
+
+
+def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc, temperature, top_k, top_p):
+    T = tokens.shape[1]
+    mask = torch.arange(T, device=tokens.device)[None, :] < lengths[:, None]  # (N, T) by position
+    tokens = tokens.masked_fill(~mask, tokenizer.pad_id)
+    logprobs = logprobs.masked_fill(~mask, 0.0)
+    texts = []
+    for row, n, fin in zip(tokens.tolist(), lengths.tolist(), finished.tolist()):
+        texts.append(tokenizer.decode(row[: n - 1] if fin else row[:n]))
+    return Rollouts([list(p) for p in prompts], K, tokens, mask, logprobs, finished, logp_zc, texts,
+                    temperature, top_k, top_p)
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+           *, tokenizer, score: bool = True, compact: bool = True) -> Rollouts:
+    """Sample `num_samples` responses per prompt with a KV cache; see the module docstring.
+
+    Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
+    `score=False` skips the self-reward readout (only for measuring its cost); `compact=False` keeps
+    finished rows in the batch (only for tests and benchmarks).
+    """
+    _check(model, prompts, num_samples, max_new_tokens)
+    dev = model.lm_head.weight.device
+    eos, zc, K = tokenizer.eos_id, tokenizer.zc_id, num_samples
+    idx, valid = _left_pad(prompts, tokenizer.pad_id, dev)
+    P, Tp = idx.shape
+    N = P * K
+    cache = model.new_cache(P, Tp + max_new_tokens + 1)
+    logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
+    rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
+    cache, logits = cache.select(rows), logits[rows]  # prefill once, copy to K rows
+
+    tokens = torch.full((N, max_new_tokens), tokenizer.pad_id, dtype=torch.long, device=dev)
+    logprobs = torch.zeros(N, max_new_tokens, device=dev)
+    lengths = torch.zeros(N, dtype=torch.long, device=dev)
+    finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    logp_zc = torch.full((N,), float("nan"), device=dev)
+    active = torch.arange(N, device=dev)  # global row of each cache row
+    alive = torch.ones(N, dtype=torch.bool, device=dev)  # cache rows still generating
+
+    for t in range(max_new_tokens):
+        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)  # (A,), (A,)
+        rows_alive = active[alive]
+        tokens[rows_alive, t] = tok[alive]
+        logprobs[rows_alive, t] = lp[alive]
+        lengths[rows_alive] += 1
+        just_done = alive & (tok == eos)  # (A,)
+        finished[active[just_done]] = True
+        alive = alive & ~just_done
+        last_step = t == max_new_tokens - 1
+        need_score = score and bool(just_done.any())
+        if (last_step or not alive.any()) and not need_score:
+            break
+        # feed the sampled tokens back in; for rows that just sampled EOS this is the EOS position,
+        # whose next-token distribution holds the self-reward (LASER.md section 1)
+        logits = model(tok[:, None], cache=cache)[:, -1]  # (A, V)
+        if need_score:
+            logp_zc[active[just_done]] = torch.log_softmax(logits[just_done].float(), -1)[:, zc]
+        if last_step or not alive.any():
+            break
+        if compact and (~alive).sum() * 2 >= len(alive):
+            keep = alive.nonzero().squeeze(1)
+            cache, logits, active = cache.select(keep), logits[keep], active[keep]
+            alive = alive[keep]
+
+    return _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
+                   temperature, top_k, top_p)
+
+
+@torch.no_grad()
+def sample_naive(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 generator: torch.Generator | None = None, *, tokenizer) -> Rollouts:
+    """Reference sampler: no cache, the whole (left-padded) sequence is recomputed at every step.
+    Same outputs as `sample` for greedy decoding; kept for tests and the benchmark."""
+    _check(model, prompts, num_samples, max_new_tokens)
+    dev = model.lm_head.weight.device
+    eos, zc, K = tokenizer.eos_id, tokenizer.zc_id, num_samples
+    idx, valid = _left_pad(prompts, tokenizer.pad_id, dev)
+    idx, valid = idx.repeat_interleave(K, 0), valid.repeat_interleave(K, 0)
+    N = idx.shape[0]
+    tokens = torch.full((N, max_new_tokens), tokenizer.pad_id, dtype=torch.long, device=dev)
+    logprobs = torch.zeros(N, max_new_tokens, device=dev)
+    lengths = torch.zeros(N, dtype=torch.long, device=dev)
+    finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    logp_zc = torch.full((N,), float("nan"), device=dev)
+    for t in range(max_new_tokens + 1):
+        logits = model(idx, valid=valid)[:, -1].float()  # (N, V) full recompute
+        just = finished & torch.isnan(logp_zc)  # rows whose EOS is the last input: score them
+        logp_zc[just] = torch.log_softmax(logits[just], -1)[:, zc]
+        if t == max_new_tokens or bool(finished.all()):
+            break
+        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)
+        run = ~finished
+        tokens[run, t], logprobs[run, t] = tok[run], lp[run]
+        lengths[run] += 1
+        finished = finished | (run & (tok == eos))
+        idx = torch.cat([idx, torch.where(run, tok, tokenizer.pad_id)[:, None]], 1)
+        valid = torch.cat([valid, torch.ones(N, 1, dtype=torch.bool, device=dev)], 1)
+    return _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
+                   temperature, top_k, top_p)
+
+
+def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable re-scoring with one full forward pass over right-padded [prompt, response].
+
+    Returns (logp (N, T): log-prob of each response token under the sampler's temperature/top-k/top-p,
+    0 off-mask; logp_zc (N,): log p(z_c) at the EOS position from untempered float32 logits, NaN for
+    truncated rows). The z_c readout is a separate output and never enters the token log-probs.
+    """
+    dev = ro.response.device
+    N, T = ro.response.shape
+    plens = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(N)], device=dev)  # (N,)
+    L = int((plens + ro.lengths).max())
+    seq = torch.full((N, L), pad_id, dtype=torch.long, device=dev)
+    for i in range(N):  # right-padded rows: prompt, then response (with its EOS)
+        p = ro.prompts[i // ro.group_size]
+        seq[i, :len(p)] = torch.tensor(p, device=dev)
+    t_idx = torch.arange(T, device=dev)
+    pos = plens[:, None] + t_idx[None, :]  # (N, T) position of response token t
+    put = ro.mask
+    seq[torch.arange(N, device=dev)[:, None].expand(N, T)[put], pos[put]] = ro.response[put]
+    logits = model(seq)  # (N, L, V)
+    # token t of the response is predicted by the logits one position earlier
+    pred = logits.gather(1, (pos - 1).clamp(max=L - 1)[:, :, None].expand(N, T, logits.shape[-1]))  # (N, T, V)
+    if ro.temperature == 0:
+        logp_all = torch.log_softmax(pred.float(), -1)
+    else:
+        logp_all = torch.log_softmax(filter_logits(pred.float(), ro.temperature, ro.top_k, ro.top_p), -1)
+    logp = logp_all.gather(-1, ro.response[:, :, None]).squeeze(-1).masked_fill(~ro.mask, 0.0)  # (N, T)
+    eos_pos = (plens + ro.lengths - 1).clamp(max=L - 1)  # (N,) the EOS position of finished rows
+    zc_logits = logits[torch.arange(N, device=dev), eos_pos].float()  # (N, V)
+    logp_zc = torch.log_softmax(zc_logits, -1)[:, zc_id]
+    logp_zc = torch.where(ro.finished, logp_zc, torch.full_like(logp_zc, float("nan")))
+    return logp, logp_zc

@@ -1,0 +1,121 @@
+import math
+
+import pytest
+import torch
+
+import tasks
+from rollout import filter_logits, sample, sample_naive, score_rollouts
+
+
+def prompts_of(tok, n, seed=0):
+    return [tok.encode_prompt(p.problem) for p in tasks.make_split("test", n, seed)]
+
+
+def test_greedy_batched_equals_one_by_one_and_naive(tok, model_factory):
+    m = model_factory(seed=4, eos_boost=3.0)
+    prompts = prompts_of(tok, 5)
+    assert len({len(p) for p in prompts}) > 1  # mixed prompt lengths
+    batched = sample(m, prompts, 2, 24, temperature=0, tokenizer=tok)
+    naive = sample_naive(m, prompts, 2, 24, temperature=0, tokenizer=tok)
+    assert batched.finished.any() and not batched.finished.all()  # the test covers both kinds of row
+    assert torch.equal(batched.response, naive.response)
+    assert torch.equal(batched.mask, naive.mask)
+    for i, p in enumerate(prompts):
+        alone = sample(m, [p], 1, 24, temperature=0, tokenizer=tok)
+        ref = m.generate(p, 24, tok.eos_id, temperature=0)
+        for k in range(2):
+            row = batched.response[2 * i + k][batched.mask[2 * i + k]].tolist()
+            assert row == alone.response[0][alone.mask[0]].tolist() == ref
+    torch.testing.assert_close(batched.logp_zc, naive.logp_zc, atol=1e-4, rtol=0, equal_nan=True)
+
+
+def test_in_pass_self_reward_equals_full_forward(tok, model_factory):
+    m = model_factory(seed=2, eos_boost=30.0)
+    ro = sample(m, prompts_of(tok, 6, seed=1), 4, 30, generator=torch.Generator().manual_seed(0),
+                tokenizer=tok)
+    assert ro.finished.sum() >= 3 and (~ro.finished).any()
+    for i in torch.nonzero(ro.finished).flatten().tolist():
+        resp = ro.response[i][ro.mask[i]].tolist()
+        assert resp[-1] == tok.eos_id and tok.eos_id not in resp[:-1]
+        seq = torch.tensor([ro.prompts[i // 4] + resp])  # [prompt, response, EOS]
+        with torch.no_grad():
+            ref = torch.log_softmax(m(seq)[0, -1].float(), -1)[tok.zc_id]  # read at the EOS position
+        assert abs(float(ro.logp_zc[i]) - float(ref)) < 1e-4
+    assert torch.isnan(ro.logp_zc[~ro.finished]).all()  # truncated rows are unscored
+    with torch.no_grad():
+        logp, zc = score_rollouts(m, ro, tok.zc_id, tok.pad_id)
+    torch.testing.assert_close(zc, ro.logp_zc, atol=1e-4, rtol=0, equal_nan=True)
+    torch.testing.assert_close(logp, ro.logprobs, atol=1e-4, rtol=0)  # same distribution as sampled
+
+
+def test_samples_in_a_group_differ_and_seed_reproduces(tok, model_factory):
+    m = model_factory(seed=3, eos_boost=10.0)
+    prompts = prompts_of(tok, 3, seed=2)
+    a = sample(m, prompts, 4, 16, generator=torch.Generator().manual_seed(7), tokenizer=tok)
+    b = sample(m, prompts, 4, 16, generator=torch.Generator().manual_seed(7), tokenizer=tok)
+    c = sample(m, prompts, 4, 16, generator=torch.Generator().manual_seed(8), tokenizer=tok)
+    assert torch.equal(a.response, b.response) and a.texts == b.texts
+    torch.testing.assert_close(a.logp_zc, b.logp_zc, equal_nan=True)
+    assert not torch.equal(a.response, c.response)
+    for g in range(3):
+        group = {tuple(r.tolist()) for r in a.response[4 * g:4 * g + 4]}
+        assert len(group) > 1  # first tokens are sampled per row, not shared
+
+
+def test_max_new_tokens_truncation_and_masks(tok, model_factory):
+    m = model_factory(seed=4)  # no EOS boost: rows run to the limit
+    ro = sample(m, prompts_of(tok, 2), 3, 9, generator=torch.Generator().manual_seed(0), tokenizer=tok)
+    assert ro.response.shape == (6, 9)
+    assert (ro.lengths <= 9).all()
+    trunc = ~ro.finished
+    assert trunc.any() and (ro.lengths[trunc] == 9).all()
+    assert torch.isnan(ro.logp_zc[trunc]).all()
+    # mask is exactly a prefix of each row, and log-probs live only on it
+    for i in range(6):
+        n = int(ro.lengths[i])
+        assert ro.mask[i, :n].all() and not ro.mask[i, n:].any()
+    assert (ro.logprobs[~ro.mask] == 0).all() and (ro.logprobs[ro.mask] < 0).all()
+
+
+def test_mask_keeps_eos_when_pad_equals_eos(tok, model_factory):
+    """The response mask comes from positions: even a tokenizer whose pad id equals EOS keeps the EOS."""
+    class SamePad:
+        def __init__(self, t):
+            self.__dict__.update(t.__dict__)
+            self.pad_id = t.eos_id
+
+        def decode(self, ids):
+            return tok.decode(ids)
+
+    m = model_factory(seed=4, eos_boost=3.0)
+    ro = sample(m, prompts_of(tok, 5), 2, 24, temperature=0, tokenizer=SamePad(tok))
+    i = int(torch.nonzero(ro.finished)[0])
+    n = int(ro.lengths[i])
+    assert ro.mask[i, n - 1] and ro.response[i, n - 1] == tok.eos_id
+
+
+def test_no_compaction_gives_same_greedy_result(tok, model_factory):
+    m = model_factory(seed=4, eos_boost=3.0)
+    p = prompts_of(tok, 4)
+    a = sample(m, p, 3, 20, temperature=0, tokenizer=tok)
+    b = sample(m, p, 3, 20, temperature=0, tokenizer=tok, compact=False)
+    assert torch.equal(a.response, b.response)
+    torch.testing.assert_close(a.logp_zc, b.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
+
+
+def test_filter_logits_top_k_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, 1.0, 2, None)
+    assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
+    p = filter_logits(logits, 1.0, None, 0.7)  # 0.5 + 0.3 reach 0.7: keep two
+    assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
+    t = filter_logits(logits, 2.0, None, None)
+    torch.testing.assert_close(t, logits / 2)
+
+
+def test_bad_inputs(tok, model_factory):
+    m = model_factory()
+    with pytest.raises(ValueError, match="non-empty"):
+        sample(m, [], 2, 5, tokenizer=tok)
+    with pytest.raises(ValueError, match="block_size"):
+        sample(m, prompts_of(tok, 1), 2, 1000, tokenizer=tok)
