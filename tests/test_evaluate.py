@@ -1,0 +1,350 @@
+"""Tests for evaluate.py: every metric against a hand-computed value or a slow brute-force reference,
+the voting conventions, the bootstrap, JSON sanitisation, the report writer and the --records CLI.
+
+Run: python -m pytest tests/test_evaluate.py -q
+"""
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+import types
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import evaluate as ev  # noqa: E402
+
+NAN = float("nan")
+
+
+def num_equiv(a: str, b: str) -> bool:
+    """Simple test equivalence: equal as exact fractions ("1/2" == "0.5"), else equal strings."""
+    try:
+        return Fraction(a) == Fraction(b)
+    except (ValueError, ZeroDivisionError):
+        return a == b
+
+
+def S(answer, correct, r_s, mean_logp=-1.0, finished=True):
+    return {"answer": answer, "correct": correct, "r_s": r_s, "mean_logp": mean_logp, "finished": finished}
+
+
+def P(samples, family="add", greedy=False, gold="0"):
+    return {"family": family, "level": 1, "gold": gold, "greedy": {"answer": gold, "correct": greedy},
+            "samples": samples}
+
+
+def toy_problems():
+    """Three problems, N = 4; every metric below is worked out by hand in the tests."""
+    a = P([S("2", True, 0.8, -0.5), S("3", False, 0.6, -0.1), S("3", False, 0.1, -0.2), S("2", True, 0.9, -1.0)],
+          family="add", greedy=True, gold="2")
+    b = P([S(None, False, NAN, -2.0, finished=False), S("1/2", True, 0.4, -0.3), S("7", False, 0.2, -0.3),
+           S("0.5", True, 0.7, -0.9)], family="add", gold="1/2")
+    c = P([S("4", False, 0.3, -0.4), S("4", False, 0.55, -0.4), S("6", True, 0.2, -0.1),
+           S("4", False, 0.1, -0.2)],
+          family="mul", gold="6")
+    return [a, b, c]
+
+
+def random_problems(n_prob=20, n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    probs = []
+    for p in range(n_prob):
+        gold = int(rng.integers(0, 3))
+        samples = []
+        for _ in range(n):
+            ans = int(rng.integers(0, 3))
+            fin = bool(rng.random() > 0.1)
+            ok = ans == gold
+            r = float(np.clip(rng.normal(0.7 if ok else 0.3, 0.25), -0.2, 1.2)) if fin else NAN
+            samples.append(S(str(ans) if fin else None, ok and fin, r, float(-rng.random()), fin))
+        probs.append(P(samples, family=["add", "mul"][p % 2], greedy=bool(rng.random() > 0.5), gold=str(gold)))
+    return probs
+
+
+# ---------------------------------------------------------------------------------------------------
+# pass@k, AUROC, ECE, self-verification
+
+
+def test_pass_at_k_matches_subset_enumeration():
+    for n in range(1, 8):
+        for c in range(n + 1):
+            labels = [1] * c + [0] * (n - c)
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(labels, k))
+                brute = sum(any(s) for s in subsets) / len(subsets)
+                assert ev.pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12), (n, c, k)
+    assert ev.pass_at_k(16, 0, 4) == 0.0 and ev.pass_at_k(16, 16, 1) == 1.0
+    with pytest.raises(ValueError):
+        ev.pass_at_k(4, 5, 1)
+
+
+def brute_auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return NAN
+    return sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg) / (len(pos) * len(neg))
+
+
+def test_auroc_matches_pairwise_count_with_ties_and_weights():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(2, 15))
+        s = rng.integers(0, 4, size=n).astype(float)  # many ties
+        y = rng.random(n) > 0.5
+        ref = brute_auroc(s, y)
+        got = ev.auroc(s, y)
+        assert (math.isnan(ref) and math.isnan(got)) or got == pytest.approx(ref)
+        # integer weights == repeating samples
+        w = rng.integers(0, 3, size=n)
+        ref_w = brute_auroc(np.repeat(s, w), np.repeat(y, w))
+        got_w = ev.auroc(s, y, w)
+        assert (math.isnan(ref_w) and math.isnan(got_w)) or got_w == pytest.approx(ref_w)
+    assert math.isnan(ev.auroc([0.1, 0.2], [True, True]))
+    assert ev.auroc([0.9, 0.1], [True, False]) == 1.0 and ev.auroc([0.5, 0.5], [True, False]) == 0.5
+
+
+def test_ece_hand_computed():
+    # bin 9: confs 1.0, 1.0 with acc 1/2 -> 2/4 * 0.5; bin 0: confs .05, .05 with acc 0 -> 2/4 * .05
+    assert ev.expected_calibration_error([1.0, 1.0, 0.05, 0.05], [1, 0, 0, 0]) == pytest.approx(0.275)
+    assert ev.expected_calibration_error([0.0, 1.0], [0, 1]) == 0.0
+
+
+def test_self_verification_hand_computed():
+    r = [0.9, 0.7, 0.3, 0.6, 0.2, NAN, 0.95]
+    y = [True, True, True, False, False, False, True]
+    fin = [True, True, True, True, True, False, False]  # last two truncated: excluded
+    m = ev.self_verification_metrics(r, y, fin)
+    # TP=2 FN=1 (0.3) FP=1 (0.6) TN=1
+    assert m["tpr"] == pytest.approx(2 / 3) and m["tnr"] == pytest.approx(1 / 2)
+    assert m["f1"] == pytest.approx(4 / 7)  # harmonic mean of 2/3 and 1/2
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["pr_f1"] == pytest.approx(2 / 3)  # 2TP / (2TP + FP + FN) = 4/6
+    assert m["auroc"] == pytest.approx(5 / 6)
+    assert m["ece"] == pytest.approx((0.1 + 0.3 + 0.7 + 0.6 + 0.2) / 5)
+    assert m["n"] == 5
+    only_correct = ev.self_verification_metrics([0.9, 0.2], [True, True], [True, True])
+    assert all(math.isnan(only_correct[key]) for key in ("tnr", "f1", "auroc"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# grouping, voting, selection
+
+
+def test_group_answers_merges_equivalent_and_caches():
+    calls = []
+
+    def counting(a, b):
+        calls.append((a, b))
+        return num_equiv(a, b)
+
+    answers = ["1/2", "0.5", None, "2", "1/2", "4/2"]
+    cache = {}
+    groups = ev.group_answers(answers, [1, 2, 5, 1, 1, 1], counting, cache)
+    assert groups == [("1/2", 4.0, [0, 1, 4]), ("2", 2.0, [3, 5])]  # None (weight 5) never counted
+    assert len(calls) == 4  # (1/2,0.5) (1/2,2) (1/2,4/2) (2,4/2); identical strings need no call
+    ev.group_answers(answers, [1] * 6, counting, cache)
+    assert len(calls) == 4  # everything came from the cache
+
+
+def test_weights_change_the_winner():
+    ans, cor, r_s = ["3", "3", "3", "5"], [False, False, False, True], [0.1, 0.2, 0.1, 0.9]
+    assert ev.vote(ans, [1, 1, 1, 1], cor, num_equiv) is False  # majority: "3"
+    assert ev.vote(ans, r_s, cor, num_equiv) is True  # weighted 0.4 vs 0.9: "5"
+
+
+def test_vote_conventions():
+    assert ev.vote(["a", "b"], [1, 1], [False, True], num_equiv) is False  # tie -> earliest group
+    assert ev.vote(["b", "a", "a", "b"], [1, 1, 1, 1], [True, False, False, True], num_equiv) is True
+    assert ev.vote([None, None], [1, 1], [False, False], num_equiv) is False  # no answer: fails
+    assert ev.vote(["3", "3", "5"], [0, 0, 0], [True, True, False], num_equiv) is True  # fallback majority
+    assert ev.vote(["5", None], [0, 1], [True, False], num_equiv) is True  # None's weight is ignored
+    assert ev.vote(["5", "7"], [NAN, 0.1], [False, True], num_equiv) is True  # NaN weight = 0
+    # an (inconsistent) group: correctness from the heaviest member
+    assert ev.vote(["1/2", "0.5"], [0.2, 0.8], [False, True], num_equiv) is True
+    assert ev.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) is False
+
+
+def test_best_of_nan_and_ties():
+    assert ev.best_of([NAN, 0.3, 0.7, 0.7], [True, False, True, False]) is True  # first of the tied 0.7
+    assert ev.best_of([NAN, 0.3, 0.7, 0.7], [True, False, False, True]) is False
+    assert ev.best_of([NAN, NAN], [True, False]) is True  # all NaN -> first
+
+
+def test_ks_and_chunk_average():
+    assert ev.ks_for(16) == [1, 2, 4, 8, 16] and ev.ks_for(1) == [1] and ev.ks_for(6) == [1, 2, 4, 6]
+    flags = [True, False, False, False, True, True, True]  # 7 samples, k=2 -> chunks [0:2] [2:4] [4:6]
+    assert ev.chunk_average(lambda sl: flags[sl][0], 7, 2) == pytest.approx(2 / 3)
+    assert ev.chunk_average(lambda sl: any(flags[sl]), 7, 3) == pytest.approx(1.0)  # [0:3] [3:6]
+
+
+# ---------------------------------------------------------------------------------------------------
+# compute_metrics on the hand-worked toy set
+
+
+def test_compute_metrics_hand_computed():
+    m = ev.compute_metrics(toy_problems(), n_boot=0, equiv=num_equiv)
+    third = 1 / 3
+    assert m["n_problems"] == 3 and m["n_samples"] == 4 and m["n_truncated"] == 1 and m["n_sv"] == 11
+    assert m["ks"] == [1, 2, 4]
+    assert m["accuracy_avg"] == pytest.approx((0.5 + 0.5 + 0.25) / 3)
+    assert m["accuracy_greedy"] == pytest.approx(third)
+    # k = 1: every metric is the plain sample accuracy
+    for curve in ev.CURVES:
+        assert m[curve]["1"] == pytest.approx(m["accuracy_avg"]), curve
+    # k = 2 (two chunks per problem) and k = 4, worked out chunk by chunk
+    expected = {
+        "maj_at_k": {"2": 0.5, "4": 2 * third},  # A: tie->"2"(T), "3"(F); B: T, tie->"7"(F); C: F, tie->"6"(T)
+        "weighted_at_k": {"2": 2.5 / 3, "4": 2 * third},  # C chunk 1 ("4","4") is wrong
+        "best_of_k": {"2": 2.5 / 3, "4": 2 * third},
+        "self_certainty_at_k": {"2": third, "4": third},
+        "best_of_k_certainty": {"2": third, "4": 2 * third},
+        "pass_at_k": {"2": (5 / 6 + 5 / 6 + 0.5) / 3, "4": 1.0},
+    }
+    for curve, values in expected.items():
+        for k, v in values.items():
+            assert m[curve][k] == pytest.approx(v), (curve, k)
+    assert m["maj_at_n"] == m["maj_at_k"]["4"] and m["best_of_n"] == m["best_of_k"]["4"]
+    # self-verification over the 11 finished samples: TP=3 FN=2 FP=2 TN=4
+    assert m["sv_tpr"] == pytest.approx(0.6) and m["sv_tnr"] == pytest.approx(2 / 3)
+    assert m["sv_f1"] == pytest.approx(12 / 19)
+    assert m["sv_precision"] == pytest.approx(0.6) and m["sv_pr_f1"] == pytest.approx(0.6)
+    assert m["sv_auroc"] == pytest.approx(24.5 / 30)
+    assert m["sv_ece"] == pytest.approx(3.45 / 11)
+    fam = m["per_family"]
+    assert set(fam) == {"add", "mul"} and fam["add"]["n_problems"] == 2
+    assert fam["add"]["accuracy_avg"] == pytest.approx(0.5) and fam["add"]["maj_at_n"] == 1.0
+    assert fam["mul"]["weighted_at_n"] == 0.0 and fam["mul"]["sv_f1"] == 0.0  # TPR 0, TNR 2/3
+    assert fam["mul"]["sv_auroc"] == pytest.approx(1 / 3)
+
+
+def test_problem_multiplicities_equal_duplicated_problems():
+    """_aggregate with weights (the bootstrap's fast path) == metrics of the explicitly repeated list."""
+    probs = random_problems(6, 4, seed=3)
+    mult = np.array([0, 2, 1, 3, 0, 1], dtype=float)
+    table = ev._problem_table(probs, num_equiv)
+    fast = ev._aggregate(table, mult)
+    repeated = [p for p, m in zip(probs, mult) for _ in range(int(m))]
+    slow = ev.compute_metrics(repeated, n_boot=0, equiv=num_equiv)
+    for key in ["accuracy_avg", "accuracy_greedy", "sv_tpr", "sv_tnr", "sv_f1", "sv_auroc", "sv_ece",
+                "maj_at_n", "weighted_at_n", "best_of_n"]:
+        assert fast[key] == pytest.approx(slow[key], nan_ok=True), key
+
+
+def test_bootstrap_ci_contains_estimate_deterministic_and_matches_loop():
+    probs = random_problems(20, 4, seed=1)
+    m1 = ev.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
+    m2 = ev.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
+    m3 = ev.compute_metrics(probs, n_boot=200, seed=8, equiv=num_equiv)
+    assert m1["ci"] == m2["ci"] and m1["ci"] != m3["ci"]
+    assert set(m1["ci"]) == set(ev.CI_METRICS)
+    for name, (lo, hi) in m1["ci"].items():
+        assert lo <= m1[name] <= hi, name
+    # slow twin for accuracy_avg: resample problems in a loop with the same generator
+    rng = np.random.default_rng(7)
+    per_problem = np.array([np.mean([s["correct"] for s in p["samples"]]) for p in probs])
+    boots = [per_problem[rng.integers(0, 20, size=20)].mean() for _ in range(200)]
+    assert m1["ci"]["accuracy_avg"] == pytest.approx(list(np.percentile(boots, [2.5, 97.5])))
+
+
+def test_validate_records_errors():
+    probs = toy_problems()
+    probs[1]["samples"] = probs[1]["samples"][:3]
+    with pytest.raises(ValueError, match="same number of samples"):
+        ev.compute_metrics(probs, n_boot=0, equiv=num_equiv)
+    with pytest.raises(ValueError, match="non-empty"):
+        ev.compute_metrics([], n_boot=0, equiv=num_equiv)
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON, report, CLI
+
+
+def test_to_jsonable_nan_and_numpy():
+    obj = {"a": NAN, "b": [np.float64(1.5), np.int64(2), float("inf")], "c": np.bool_(True), 3: (np.nan,)}
+    out = ev.to_jsonable(obj)
+    assert out == {"a": None, "b": [1.5, 2, None], "c": True, "3": [None]}
+    json.dumps(out, allow_nan=False)  # strict JSON
+    m = ev.compute_metrics(toy_problems(), n_boot=5, equiv=num_equiv)
+    m["per_family"]["mul"]["sv_tpr_dummy"] = NAN
+    text = json.dumps(ev.to_jsonable(m), allow_nan=False)
+    assert json.loads(text)["per_family"]["mul"]["sv_tpr_dummy"] is None
+
+
+def hide_matplotlib(monkeypatch):
+    for mod in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, mod, None)  # `import matplotlib` now raises ImportError
+
+
+def test_write_report_without_matplotlib(tmp_path, monkeypatch, capsys):
+    hide_matplotlib(monkeypatch)
+    probs = toy_problems()
+    results = {"grpo": ev.compute_metrics(probs, n_boot=10, equiv=num_equiv),
+               "laser": ev.compute_metrics(probs[:2], n_boot=10, equiv=num_equiv)}
+    ev.write_report(results, str(tmp_path), problems_by_run={"grpo": probs, "laser": probs[:2]})
+    assert "matplotlib not installed: skipping plots" in capsys.readouterr().out
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["eval.json", "eval.md", "records.json"]  # no plots, no temp files left behind
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert set(data) == {"grpo", "laser"} and data["grpo"]["accuracy_avg"] == pytest.approx(1.25 / 3)
+    assert data["laser"]["per_family"]["add"]["n_problems"] == 2
+    md = (tmp_path / "eval.md").read_text()
+    assert "| metric | grpo | laser |" in md and "## Scaling with k" in md and "## Per family" in md
+    assert "harmonic mean" in md
+    records = ev.load_records(str(tmp_path / "records.json"))
+    assert math.isnan(records["grpo"][1]["samples"][0]["r_s"])  # null -> NaN on load
+    table = ev.format_table(results)
+    assert "grpo" in table.splitlines()[0] and "laser" in table.splitlines()[0]
+
+
+def test_write_report_plots_when_matplotlib_present(tmp_path):
+    pytest.importorskip("matplotlib")
+    probs = toy_problems()
+    ev.write_report({"run": ev.compute_metrics(probs, n_boot=0, equiv=num_equiv)}, str(tmp_path), {"run": probs})
+    assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "rs_hist.png").stat().st_size > 0
+
+
+def test_cli_records_end_to_end(tmp_path, monkeypatch, capsys):
+    hide_matplotlib(monkeypatch)
+    fake_verify = types.ModuleType("verify")
+    fake_verify.is_equivalent = num_equiv  # production path imports verify.is_equivalent lazily
+    monkeypatch.setitem(sys.modules, "verify", fake_verify)
+    rec_path = tmp_path / "in" / "records.json"
+    rec_path.parent.mkdir()
+    rec_path.write_text(json.dumps(ev.to_jsonable({"a": toy_problems(), "b": random_problems(4, 4)})))
+    out = tmp_path / "out"
+    assert ev.main(["--records", str(rec_path), "--n-boot", "20", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy avg@N" in printed
+    data = json.loads((out / "eval.json").read_text())
+    assert data["a"]["maj_at_k"]["2"] == pytest.approx(0.5) and data["a"]["bootstrap"]["n_boot"] == 20
+    assert (out / "records.json").exists() and (out / "eval.md").exists()
+    # recomputing from the written records gives the same metrics
+    assert ev.main(["--records", str(out / "records.json"), "--n-boot", "20"]) == 0
+    assert json.loads((out / "eval.json").read_text()) == data
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    assert ev.main([str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run directory not found" in err
+    assert ev.main([str(tmp_path), str(tmp_path)]) == 2  # duplicate names
+    assert ev.main([]) == 2
+    assert ev.main(["--records", str(tmp_path / "missing.json")]) == 2
+    with pytest.raises(SystemExit) as exc:
+        ev.main(["--help"])
+    assert exc.value.code == 0 and "--records" in capsys.readouterr().out
+
+
+def test_cli_subprocess_missing_run_dir(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
