@@ -91,67 +91,55 @@ def _lin(a: int, b: int) -> str:
 
 # --------------------------------------------------------------------------- families
 
-def _add_columns(a: int, b: int) -> list[str]:
-    da, db = str(a)[::-1], str(b)[::-1]
-    lines, carry = [], 0
-    for i in range(max(len(da), len(db))):
+def _columns(a: int, b: int, op: str) -> tuple[list[str], int]:
+    """Column addition, subtraction or multiplication by one digit, ones column first.
+
+    Each line does one column and ends with the running result, so every step only needs the digits
+    of its column and the line above it:  "9+7+0=16, 6" then "5+1+1=7, 76".
+    The third term is the carry (or borrow) coming in from the previous column.
+    """
+    da = str(a)[::-1]
+    db = str(b)[::-1] if op != "*" else ""
+    lines, c, res = [], 0, ""
+    for i in range(len(da) if op != "+" else max(len(da), len(db))):
         x = int(da[i]) if i < len(da) else 0
         y = int(db[i]) if i < len(db) else 0
-        s = x + y + carry
-        lines.append(f"{x}+{y}+{carry}={s}, write {s % 10} carry {s // 10}")
-        carry = s // 10
-    return lines
-
-
-def _sub_columns(a: int, b: int) -> list[str]:
-    da, db = str(a)[::-1], str(b)[::-1]
-    lines, borrow = [], 0
-    for i in range(len(da)):
-        x = int(da[i])
-        y = int(db[i]) if i < len(db) else 0
-        d = x - borrow - y
-        nb = 1 if d < 0 else 0
-        lines.append(f"{x}-{y}-{borrow}={d}" + (f", add 10: {d + 10}" if nb else "")
-                     + f", write {d + 10 * nb} borrow {nb}")
-        borrow = nb
-    return lines
-
-
-def _mul_columns(a: int, d: int) -> list[str]:
-    lines, carry = [], 0
-    for ch in str(a)[::-1]:
-        x = int(ch)
-        s = x * d + carry
-        lines.append(f"{x}*{d}+{carry}={s}, write {s % 10} carry {s // 10}")
-        carry = s // 10
-    return lines
+        if op == "+":
+            v = x + y + c
+            line, digit, c = f"{x}+{y}+{c}={v}", v % 10, v // 10
+        elif op == "-":
+            v = x - y - c
+            line = f"{x}-{y}-{c}={v}" + (f"+10={v + 10}" if v < 0 else "")
+            digit, c = v % 10, int(v < 0)
+        else:
+            y = b
+            v = x * y + c
+            line, digit, c = f"{x}*{y}+{c}={v}", v % 10, v // 10
+        res = f"{digit}{res}"
+        lines.append(f"{line}, {res}")
+    if c:
+        res = f"{c}{res}"
+        lines.append(f"carry {c}, {res}")
+    return lines, int(res)
 
 
 def arithmetic(rng: random.Random, level: int) -> Problem:
     if level == 1:
-        a, b = rng.randint(10, 99), rng.randint(10, 99)
-        steps, ans, q = _add_columns(a, b), a + b, f"Compute {a} + {b}."
-        steps.append(f"So {a} + {b} = {ans}.")
+        a, b, op = rng.randint(10, 99), rng.randint(10, 99), "+"
     elif level == 2:
         a, b = rng.randint(100, 999), rng.randint(100, 999)
-        if rng.random() < 0.5:
-            steps, ans, q = _add_columns(a, b), a + b, f"Compute {a} + {b}."
-            steps.append(f"So {a} + {b} = {ans}.")
-        else:
-            a, b = max(a, b), min(a, b)
-            steps, ans, q = _sub_columns(a, b), a - b, f"Compute {a} - {b}."
-            steps.append(f"So {a} - {b} = {ans}.")
+        a, b, op = (a, b, "+") if rng.random() < 0.5 else (max(a, b), min(a, b), "-")
     else:
-        a, d = rng.randint(100, 999), rng.randint(2, 9)
-        steps, ans, q = _mul_columns(a, d), a * d, f"Compute {a} * {d}."
-        steps.append(f"So {a} * {d} = {ans}.")
-    return Problem(q, str(ans), "\n".join(steps) + f"\n\\boxed{{{ans}}}", "arithmetic", level)
+        a, b, op = rng.randint(100, 999), rng.randint(2, 9), "*"
+    steps, ans = _columns(a, b, op)
+    return Problem(f"Compute {a} {op} {b}.", str(ans), "\n".join(steps) + f"\n\\boxed{{{ans}}}",
+                   "arithmetic", level)
 
 
 def linear(rng: random.Random, level: int) -> Problem:
-    x = rng.randint(-12, 12)
-    a = rng.choice([i for i in range(-9, 10) if i not in (0, 1)]) if level > 1 else 1
-    b = rng.randint(-20, 20)
+    x = rng.randint(-12, 12) if level == 1 else rng.randint(-9, 9)
+    a = rng.choice([i for i in range(-5, 6) if i not in (-1, 0, 1)]) if level > 1 else 1
+    b = rng.choice([i for i in range(-12 if level == 1 else -9, 13 if level == 1 else 10) if i != 0])
     if level == 1:
         c = x + b
         q = f"Solve for x: {_lin(1, b)} = {c}."
@@ -161,7 +149,7 @@ def linear(rng: random.Random, level: int) -> Problem:
         q = f"Solve for x: {_lin(a, b)} = {c}."
         steps = [f"{a}x = {c} {_signed(-b)} = {c - b}", f"x = {c - b} / {a} = {x}"]
     else:
-        cc = rng.choice([i for i in range(-9, 10) if i not in (0, a)])
+        cc = rng.choice([i for i in range(-5, 6) if i not in (0, a)])
         d = a * x + b - cc * x
         q = f"Solve for x: {_lin(a, b)} = {_lin(cc, d)}."
         steps = [f"{a}x {_signed(-cc)}x = {d} {_signed(-b)}",
@@ -176,8 +164,8 @@ def fraction(rng: random.Random, level: int) -> Problem:
         b = d
         op = "+"
     else:
-        b, d = rng.randint(2, 9), rng.randint(2, 9)
-        a, c = rng.randint(1, b * 2), rng.randint(1, d * 2)
+        b, d = rng.randint(2, 6), rng.randint(2, 6)
+        a, c = rng.randint(1, 2 * b - 1), rng.randint(1, 2 * d - 1)
         op = rng.choice("+-") if level == 2 else rng.choice("+-*")
     x, y = Fraction(a, b), Fraction(c, d)
     q = f"Compute {a}/{b} {op} {c}/{d}."
@@ -203,15 +191,15 @@ def fraction(rng: random.Random, level: int) -> Problem:
 def polynomial(rng: random.Random, level: int) -> Problem:
     nz = [i for i in range(-9, 10) if i != 0]
     if level == 1:
-        k = rng.choice([i for i in range(-12, 13) if abs(i) > 1])
-        b = rng.choice([i for i in range(-20, 21) if i != 0])
+        k = rng.choice([i for i in range(-9, 10) if abs(i) > 1])
+        b = rng.choice(nz)
         q = f"Expand {k}(x {_signed(b)})."
         ans = _lin(k, k * b)
         steps = [f"{k}*x = {k}x", f"{k}*{_p(b)} = {k * b}", f"{k}(x {_signed(b)}) = {ans}"]
     else:
-        a = 1 if level == 2 else rng.randint(2, 5)
-        c = 1 if level == 2 else rng.randint(1, 5)
-        b, d = rng.choice(nz), rng.choice(nz)
+        a = 1 if level == 2 else rng.randint(2, 4)
+        c = 1 if level == 2 else rng.randint(1, 3)
+        b, d = rng.choice([i for i in range(-12, 13) if i != 0]), rng.choice(nz)
         f1 = f"({_lin(a, b)})"
         f2 = f"({_lin(c, d)})"
         q = f"Expand {f1}{f2}."
@@ -231,7 +219,7 @@ _ITEMS = ("apples", "pens", "stickers", "coins", "books", "cards", "marbles", "s
 def word(rng: random.Random, level: int) -> Problem:
     name, item = rng.choice(_NAMES), rng.choice(_ITEMS)
     if level == 1:
-        a, b = rng.randint(5, 60), rng.randint(2, 40)
+        a, b = rng.randint(5, 40), rng.randint(2, 9)
         if rng.random() < 0.5:
             q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
             steps, ans = [f"{a} + {b} = {a + b}"], a + b
@@ -240,12 +228,12 @@ def word(rng: random.Random, level: int) -> Problem:
             q = f"{name} has {a} {item} and gives away {b}. How many {item} are left?"
             steps, ans = [f"{a} - {b} = {a - b}"], a - b
     elif level == 2:
-        n, k, a = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 30)
+        n, k, a = rng.randint(2, 6), rng.randint(2, 9), rng.randint(2, 20)
         q = (f"{name} has {a} {item} and buys {n} boxes with {k} {item} each. "
              f"How many {item} does {name} have now?")
         steps, ans = [f"{n} * {k} = {n * k}", f"{a} + {n * k} = {a + n * k}"], a + n * k
     else:
-        n, k, m = rng.randint(2, 9), rng.randint(3, 12), rng.randint(2, 6)
+        n, k, m = rng.randint(2, 6), rng.randint(3, 9), rng.randint(2, 5)
         # choose the gift so that the rest divides evenly and each friend gets at least one
         gift = (n * k) % m + m * rng.randint(0, max(0, (n * k) // m - 2))
         total = n * k - gift

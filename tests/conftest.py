@@ -19,15 +19,21 @@ def tok():
     return build_tokenizer([p.problem + "\n" + p.solution for p in probs], n_merges=64)
 
 
-def make_model(tok, seed=0, eos_boost=0.0, n_layer=2, n_embd=32, block_size=160):
-    """A tiny random GPT. eos_boost > 0 makes EOS likely at some positions and not others, so rows
-    finish at different steps (a random model almost never samples EOS otherwise)."""
+def make_model(tok, seed=0, eos_boost=0.0, eos_offset=0.0, n_layer=2, n_embd=32, block_size=160):
+    """A tiny random GPT. A random model almost never samples EOS; so that rows finish at different
+    steps, eos_boost > 0 scales the EOS row of the head (EOS likely at some positions only; useful for
+    greedy decoding) and eos_offset adds a constant to the EOS logit (a steady chance per step when
+    sampling)."""
     torch.manual_seed(seed)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=block_size, n_layer=n_layer, n_head=2,
                       n_embd=n_embd)).eval()
     if eos_boost:
         with torch.no_grad():
             m.lm_head.weight[tok.eos_id] *= eos_boost
+    if eos_offset:
+        def hook(_mod, _inp, out):
+            return out + eos_offset * (torch.arange(out.shape[-1]) == tok.eos_id)
+        m.lm_head.register_forward_hook(hook)
     return m
 
 

@@ -1,0 +1,176 @@
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tasks
+import train
+import verify
+from conftest import make_model
+from model import GPT, GPTConfig
+from rollout import sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_help_and_one_line_errors():
+    h = run_cli("--help")
+    assert h.returncode == 0 and "--rl_lr" in h.stdout and "--beta_v" in h.stdout
+    for bad in (["--no_such_key", "1"], ["--rl_lr", "fast"], ["--algo", "ppo"], ["--group_size", "0"],
+                ["--config", "huge"]):
+        r = run_cli(*bad, "--stage", "sft", "--out_dir", "/nonexistent/x")
+        assert r.returncode != 0, bad
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+        assert len(lines) == 1 and "error" in lines[0], (bad, r.stderr)
+
+
+def test_presets_and_overrides():
+    cfg, given = train.resolve_config(["--config", "tiny", "--rl_lr", "3e-5", "--resume", "true"])
+    assert cfg.rl_lr == 3e-5 and cfg.resume is True and cfg.n_embd == train.PRESETS["tiny"]["n_embd"]
+    assert given == {"rl_lr": 3e-5, "resume": True}
+
+
+def test_sft_batch_masks_solution_and_eos_by_position(tok):
+    probs = tasks.train_batch(0, 3, seed=0)
+    x, y, mask = train.sft_batch(tok, probs, "cpu")
+    for i, p in enumerate(probs):
+        n_prompt = len(tok.encode_prompt(p.problem))
+        sol = tok.encode(p.solution) + [tok.eos_id]
+        assert y[i][mask[i]].tolist() == sol  # exactly the solution tokens and the EOS
+        assert not mask[i, : n_prompt - 1].any()
+
+
+def test_sft_micro_batches_give_the_full_batch_gradient(tok, model_factory):
+    probs = tasks.train_batch(3, 7, seed=0)
+    grads = []
+    for mb in (7, 2):
+        m = model_factory(seed=1, block_size=256)
+        loss, n = train.sft_loss_backward(m, tok, probs, mb, "cpu")
+        grads.append((loss, torch.cat([p.grad.flatten() for p in m.parameters()])))
+    assert abs(grads[0][0] - grads[1][0]) < 1e-5
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-4)
+
+
+def test_one_sft_step_of_small_preset_model_on_cpu(tok):
+    small = train.PRESETS["small"]
+    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=small["block_size"], n_layer=small["n_layer"],
+                    n_head=small["n_head"], n_embd=small["n_embd"])
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    assert 10e6 <= model.num_params() <= 30e6
+    opt = train.make_optimizer(model, 1e-3, 0.1)
+    x, y, mask = train.sft_batch(tok, tasks.train_batch(0, 2, seed=0), "cpu")
+    before = model.lm_head.weight.detach().clone()
+    logits = model(x)
+    loss = (torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none") * mask).sum() / mask.sum()
+    loss.backward()
+    opt.step()
+    assert math.isfinite(loss.item()) and not torch.equal(before, model.lm_head.weight)
+
+
+def _rollouts(tok, seed=4):
+    m = make_model(tok, seed=seed, eos_offset=3.0)
+    probs = tasks.make_split("test", 4, 0)
+    ro = sample(m, [tok.encode_prompt(p.problem) for p in probs], 4, 20,
+                generator=torch.Generator().manual_seed(1), tokenizer=tok)
+    assert ro.finished.any() and (~ro.finished).any()
+    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))])
+    return m, ro, r_v
+
+
+def test_two_rl_steps_change_every_parameter(tok):
+    m, ro, r_v = _rollouts(tok)
+    cfg = dataclasses.replace(train.Config(), micro_batch=5, rl_lr=1e-2)
+    adv, _ = train.group_advantages(r_v, 4)
+    opt = train.make_optimizer(m, cfg.rl_lr, 0.0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    for _ in range(2):
+        st = train.rl_update(m, None, opt, ro, adv, r_v, cfg, True, -5.0, "cpu", tok)
+        assert st["loss_mse"] > 0 and st["grad_norm"] > 0
+    unchanged = [n for n, p in m.named_parameters() if torch.equal(before[n], p)]
+    assert not unchanged
+
+
+def test_rl_update_gradient_independent_of_micro_batch(tok):
+    grads = []
+    for mb in (16, 3):
+        m, ro, r_v = _rollouts(tok)
+        adv, _ = train.group_advantages(r_v, 4)
+        cfg = dataclasses.replace(train.Config(), micro_batch=mb, grad_clip=1e9)
+        opt = torch.optim.SGD(m.parameters(), lr=0.0)
+        train.rl_update(m, None, opt, ro, adv, r_v, cfg, True, -5.0, "cpu", tok)
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_non_finite_loss_skips_the_step(tok):
+    m, ro, r_v = _rollouts(tok)
+    adv, _ = train.group_advantages(r_v, 4)
+    opt = train.make_optimizer(m, 1e-2, 0.0)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    st = train.rl_update(m, None, opt, ro, adv, r_v, train.Config(), True, float("-inf"), "cpu", tok)
+    assert st["skipped"] == 1
+    for n, p in m.named_parameters():
+        assert torch.equal(before[n], p) and torch.isfinite(p).all()
+
+
+def test_c_ref_warning():
+    assert train.check_c_ref(-8.0, 0.1, 0.1) is not None  # c_ref + 1/beta_v = 2 > -2
+    assert train.check_c_ref(-20.0, 0.1, 0.1) is None
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sft"))
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", out])
+    return out
+
+
+def _fake_reward(text, gold):  # a reward with both outcomes even for an untrained model
+    return (1.0, "right") if len(text) % 2 == 0 else (0.0, "wrong")
+
+
+def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path):
+    for f in ("ckpt.pt", "config.json", "tokenizer.json", "metrics.jsonl"):
+        assert os.path.exists(os.path.join(sft_dir, f))
+    ck = train.load_checkpoint(sft_dir)
+    assert ck["step"] == 4 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
+    half = str(tmp_path / "half")
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "2"])
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--resume", "true"])
+    a, b = train.load_checkpoint(sft_dir)["model"], train.load_checkpoint(half)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(verify, "reward_with_reason", _fake_reward)
+    common = ["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "4", "--algo", "laser",
+              "--reasoning_warmup", "1", "--self_reward_warmup", "1", "--max_new_tokens", "40"]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train.main(common + ["--out_dir", full])
+    train.main(common + ["--out_dir", part, "--halt_at", "2"])
+    assert train.load_checkpoint(part)["step"] == 2
+    train.main(["--stage", "rl", "--out_dir", part, "--resume", "true"])
+    a, b = train.load_checkpoint(full), train.load_checkpoint(part)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["c_ref"] == b["c_ref"] and a["beta_v"] == b["beta_v"] and b["step"] == 4
+    for k, v in a["optimizer"]["state"].items():
+        assert torch.equal(v["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+    drop = ("time_rollout", "time_verify", "time_update", "tokens_per_s")
+    rows = []
+    for d in (full, part):
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            rows.append([{k: v for k, v in json.loads(ln).items() if k not in drop} for ln in f])
+    assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4] and rows[0] == rows[1]
+    assert {"sv_f1", "sv_auroc", "clip_frac", "loss_mse", "zero_var_groups", "c_ref"} <= set(rows[0][-1])
+    assert any(r.get("mse_on") for r in rows[0]) and any(r.get("integrated_groups") is not None for r in rows[0])

@@ -1,0 +1,764 @@
+"""Train a small GPT on synthetic math: SFT warm start, then RL with GRPO or LaSeR.
+
+    python train.py --config tiny                          # SFT, then LaSeR RL (out/tiny/sft, out/tiny/laser)
+    python train.py --config tiny --stage sft              # SFT only, into --out_dir
+    python train.py --config tiny --stage rl --algo grpo --init out/tiny/sft --out_dir out/tiny/grpo
+    python train.py --config tiny --stage rl --resume --out_dir out/tiny/grpo   # continue a run
+    python train.py --help                                 # every knob, with its meaning
+
+Stages
+  sft  next-token loss on generated worked solutions (loss on solution tokens and EOS only; padding
+       masked by position). Periodic held-out accuracy, sampled at temperature 1.
+  rl   from an SFT checkpoint: measure c_ref on the starting (reference) policy (LASER.md section 5),
+       then per step: sample K rollouts per problem with the KV-cache sampler (which also reads
+       log p(z_c) at each EOS), score them with verify.py, compute group advantages, and update.
+       --algo grpo: PPO-clipped GRPO. --algo laser: GRPO + alpha * class-reweighted MSE between
+       r_s = beta_v (log p(z_c) - c_ref) and the verifier reward, then self-reward advantage
+       integration (LASER.md sections 2-4), on the warm-up schedule of section 4.
+
+Deliberate simplifications: no KL term by default (coefficient 0, as in the paper; no reference
+forward pass then), no entropy bonus, no value model. With one update per rollout batch (ppo_epochs=1,
+the paper's setting) the PPO ratio is exactly 1 up to float error and the clip never fires; set
+ppo_epochs > 1 to make the clip real.
+
+Every run directory holds config.json, tokenizer.json, ckpt.pt (weights, optimizer, step = data
+cursor, RNG states, config, c_ref and beta_v), metrics.jsonl (one object per step) and, for RL,
+samples.jsonl. Problems and sampling seeds are pure functions of (seed, step), so a run resumed with
+--resume is bit-identical on CPU to one that was never interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+import tasks
+from loss import group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss, self_reward_score
+from model import GPT, GPTConfig
+from rollout import Rollouts, sample, score_rollouts
+from tokenizer import Tokenizer, build_tokenizer, load_tokenizer
+
+
+# ============================================================================ configuration
+
+@dataclass
+class Config:
+    # --- run
+    stage: str = "all"            # sft | rl | all (sft into OUT/sft, then rl into OUT/<algo>)
+    out_dir: str = "out/run"      # run directory (for --stage all: the parent of sft/ and <algo>/)
+    seed: int = 0                 # seeds data, init and sampling
+    device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on cuda)
+    threads: int = 0              # torch CPU threads (0: torch's default)
+    resume: bool = False          # continue the run in out_dir from its ckpt.pt
+    halt_at: int = 0              # stop (with a checkpoint) after this step, as if interrupted; 0: off
+    # --- data
+    families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
+    levels: str = "1,2,3"         # comma-separated difficulty levels
+    data_jsonl: str = ""          # optional outside training data ({"problem","answer"[,"solution"]})
+    n_test: int = 150             # held-out problems used for periodic evaluation
+    bpe_merges: int = 256         # BPE merges learned from the task corpus
+    # --- model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    # --- SFT
+    sft_steps: int = 1000
+    sft_batch_size: int = 32
+    sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
+    sft_lr: float = 2e-3
+    sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.0
+    # --- RL (shared by grpo and laser)
+    algo: str = "laser"           # grpo | laser
+    init: str = ""                # SFT run directory RL starts from (--stage rl)
+    rl_steps: int = 100
+    prompts_per_step: int = 16    # problems per RL step
+    group_size: int = 8           # K rollouts per problem
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0                # 0: off
+    top_p: float = 1.0            # 1.0: off
+    rl_lr: float = 1e-4
+    rl_warmup: int = 5
+    ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio == 1)
+    micro_batch: int = 64         # rows per forward/backward (gradient is the same for any value)
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    loss_agg: str = "token_mean"  # token_mean | seq_mean
+    adv_mode: str = "grpo"        # grpo (z-score) | drgrpo (mean-only)
+    kl_coef: float = 0.0          # KL(pi || pi_ref) coefficient; 0 skips the reference model
+    kl_estimator: str = "k3"      # k1 | k3
+    grad_clip: float = 1.0
+    # --- LaSeR (LASER.md sections 2-5)
+    beta_v: float = 0.1           # r_s = beta_v * (log p(z_c) - c_ref)
+    alpha: float = 0.1            # weight of the self-rewarding MSE
+    tau: float = 0.1              # weight of the self-reward advantage
+    std_threshold: float = 0.1    # T: integrate only groups whose std(clip(r_s,0,1)) > T
+    reasoning_warmup: int = 0     # RL steps of plain GRPO before the MSE starts
+    self_reward_warmup: int = 20  # further steps before advantage integration starts
+    c_ref: float = float("nan")   # NaN: measure on the reference policy (never copy one)
+    calib_prompts: int = 64       # problems x samples used to measure c_ref
+    calib_samples: int = 4
+    # --- logging / evaluation / checkpoints
+    log_every: int = 10           # SFT: steps per progress line (RL prints every step)
+    eval_every: int = 200         # steps between held-out evaluations (0: only at the end)
+    ckpt_every: int = 100         # steps between checkpoints (always at the end)
+    n_log_samples: int = 2        # decoded rollouts per RL step written to samples.jsonl
+    eval_batch: int = 64          # prompts per sampling batch in evaluation
+
+
+PRESETS: dict[str, dict] = {
+    # seconds: used by tests and CI
+    "test": dict(n_layer=1, n_head=2, n_embd=32, block_size=192, bpe_merges=64, n_test=10,
+                 sft_steps=4, sft_batch_size=8, sft_warmup=1, log_every=2, eval_every=0,
+                 rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, micro_batch=4,
+                 rl_warmup=1, ckpt_every=1, calib_prompts=2, calib_samples=2, self_reward_warmup=1,
+                 eval_batch=16),
+    # a 2-core CPU: the whole pipeline (SFT, GRPO and LaSeR runs, evaluation) in about half an hour
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, levels="1,2", sft_steps=2400,
+                 sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=800,
+                 rl_steps=100, prompts_per_step=16, group_size=8, max_new_tokens=128, rl_lr=1e-4,
+                 reasoning_warmup=0, self_reward_warmup=20),
+    # one GPU: ~20M parameters
+    "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_test=500,
+                  sft_steps=6000, sft_batch_size=128, sft_lr=1e-3, sft_warmup=200, weight_decay=0.1,
+                  eval_every=1000, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
+                  group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=128,
+                  reasoning_warmup=50, self_reward_warmup=100, calib_prompts=256),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, non-zero exit
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _field_comments() -> dict[str, str]:
+    """The one-line comment beside each Config field, reused as its --help text."""
+    import inspect
+    out = {}
+    for line in inspect.getsource(Config).splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and not line.startswith("#"):
+            out[line.split(":")[0].strip()] = line.split("#", 1)[1].strip()
+    return out
+
+
+CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
+           "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
+           "kl_estimator": ("k1", "k3")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5.")
+    p.add_argument("--config", default="tiny", choices=list(PRESETS), help="named preset (default tiny)")
+    helps = _field_comments()
+    for f in fields(Config):
+        kind = {bool: _parse_bool, int: int, float: float, str: str}[type(f.default)]
+        p.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(f.name),
+                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{f.default}]")
+    return p
+
+
+def resolve_config(argv=None) -> tuple[Config, dict]:
+    """Preset, then explicit CLI overrides. Returns the config and the overrides that were given."""
+    args = vars(build_parser().parse_args(argv))
+    preset = args.pop("config")
+    cfg = dataclasses.replace(Config(), **PRESETS[preset])
+    cfg = dataclasses.replace(cfg, **args)
+    check_config(cfg)
+    return cfg, args
+
+
+def check_config(cfg: Config) -> None:
+    def bad(msg):
+        raise SystemExit(f"train.py: error: {msg}")
+    for name in ("sft_steps", "rl_steps", "sft_batch_size", "prompts_per_step", "group_size",
+                 "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size"):
+        if getattr(cfg, name) < 1:
+            bad(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.n_embd % (2 * cfg.n_head):
+        bad(f"--n_embd {cfg.n_embd} must be a multiple of 2 * n_head = {2 * cfg.n_head}")
+    unknown = set(cfg.families.split(",")) - set(tasks.FAMILIES)
+    if unknown:
+        bad(f"unknown families {sorted(unknown)}; choose from {','.join(tasks.FAMILIES)}")
+    try:
+        lv = [int(x) for x in cfg.levels.split(",")]
+    except ValueError:
+        bad(f"--levels must be comma-separated integers, got {cfg.levels!r}")
+    if set(lv) - set(tasks.LEVELS):
+        bad(f"--levels must be within {tasks.LEVELS}, got {cfg.levels!r}")
+    if cfg.temperature <= 0:
+        bad("--temperature must be > 0 for RL sampling (log-probs of greedy samples are not defined)")
+    if cfg.beta_v <= 0:
+        bad("--beta_v must be > 0")
+    if cfg.stage == "rl" and not cfg.init and not cfg.resume:
+        bad("--stage rl needs --init SFT_RUN_DIR (or --resume)")
+    if cfg.data_jsonl and not os.path.exists(cfg.data_jsonl):
+        bad(f"--data_jsonl {cfg.data_jsonl}: no such file")
+
+
+# ============================================================================ plumbing
+
+def get_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("train.py: error: --device cuda but CUDA is not available")
+    return torch.device(cfg.device)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+
+
+def atomic_save(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint
+
+
+def write_json(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    return x
+
+
+class MetricsLog:
+    """Appends one JSON object per line. On resume, lines past the checkpoint's step are dropped so
+    the log matches the weights."""
+
+    def __init__(self, path: str, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            with open(path, "w") as f:
+                f.writelines(keep)
+        elif resume_step is None and os.path.exists(path):
+            os.remove(path)
+
+    def write(self, obj: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_jsonable(obj)) + "\n")
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> float:
+    """Linear warm-up, then cosine decay to peak * min_frac."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def step_generator(seed, step: int, device) -> torch.Generator:
+    """The sampling generator of one step: a pure function of (seed, step)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int.from_bytes(f"{seed}/{step}".encode(), "little") % (2 ** 63))
+    return g
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def families_levels(cfg: Config):
+    return tuple(cfg.families.split(",")), tuple(int(x) for x in cfg.levels.split(","))
+
+
+def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
+    path = os.path.join(run_dir, "ckpt.pt") if os.path.isdir(run_dir) else run_dir
+    if not os.path.exists(path):
+        raise SystemExit(f"train.py: error: no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
+    """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
+    ck = load_checkpoint(run_dir)
+    tok = load_tokenizer(os.path.join(os.path.dirname(os.path.join(run_dir, "ckpt.pt")), "tokenizer.json"))
+    model = GPT(GPTConfig(**ck["model_config"]))
+    model.load_state_dict(ck["model"])
+    if model.cfg.vocab_size != tok.vocab_size:
+        raise SystemExit(f"train.py: error: {run_dir}: checkpoint vocab {model.cfg.vocab_size} != "
+                         f"tokenizer vocab {tok.vocab_size}")
+    return model.to(device).eval(), tok, ck
+
+
+# ============================================================================ evaluation during training
+
+@torch.no_grad()
+def heldout_eval(model, tok, problems, cfg: Config, device, c_ref=None, beta_v=None) -> dict:
+    """One sample per held-out problem at temperature 1 (fixed generator): accuracy overall and per
+    family, and, when c_ref is known, self-verification of r_s on those samples."""
+    from evaluate import self_verification_metrics
+    from verify import reward
+
+    model.eval()
+    g = step_generator(f"eval-{cfg.seed}", 0, device)
+    correct, finished, logp_zc = [], [], []
+    for i in range(0, len(problems), cfg.eval_batch):
+        chunk = problems[i:i + cfg.eval_batch]
+        with autocast(device):
+            ro = sample(model, [tok.encode_prompt(p.problem) for p in chunk], 1, cfg.max_new_tokens,
+                        temperature=1.0, generator=g, tokenizer=tok)
+        correct += [reward(t, p.answer) == 1.0 for t, p in zip(ro.texts, chunk)]
+        finished += ro.finished.tolist()
+        logp_zc += ro.logp_zc.tolist()
+    out = {"eval_acc": float(np.mean(correct)), "eval_truncated": 1 - float(np.mean(finished))}
+    for fam in sorted({p.family for p in problems}):
+        sel = [c for c, p in zip(correct, problems) if p.family == fam]
+        out[f"eval_acc_{fam}"] = float(np.mean(sel))
+    if c_ref is not None and math.isfinite(c_ref):
+        r_s = beta_v * (np.array(logp_zc) - c_ref)
+        sv = self_verification_metrics(r_s, correct, finished)
+        out.update({f"eval_sv_{k}": sv[k] for k in ("tpr", "tnr", "f1", "auroc")})
+    return out
+
+
+def heldout_problems(cfg: Config) -> list[tasks.Problem]:
+    fam, lv = families_levels(cfg)
+    return tasks.make_split("test", cfg.n_test, cfg.seed, fam, lv)
+
+
+# ============================================================================ SFT
+
+def sft_batch(tok: Tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded [BOS, problem, \\n, solution, EOS] rows. Returns inputs (B, L-1), targets (B, L-1) and
+    the loss mask (B, L-1): True where the target is a solution token or the EOS (by position)."""
+    rows, starts = [], []
+    for p in problems:
+        prompt = tok.encode_prompt(p.problem)
+        rows.append(prompt + tok.encode(p.solution) + [tok.eos_id])
+        starts.append(len(prompt))
+    L = max(map(len, rows))
+    seq = torch.full((len(rows), L), tok.pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        seq[i, :len(r)] = torch.tensor(r)
+    pos = torch.arange(1, L)[None, :]  # position of each target
+    lens = torch.tensor([len(r) for r in rows])[:, None]
+    mask = (pos >= torch.tensor(starts)[:, None]) & (pos < lens)  # (B, L-1)
+    return seq[:, :-1].to(device), seq[:, 1:].to(device), mask.to(device)
+
+
+def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device) -> tuple[float, int]:
+    """Accumulate the gradient of the token-mean SFT loss over `problems`; returns (loss, real tokens).
+
+    The problems are sorted by length and cut into micro-batches, each padded only to its own
+    longest row: about half the compute of one padded batch is padding otherwise. Every micro-batch
+    is normalised by the whole batch's count of trained tokens, so the gradient equals the one of the
+    single padded batch."""
+    lengths = [len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution)) for p in problems]
+    order = sorted(range(len(problems)), key=lambda i: lengths[i])
+    chunks = [[problems[i] for i in order[s:s + micro_batch]] for s in range(0, len(order), micro_batch)]
+    batches = [sft_batch(tok, c, device) for c in chunks]
+    n_target = sum(int(m.sum()) for _, _, m in batches)
+    total = 0.0
+    for x, y, mask in batches:
+        with autocast(device):
+            logits = model(x)  # (b, L-1, V)
+        per_tok = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
+        loss = (per_tok * mask).sum() / max(1, n_target)
+        loss.backward()
+        total += loss.item()
+    return total, sum(lengths)  # real input tokens: each row minus its last token
+
+
+def corpus_for_tokenizer(cfg: Config) -> list[str]:
+    fam, lv = families_levels(cfg)
+    probs = [p for s in range(40) for p in tasks.train_batch(s, 64, f"bpe-{cfg.seed}", fam, lv)]
+    texts = [p.problem + "\n" + p.solution for p in probs]
+    if cfg.data_jsonl:
+        texts += [p.problem + "\n" + (p.solution or "") for p in tasks.load_jsonl(cfg.data_jsonl)]
+    return texts
+
+
+def new_model(cfg: Config, tok: Tokenizer, device) -> GPT:
+    torch.manual_seed(cfg.seed)
+    mc = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                   n_head=cfg.n_head, n_embd=cfg.n_embd)
+    return GPT(mc).to(device)
+
+
+def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wte" not in n)]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
+    atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "data_cursor": step, "rng": rng_state(), "config": asdict(cfg),
+                 "model_config": asdict(model.cfg), **extra}, path)
+
+
+def run_sft(cfg: Config) -> str:
+    device = get_device(cfg)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    fam, lv = families_levels(cfg)
+    extra_data = tasks.load_jsonl(cfg.data_jsonl) if cfg.data_jsonl else []
+    if cfg.resume:
+        model, tok, ck = load_run(cfg.out_dir, device)
+        model.train()
+        opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        start = ck["step"]
+        log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), resume_step=start)
+        print(f"resumed SFT at step {start}")
+    else:
+        tok = build_tokenizer(corpus_for_tokenizer(cfg), cfg.bpe_merges)
+        tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+        model = new_model(cfg, tok, device)
+        opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
+        start = 0
+        log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
+    write_json(asdict(cfg), os.path.join(cfg.out_dir, "config.json"))
+    test = heldout_problems(cfg)
+    print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
+          f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
+    t0, tokens_seen, last = time.time(), 0, time.time()
+    for step in range(start, cfg.sft_steps):
+        model.train()
+        probs = tasks.train_batch(step, cfg.sft_batch_size, cfg.seed, fam, lv)
+        if extra_data:  # mix outside data in, deterministically by step
+            r = random.Random(f"jsonl-{cfg.seed}-{step}")
+            probs = probs[: len(probs) // 2] + [r.choice(extra_data) for _ in range(len(probs) - len(probs) // 2)]
+            probs = [p if p.solution else tasks.Problem(p.problem, p.answer, f"\\boxed{{{p.answer}}}")
+                     for p in probs]
+        lr = lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac)
+        for gparam in opt.param_groups:
+            gparam["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss, n_real = sft_loss_backward(model, tok, probs, cfg.sft_micro_batch, device)
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        tokens_seen += n_real
+        done = step + 1
+        rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm}
+        if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps:
+            rec.update(heldout_eval(model, tok, test, cfg, device))
+        if done % cfg.log_every == 0 or "eval_acc" in rec or done == cfg.sft_steps:
+            el = time.time() - t0
+            rec["tokens_per_s"] = tokens_seen / max(1e-9, time.time() - last)
+            tokens_seen, last = 0, time.time()
+            eta = el / (done - start) * (cfg.sft_steps - done)
+            msg = (f"sft {done:5d}/{cfg.sft_steps} loss {rec['loss']:.4f} lr {lr:.2e} "
+                   f"tok/s {rec['tokens_per_s']:.0f} elapsed {fmt_time(el)} eta {fmt_time(eta)}")
+            if "eval_acc" in rec:
+                msg += f" | held-out acc {rec['eval_acc']:.3f} (" + " ".join(
+                    f"{k[9:12]} {v:.2f}" for k, v in rec.items() if k.startswith("eval_acc_")) + ")"
+            print(msg, flush=True)
+        log.write(rec)
+        if done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at:
+            checkpoint(ck_path, model, opt, done, cfg, {"stage": "sft"})
+        if done == cfg.halt_at:
+            print(f"halted after step {done} (--halt_at)")
+            break
+    return cfg.out_dir
+
+
+# ============================================================================ RL
+
+@torch.no_grad()
+def calibrate_c_ref(model, tok, cfg: Config, device) -> tuple[float, float, int]:
+    """LASER.md section 5: log pi_ref(z_c | x, y) at the EOS of the reference policy's own solutions.
+    Returns (mean, std, number of finished samples)."""
+    model.eval()
+    fam, lv = families_levels(cfg)
+    probs = tasks.train_batch(0, cfg.calib_prompts, f"calib-{cfg.seed}", fam, lv)
+    g = step_generator(f"calib-{cfg.seed}", 0, device)
+    vals = []
+    for i in range(0, len(probs), cfg.eval_batch):
+        with autocast(device):
+            ro = sample(model, [tok.encode_prompt(p.problem) for p in probs[i:i + cfg.eval_batch]],
+                        cfg.calib_samples, cfg.max_new_tokens, temperature=cfg.temperature, generator=g,
+                        tokenizer=tok)
+        vals += ro.logp_zc[ro.finished].tolist()
+    if not vals:
+        raise SystemExit("train.py: error: no calibration sample finished; raise --max_new_tokens")
+    return float(np.mean(vals)), float(np.std(vals)), len(vals)
+
+
+def check_c_ref(c_ref: float, c_std: float, beta_v: float, margin: float = 2.0) -> str | None:
+    """The log Z ~ 0 approximation needs c_ref + 1/beta_v well below 0 (LASER.md section 5)."""
+    if c_ref + 1.0 / beta_v > -margin:
+        return (f"WARNING: c_ref = {c_ref:.2f} but 1/beta_v = {1 / beta_v:.1f}: c_ref + 1/beta_v = "
+                f"{c_ref + 1 / beta_v:.2f} is not below -{margin}. The target log p(z_c) of correct "
+                f"solutions would be near or above 0 and the log Z ~ 0 approximation fails; raise beta_v.")
+    return None
+
+
+def rollout_step(model, tok, cfg: Config, step: int, device):
+    fam, lv = families_levels(cfg)
+    probs = tasks.train_batch(step, cfg.prompts_per_step, f"rl-{cfg.seed}", fam, lv)
+    prompts = [tok.encode_prompt(p.problem) for p in probs]
+    model.eval()
+    with autocast(device):
+        ro = sample(model, prompts, cfg.group_size, cfg.max_new_tokens, temperature=cfg.temperature,
+                    top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None,
+                    generator=step_generator(f"rl-{cfg.seed}", step, device), tokenizer=tok)
+    return probs, ro
+
+
+def subset(ro: Rollouts, rows: torch.Tensor) -> Rollouts:
+    """Rows of a rollout batch as a Rollouts of groups of one (for micro-batching)."""
+    r = rows.tolist()
+    return Rollouts([ro.prompts[i // ro.group_size] for i in r], 1, ro.response[rows], ro.mask[rows],
+                    ro.logprobs[rows], ro.finished[rows], ro.logp_zc[rows], [ro.texts[i] for i in r],
+                    ro.temperature, ro.top_k, ro.top_p)
+
+
+def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_mse: bool, c_ref, device,
+              tok) -> dict:
+    """ppo_epochs passes over the batch in micro-batches; one optimizer step per pass. The loss of
+    each micro-batch is normalised by the whole batch's token (or sequence) count and class counts,
+    so the gradient does not depend on micro_batch. Returns loss/grad statistics."""
+    N = len(ro)
+    n_tok, n_seq = int(ro.mask.sum()), N
+    fin = ro.finished
+    n_c = int((fin & (r_v > 0.5)).sum())
+    n_i = int((fin & (r_v <= 0.5)).sum())
+    stats = {"loss_pg": 0.0, "loss_mse": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": 0}
+    model.train()
+    for _ in range(cfg.ppo_epochs):
+        opt.zero_grad(set_to_none=True)
+        tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
+        for s in range(0, N, cfg.micro_batch):
+            rows = torch.arange(s, min(N, s + cfg.micro_batch), device=ro.response.device)
+            mb = subset(ro, rows)
+            with autocast(device):
+                logp, logp_zc = score_rollouts(model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
+            pg, st = ppo_clip_loss(logp, mb.logprobs, adv[rows], mb.mask, cfg.clip_low, cfg.clip_high,
+                                   cfg.loss_agg, num_tokens=n_tok, num_seqs=n_seq)
+            loss = pg
+            tot["pg"] += pg.item()
+            tot["clip"] += st["clip_frac"] * int(mb.mask.sum()) / max(1, n_tok)
+            if cfg.kl_coef > 0:  # LASER.md section 7: 0 by default, then no reference forward
+                with torch.no_grad(), autocast(device):
+                    logp_ref, _ = score_rollouts(ref_model, mb, tok.zc_id, tok.pad_id)
+                from loss import aggregate_loss
+                kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
+                                    num_tokens=n_tok, num_seqs=n_seq)
+                loss = loss + cfg.kl_coef * kl
+                tot["kl"] += kl.item()
+            if use_mse:  # LASER.md section 2: L = L_RLVR + alpha * L_SR
+                r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
+                mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i)
+                loss = loss + cfg.alpha * mse
+                tot["mse"] += mse.item()
+            loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if not all(math.isfinite(v) for v in tot.values()) or not torch.isfinite(gnorm):
+            opt.zero_grad(set_to_none=True)  # a non-finite loss skips the step; weights stay finite
+            stats["skipped"] += 1
+        else:
+            opt.step()
+        stats.update(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"],
+                     grad_norm=float(gnorm))
+    return stats
+
+
+def _mean_or_nan(x: torch.Tensor) -> float:
+    return float(x.mean()) if x.numel() else float("nan")
+
+
+def run_rl(cfg: Config) -> str:
+    from evaluate import self_verification_metrics
+    from verify import reward_with_reason
+
+    device = get_device(cfg)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    if cfg.resume:
+        model, tok, ck = load_run(cfg.out_dir, device)
+        if ck.get("stage") != "rl":
+            raise SystemExit(f"train.py: error: {cfg.out_dir} holds a {ck.get('stage')} checkpoint, not rl")
+        start, c_ref, c_std, skipped = ck["step"], ck["c_ref"], ck["c_ref_std"], ck["skipped_steps"]
+        if ck["beta_v"] != cfg.beta_v:
+            raise SystemExit(f"train.py: error: checkpoint was trained with beta_v={ck['beta_v']}, "
+                             f"config says {cfg.beta_v}")
+        init_dir = ck["init"]
+        opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), resume_step=start)
+        samples_log = MetricsLog(os.path.join(cfg.out_dir, "samples.jsonl"), resume_step=start)
+        print(f"resumed RL at step {start} (c_ref {c_ref:.3f})")
+    else:
+        model, tok, ck = load_run(cfg.init, device)
+        if ck.get("stage") != "sft":
+            print(f"note: starting RL from a {ck.get('stage')} checkpoint in {cfg.init}")
+        init_dir, start, skipped = cfg.init, 0, 0
+        tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+        opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
+        if math.isfinite(cfg.c_ref):
+            c_ref, c_std = cfg.c_ref, float("nan")
+            print(f"c_ref = {c_ref:.3f} given by --c_ref (LASER.md section 5 recommends measuring it)")
+        else:
+            t = time.time()
+            c_ref, c_std, n = calibrate_c_ref(model, tok, cfg, device)
+            print(f"c_ref calibrated on the reference policy: mean {c_ref:.3f}, std {c_std:.3f} over {n} "
+                  f"finished samples ({time.time() - t:.1f}s); beta_v * std = {cfg.beta_v * c_std:.3f}")
+        log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
+        samples_log = MetricsLog(os.path.join(cfg.out_dir, "samples.jsonl"))
+    warn = check_c_ref(c_ref, c_std if math.isfinite(c_std) else 0.0, cfg.beta_v)
+    if warn:
+        print("!" * 100 + "\n" + warn + "\n" + "!" * 100, file=sys.stderr)
+    write_json(asdict(cfg), os.path.join(cfg.out_dir, "config.json"))
+    ref_model = None
+    if cfg.kl_coef > 0:
+        ref_model, _, _ = load_run(init_dir, device)
+    test = heldout_problems(cfg)
+    K = cfg.group_size
+    mse_from = cfg.reasoning_warmup
+    integrate_from = cfg.reasoning_warmup + cfg.self_reward_warmup
+    print(f"RL ({cfg.algo}): {model.num_params() / 1e6:.2f}M parameters, {cfg.rl_steps} steps x "
+          f"{cfg.prompts_per_step} problems x {K} samples, device {device}"
+          + (f"; MSE from step {mse_from}, advantage integration from step {integrate_from}"
+             if cfg.algo == "laser" else ""))
+    extra = lambda: {"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
+                     "skipped_steps": skipped, "init": init_dir, "algo": cfg.algo}
+    t_start = time.time()
+    if start == 0:
+        rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std}
+        rec.update(heldout_eval(model, tok, test, cfg, device, c_ref, cfg.beta_v))
+        log.write(rec)
+        print(f"rl     0 held-out acc {rec['eval_acc']:.3f}", flush=True)
+    for step in range(start, cfg.rl_steps):
+        t0 = time.time()
+        probs, ro = rollout_step(model, tok, cfg, step, device)
+        t1 = time.time()
+        golds = [p.answer for p in probs for _ in range(K)]
+        rr = [reward_with_reason(text, gold) for text, gold in zip(ro.texts, golds)]
+        r_v = torch.tensor([r for r, _ in rr], dtype=torch.float32, device=ro.response.device)  # (N,)
+        reasons = [why for _, why in rr]
+        t2 = time.time()
+        # advantages (LASER.md section 2), then self-reward integration (section 3)
+        adv, n_zero = group_advantages(r_v, K, cfg.adv_mode)
+        r_s_sampler = self_reward_score(ro.logp_zc, c_ref, cfg.beta_v)  # (N,) NaN for truncated
+        n_integrated = 0
+        laser = cfg.algo == "laser"
+        if laser and step >= integrate_from:
+            adv, n_integrated = integrate_advantages(adv, r_s_sampler, ro.finished, K, cfg.tau, cfg.std_threshold)
+        for gparam in opt.param_groups:
+            gparam["lr"] = lr_at(step, cfg.rl_steps, cfg.rl_lr, cfg.rl_warmup, cfg.min_lr_frac)
+        st = rl_update(model, ref_model, opt, ro, adv, r_v, cfg, laser and step >= mse_from, c_ref, device, tok)
+        skipped += st.pop("skipped")
+        t3 = time.time()
+        done = step + 1
+        sv = self_verification_metrics(r_s_sampler.cpu().numpy(), (r_v > 0.5).cpu().numpy(),
+                                       ro.finished.cpu().numpy())
+        n_tok = int(ro.mask.sum())
+        lens = ro.lengths.float()
+        rec = {"step": done, "reward": float(r_v.mean()), "accuracy": float(r_v.mean()),
+               "no_answer": reasons.count("no_answer") / len(rr), "unparsable": reasons.count("unparsable") / len(rr),
+               "sv_tpr": sv["tpr"], "sv_tnr": sv["tnr"], "sv_f1": sv["f1"], "sv_auroc": sv["auroc"],
+               "rs_correct": _mean_or_nan(r_s_sampler[ro.finished & (r_v > 0.5)]),
+               "rs_incorrect": _mean_or_nan(r_s_sampler[ro.finished & (r_v <= 0.5)]),
+               **st, "resp_len_mean": float(lens.mean()), "resp_len_max": int(lens.max()),
+               "truncated": float((~ro.finished).float().mean()), "zero_var_groups": n_zero,
+               "integrated_groups": n_integrated, "mse_on": bool(laser and step >= mse_from),
+               "c_ref": c_ref, "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
+               "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
+               "tokens_per_s": n_tok / max(1e-9, t1 - t0)}
+        if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.rl_steps:
+            rec.update(heldout_eval(model, tok, test, cfg, device, c_ref, cfg.beta_v))
+        log.write(rec)
+        for i in range(min(cfg.n_log_samples, len(ro))):
+            row = i * K  # first sample of the first problems
+            samples_log.write({"step": done, "problem": probs[row // K].problem, "gold": probs[row // K].answer,
+                               "response": ro.texts[row], "reward": float(r_v[row]),
+                               "reason": reasons[row], "r_s": float(r_s_sampler[row])})
+        el = time.time() - t_start
+        eta = el / (done - start) * (cfg.rl_steps - done)
+        msg = (f"rl {done:5d}/{cfg.rl_steps} acc {rec['accuracy']:.3f} sv_f1 {rec['sv_f1']:.3f} "
+               f"auroc {rec['sv_auroc']:.3f} pg {rec['loss_pg']:+.4f} mse {rec['loss_mse']:.4f} "
+               f"gn {rec['grad_norm']:.2f} len {rec['resp_len_mean']:.0f} trunc {rec['truncated']:.2f} "
+               f"zvar {n_zero} t {t1 - t0:.1f}/{t2 - t1:.1f}/{t3 - t2:.1f}s eta {fmt_time(eta)}")
+        if "eval_acc" in rec:
+            msg += f" | held-out acc {rec['eval_acc']:.3f}"
+        print(msg, flush=True)
+        if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
+            checkpoint(ck_path, model, opt, done, cfg, extra())
+        if done == cfg.halt_at:
+            print(f"halted after step {done} (--halt_at)")
+            break
+    return cfg.out_dir
+
+
+# ============================================================================ main
+
+def main(argv=None) -> str:
+    cfg, given = resolve_config(argv)
+    if cfg.resume:  # a resumed run keeps its saved config; explicit flags still apply
+        path = os.path.join(cfg.out_dir, "config.json")
+        if not os.path.exists(path):
+            raise SystemExit(f"train.py: error: --resume but {path} does not exist")
+        with open(path) as f:
+            saved = json.load(f)
+        known = {f.name for f in fields(Config)}
+        cfg = dataclasses.replace(Config(), **{k: v for k, v in saved.items() if k in known})
+        cfg = dataclasses.replace(cfg, **given)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    print("config: " + json.dumps(asdict(cfg)))
+    if cfg.stage == "sft":
+        return run_sft(cfg)
+    if cfg.stage == "rl":
+        return run_rl(cfg)
+    root = cfg.out_dir
+    sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(root, "sft")))
+    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=os.path.join(root, cfg.algo)))
+
+
+if __name__ == "__main__":
+    main()
