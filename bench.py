@@ -1,0 +1,295 @@
+"""Benchmark harness.
+
+    python bench.py                 # every section, full repeats
+    python bench.py --quick         # every section, few repeats (whole run well under a minute)
+    python bench.py --only verify   # one section (repeatable: --only verify --only train)
+    python bench.py --out path.json # default: bench.json in the current directory
+
+A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
+("<name>.<metric>") to `metric(samples, unit, target)` records:
+    {"median": float, "spread": [min, max], "unit": str, "target": str | None, "n": int}
+Register a section by appending it to SECTIONS at the bottom of this file. Sections import their
+heavy dependencies (torch, the model, ...) lazily inside the function, so running one section never
+requires another's dependencies. The run prints one aligned table and writes a JSON file with the
+machine description and every metric.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from importlib import metadata
+
+
+# ====================================================================================== helpers
+
+def metric(samples, unit: str, target: str | None = None) -> dict:
+    """Summarise repeated measurements: median with [min, max] spread."""
+    xs = [float(x) for x in samples]
+    if not xs:
+        raise ValueError("metric() needs at least one sample")
+    return {"median": statistics.median(xs), "spread": [min(xs), max(xs)], "unit": unit,
+            "target": target, "n": len(xs)}
+
+
+def percentile(xs, q: float) -> float:
+    """q in [0, 100]; nearest-rank on the sorted data (no interpolation)."""
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    return {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),       # read from metadata: no torch import needed here
+        "numpy": _version("numpy"),
+        "sympy": _version("sympy"),
+    }
+
+
+# ====================================================================================== verify section
+
+def _verify_workload(n_problems: int = 25, samples: int = 8, seed: int = 0):
+    """Realistic model-like completions: worked steps ending in \\boxed{...}, for several answer
+    families, right and wrong. Returns [(completion, gold, expected_right: bool | None)]."""
+    rng = random.Random(seed)
+    out = []
+
+    def steps_text(nums):
+        lines = ["Let's work through this step by step."]
+        for _ in range(rng.randint(2, 6)):
+            a, b = rng.choice(nums), rng.randint(2, 99)
+            lines.append(f"We have ${a} + {b} = {a + b}$ and ${a} \\cdot {b} = {a * b}$, so we continue.")
+        return "\n".join(lines)
+
+    families = ["int", "frac", "poly", "tuple", "set", "sqrt", "linear", "decimal"]
+    for p in range(n_problems):
+        fam = families[p % len(families)]
+        if fam == "int":
+            n = rng.randint(-5000, 50000)
+            gold = str(n)
+            right = [str(n), f"{n:,}", f"x = {n}", f"{n}.0"]
+            wrong = [str(n + 1), str(-n - 1), str(n * 10 + 1)]
+        elif fam == "frac":
+            a, b = rng.randint(1, 40), rng.randint(2, 40)
+            while a % b == 0:
+                a += 1
+            from math import gcd
+            g = gcd(a, b)
+            a, b = a // g, b // g
+            gold = f"\\frac{{{a}}}{{{b}}}"
+            right = [f"\\frac{{{a}}}{{{b}}}", f"{a}/{b}", f"\\dfrac{{{2 * a}}}{{{2 * b}}}", f"\\frac{{{3 * a}}}{{{3 * b}}}"]
+            wrong = [f"\\frac{{{b}}}{{{a}}}", f"\\frac{{{a + 1}}}{{{b}}}", f"{a}/{b + 1}"]
+        elif fam == "poly":
+            r1, r2 = rng.randint(-9, 9), rng.randint(-9, 9)
+            c1, c0 = -(r1 + r2), r1 * r2
+            gold = f"x^2 {'+' if c1 >= 0 else '-'} {abs(c1)}x {'+' if c0 >= 0 else '-'} {abs(c0)}"
+            right = [gold, f"(x {'-' if r1 >= 0 else '+'} {abs(r1)})(x {'-' if r2 >= 0 else '+'} {abs(r2)})",
+                     f"{c0} + {c1}x + x^2", f"x^{{2}}+{c1}*x+{c0}"]
+            wrong = [f"x^2 + {c1 + 1}x + {c0}", f"(x {'-' if r1 >= 0 else '+'} {abs(r1)})(x + {-r2 + 1})",
+                     f"x^2 + {c1}x + {c0 + 1}"]
+        elif fam == "tuple":
+            a, b = rng.randint(-9, 9), rng.randint(-9, 9)
+            if a == b:
+                b += 1
+            gold = f"({a}, {b})"
+            right = [f"({a},{b})", f"\\left( {a}, {b} \\right)", f"x = {a}, y = {b}"]
+            wrong = [f"({b}, {a})", f"({a}, {b + 1})", f"{a}"]
+        elif fam == "set":
+            a, b = rng.sample(range(-12, 13), 2)
+            gold = f"\\{{{a}, {b}\\}}"
+            right = [f"x = {a}, x = {b}", f"{b}, {a}", f"\\{{{b},{a}\\}}", f"x = {b} \\text{{ or }} x = {a}"]
+            wrong = [f"{a}", f"\\{{{a}, {b + 1}\\}}", f"({a}, {b}, 0)"]
+        elif fam == "sqrt":
+            k, m = rng.randint(2, 9), rng.choice([2, 3, 5, 6, 7])
+            gold = f"{k}\\sqrt{{{m}}}"
+            right = [f"\\sqrt{{{k * k * m}}}", f"{k} \\sqrt {m}", f"\\sqrt{{{m}}} \\cdot {k}"]
+            wrong = [f"{k + 1}\\sqrt{{{m}}}", f"\\sqrt{{{k * m}}}", f"{k * m}"]
+        elif fam == "linear":
+            x = rng.randint(-12, 12)
+            gold = str(x)
+            right = [f"x = {x}", f"{x}", f"x={x}."]
+            wrong = [f"x = {-x - 1}", f"{x + 2}", "x"]
+        else:
+            q = rng.randint(1, 999) / 8
+            gold = repr(q)
+            right = [repr(q), f"\\frac{{{int(q * 8)}}}{{8}}", f"{q}0"]
+            wrong = [repr(q + 0.5), f"{q * 10}", f"-{q}"]
+        for s in range(samples):
+            is_right = s % 2 == 0
+            ans = rng.choice(right if is_right else wrong)
+            body = steps_text([rng.randint(1, 999) for _ in range(4)])
+            if s == samples - 1 and p % 5 == 0:
+                out.append((body + "\nSo the answer should be", gold, None))   # truncated: no answer
+            else:
+                ending = rng.choice(["Therefore the answer is $\\boxed{%s}$.", "\\[\\boxed{%s}\\]",
+                                     "Final answer: $\\boxed{%s}$"])
+                out.append((body + "\n" + ending % ans, gold, is_right))
+    return out
+
+
+def _hostile_workload():
+    """Inputs built to exhaust a naive checker (huge powers, deep nesting, long strings, code)."""
+    deep_paren = "(" * 10_000 + "1" + ")" * 10_000
+    deep_frac = "\\frac{" * 2000 + "1" + "}{2}" * 2000
+    pairs = [
+        ("9^9^9^9", "1"), ("10^{10^{10}}", "10"), ("2^{2^{100}}", "2"), (deep_paren, "1"),
+        (deep_frac, "1"), ("(" * 39 + "x" + ")" * 39, "x + 1"), ("x" * 1_000_000, "x"),
+        ("1" * 1_000_000, "1"), ("(x+1)^{1000}", "x^{1000} + 1"), ("(x+y+z)^{50}", "(x+y+z)^{49}"),
+        ("__import__('os').system('echo pwned')", "0"), ("().__class__.__bases__[0]", "0"),
+        ("{0.__class__}", "0"), ("lambda: 1", "1"), ("e^{e^{e^{e^{e^{x}}}}}", "x"),
+        ("\\sin(10^{5000})", "0"), ("500!", "1"), ("\\binom{10000}{5000}", "1"),
+        ("x^{2000} - 1", "(x - 1)(x + 1)"), ("\\sqrt{" * 60 + "2" + "}" * 60, "2"),
+        ("\\{" + ",".join(f"x^{{{i}}}" for i in range(32)) + "\\}", "\\{" + ",".join(f"x^{{{i + 1}}}" for i in range(32)) + "\\}"),
+        ("\\begin{pmatrix}" + "\\\\".join(["&".join(["x^{9}"] * 20)] * 20) + "\\end{pmatrix}", "1"),
+        ("1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31", "1"),
+        ("x^{x^{x^{x}}}", "x^{x^{x}}"), ("10^{400} x^{50} + 10^{399}", "10^{400}x^{50}"),
+        # values on which sympy's own numerics never return (found by fuzzing verify.py)
+        ("\\sin(\\sin(a+(100!)(i+3)))", "y"), ("|\\sqrt{(\\pi)(\\sqrt{i}+2)}|", "\\ln(|x|-2)"),
+        ("\\sqrt{\\log_{\\ln(3+\\sqrt{i})}(\\sqrt{i})}", "1"), ("\\sin(10^{300} x)", "\\cos(10^{300} x)"),
+        ("\\{" + ",".join(f"\\tan(\\arctan(x y + {k}))" for k in range(32)) + "\\}",
+         "\\{" + ",".join(f"xy+{k}" for k in reversed(range(32))) + "\\}"),
+    ]
+    out = [(f"Step... \\boxed{{{p}}}", g) for p, g in pairs]
+    out.append(("\\boxed{" * 200_000, "1"))                                    # unterminated boxes
+    out.append(("\\boxed{1}" * 100_000, "1"))                                  # 900k chars of boxes
+    out.append(("The answer is " * 50_000 + "5", "5"))
+    return out
+
+
+def bench_verify(quick: bool) -> dict[str, dict]:
+    import verify
+
+    work = _verify_workload()
+    hostile = _hostile_workload()
+    repeats = 3 if quick else 7
+    rates, p50s, p99s, maxes, agree = [], [], [], [], []
+    h_p99, h_max = [], []
+    for _ in range(repeats):
+        verify._parse_cached.cache_clear()
+        lat = []
+        ok = 0
+        t_all = time.perf_counter()
+        for completion, gold, expected in work:
+            t0 = time.perf_counter()
+            r, reason = verify.reward_with_reason(completion, gold)
+            lat.append(time.perf_counter() - t0)
+            ok += (reason == verify.NO_ANSWER) if expected is None else ((r == 1.0) == expected)
+        rates.append(len(work) / (time.perf_counter() - t_all))
+        p50s.append(percentile(lat, 50))
+        p99s.append(percentile(lat, 99))
+        maxes.append(max(lat))
+        agree.append(ok / len(work))
+        verify._parse_cached.cache_clear()
+        hl = []
+        for completion, gold in hostile:
+            t0 = time.perf_counter()
+            verify.reward_with_reason(completion, gold)
+            hl.append(time.perf_counter() - t0)
+        h_p99.append(percentile(hl, 99))
+        h_max.append(max(hl))
+    return {
+        "verify.checks_per_s": metric(rates, "checks/s"),
+        "verify.p50_latency_s": metric(p50s, "s"),
+        "verify.p99_latency_s": metric(p99s, "s"),
+        "verify.max_latency_s": metric(maxes, "s", "<= 1.0"),
+        "verify.label_agreement": metric(agree, "fraction", "== 1.0"),
+        "verify.hostile_p99_latency_s": metric(h_p99, "s", "<= 1.0"),
+        "verify.hostile_max_latency_s": metric(h_max, "s", "<= 1.0"),
+    }
+
+
+# ====================================================================================== registry
+
+# Sections run in this order. rollout, train and memory sections are added here by their
+# modules' owners: define `bench_<name>(quick) -> dict[str, dict]` above and append it.
+SECTIONS = [bench_verify]
+
+
+def _section_name(fn) -> str:
+    return fn.__name__.removeprefix("bench_")
+
+
+def _fmt(x: float) -> str:
+    if x != x:
+        return "nan"
+    ax = abs(x)
+    if ax == 0:
+        return "0"
+    if ax >= 1e5 or ax < 1e-3:
+        return f"{x:.3e}"
+    return f"{x:.4g}"
+
+
+def print_table(metrics: dict[str, dict]) -> None:
+    rows = [("metric", "median", "spread [min, max]", "unit", "target")]
+    for key, m in metrics.items():
+        lo, hi = m["spread"]
+        rows.append((key, _fmt(m["median"]), f"[{_fmt(lo)}, {_fmt(hi)}]", m["unit"], m.get("target") or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, r in enumerate(rows):
+        print("  ".join(c.ljust(w) if i in (0, 3, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few repeats (sections finish in seconds)")
+    ap.add_argument("--only", action="append", default=[], metavar="SECTION",
+                    help="run only this section (repeatable; names: %s)" % ", ".join(_section_name(f) for f in SECTIONS))
+    ap.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    args = ap.parse_args(argv)
+
+    names = {_section_name(f): f for f in SECTIONS}
+    wanted = [n for item in args.only for n in item.split(",") if n]
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}")
+    selected = [f for f in SECTIONS if not wanted or _section_name(f) in wanted]
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    all_metrics: dict[str, dict] = {}
+    sections: dict[str, dict] = {}
+    for fn in selected:
+        name = _section_name(fn)
+        t0 = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        ms = fn(args.quick)
+        dt = time.perf_counter() - t0
+        sections[name] = {"seconds": dt, "metrics": ms}
+        all_metrics.update(ms)
+        print(f"[bench] {name} done in {dt:.1f}s", flush=True)
+
+    print()
+    print_table(all_metrics)
+    result = {"machine": machine_info(), "quick": args.quick, "sections": sections, "metrics": all_metrics}
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
