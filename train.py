@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 import tasks
-from loss import group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss, self_reward_score
+from loss import (aggregate_loss, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss,
+                  self_reward_score)
 from model import GPT, GPTConfig
 from rollout import Rollouts, sample, score_rollouts
 from tokenizer import Tokenizer, build_tokenizer, load_tokenizer
@@ -113,7 +114,8 @@ class Config:
     calib_samples: int = 4
     # --- logging / evaluation / checkpoints
     log_every: int = 10           # SFT: steps per progress line (RL prints every step)
-    eval_every: int = 200         # steps between held-out evaluations (0: only at the end)
+    eval_every: int = 200         # SFT steps between held-out evaluations (0: only at the end)
+    rl_eval_every: int = 25       # RL steps between held-out evaluations (0: only at the end)
     ckpt_every: int = 100         # steps between checkpoints (always at the end)
     n_log_samples: int = 2        # decoded rollouts per RL step written to samples.jsonl
     eval_batch: int = 64          # prompts per sampling batch in evaluation
@@ -122,19 +124,19 @@ class Config:
 PRESETS: dict[str, dict] = {
     # seconds: used by tests and CI
     "test": dict(n_layer=1, n_head=2, n_embd=32, block_size=192, bpe_merges=64, n_test=10,
-                 sft_steps=4, sft_batch_size=8, sft_warmup=1, log_every=2, eval_every=0,
-                 rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, micro_batch=4,
-                 rl_warmup=1, ckpt_every=1, calib_prompts=2, calib_samples=2, self_reward_warmup=1,
+                 sft_steps=30, sft_batch_size=8, sft_warmup=1, log_every=10, eval_every=0, rl_eval_every=0,
+                 rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=48, micro_batch=4,
+                 rl_warmup=1, ckpt_every=1, calib_prompts=4, calib_samples=4, self_reward_warmup=1,
                  eval_batch=16),
     # a 2-core CPU: the whole pipeline (SFT, GRPO and LaSeR runs, evaluation) in about half an hour
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, levels="1,2", sft_steps=2400,
-                 sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=800,
-                 rl_steps=100, prompts_per_step=16, group_size=8, max_new_tokens=128, rl_lr=1e-4,
-                 reasoning_warmup=0, self_reward_warmup=20),
+                 sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=200,
+                 rl_steps=200, prompts_per_step=16, group_size=16, max_new_tokens=128, rl_lr=2e-4,
+                 reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
     # one GPU: ~20M parameters
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_test=500,
                   sft_steps=6000, sft_batch_size=128, sft_lr=1e-3, sft_warmup=200, weight_decay=0.1,
-                  eval_every=1000, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
+                  eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
                   group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=128,
                   reasoning_warmup=50, self_reward_warmup=100, calib_prompts=256),
 }
@@ -568,12 +570,15 @@ def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_ms
     n_c = int((fin & (r_v > 0.5)).sum())
     n_i = int((fin & (r_v <= 0.5)).sum())
     stats = {"loss_pg": 0.0, "loss_mse": 0.0, "kl": 0.0, "clip_frac": 0.0, "grad_norm": 0.0, "skipped": 0}
+    # micro-batches of rows of similar length (prompt + response): less padding, same gradient
+    total_len = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(N)]) + ro.lengths.cpu()
+    order = torch.argsort(total_len, stable=True).to(ro.response.device)
+    by_length = [order[s:s + cfg.micro_batch] for s in range(0, N, cfg.micro_batch)]
     model.train()
     for _ in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
         tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
-        for s in range(0, N, cfg.micro_batch):
-            rows = torch.arange(s, min(N, s + cfg.micro_batch), device=ro.response.device)
+        for rows in by_length:
             mb = subset(ro, rows)
             with autocast(device):
                 logp, logp_zc = score_rollouts(model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
@@ -585,7 +590,6 @@ def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_ms
             if cfg.kl_coef > 0:  # LASER.md section 7: 0 by default, then no reference forward
                 with torch.no_grad(), autocast(device):
                     logp_ref, _ = score_rollouts(ref_model, mb, tok.zc_id, tok.pad_id)
-                from loss import aggregate_loss
                 kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
                                     num_tokens=n_tok, num_seqs=n_seq)
                 loss = loss + cfg.kl_coef * kl
@@ -710,7 +714,7 @@ def run_rl(cfg: Config) -> str:
                "c_ref": c_ref, "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
                "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
                "tokens_per_s": n_tok / max(1e-9, t1 - t0)}
-        if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.rl_steps:
+        if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
             rec.update(heldout_eval(model, tok, test, cfg, device, c_ref, cfg.beta_v))
         log.write(rec)
         for i in range(min(cfg.n_log_samples, len(ro))):

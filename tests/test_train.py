@@ -144,9 +144,9 @@ def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path):
     for f in ("ckpt.pt", "config.json", "tokenizer.json", "metrics.jsonl"):
         assert os.path.exists(os.path.join(sft_dir, f))
     ck = train.load_checkpoint(sft_dir)
-    assert ck["step"] == 4 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
+    assert ck["step"] == 30 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
     half = str(tmp_path / "half")
-    train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "2"])
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "13"])
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--resume", "true"])
     a, b = train.load_checkpoint(sft_dir)["model"], train.load_checkpoint(half)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -174,3 +174,27 @@ def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
     assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4] and rows[0] == rows[1]
     assert {"sv_f1", "sv_auroc", "clip_frac", "loss_mse", "zero_var_groups", "c_ref"} <= set(rows[0][-1])
     assert any(r.get("mse_on") for r in rows[0]) and any(r.get("integrated_groups") is not None for r in rows[0])
+
+
+def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
+    """evaluate.py samples a real run directory: records have the documented shape and the report
+    has the keys the README table reads."""
+    import evaluate
+
+    monkeypatch.setattr(verify, "reward_with_reason", _fake_reward)
+    rl = str(tmp_path / "rl")
+    train.main(["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "1", "--out_dir", rl])
+    out = str(tmp_path / "report")
+    assert evaluate.main([sft_dir, rl, "--names", "sft,laser", "--out", out, "--n-samples", "2",
+                          "--n-problems", "4", "--n-boot", "10", "--batch-size", "8"]) == 0
+    with open(os.path.join(out, "eval.json")) as f:
+        res = json.load(f)
+    assert set(res) == {"sft", "laser"}
+    for m in res.values():
+        assert {"accuracy_avg", "accuracy_greedy", "sv_tpr", "sv_tnr", "sv_f1", "sv_auroc", "maj_at_k",
+                "weighted_at_k", "best_of_k", "pass_at_k"} <= set(m)
+        assert set(m["maj_at_k"]) == {"1", "2"}
+    with open(os.path.join(out, "records.json")) as f:
+        rec = json.load(f)["laser"]
+    assert len(rec) == 4 and all(len(p["samples"]) == 2 for p in rec)
+    assert os.path.exists(os.path.join(out, "eval.md"))
