@@ -52,6 +52,9 @@ Metric definitions (LASER.md section 6) and the conventions chosen here:
     maj_at_k: weight 1 per sample.
     weighted_at_k: weight clip(r_s, 0, 1); truncated samples (and NaN scores) weigh 0.
     self_certainty_at_k: weight exp(mean_logp) (the self-certainty baseline; truncated samples keep it).
+- sv_auroc_within: the AUROC of r_s among one problem's own finished samples, averaged over the
+  problems that have both correct and incorrect ones. The pooled sv_auroc also rewards a score that
+  only knows which problems are hard; voting and best-of-k need the within-problem ranking.
 - Selection at k: best_of_k picks the sample with the highest r_s (NaN counts as -inf; ties -> the
   first); best_of_k_certainty picks the highest mean_logp likewise. Correct iff the picked sample is.
 - k runs over 1, 2, 4, ... up to N (N itself is appended when it is not a power of two). For the vote
@@ -326,6 +329,7 @@ def _problem_table(problems: list, equiv: Equiv) -> dict:
     ks = ks_for(n)
     curves = {name: np.zeros((len(problems), len(ks))) for name in CURVES}  # (P, len(ks))
     acc_avg = np.zeros(len(problems))
+    auroc_within = np.full(len(problems), np.nan)  # ranking of one problem's own solutions
     greedy = np.zeros(len(problems))
     r_s, correct, finished, prob_idx = [], [], [], []
     for p, rec in enumerate(problems):
@@ -355,6 +359,8 @@ def _problem_table(problems: list, equiv: Equiv) -> dict:
             "best_of_k_certainty": picked(mlp),
         }
         acc_avg[p] = np.mean(cor)
+        ok = np.array(fin) & np.isfinite(rs)
+        auroc_within[p] = auroc(rs[ok], np.array(cor)[ok])  # NaN unless both classes occur
         greedy[p] = float(bool(rec["greedy"]["correct"]))
         for j, k in enumerate(ks):
             for name, fn in selectors.items():
@@ -369,6 +375,7 @@ def _problem_table(problems: list, equiv: Equiv) -> dict:
         "ks": ks,
         "family": [str(rec["family"]) for rec in problems],
         "acc_avg": acc_avg,
+        "auroc_within": auroc_within,
         "greedy": greedy,
         "curves": curves,
         "r_s": np.concatenate(r_s),
@@ -393,6 +400,13 @@ def _aggregate(table: dict, w: np.ndarray) -> dict:
         "accuracy_greedy": float(w @ table["greedy"] / total),
         **{f"sv_{key}": sv[key] for key in SV_KEYS},
     }
+    # sv_auroc pools samples of all problems, so a score that only knows which problems are hard
+    # already ranks well; sv_auroc_within averages the AUROC over problems with both correct and
+    # incorrect samples: it measures telling one problem's good solutions from its bad ones, which
+    # is what weighted voting and best-of-k need.
+    aw = table["auroc_within"]
+    has = np.isfinite(aw) & (w > 0)
+    out["sv_auroc_within"] = float(w[has] @ aw[has] / w[has].sum()) if has.any() else math.nan
     for name, values in table["curves"].items():
         out[name] = {str(k): float(w @ values[:, j] / total) for j, k in enumerate(table["ks"])}
     n = str(table["n"])
@@ -547,6 +561,7 @@ def _headline_rows(results: dict[str, dict], with_ci: bool = True) -> list[tuple
         ("SV precision", "sv_precision"),
         ("SV precision/recall F1", "sv_pr_f1"),
         ("SV AUROC", "sv_auroc"),
+        ("SV AUROC within a problem", "sv_auroc_within"),
         ("SV ECE (10 bins)", "sv_ece"),
         ("problems", "n_problems"),
         ("samples per problem N", "n_samples"),

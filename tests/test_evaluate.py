@@ -348,3 +348,18 @@ def test_cli_subprocess_missing_run_dir(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "not found" in proc.stderr
+
+
+def test_auroc_within_problem_separates_difficulty_from_verification():
+    """A score that is high on the easy problem and low on the hard one ranks well when samples are
+    pooled, but knows nothing within a problem; the within-problem AUROC says so."""
+    def prob(rs, cor):
+        return {"family": "f", "level": 1, "gold": "1", "greedy": {"answer": "1", "correct": True},
+                "samples": [{"answer": str(i), "correct": c, "r_s": r, "mean_logp": -1.0, "finished": True}
+                            for i, (r, c) in enumerate(zip(rs, cor))]}
+    easy = prob([0.9, 0.8, 0.95, 0.85], [True, True, True, False])  # the wrong one is not the lowest
+    hard = prob([0.1, 0.2, 0.15, 0.05], [False, True, False, False])
+    m = ev.compute_metrics([easy, hard], n_boot=0, equiv=lambda a, b: a == b)
+    assert m["sv_auroc"] > 0.75
+    # easy: positives 0.9, 0.8, 0.95 vs negative 0.85 -> 2/3; hard: positive 0.2 vs 0.1, 0.15, 0.05 -> 1
+    assert abs(m["sv_auroc_within"] - (2 / 3 + 1) / 2) < 1e-12
