@@ -29,13 +29,13 @@ from importlib import metadata
 
 # ====================================================================================== helpers
 
-def metric(samples, unit: str, target: str | None = None) -> dict:
-    """Summarise repeated measurements: median with [min, max] spread."""
+def metric(samples, unit: str, target: str | None = None, note: str | None = None) -> dict:
+    """Summarise repeated measurements: median with [min, max] spread; `note` says what was measured."""
     xs = [float(x) for x in samples]
     if not xs:
         raise ValueError("metric() needs at least one sample")
     return {"median": statistics.median(xs), "spread": [min(xs), max(xs)], "unit": unit,
-            "target": target, "n": len(xs)}
+            "target": target, "n": len(xs), **({"note": note} if note else {})}
 
 
 def percentile(xs, q: float) -> float:
@@ -224,7 +224,211 @@ def bench_verify(quick: bool) -> dict[str, dict]:
 
 # Sections run in this order. rollout, train and memory sections are added here by their
 # modules' owners: define `bench_<name>(quick) -> dict[str, dict]` above and append it.
-SECTIONS = [bench_verify]
+# ----------------------------------------------------------------------------------------------------
+# rollout, train and memory sections
+
+
+def _bench_model(shape: str, seed: int = 0):
+    """A randomly initialised model of a preset's shape and a tokenizer for it. Random weights almost
+    never sample EOS, so every row runs to max_new_tokens: the worst case for the sampler."""
+    import torch
+
+    import tasks
+    import train
+    from model import GPT, GPTConfig
+    from tokenizer import build_tokenizer
+
+    p = {**train.Config().__dict__, **train.PRESETS[shape]}
+    tok = build_tokenizer([q.problem + "\n" + q.solution for s in range(10) for q in tasks.train_batch(s, 64, 0)],
+                          p["bpe_merges"])
+    torch.manual_seed(seed)
+    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=max(p["block_size"], 320), n_layer=p["n_layer"],
+                    n_head=p["n_head"], n_embd=p["n_embd"])
+    return GPT(cfg).eval(), tok
+
+
+def _prompts(tok, n):
+    import tasks
+
+    return [tok.encode_prompt(q.problem) for q in tasks.make_split("test", n, 0)]
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    import time
+
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _eos_offset(model, tok, offset: float = 2.0):
+    """Make a random model end its responses like a trained one: +offset on the EOS logit gives
+    p(EOS) ~ 1/64 per step at init (V ~ 480), so lengths are spread out as in real rollouts."""
+    def hook(_m, _inp, out):
+        out[..., tok.eos_id] += offset
+        return out
+    return model.lm_head.register_forward_hook(hook)
+
+
+def bench_rollout(quick: bool) -> dict:
+    """KV-cache sampler vs naive recompute, cost of the in-pass self-reward, scaling with rows/length."""
+    import torch
+
+    from rollout import sample, sample_naive, score_rollouts
+
+    out = {}
+    P, K, T = (8, 8, 32) if quick else (32, 8, 128)
+    reps = 1 if quick else 3
+    for shape in ("tiny",) if quick else ("tiny", "small"):  # --quick: the tiny shape only
+        model, tok = _bench_model(shape)
+        prompts = _prompts(tok, P)
+        g = lambda: torch.Generator().manual_seed(0)
+        kv = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok), reps)
+        # the naive sampler recomputes the whole sequence each step: one repeat, and on the small
+        # shape a shorter generation (its cost grows with the square of the length)
+        Tn = T if shape == "tiny" or quick else 32
+        naive = _timed(lambda: sample_naive(model, prompts, K, Tn, generator=g(), tokenizer=tok), 1)
+        kv_n = kv if Tn == T else _timed(lambda: sample(model, prompts, K, Tn, generator=g(), tokenizer=tok), reps)
+        ratio = [naive[0] / t for t in kv_n]
+        key = "rollout.kv_vs_naive_speedup" + ("" if shape == "tiny" else f".{shape}")
+        out[key] = metric(ratio, "x", ">= 10", note=f"{shape} shape, {P}x{K} rows, {Tn} new tokens")
+        out[f"rollout.{shape}.kv_tokens_per_s"] = metric([P * K * T / t for t in kv], "tok/s",
+                                                         note=f"{P}x{K} rows x {T} tokens, random weights")
+        hook = _eos_offset(model, tok)
+        with_score, without, separate = [], [], []
+        for _ in range(reps + 2):  # interleaved so that machine noise hits all three alike
+            t = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=True), 1)[0]
+            u = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=False), 1)[0]
+            ro = sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=False)
+            with torch.no_grad():
+                s = _timed(lambda: score_rollouts(model, ro, tok.zc_id, tok.pad_id), 1)[0]
+            with_score.append(t)
+            without.append(u)
+            separate.append((u + s) / t)
+        hook.remove()
+        key = "rollout.self_reward_overhead" + ("" if shape == "tiny" else f".{shape}")
+        out[key] = metric([a / b for a, b in zip(with_score, without)], "x", "<= 1.02",
+                         note=f"{shape}: in-pass scoring vs none")
+        key = "rollout.separate_pass_ratio" + ("" if shape == "tiny" else f".{shape}")
+        out[key] = metric(separate, "x", note=f"{shape}: sampling + separate scoring pass vs in-pass")
+    model, tok = _bench_model("tiny")
+    rows_list = (1, 16, 64) if quick else (1, 4, 16, 64, 256)
+    for rows in rows_list:
+        prompts = _prompts(tok, max(1, rows // 8))
+        k = rows // len(prompts)
+        t = _timed(lambda: sample(model, prompts, k, 64 if quick else 128, generator=torch.Generator().manual_seed(0),
+                                  tokenizer=tok), reps)
+        out[f"rollout.time_vs_rows.{rows}"] = metric(t, "s", note=f"tiny, {64 if quick else 128} new tokens")
+    for T in ((32, 64) if quick else (32, 64, 128, 256)):
+        prompts = _prompts(tok, 8)
+        t = _timed(lambda: sample(model, prompts, 8, T, generator=torch.Generator().manual_seed(0), tokenizer=tok), reps)
+        out[f"rollout.time_vs_new_tokens.{T}"] = metric(t, "s", note="tiny, 64 rows")
+    return out
+
+
+def _rl_batch(shape: str, P: int, K: int, T: int):
+    import torch
+
+    from rollout import sample
+
+    model, tok = _bench_model(shape)
+    hook = _eos_offset(model, tok)
+    ro = sample(model, _prompts(tok, P), K, T, generator=torch.Generator().manual_seed(0), tokenizer=tok)
+    hook.remove()
+    r_v = (torch.rand(len(ro), generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    return model, tok, ro, r_v
+
+
+def bench_train(quick: bool) -> dict:
+    """LaSeR vs GRPO update cost, SFT throughput, and achieved FLOP/s against a plain matmul."""
+    import dataclasses
+    import time
+
+    import torch
+
+    import tasks
+    import train
+
+    out = {}
+    reps = 2 if quick else 5
+    P, K, T = (4, 8, 64) if quick else (16, 8, 128)
+    model, tok, ro, r_v = _rl_batch("tiny", P, K, T)
+    cfg = train.Config()
+    adv, _ = train.group_advantages(r_v, K)
+    opt = train.make_optimizer(model, 1e-5, 0.0)
+    grpo, laser = [], []
+    for _ in range(reps + 1):  # interleaved; the first pair warms up
+        grpo.append(_timed(lambda: train.rl_update(model, None, opt, ro, adv, r_v, cfg, False, -15.0, "cpu", tok), 1)[0])
+        laser.append(_timed(lambda: train.rl_update(model, None, opt, ro, adv, r_v, cfg, True, -15.0, "cpu", tok), 1)[0])
+    out["train.laser_vs_grpo_step"] = metric([a / b for a, b in zip(laser[1:], grpo[1:])], "x", "<= 1.03",
+                                            note=f"tiny, one update on {P}x{K} identical rollouts")
+
+    def sft_steps(shape, batch, steps):
+        model, tok = _bench_model(shape)
+        model.train()
+        opt = train.make_optimizer(model, 1e-3, 0.0)
+        rates, flops = [], []
+        n = sum(p.numel() for n_, p in model.named_parameters() if "wte" not in n_)
+        c = model.cfg
+        for s in range(steps + 1):
+            x, y, mask = train.sft_batch(tok, tasks.train_batch(s, batch, 0), "cpu")
+            t = time.perf_counter()
+            logits = model(x)
+            loss = (torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none") * mask).sum() / mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            dt = time.perf_counter() - t
+            if s == 0:
+                continue  # warm-up step
+            B, L = x.shape
+            # 6 N per token for the weights, plus 6 * n_layer * L * n_embd per token for attention
+            # scores and values (forward 2x, backward 4x; causal masking not discounted)
+            per_tok = 6 * n + 6 * c.n_layer * L * c.n_embd
+            rates.append(B * L / dt)
+            flops.append(per_tok * B * L / dt)
+        return rates, flops
+
+    rates, _ = sft_steps("tiny", 32, reps)
+    out["train.sft_tokens_per_s"] = metric(rates, "tok/s", note="tiny shape, batch 32, fwd+bwd+AdamW")
+    _, flops = sft_steps("small", 8, 2 if quick else 4)
+    a = torch.randn(1024, 1024)
+    b = torch.randn(1024, 1024)
+    a @ b
+    mm = [2 * 1024 ** 3 / t for t in _timed(lambda: a @ b, 10 if quick else 30)]
+    mm_med = sorted(mm)[len(mm) // 2]
+    out["train.matmul_gflops"] = metric([m / 1e9 for m in mm], "GFLOP/s", note="float32 1024x1024 matmul")
+    out["train.small_training_gflops"] = metric([f / 1e9 for f in flops], "GFLOP/s", note="small shape SFT, batch 8")
+    out["train.matmul_fraction"] = metric([f / mm_med for f in flops], "", ">= 0.5",
+                                         note="small-shape training FLOP/s over the matmul's")
+    return out
+
+
+def bench_memory(quick: bool) -> dict:
+    """Peak resident memory of one tiny RL step (rollout + LaSeR update), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch, bench, train\n"
+        "model, tok, ro, r_v = bench._rl_batch('tiny', 16, 8, 128)\n"
+        "adv, _ = train.group_advantages(r_v, 8)\n"
+        "opt = train.make_optimizer(model, 1e-5, 0.0)\n"
+        "train.rl_update(model, None, opt, ro, adv, r_v, train.Config(), True, -15.0, 'cpu', tok)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    vals = []
+    for _ in range(1 if quick else 2):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=os.path.dirname(os.path.abspath(__file__)))
+        vals.append(float(r.stdout.strip().splitlines()[-1]))
+    return {"memory.rl_step_peak_rss_mb": metric(vals, "MB", note="tiny, 16x8 rollouts x 128 tokens, one process")}
+
+
+SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory]
 
 
 def _section_name(fn) -> str:
