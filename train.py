@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 import tasks
+from evaluate import self_verification_metrics, to_jsonable
 from loss import (aggregate_loss, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss,
                   self_reward_score)
 from model import GPT, GPTConfig
@@ -250,14 +251,6 @@ def write_json(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _jsonable(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    return x
-
-
 class MetricsLog:
     """Appends one JSON object per line. On resume, lines past the checkpoint's step are dropped so
     the log matches the weights."""
@@ -274,7 +267,7 @@ class MetricsLog:
 
     def write(self, obj: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(_jsonable(obj)) + "\n")
+            f.write(json.dumps(to_jsonable(obj)) + "\n")  # NaN -> null
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> float:
@@ -324,7 +317,8 @@ def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
 def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
     ck = load_checkpoint(run_dir)
-    tok = load_tokenizer(os.path.join(os.path.dirname(os.path.join(run_dir, "ckpt.pt")), "tokenizer.json"))
+    tok = load_tokenizer(os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir),
+                                      "tokenizer.json"))
     model = GPT(GPTConfig(**ck["model_config"]))
     model.load_state_dict(ck["model"])
     if model.cfg.vocab_size != tok.vocab_size:
@@ -339,7 +333,6 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
 def heldout_eval(model, tok, problems, cfg: Config, device, c_ref=None, beta_v=None) -> dict:
     """One sample per held-out problem at temperature 1 (fixed generator): accuracy overall and per
     family, and, when c_ref is known, self-verification of r_s on those samples."""
-    from evaluate import self_verification_metrics
     from verify import reward
 
     model.eval()
@@ -616,7 +609,6 @@ def _mean_or_nan(x: torch.Tensor) -> float:
 
 
 def run_rl(cfg: Config) -> str:
-    from evaluate import self_verification_metrics
     from verify import reward_with_reason
 
     device = get_device(cfg)
