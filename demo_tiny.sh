@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The tiny demo on a CPU: SFT once; GRPO and LaSeR from that same SFT checkpoint (same seed, same
-# budget); evaluate all three. Run outputs go to $OUT (default out/tiny); the report, the plots and
-# each run's metrics.jsonl go to $RESULTS (default results/tiny). Stage wall-clock times are printed
-# and saved in $RESULTS/timing.json.
+# The tiny demo on a CPU, for each seed in $SEEDS: SFT once; GRPO and LaSeR from that same SFT
+# checkpoint (same seed, same budget); evaluate all three on the test split with paired differences.
+# With several seeds, a summary over seeds (mean ± std, pooled paired differences) follows.
+#
+#   bash demo_tiny.sh                                   # seed 0, everything under out/tiny
+#   SEEDS="0 1 2" bash demo_tiny.sh                     # three seeds and their summary
+#   SEEDS="0 1 2" RESULTS=results/tiny bash demo_tiny.sh   # how the README's results were made
+#
+# Runs go to $OUT/seed<S>/{sft,grpo,laser} (default out/tiny); reports, plots, each run's
+# metrics.jsonl and timing.json to $RESULTS/seed<S> (default $OUT/results), the summary to $RESULTS.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-out/tiny}
-RESULTS=${RESULTS:-results/tiny}
-SEED=${SEED:-0}
+RESULTS=${RESULTS:-$OUT/results}
+SEEDS=${SEEDS:-${SEED:-0}}
 N_SAMPLES=${N_SAMPLES:-16}
 N_PROBLEMS=${N_PROBLEMS:-150}
-mkdir -p "$RESULTS"
 declare -A took
 run() {  # run NAME CMD...: time one stage
   local name=$1; shift
@@ -19,14 +24,25 @@ run() {  # run NAME CMD...: time one stage
   "$@"
   took[$name]=$(( $(date +%s) - t0 ))
 }
-t_start=$(date +%s)
-run sft   python train.py --config tiny --stage sft --seed "$SEED" --out_dir "$OUT/sft"
-run grpo  python train.py --config tiny --stage rl --algo grpo  --seed "$SEED" --init "$OUT/sft" --out_dir "$OUT/grpo"
-run laser python train.py --config tiny --stage rl --algo laser --seed "$SEED" --init "$OUT/sft" --out_dir "$OUT/laser"
-run eval  python evaluate.py "$OUT/sft" "$OUT/grpo" "$OUT/laser" --out "$RESULTS" \
-              --n-samples "$N_SAMPLES" --n-problems "$N_PROBLEMS" --seed "$SEED"
-for r in sft grpo laser; do cp "$OUT/$r/metrics.jsonl" "$RESULTS/${r}_metrics.jsonl"; done
-total=$(( $(date +%s) - t_start ))
-printf '{"seed": %s, "sft_s": %s, "grpo_s": %s, "laser_s": %s, "eval_s": %s, "total_s": %s, "nproc": %s}\n' \
-  "$SEED" "${took[sft]}" "${took[grpo]}" "${took[laser]}" "${took[eval]}" "$total" "$(nproc)" > "$RESULTS/timing.json"
-echo "=== done in ${total}s: $(cat "$RESULTS/timing.json")"
+t_all=$(date +%s)
+dirs=()
+for seed in $SEEDS; do
+  out="$OUT/seed$seed"; res="$RESULTS/seed$seed"
+  mkdir -p "$res"
+  t_start=$(date +%s)
+  run sft   python train.py --config tiny --stage sft --seed "$seed" --out_dir "$out/sft"
+  run grpo  python train.py --config tiny --stage rl --algo grpo  --seed "$seed" --init "$out/sft" --out_dir "$out/grpo"
+  run laser python train.py --config tiny --stage rl --algo laser --seed "$seed" --init "$out/sft" --out_dir "$out/laser"
+  run eval  python evaluate.py "$out/sft" "$out/grpo" "$out/laser" --out "$res" \
+                --n-samples "$N_SAMPLES" --n-problems "$N_PROBLEMS" --seed 0
+  for r in sft grpo laser; do cp "$out/$r/metrics.jsonl" "$res/${r}_metrics.jsonl"; done
+  total=$(( $(date +%s) - t_start ))
+  printf '{"seed": %s, "sft_s": %s, "grpo_s": %s, "laser_s": %s, "eval_s": %s, "total_s": %s, "nproc": %s}\n' \
+    "$seed" "${took[sft]}" "${took[grpo]}" "${took[laser]}" "${took[eval]}" "$total" "$(nproc)" > "$res/timing.json"
+  echo "=== seed $seed done in ${total}s: $(cat "$res/timing.json")"
+  dirs+=("$res")
+done
+if [ "${#dirs[@]}" -gt 1 ]; then
+  python evaluate.py --aggregate "${dirs[@]}" --out "$RESULTS"
+fi
+echo "=== all seeds ($SEEDS) done in $(( $(date +%s) - t_all ))s"

@@ -3,8 +3,10 @@
     python evaluate.py out/grpo                          # report written into out/grpo/
     python evaluate.py out/grpo out/laser --out out/cmp  # several runs: --out is required
     python evaluate.py --records out/cmp/records.json    # recompute metrics from saved samples
+    python evaluate.py --aggregate res/seed0 res/seed1 res/seed2 --out res   # mean +- std over seeds
 
-For every run this file (1) samples, per held-out problem, one greedy solution and N solutions at
+For every run this file (1) samples, per test problem (the test split, which training never sees;
+`--split validation` for tuning), one greedy solution and N solutions at
 temperature 1 together with their last-token self-reward scores r_s (`collect_records`, written by the
 rollout owner), (2) turns those records into metrics (`compute_metrics`, pure numpy), and (3) writes
 `eval.json`, `eval.md`, `records.json` and, when matplotlib is installed, `scaling.png` and
@@ -13,7 +15,7 @@ from verify.py at sampling time) and never needs matplotlib.
 
 Record format (one per problem), produced by `collect_records`:
 
-    {"family": str, "level": int, "gold": str,
+    {"family": str, "level": int, "gold": str, "problem": str,
      "greedy": {"answer": str | None, "correct": bool},
      "samples": [{"answer": str | None,   # verify.extract_answer of the sample, None if none
                   "correct": bool,        # verifier reward == 1
@@ -64,6 +66,12 @@ Metric definitions (LASER.md section 6) and the conventions chosen here:
   a fixed seed) and every headline metric is recomputed on the resample; the interval is the 2.5 and
   97.5 percentiles, ignoring resamples where the metric is undefined (NaN). Names in `ci`:
   accuracy_avg, accuracy_greedy, sv_f1, sv_auroc, maj_at_n, weighted_at_n, best_of_n (n = n_samples).
+- Paired differences (`paired_differences`): with several runs evaluated on the same problems, every
+  CI metric of run B minus run A, with a paired bootstrap CI (one resample of problems applied to both
+  runs, so the problem-to-problem variance that both share cancels).
+- Several seeds (`--aggregate DIR ...`, each DIR holding a records.json of the same runs): every
+  headline metric as mean +- std over seeds (std with ddof 1), and the paired differences pooled over
+  all (seed, problem) pairs, with the same paired bootstrap.
 - NaN is written as null in JSON (`to_jsonable`); `load_records` turns null scores back into NaN.
 """
 
@@ -469,6 +477,84 @@ def compute_metrics(problems: list, n_boot: int = 1000, seed: int = 0, equiv: Eq
     return out
 
 
+def paired_differences(problems_a: list, problems_b: list, n_boot: int = 1000, seed: int = 0,
+                       equiv: Equiv | None = None) -> dict:
+    """CI_METRICS of run B minus run A on the same problems (same order): {name: {"diff", "ci"}}.
+    The bootstrap resamples problems once per draw and applies the draw to both runs."""
+    if not same_problems(problems_a, problems_b):
+        raise ValueError("paired differences need two runs evaluated on the same problems in the same order")
+    equiv = _default_equiv() if equiv is None else equiv
+    ta, tb = _problem_table(problems_a, equiv), _problem_table(problems_b, equiv)
+    n_prob = len(problems_a)
+    ones = np.ones(n_prob)
+    full_a, full_b = _aggregate(ta, ones), _aggregate(tb, ones)
+    rng = np.random.default_rng(seed)
+    boot = {name: np.full(n_boot, np.nan) for name in CI_METRICS}
+    for i in range(n_boot):
+        mult = np.bincount(rng.integers(0, n_prob, size=n_prob), minlength=n_prob).astype(np.float64)
+        ra, rb = _aggregate(ta, mult), _aggregate(tb, mult)
+        for name in CI_METRICS:
+            boot[name][i] = rb[name] - ra[name]
+    lo_q, hi_q = 50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)
+    out = {}
+    for name in CI_METRICS:
+        v = boot[name][np.isfinite(boot[name])]
+        ci = [float(np.percentile(v, q)) for q in (lo_q, hi_q)] if len(v) else [math.nan, math.nan]
+        out[name] = {"diff": full_b[name] - full_a[name], "ci": ci}
+    return out
+
+
+def same_problems(problems_a: list, problems_b: list) -> bool:
+    """Whether two runs' records are of the same problems in the same order (by text, else by gold)."""
+    ident = lambda rec: (rec.get("problem"), rec.get("gold"), rec.get("family"))
+    return len(problems_a) == len(problems_b) and all(ident(a) == ident(b) for a, b in zip(problems_a, problems_b))
+
+
+def all_paired_differences(records: dict[str, list], n_boot: int, seed: int) -> dict[str, dict]:
+    """{"B - A": paired_differences(A, B)} for every pair of runs (A before B in the given order)."""
+    return {f"{b} - {a}": paired_differences(records[a], records[b], n_boot, seed) for a, b in _pairs(list(records))}
+
+
+HEADLINE = ["accuracy_avg", "accuracy_greedy", "maj_at_n", "weighted_at_n", "best_of_n", "sv_tpr", "sv_tnr",
+            "sv_f1", "sv_auroc", "sv_auroc_within", "sv_ece"]
+
+
+def aggregate_seeds(per_seed: list[dict[str, list]], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Several seeds' records ({run: problems}, the same runs in each): per run and headline metric the
+    per-seed values, their mean and std; paired differences per seed and pooled over (seed, problem)."""
+    runs = list(per_seed[0])
+    if any(list(r) != runs for r in per_seed):
+        raise ValueError(f"every seed must hold the same runs {runs}")
+    metrics = [{name: compute_metrics(rec[name], n_boot=0) for name in runs} for rec in per_seed]
+    out: dict = {"n_seeds": len(per_seed), "runs": {}}
+    for name in runs:
+        out["runs"][name] = {}
+        for key in HEADLINE + ["self_certainty_at_n", "pass_at_n"]:
+            out["runs"][name][key] = _stats([_metric(m[name], key) for m in metrics])
+    pooled = {name: [p for rec in per_seed for p in rec[name]] for name in runs}
+    out["paired_pooled"] = all_paired_differences(pooled, n_boot, seed)
+    out["paired_per_seed"] = {f"{b} - {a}": {k: _stats([m[b][k] - m[a][k] for m in metrics]) for k in CI_METRICS}
+                              for a, b in _pairs(runs)}
+    return out
+
+
+def _stats(values: list[float]) -> dict:
+    """{"values", "mean", "std"} of per-seed values; std with ddof 1 (NaN for one seed)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"values": [float(x) for x in v], "mean": float(v.mean()),
+            "std": float(v.std(ddof=1)) if len(v) > 1 else math.nan}
+
+
+def _pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+def _metric(m: dict, key: str) -> float:
+    if key in ("self_certainty_at_n", "pass_at_n"):
+        return m[key.replace("_n", "_k")][str(m["n_samples"])]
+    return m[key]
+
+
 # ----------------------------------------------------------------------------------------------------
 # JSON, records files
 
@@ -634,6 +720,32 @@ def _markdown(results: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
+def _paired_markdown(paired: dict[str, dict], title: str) -> str:
+    """Rows: CI metrics; columns: "B - A" pairs, each cell diff [95% paired CI]."""
+    pairs = list(paired)
+    rows = [[name] + [f"{_fmt(paired[p][name]['diff'], 3)} [{_fmt(paired[p][name]['ci'][0])}, "
+                      f"{_fmt(paired[p][name]['ci'][1])}]" for p in pairs] for name in CI_METRICS]
+    return "\n".join([f"## {title}", "", "Run B minus run A on the same problems, with 95% paired bootstrap "
+                      "CIs (one resample of problems applied to both runs).", "",
+                      _md_table(["metric"] + pairs, rows), ""])
+
+
+def summary_markdown(summary: dict) -> str:
+    """The multi-seed summary (`aggregate_seeds`) as markdown."""
+    runs = list(summary["runs"])
+    pm = lambda d: f"{_fmt(d['mean'])} ± {_fmt(d['std'])}"
+    rows = [[key] + [pm(summary["runs"][r][key]) for r in runs] for key in summary["runs"][runs[0]]]
+    per_seed = summary["paired_per_seed"]
+    seed_rows = [[name] + [pm(per_seed[p][name]) for p in per_seed] for name in CI_METRICS]
+    return "\n".join([
+        f"# Evaluation over {summary['n_seeds']} seeds", "",
+        "Mean ± std (ddof 1) over training seeds of each run's metric on the same test problems.", "",
+        _md_table(["metric"] + runs, rows), "",
+        _paired_markdown(summary["paired_pooled"], "Paired differences, pooled over (seed, problem)"),
+        "## Paired differences per seed", "", "Mean ± std over seeds of each seed's difference.", "",
+        _md_table(["metric"] + list(per_seed), seed_rows), ""])
+
+
 def _import_pyplot():
     """matplotlib.pyplot with the Agg backend, or None when matplotlib is not installed."""
     try:
@@ -689,13 +801,19 @@ def _plot_rs_hist(plt, problems_by_run: dict[str, list], path: str) -> None:
 
 
 def write_report(
-    results: dict[str, dict], out_dir: str, problems_by_run: dict[str, list] | None = None
+    results: dict[str, dict], out_dir: str, problems_by_run: dict[str, list] | None = None,
+    paired: dict[str, dict] | None = None,
 ) -> None:
-    """Write eval.json ({run: metrics}), eval.md, records.json (when problems_by_run is given) and,
-    with matplotlib, scaling.png and rs_hist.png (the histogram needs problems_by_run). Atomic writes."""
+    """Write eval.json ({run: metrics}), eval.md, records.json (when problems_by_run is given),
+    paired.json (when `paired` differences are given) and, with matplotlib, scaling.png and
+    rs_hist.png (the histogram needs problems_by_run). Atomic writes."""
     os.makedirs(out_dir, exist_ok=True)
     _write_json(os.path.join(out_dir, "eval.json"), results)
-    _write_text(os.path.join(out_dir, "eval.md"), _markdown(to_jsonable(results)) + "\n")
+    md = _markdown(to_jsonable(results)) + "\n"
+    if paired:
+        _write_json(os.path.join(out_dir, "paired.json"), paired)
+        md += "\n" + _paired_markdown(to_jsonable(paired), "Paired differences between runs")
+    _write_text(os.path.join(out_dir, "eval.md"), md)
     if problems_by_run is not None:
         _write_json(os.path.join(out_dir, "records.json"), problems_by_run)
     plt = _import_pyplot()
@@ -719,16 +837,18 @@ def collect_records(
     max_new_tokens: int | None = None,
     batch_size: int = 64,
     device=None,
+    split: str = "test",
 ) -> list[dict]:
     """Load the run's final checkpoint and sample the held-out problems; return one record per problem.
 
     run_dir: a training run directory (config, tokenizer, checkpoint). n_samples: N samples per problem
     at temperature 1 (plus one greedy solution). n_problems: how many held-out problems (None: all).
     seed: sampling seed. max_new_tokens: generation limit (None: the run's training setting).
-    batch_size: sequences per forward pass. device: torch device (None: CPU).
+    batch_size: sequences per forward pass. device: torch device (None: CPU). split: "test" (the
+    default: problems no training or tuning has seen) or "validation" (for tuning and studies).
 
     Each record (see the module docstring):
-        {"family": str, "level": int, "gold": str,
+        {"family": str, "level": int, "gold": str, "problem": str,
          "greedy": {"answer": str | None, "correct": bool},
          "samples": [{"answer": str | None, "correct": bool, "r_s": float (NaN if truncated),
                       "mean_logp": float, "finished": bool}, ...]}      # exactly n_samples entries
@@ -736,7 +856,6 @@ def collect_records(
     """
     import torch
 
-    import tasks
     import train
     from rollout import sample
     from verify import extract_answer, reward
@@ -750,8 +869,7 @@ def collect_records(
     if c_ref is None:  # an SFT run is its own reference policy: measure c_ref on it (LASER.md section 5)
         c_ref, c_std, _ = train.calibrate_c_ref(model, tok, cfg, device)
         print(f"{run_dir}: no c_ref in checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
-    fam, lv = train.families_levels(cfg)
-    problems = tasks.make_split("test", n_problems or cfg.n_test, cfg.seed, fam, lv)
+    problems = train.heldout_problems(cfg, split, n_problems)
     gen = torch.Generator(device=device).manual_seed(seed)
     per_batch = max(1, batch_size // n_samples)  # prompts per sampling call
     records = []
@@ -766,7 +884,7 @@ def collect_records(
         for j, p in enumerate(chunk):
             rows = range(j * n_samples, (j + 1) * n_samples)
             records.append({
-                "family": p.family, "level": p.level, "gold": p.answer,
+                "family": p.family, "level": p.level, "gold": p.answer, "problem": p.problem,
                 "greedy": {"answer": extract_answer(greedy.texts[j]),
                            "correct": reward(greedy.texts[j], p.answer) == 1.0},
                 "samples": [{"answer": extract_answer(ro.texts[r]), "correct": reward(ro.texts[r], p.answer) == 1.0,
@@ -808,6 +926,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="generation length limit (default: the run's training setting)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="sequences per forward pass when sampling (default 256)")
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="problems to evaluate on: test (default; never seen in training or tuning) or "
+                             "validation (for tuning and studies)")
+    parser.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
+                        help="summarise several seeds: each DIR holds a records.json of the same runs; writes "
+                             "summary.json and summary.md (mean ± std, pooled paired differences) into --out")
     return parser
 
 
@@ -821,8 +945,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.n_samples < 1 or args.n_boot < 0:
         return fail("--n-samples must be >= 1 and --n-boot >= 0")
-    if args.records and args.run_dirs:
-        return fail("give either RUN_DIRs or --records, not both")
+    if sum(map(bool, (args.records, args.run_dirs, args.aggregate))) > 1:
+        return fail("give one of RUN_DIRs, --records or --aggregate")
+    if args.aggregate:
+        if not args.out:
+            return fail("--aggregate needs --out DIR")
+        try:
+            per_seed = [load_records(os.path.join(d, "records.json")) for d in args.aggregate]
+            summary = aggregate_seeds(per_seed, n_boot=args.n_boot, seed=args.seed)
+        except (OSError, ValueError, KeyError) as e:
+            return fail(f"cannot aggregate {args.aggregate}: {e}")
+        _write_json(os.path.join(args.out, "summary.json"), summary)
+        md = summary_markdown(to_jsonable(summary))
+        _write_text(os.path.join(args.out, "summary.md"), md)
+        print(md)
+        return 0
     if args.records:
         if args.names:
             return fail("--names applies to RUN_DIRs; with --records the names come from the file")
@@ -848,21 +985,26 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.run_dirs) > 1 and not args.out:
             return fail("several RUN_DIRs: pass --out DIR for the comparison report")
         out_dir = args.out or args.run_dirs[0]
-        print(f"evaluate: runs={dict(zip(names, args.run_dirs))} n_samples={args.n_samples} "
+        print(f"evaluate: runs={dict(zip(names, args.run_dirs))} split={args.split} n_samples={args.n_samples} "
               f"n_problems={args.n_problems} seed={args.seed} max_new_tokens={args.max_new_tokens} "
               f"batch_size={args.batch_size} n_boot={args.n_boot} out={out_dir}")
         records = {}
         for name, run_dir in zip(names, args.run_dirs):
             records[name] = collect_records(
                 run_dir, n_samples=args.n_samples, n_problems=args.n_problems, seed=args.seed,
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=None,
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=None, split=args.split,
             )
     try:
         results = {name: compute_metrics(problems, n_boot=args.n_boot, seed=args.seed)
                    for name, problems in records.items()}
+        runs = list(records.values())
+        aligned = len(runs) > 1 and all(same_problems(runs[0], r) for r in runs[1:])
+        paired = all_paired_differences(records, args.n_boot, args.seed) if aligned and args.n_boot else None
+        if len(runs) > 1 and not aligned:
+            print("note: the runs were evaluated on different problems: no paired differences")
     except ValueError as e:
         return fail(f"malformed records: {e}")
-    write_report(results, out_dir, problems_by_run=records)
+    write_report(results, out_dir, problems_by_run=records, paired=paired)
     print(format_table(results))
     print(f"wrote {os.path.join(out_dir, 'eval.md')} and eval.json")
     return 0

@@ -196,18 +196,23 @@ class GPT(nn.Module):
             cache.next_pos = cache.next_pos + valid.long().sum(1)
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(rms_norm(x, self.cfg.norm_eps))  # (B, T, V)
+        # the head in float32 even under bf16 autocast: every log-prob (sampling, PPO ratio, the z_c
+        # readout) is taken from these logits, and bf16 rounding would bias r_s and the ratio
+        with torch.autocast(dev.type, enabled=False):
+            return self.lm_head(rms_norm(x.float(), self.cfg.norm_eps))  # (B, T, V) float32
 
     @torch.no_grad()
     def generate(self, idx: list[int], max_new_tokens: int, eos_id: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> list[int]:
+                 top_k: int | None = None, generator: torch.Generator | None = None,
+                 suppressed: tuple[int, ...] = ()) -> list[int]:
         """Slow reference sampler for one sequence: recompute the full forward every step.
         Kept to test the KV-cache path and the batched sampler against. Returns the new tokens
-        (including the EOS if one was sampled)."""
+        (including the EOS if one was sampled); `suppressed` token ids are never chosen."""
         dev = self.lm_head.weight.device
         seq, out = list(idx), []
         for _ in range(max_new_tokens):
             logits = self(torch.tensor([seq], device=dev))[0, -1].float()  # (V,)
+            logits[list(suppressed)] = float("-inf")
             if temperature == 0:
                 nxt = int(logits.argmax())
             else:

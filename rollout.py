@@ -25,7 +25,7 @@ it is the trainer's differentiable forward, and the reference the in-pass readou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,24 +44,33 @@ class Rollouts:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
-    extra: dict = field(default_factory=dict)
+    suppressed: tuple[int, ...] = ()  # token ids the sampler may never emit (see `suppressed_ids`)
 
     @property
     def lengths(self) -> torch.Tensor:
         return self.mask.sum(1)  # (N,) response tokens including EOS
 
-    @property
-    def prompt_index(self) -> torch.Tensor:
-        return torch.arange(len(self.response)) // self.group_size  # (N,)
-
     def __len__(self) -> int:
         return len(self.response)
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """The logits of the distribution we sample from: tempered, then top-k, then top-p (nucleus).
-    logits (..., V) float32. Filtered-out entries become -inf."""
-    logits = logits / temperature
+def suppressed_ids(tokenizer) -> tuple[int, ...]:
+    """The special tokens that may never appear in a response: every special token except EOS.
+    z_c in particular is only ever read (at the EOS position), never written: a head that raises its
+    logit everywhere must not leak it into solutions."""
+    return tuple(sorted({tokenizer.bos_id, tokenizer.pad_id, tokenizer.zc_id} - {tokenizer.eos_id}))
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                  suppressed: tuple[int, ...] = ()) -> torch.Tensor:
+    """The logits of the distribution we sample from: suppressed tokens removed, tempered (0: left as
+    is, for argmax), then top-k, then top-p (nucleus). logits (..., V) float32. Filtered-out entries
+    become -inf. Shared by the sampler and the scorer, so training log-probs use exactly the sampling
+    distribution."""
+    if suppressed:
+        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
+    if temperature != 0:
+        logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -75,13 +84,15 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
     return logits
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k, top_p, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_next(logits: torch.Tensor, temperature: float, top_k, top_p, generator,
+                suppressed: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row and its log-prob under the distribution it was drawn from. logits (B, V).
     temperature 0 is greedy (argmax) and the log-prob of a point mass is 0."""
     logits = logits.float()
     if temperature == 0:
-        return logits.argmax(-1), torch.zeros(logits.shape[0], device=logits.device)
-    logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p), -1)  # (B, V)
+        return (filter_logits(logits, 0, None, None, suppressed).argmax(-1),
+                torch.zeros(logits.shape[0], device=logits.device))
+    logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p, suppressed), -1)  # (B, V)
     tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
@@ -107,7 +118,8 @@ def _check(model, prompts, num_samples, max_new_tokens):
                          f"{model.cfg.block_size}")
 
 
-def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc, temperature, top_k, top_p):
+def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc, temperature, top_k, top_p,
+            suppressed):
     T = tokens.shape[1]
     mask = torch.arange(T, device=tokens.device)[None, :] < lengths[:, None]  # (N, T) by position
     tokens = tokens.masked_fill(~mask, tokenizer.pad_id)
@@ -116,7 +128,7 @@ def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
     for row, n, fin in zip(tokens.tolist(), lengths.tolist(), finished.tolist()):
         texts.append(tokenizer.decode(row[: n - 1] if fin else row[:n]))
     return Rollouts([list(p) for p in prompts], K, tokens, mask, logprobs, finished, logp_zc, texts,
-                    temperature, top_k, top_p)
+                    temperature, top_k, top_p, suppressed)
 
 
 @torch.no_grad()
@@ -132,6 +144,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
     eos, zc, K = tokenizer.eos_id, tokenizer.zc_id, num_samples
+    suppressed = suppressed_ids(tokenizer)
     idx, valid = _left_pad(prompts, tokenizer.pad_id, dev)
     P, Tp = idx.shape
     N = P * K
@@ -149,7 +162,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     alive = torch.ones(N, dtype=torch.bool, device=dev)  # cache rows still generating
 
     for t in range(max_new_tokens):
-        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)  # (A,), (A,)
+        tok, lp = sample_next(logits, temperature, top_k, top_p, generator, suppressed)  # (A,), (A,)
         rows_alive = active[alive]
         tokens[rows_alive, t] = tok[alive]
         logprobs[rows_alive, t] = lp[alive]
@@ -174,7 +187,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
             alive = alive[keep]
 
     return _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
-                   temperature, top_k, top_p)
+                   temperature, top_k, top_p, suppressed)
 
 
 @torch.no_grad()
@@ -186,6 +199,7 @@ def sample_naive(model, prompts: list[list[int]], num_samples: int, max_new_toke
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
     eos, zc, K = tokenizer.eos_id, tokenizer.zc_id, num_samples
+    suppressed = suppressed_ids(tokenizer)
     idx, valid = _left_pad(prompts, tokenizer.pad_id, dev)
     idx, valid = idx.repeat_interleave(K, 0), valid.repeat_interleave(K, 0)
     N = idx.shape[0]
@@ -200,7 +214,7 @@ def sample_naive(model, prompts: list[list[int]], num_samples: int, max_new_toke
         logp_zc[just] = torch.log_softmax(logits[just], -1)[:, zc]
         if t == max_new_tokens or bool(finished.all()):
             break
-        tok, lp = sample_next(logits, temperature, top_k, top_p, generator)
+        tok, lp = sample_next(logits, temperature, top_k, top_p, generator, suppressed)
         run = ~finished
         tokens[run, t], logprobs[run, t] = tok[run], lp[run]
         lengths[run] += 1
@@ -208,7 +222,7 @@ def sample_naive(model, prompts: list[list[int]], num_samples: int, max_new_toke
         idx = torch.cat([idx, torch.where(run, tok, tokenizer.pad_id)[:, None]], 1)
         valid = torch.cat([valid, torch.ones(N, 1, dtype=torch.bool, device=dev)], 1)
     return _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
-                   temperature, top_k, top_p)
+                   temperature, top_k, top_p, suppressed)
 
 
 def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,10 +247,8 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     logits = model(seq)  # (N, L, V)
     # token t of the response is predicted by the logits one position earlier
     pred = logits.gather(1, (pos - 1).clamp(max=L - 1)[:, :, None].expand(N, T, logits.shape[-1]))  # (N, T, V)
-    if ro.temperature == 0:
-        logp_all = torch.log_softmax(pred.float(), -1)
-    else:
-        logp_all = torch.log_softmax(filter_logits(pred.float(), ro.temperature, ro.top_k, ro.top_p), -1)
+    logp_all = torch.log_softmax(filter_logits(pred.float(), ro.temperature, ro.top_k, ro.top_p, ro.suppressed),
+                                 -1)  # (N, T, V); temperature 0 (greedy rows): the untempered distribution
     logp = logp_all.gather(-1, ro.response[:, :, None]).squeeze(-1).masked_fill(~ro.mask, 0.0)  # (N, T)
     eos_pos = (plens + ro.lengths - 1).clamp(max=L - 1)  # (N,) the EOS position of finished rows
     zc_logits = logits[torch.arange(N, device=dev), eos_pos].float()  # (N, V)

@@ -12,25 +12,33 @@ Five families, each with difficulty levels 1 (easiest) to 3:
 
 Every solution ends in `\\boxed{answer}`; `answer` is the exact gold string.
 
-Train/test split. A problem belongs to the test split iff a hash of its text falls in the test bucket
-(`split_of`). Training generators reject test-bucket problems and test generators reject the rest, so
-no seed or count can ever make the two splits share a problem.
+Splits: train, validation and test. A problem's split is fixed by a hash of its canonical key
+(`canonical_key`): the numbers in its text as a sorted multiset, and its gold answer. Wording, names,
+items, operand order and even the family drop out, so `Compute 12 + 34.`, `Compute 34 + 12.` and
+`Ana has 12 pens and gets 34 more. ...` share one key and one split: a held-out problem never has a
+training twin that differs only in its surface. (A key can merge problems that are not twins, e.g. two
+different computations on the same numbers with the same answer; that only makes the split stricter.)
+Generators reject problems of other splits, so no seed or count can make two splits share a key.
+Validation problems are for in-training evaluation and any tuning; test problems only for evaluate.py.
 
 Outside data: `load_jsonl(path)` reads `{"problem": ..., "answer": ...[, "solution": ...]}` lines and
-names the line number of any malformed one.
+names the line number of any malformed one; `keep_split` filters them by the same keys.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
 
 FAMILIES = ("arithmetic", "linear", "fraction", "polynomial", "word")
 LEVELS = (1, 2, 3)
-TEST_PERCENT = 10  # share of the problem space reserved for the held-out split
+SPLITS = ("train", "validation", "test")
+TEST_PERCENT = 10  # share of the key space reserved for the test split
+VAL_PERCENT = 10   # and for the validation split
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,10 @@ class Problem:
     solution: str | None = None
     family: str = "external"
     level: int = 0
+
+    @property
+    def key(self) -> str:
+        return canonical_key(self.problem, self.answer)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -260,10 +272,17 @@ def make_problem(rng: random.Random, family: str, level: int) -> Problem:
 
 # --------------------------------------------------------------------------- splits
 
-def split_of(problem_text: str) -> str:
-    """'test' or 'train', fixed by a hash of the problem text (independent of any seed)."""
-    h = int.from_bytes(hashlib.sha256(problem_text.encode()).digest()[:8], "big")
-    return "test" if h % 100 < TEST_PERCENT else "train"
+def canonical_key(problem_text: str, answer: str) -> str:
+    """The computation behind a problem, with its surface removed: the sorted numbers of the text and
+    the gold answer without spaces. `Compute 34 + 12.` -> '12,34=46'."""
+    numbers = sorted(int(n) for n in re.findall(r"\d+", problem_text))
+    return ",".join(map(str, numbers)) + "=" + re.sub(r"\s+", "", answer)
+
+
+def split_of(key: str) -> str:
+    """'train', 'validation' or 'test', fixed by a hash of a canonical key (independent of any seed)."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 100
+    return "test" if h < TEST_PERCENT else "validation" if h < TEST_PERCENT + VAL_PERCENT else "train"
 
 
 def sample_problem(rng: random.Random, split: str, families=FAMILIES, levels=LEVELS) -> Problem:
@@ -271,31 +290,41 @@ def sample_problem(rng: random.Random, split: str, families=FAMILIES, levels=LEV
     family, level = rng.choice(list(families)), rng.choice(list(levels))
     for _ in range(10_000):
         p = make_problem(rng, family, level)
-        if split_of(p.problem) == split:
+        if split_of(p.key) == split:
             return p
     raise RuntimeError(f"could not draw a {split} problem for {family} level {level}")
 
 
-def make_split(split: str, n: int, seed: int, families=FAMILIES, levels=LEVELS) -> list[Problem]:
-    """`n` distinct problems of `split`, balanced over families and levels, deterministic by seed."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+def make_split(split: str, n: int, seed: int = 0, families=FAMILIES, levels=LEVELS) -> list[Problem]:
+    """`n` problems of `split` with distinct keys, balanced over families and levels, deterministic by
+    seed. Raises ValueError when a (family, level) cell of the split holds fewer keys than asked for."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     rng = random.Random(f"{split}-{seed}")
     cells = [(f, lv) for f in families for lv in levels]
     out, seen = [], set()
-    i = 0
-    while len(out) < n:
+    for i in range(n):
         f, lv = cells[i % len(cells)]
-        i += 1
         for _ in range(10_000):
             p = make_problem(rng, f, lv)
-            if split_of(p.problem) == split and p.problem not in seen:
+            if split_of(p.key) == split and p.key not in seen:
                 break
         else:
-            raise RuntimeError(f"problem space of {f} level {lv} exhausted for the {split} split")
-        seen.add(p.problem)
+            have = sum(1 for q in out if (q.family, q.level) == (f, lv))
+            want = -(-n // len(cells))
+            raise ValueError(f"{n} {split} problems need {want} of {f} level {lv}, but the {split} split "
+                             f"holds only about {have} distinct ones: ask for at most "
+                             f"{have * len(cells)} or drop that level")
+        seen.add(p.key)
         out.append(p)
     return out
+
+
+def keep_split(problems: list[Problem], split: str = "train") -> tuple[list[Problem], int]:
+    """The problems whose key belongs to `split` (e.g. outside data for training), and how many were
+    dropped."""
+    kept = [p for p in problems if split_of(p.key) == split]
+    return kept, len(problems) - len(kept)
 
 
 def train_batch(step: int, batch_size: int, seed: int, families=FAMILIES, levels=LEVELS) -> list[Problem]:

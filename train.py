@@ -3,12 +3,13 @@
     python train.py --config tiny                          # SFT, then LaSeR RL (out/tiny/sft, out/tiny/laser)
     python train.py --config tiny --stage sft              # SFT only, into --out_dir
     python train.py --config tiny --stage rl --algo grpo --init out/tiny/sft --out_dir out/tiny/grpo
-    python train.py --config tiny --stage rl --resume --out_dir out/tiny/grpo   # continue a run
+    python train.py --stage rl --resume --out_dir out/tiny/grpo   # continue a run (its saved config)
     python train.py --help                                 # every knob, with its meaning
 
 Stages
   sft  next-token loss on generated worked solutions (loss on solution tokens and EOS only; padding
-       masked by position). Periodic held-out accuracy, sampled at temperature 1.
+       masked by position). Periodic accuracy on the validation split, sampled at temperature 1.
+       (The test split is used only by evaluate.py.)
   rl   from an SFT checkpoint: measure c_ref on the starting (reference) policy (LASER.md section 5),
        then per step: sample K rollouts per problem with the KV-cache sampler (which also reads
        log p(z_c) at each EOS), score them with verify.py, compute group advantages, and update.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -67,7 +69,8 @@ class Config:
     families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
     levels: str = "1,2,3"         # comma-separated difficulty levels
     data_jsonl: str = ""          # optional outside training data ({"problem","answer"[,"solution"]})
-    n_test: int = 150             # held-out problems used for periodic evaluation
+    n_val: int = 150              # validation problems for the evaluation during training (and tuning)
+    n_test: int = 150             # test problems (evaluate.py's default; never seen in training)
     bpe_merges: int = 256         # BPE merges learned from the task corpus
     # --- model
     n_layer: int = 4
@@ -115,8 +118,8 @@ class Config:
     calib_samples: int = 4
     # --- logging / evaluation / checkpoints
     log_every: int = 10           # SFT: steps per progress line (RL prints every step)
-    eval_every: int = 200         # SFT steps between held-out evaluations (0: only at the end)
-    rl_eval_every: int = 25       # RL steps between held-out evaluations (0: only at the end)
+    eval_every: int = 200         # SFT steps between validation evaluations (0: only at the end)
+    rl_eval_every: int = 25       # RL steps between validation evaluations (0: only at the end)
     ckpt_every: int = 100         # steps between checkpoints (always at the end)
     n_log_samples: int = 2        # decoded rollouts per RL step written to samples.jsonl
     eval_batch: int = 64          # prompts per sampling batch in evaluation
@@ -124,7 +127,7 @@ class Config:
 
 PRESETS: dict[str, dict] = {
     # seconds: used by tests and CI
-    "test": dict(n_layer=1, n_head=2, n_embd=32, block_size=192, bpe_merges=64, n_test=10,
+    "test": dict(n_layer=1, n_head=2, n_embd=32, block_size=192, bpe_merges=64, n_val=10, n_test=10,
                  sft_steps=30, sft_batch_size=8, sft_warmup=1, log_every=10, eval_every=0, rl_eval_every=0,
                  rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=48, micro_batch=4,
                  rl_warmup=1, ckpt_every=1, calib_prompts=4, calib_samples=4, self_reward_warmup=1,
@@ -135,7 +138,7 @@ PRESETS: dict[str, dict] = {
                  rl_steps=200, prompts_per_step=16, group_size=16, max_new_tokens=128, rl_lr=2e-4,
                  reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
     # one GPU: ~20M parameters
-    "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_test=500,
+    "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
                   sft_steps=6000, sft_batch_size=128, sft_lr=1e-3, sft_warmup=200, weight_decay=0.1,
                   eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
                   group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=128,
@@ -180,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     helps = _field_comments()
     for f in fields(Config):
         kind = {bool: _parse_bool, int: int, float: float, str: str}[type(f.default)]
+        flag = dict(nargs="?", const=True) if kind is _parse_bool else {}  # `--resume` == `--resume true`
         p.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(f.name),
-                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{f.default}]")
+                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{f.default}]",
+                       **flag)
     return p
 
 
@@ -221,6 +226,14 @@ def check_config(cfg: Config) -> None:
         bad("--stage rl needs --init SFT_RUN_DIR (or --resume)")
     if cfg.data_jsonl and not os.path.exists(cfg.data_jsonl):
         bad(f"--data_jsonl {cfg.data_jsonl}: no such file")
+    fam, lv = families_levels(cfg)
+    for flag, split, n in (("n_val", "validation", cfg.n_val), ("n_test", "test", cfg.n_test)):
+        if n < 1:
+            bad(f"--{flag} must be >= 1, got {n}")
+        try:
+            tasks.make_split(split, n, 0, fam, lv)
+        except ValueError as e:
+            bad(f"--{flag} {n}: {e}")
 
 
 # ============================================================================ plumbing
@@ -278,11 +291,19 @@ def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> f
     return peak * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def step_generator(seed, step: int, device) -> torch.Generator:
-    """The sampling generator of one step: a pure function of (seed, step)."""
+def step_generator(stage: str, seed: int, step: int, device) -> torch.Generator:
+    """The sampling generator of one step: a pure function of (stage, seed, step), from a hash so that
+    every step, seed and stage draws its own stream. torch's CPU generator (mt19937) keeps only the
+    low 32 bits of a seed, CUDA's Philox 64: the hash is folded to what the device's generator keeps."""
+    h = int.from_bytes(hashlib.sha256(f"{stage}/{seed}/{step}".encode()).digest()[:8], "little")
     g = torch.Generator(device=device)
-    g.manual_seed(int.from_bytes(f"{seed}/{step}".encode(), "little") % (2 ** 63))
+    g.manual_seed(h % 2 ** 32 if torch.device(device).type == "cpu" else h % 2 ** 63)
     return g
+
+
+def sampling_kwargs(cfg: Config) -> dict:
+    """The RL sampling distribution (temperature, top-k, top-p), shared by RL and c_ref calibration."""
+    return dict(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None)
 
 
 def rng_state() -> dict:
@@ -331,12 +352,12 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
 
 @torch.no_grad()
 def heldout_eval(model, tok, problems, cfg: Config, device, c_ref=None, beta_v=None) -> dict:
-    """One sample per held-out problem at temperature 1 (fixed generator): accuracy overall and per
+    """One sample per validation problem at temperature 1 (fixed generator): accuracy overall and per
     family, and, when c_ref is known, self-verification of r_s on those samples."""
     from verify import reward
 
     model.eval()
-    g = step_generator(f"eval-{cfg.seed}", 0, device)
+    g = step_generator("eval", cfg.seed, 0, device)
     correct, finished, logp_zc = [], [], []
     for i in range(0, len(problems), cfg.eval_batch):
         chunk = problems[i:i + cfg.eval_batch]
@@ -357,9 +378,11 @@ def heldout_eval(model, tok, problems, cfg: Config, device, c_ref=None, beta_v=N
     return out
 
 
-def heldout_problems(cfg: Config) -> list[tasks.Problem]:
+def heldout_problems(cfg: Config, split: str = "validation", n: int | None = None) -> list[tasks.Problem]:
+    """Validation (training-time evaluation, tuning) or test (evaluate.py) problems. Drawn with split
+    seed 0 whatever the training seed, so that runs of different seeds are compared on one set."""
     fam, lv = families_levels(cfg)
-    return tasks.make_split("test", cfg.n_test, cfg.seed, fam, lv)
+    return tasks.make_split(split, n or (cfg.n_val if split == "validation" else cfg.n_test), 0, fam, lv)
 
 
 # ============================================================================ SFT
@@ -410,8 +433,18 @@ def corpus_for_tokenizer(cfg: Config) -> list[str]:
     probs = [p for s in range(40) for p in tasks.train_batch(s, 64, f"bpe-{cfg.seed}", fam, lv)]
     texts = [p.problem + "\n" + p.solution for p in probs]
     if cfg.data_jsonl:
-        texts += [p.problem + "\n" + (p.solution or "") for p in tasks.load_jsonl(cfg.data_jsonl)]
+        texts += [p.problem + "\n" + (p.solution or "") for p in outside_train_data(cfg, quiet=True)]
     return texts
+
+
+def outside_train_data(cfg: Config, quiet: bool = False) -> list[tasks.Problem]:
+    """The --data_jsonl problems whose canonical key is in the train split (the others would be twins
+    of validation or test problems)."""
+    kept, dropped = tasks.keep_split(tasks.load_jsonl(cfg.data_jsonl), "train")
+    if not quiet:
+        print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
+              f"(their keys belong to the validation or test split)")
+    return kept
 
 
 def new_model(cfg: Config, tok: Tokenizer, device) -> GPT:
@@ -439,7 +472,7 @@ def run_sft(cfg: Config) -> str:
     os.makedirs(cfg.out_dir, exist_ok=True)
     ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
     fam, lv = families_levels(cfg)
-    extra_data = tasks.load_jsonl(cfg.data_jsonl) if cfg.data_jsonl else []
+    extra_data = outside_train_data(cfg) if cfg.data_jsonl else []
     if cfg.resume:
         model, tok, ck = load_run(cfg.out_dir, device)
         model.train()
@@ -457,7 +490,7 @@ def run_sft(cfg: Config) -> str:
         start = 0
         log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
     write_json(asdict(cfg), os.path.join(cfg.out_dir, "config.json"))
-    test = heldout_problems(cfg)
+    val = heldout_problems(cfg)
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     t0, tokens_seen, last = time.time(), 0, time.time()
@@ -480,7 +513,7 @@ def run_sft(cfg: Config) -> str:
         done = step + 1
         rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm}
         if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps:
-            rec.update(heldout_eval(model, tok, test, cfg, device))
+            rec.update(heldout_eval(model, tok, val, cfg, device))
         if done % cfg.log_every == 0 or "eval_acc" in rec or done == cfg.sft_steps:
             el = time.time() - t0
             rec["tokens_per_s"] = tokens_seen / max(1e-9, time.time() - last)
@@ -489,7 +522,7 @@ def run_sft(cfg: Config) -> str:
             msg = (f"sft {done:5d}/{cfg.sft_steps} loss {rec['loss']:.4f} lr {lr:.2e} "
                    f"tok/s {rec['tokens_per_s']:.0f} elapsed {fmt_time(el)} eta {fmt_time(eta)}")
             if "eval_acc" in rec:
-                msg += f" | held-out acc {rec['eval_acc']:.3f} (" + " ".join(
+                msg += f" | val acc {rec['eval_acc']:.3f} (" + " ".join(
                     f"{k[9:12]} {v:.2f}" for k, v in rec.items() if k.startswith("eval_acc_")) + ")"
             print(msg, flush=True)
         log.write(rec)
@@ -510,26 +543,35 @@ def calibrate_c_ref(model, tok, cfg: Config, device) -> tuple[float, float, int]
     model.eval()
     fam, lv = families_levels(cfg)
     probs = tasks.train_batch(0, cfg.calib_prompts, f"calib-{cfg.seed}", fam, lv)
-    g = step_generator(f"calib-{cfg.seed}", 0, device)
+    g = step_generator("calib", cfg.seed, 0, device)
     vals = []
     for i in range(0, len(probs), cfg.eval_batch):
         with autocast(device):
             ro = sample(model, [tok.encode_prompt(p.problem) for p in probs[i:i + cfg.eval_batch]],
-                        cfg.calib_samples, cfg.max_new_tokens, temperature=cfg.temperature, generator=g,
-                        tokenizer=tok)
+                        cfg.calib_samples, cfg.max_new_tokens, generator=g, tokenizer=tok, **sampling_kwargs(cfg))
         vals += ro.logp_zc[ro.finished].tolist()
     if not vals:
         raise SystemExit("train.py: error: no calibration sample finished; raise --max_new_tokens")
     return float(np.mean(vals)), float(np.std(vals)), len(vals)
 
 
-def check_c_ref(c_ref: float, c_std: float, beta_v: float, margin: float = 2.0) -> str | None:
-    """The log Z ~ 0 approximation needs c_ref + 1/beta_v well below 0 (LASER.md section 5)."""
+def check_c_ref(c_ref: float, c_std: float, beta_v: float, margin: float = 2.0,
+                max_spread: float = 0.1) -> str | None:
+    """LASER.md section 5: the log Z ~ 0 approximation needs c_ref + 1/beta_v well below 0, and the
+    constant c_ref stands in for log pi_ref(z_c | x, y) only if beta_v * std is small against the 0..1
+    reward scale. Returns a warning naming both figures, or None."""
+    problems = []
     if c_ref + 1.0 / beta_v > -margin:
-        return (f"WARNING: c_ref = {c_ref:.2f} but 1/beta_v = {1 / beta_v:.1f}: c_ref + 1/beta_v = "
-                f"{c_ref + 1 / beta_v:.2f} is not below -{margin}. The target log p(z_c) of correct "
-                f"solutions would be near or above 0 and the log Z ~ 0 approximation fails; raise beta_v.")
-    return None
+        problems.append(f"c_ref + 1/beta_v = {c_ref + 1 / beta_v:.2f} is not below -{margin}: the target "
+                        f"log p(z_c) of correct solutions is near or above 0 and log Z ~ 0 fails (raise beta_v)")
+    if c_std * beta_v > max_spread:
+        problems.append(f"beta_v * std = {beta_v * c_std:.3f} exceeds {max_spread}: log pi_ref(z_c | x, y) "
+                        f"varies across solutions by more than a constant c_ref can absorb, so r_s carries "
+                        f"the reference model's own spread (lower beta_v, or read r_s as noisier)")
+    if not problems:
+        return None
+    return (f"WARNING: c_ref = {c_ref:.2f} (std {c_std:.2f}), beta_v = {beta_v}, c_ref + 1/beta_v = "
+            f"{c_ref + 1 / beta_v:.2f}, beta_v * std = {beta_v * c_std:.3f}: " + "; ".join(problems) + ".")
 
 
 def rollout_step(model, tok, cfg: Config, step: int, device):
@@ -538,9 +580,8 @@ def rollout_step(model, tok, cfg: Config, step: int, device):
     prompts = [tok.encode_prompt(p.problem) for p in probs]
     model.eval()
     with autocast(device):
-        ro = sample(model, prompts, cfg.group_size, cfg.max_new_tokens, temperature=cfg.temperature,
-                    top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None,
-                    generator=step_generator(f"rl-{cfg.seed}", step, device), tokenizer=tok)
+        ro = sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
+                    generator=step_generator("rl", cfg.seed, step, device), **sampling_kwargs(cfg))
     return probs, ro
 
 
@@ -549,7 +590,7 @@ def subset(ro: Rollouts, rows: torch.Tensor) -> Rollouts:
     r = rows.tolist()
     return Rollouts([ro.prompts[i // ro.group_size] for i in r], 1, ro.response[rows], ro.mask[rows],
                     ro.logprobs[rows], ro.finished[rows], ro.logp_zc[rows], [ro.texts[i] for i in r],
-                    ro.temperature, ro.top_k, ro.top_p)
+                    ro.temperature, ro.top_k, ro.top_p, ro.suppressed)
 
 
 def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_mse: bool, c_ref, device,
@@ -653,7 +694,7 @@ def run_rl(cfg: Config) -> str:
     ref_model = None
     if cfg.kl_coef > 0:
         ref_model, _, _ = load_run(init_dir, device)
-    test = heldout_problems(cfg)
+    val = heldout_problems(cfg)
     K = cfg.group_size
     mse_from = cfg.reasoning_warmup
     integrate_from = cfg.reasoning_warmup + cfg.self_reward_warmup
@@ -665,10 +706,10 @@ def run_rl(cfg: Config) -> str:
                      "skipped_steps": skipped, "init": init_dir, "algo": cfg.algo}
     t_start = time.time()
     if start == 0:
-        rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std}
-        rec.update(heldout_eval(model, tok, test, cfg, device, c_ref, cfg.beta_v))
+        rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std, "c_ref_beta_std": cfg.beta_v * c_std}
+        rec.update(heldout_eval(model, tok, val, cfg, device, c_ref, cfg.beta_v))
         log.write(rec)
-        print(f"rl     0 held-out acc {rec['eval_acc']:.3f}", flush=True)
+        print(f"rl     0 val acc {rec['eval_acc']:.3f}", flush=True)
     for step in range(start, cfg.rl_steps):
         t0 = time.time()
         probs, ro = rollout_step(model, tok, cfg, step, device)
@@ -707,7 +748,7 @@ def run_rl(cfg: Config) -> str:
                "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
                "tokens_per_s": n_tok / max(1e-9, t1 - t0)}
         if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
-            rec.update(heldout_eval(model, tok, test, cfg, device, c_ref, cfg.beta_v))
+            rec.update(heldout_eval(model, tok, val, cfg, device, c_ref, cfg.beta_v))
         log.write(rec)
         for i in range(min(cfg.n_log_samples, len(ro))):
             row = i * K  # first sample of the first problems
@@ -721,7 +762,7 @@ def run_rl(cfg: Config) -> str:
                f"gn {rec['grad_norm']:.2f} len {rec['resp_len_mean']:.0f} trunc {rec['truncated']:.2f} "
                f"zvar {n_zero} t {t1 - t0:.1f}/{t2 - t1:.1f}/{t3 - t2:.1f}s eta {fmt_time(eta)}")
         if "eval_acc" in rec:
-            msg += f" | held-out acc {rec['eval_acc']:.3f}"
+            msg += f" | val acc {rec['eval_acc']:.3f}"
         print(msg, flush=True)
         if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
             checkpoint(ck_path, model, opt, done, cfg, extra())

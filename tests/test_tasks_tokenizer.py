@@ -36,11 +36,54 @@ def test_deterministic_by_seed_and_split_disjoint():
     assert tasks.make_split("test", 60, 3) == tasks.make_split("test", 60, 3)
     assert tasks.train_batch(5, 16, seed=1) == tasks.train_batch(5, 16, seed=1)
     assert tasks.train_batch(5, 16, seed=1) != tasks.train_batch(6, 16, seed=1)
-    test = {p.problem for seed in range(3) for p in tasks.make_split("test", 300, seed)}
-    train = {p.problem for s in range(200) for p in tasks.train_batch(s, 32, seed=0)}
-    assert len(test) > 300 and len(train) > 3000
-    assert not test & train  # no problem is in both splits, whatever the seeds
-    assert all(tasks.split_of(t) == "test" for t in test)
+    val = {p.key for seed in range(3) for p in tasks.make_split("validation", 150, seed)}
+    test = {p.key for seed in range(3) for p in tasks.make_split("test", 150, seed)}
+    train = {p.key for s in range(200) for p in tasks.train_batch(s, 32, seed=0)}
+    assert len(test) > 150 and len(val) > 150 and len(train) > 3000
+    assert not test & train and not val & train and not val & test  # whatever the seeds
+    assert all(tasks.split_of(k) == "test" for k in test) and all(tasks.split_of(k) == "validation" for k in val)
+
+
+def _twin_signature(p):
+    """Written independently of tasks.canonical_key: the same numbers (in any order, whatever the
+    wording) and the same gold answer make two problems twins."""
+    return tuple(sorted(int(n) for n in re.findall(r"[0-9]+", p.problem))), p.answer.replace(" ", "")
+
+
+@pytest.mark.parametrize("family", tasks.FAMILIES)
+def test_no_held_out_problem_has_a_training_twin(family):
+    """10,000 draws per family and split. (Before: the split hashed the surface text, and 86 of the
+    150 tiny test problems had a training problem with the same computation and answer.)"""
+    rng = random.Random(family)
+    draw = lambda split: {_twin_signature(tasks.sample_problem(rng, split, [family])) for _ in range(10_000)}
+    train = draw("train")
+    assert not train & draw("validation") and not train & draw("test")
+
+
+def test_twins_share_a_key_and_a_split():
+    twins = [("Compute 12 + 34.", "Compute 34 + 12.", "46"),
+             ("Ana has 12 pens and gets 5 more. How many pens does Ana have now?",
+              "Ben has 5 coins and gets 12 more. How many coins does Ben have now?", "17"),
+             ("Compute 1/2 * 3/4.", "Compute 3/2 * 1/4.", "\\frac{3}{8}"),
+             ("Expand (x + 3)(x - 2).", "Expand (x - 2)(x + 3).", "x^2 + x - 6")]
+    for a, b, ans in twins:
+        assert tasks.canonical_key(a, ans) == tasks.canonical_key(b, ans.replace(" ", ""))
+    assert tasks.canonical_key("Compute 12 + 34.", "46") != tasks.canonical_key("Compute 12 + 35.", "47")
+
+
+def test_outside_data_is_filtered_by_key(tmp_path):
+    held = tasks.make_split("test", 20, 0)
+    rows = [{"problem": p.problem.replace("Compute", "Please compute"), "answer": p.answer} for p in held]
+    rows += [{"problem": p.problem, "answer": p.answer} for p in tasks.train_batch(0, 20, seed=0)]
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, dropped = tasks.keep_split(tasks.load_jsonl(str(f)), "train")
+    assert dropped == 20 and len(kept) == 20  # reworded test problems never reach training
+
+
+def test_split_capacity_error_is_clear():
+    with pytest.raises(ValueError, match="polynomial level 1.*holds only about"):
+        tasks.make_split("test", 600, 0, ["polynomial"], [1])
 
 
 def test_load_jsonl_and_errors_name_the_line(tmp_path):

@@ -38,6 +38,15 @@ def test_presets_and_overrides():
     cfg, given = train.resolve_config(["--config", "tiny", "--rl_lr", "3e-5", "--resume", "true"])
     assert cfg.rl_lr == 3e-5 and cfg.resume is True and cfg.n_embd == train.PRESETS["tiny"]["n_embd"]
     assert given == {"rl_lr": 3e-5, "resume": True}
+    # a bool flag alone means true, as in the module docstring's resume example
+    cfg, given = train.resolve_config(["--stage", "rl", "--resume", "--out_dir", "x"])
+    assert cfg.resume is True and given["out_dir"] == "x"
+
+
+def test_split_sizes_are_checked_against_the_problem_space():
+    r = run_cli("--config", "small", "--n_test", "500", "--stage", "sft", "--out_dir", "/nonexistent/x")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and "--n_test 500" in lines[0] and "polynomial level 1" in lines[0]
 
 
 def test_sft_batch_masks_solution_and_eos_by_position(tok):
@@ -127,6 +136,31 @@ def test_non_finite_loss_skips_the_step(tok):
 def test_c_ref_warning():
     assert train.check_c_ref(-8.0, 0.1, 0.1) is not None  # c_ref + 1/beta_v = 2 > -2
     assert train.check_c_ref(-20.0, 0.1, 0.1) is None
+    # a wide spread of log pi_ref(z_c) is not a constant: the tiny run's std 3.26 gives beta_v * std 0.33
+    warn = train.check_c_ref(-14.79, 3.26, 0.1)
+    assert warn is not None and "beta_v * std = 0.326" in warn and "c_ref + 1/beta_v = -4.79" in warn
+    assert train.check_c_ref(-14.79, 0.9, 0.1) is None
+
+
+def test_step_generators_differ_across_steps_seeds_and_stages():
+    """Each RL step draws its own stream. (Before: torch's CPU generator kept only the low 32 bits of
+    the seed, the bytes of "rl-0", so every step of a run sampled the same numbers.)"""
+    first = lambda *a: tuple(torch.rand(3, generator=train.step_generator(*a, "cpu")).tolist())
+    steps = {first("rl", 0, s) for s in range(1000)}
+    assert len(steps) == 1000
+    assert len({first("rl", seed, 5) for seed in range(50)}) == 50
+    assert len({first(stage, 0, 0) for stage in ("rl", "calib", "eval")}) == 3
+    assert first("rl", 3, 7) == first("rl", 3, 7)  # and a pure function of (stage, seed, step)
+
+
+def test_rl_steps_sample_different_rollouts(sft_dir):
+    model, tok, _ = train.load_run(sft_dir)
+    cfg = dataclasses.replace(train.Config(**train.PRESETS["test"]), prompts_per_step=1, group_size=4)
+    one = train.rollout_step(model, tok, cfg, 1, "cpu")[1]
+    # the same problem at another step: force it by sampling step 2's stream on step 1's problems
+    g2 = train.step_generator("rl", cfg.seed, 2, "cpu")
+    two = sample(model, one.prompts, 4, cfg.max_new_tokens, generator=g2, tokenizer=tok)
+    assert not torch.equal(one.response, two.response)
 
 
 @pytest.fixture(scope="module")
