@@ -506,33 +506,35 @@ def paired_differences(problems_a: list, problems_b: list, n_boot: int = 1000, s
 
 def same_problems(problems_a: list, problems_b: list) -> bool:
     """Whether two runs' records are of the same problems in the same order (by text, else by gold)."""
-    ident = lambda rec: (rec.get("problem"), rec.get("gold"), rec.get("family"))
+    ident = lambda rec: rec["problem"] if "problem" in rec else (rec.get("gold"), rec.get("family"))
     return len(problems_a) == len(problems_b) and all(ident(a) == ident(b) for a, b in zip(problems_a, problems_b))
 
 
-def all_paired_differences(records: dict[str, list], n_boot: int, seed: int) -> dict[str, dict]:
+def all_paired_differences(records: dict[str, list], n_boot: int, seed: int, equiv: Equiv | None = None) -> dict:
     """{"B - A": paired_differences(A, B)} for every pair of runs (A before B in the given order)."""
-    return {f"{b} - {a}": paired_differences(records[a], records[b], n_boot, seed) for a, b in _pairs(list(records))}
+    return {f"{b} - {a}": paired_differences(records[a], records[b], n_boot, seed, equiv)
+            for a, b in _pairs(list(records))}
 
 
 HEADLINE = ["accuracy_avg", "accuracy_greedy", "maj_at_n", "weighted_at_n", "best_of_n", "sv_tpr", "sv_tnr",
             "sv_f1", "sv_auroc", "sv_auroc_within", "sv_ece"]
 
 
-def aggregate_seeds(per_seed: list[dict[str, list]], n_boot: int = 1000, seed: int = 0) -> dict:
+def aggregate_seeds(per_seed: list[dict[str, list]], n_boot: int = 1000, seed: int = 0,
+                    equiv: Equiv | None = None) -> dict:
     """Several seeds' records ({run: problems}, the same runs in each): per run and headline metric the
     per-seed values, their mean and std; paired differences per seed and pooled over (seed, problem)."""
     runs = list(per_seed[0])
     if any(list(r) != runs for r in per_seed):
         raise ValueError(f"every seed must hold the same runs {runs}")
-    metrics = [{name: compute_metrics(rec[name], n_boot=0) for name in runs} for rec in per_seed]
+    metrics = [{name: compute_metrics(rec[name], n_boot=0, equiv=equiv) for name in runs} for rec in per_seed]
     out: dict = {"n_seeds": len(per_seed), "runs": {}}
     for name in runs:
         out["runs"][name] = {}
         for key in HEADLINE + ["self_certainty_at_n", "pass_at_n"]:
             out["runs"][name][key] = _stats([_metric(m[name], key) for m in metrics])
     pooled = {name: [p for rec in per_seed for p in rec[name]] for name in runs}
-    out["paired_pooled"] = all_paired_differences(pooled, n_boot, seed)
+    out["paired_pooled"] = all_paired_differences(pooled, n_boot, seed, equiv)
     out["paired_per_seed"] = {f"{b} - {a}": {k: _stats([m[b][k] - m[a][k] for m in metrics]) for k in CI_METRICS}
                               for a, b in _pairs(runs)}
     return out

@@ -363,3 +363,44 @@ def test_auroc_within_problem_separates_difficulty_from_verification():
     assert m["sv_auroc"] > 0.75
     # easy: positives 0.9, 0.8, 0.95 vs negative 0.85 -> 2/3; hard: positive 0.2 vs 0.1, 0.15, 0.05 -> 1
     assert abs(m["sv_auroc_within"] - (2 / 3 + 1) / 2) < 1e-12
+
+
+def test_paired_differences():
+    a, b = random_problems(30, 8, seed=1), random_problems(30, 8, seed=2)
+    for pa, pb in zip(a, b):  # the same problems: pair them by text
+        pa["problem"] = pb["problem"] = pa["gold"] + str(id(pa))
+    same = ev.paired_differences(a, a, n_boot=50, equiv=num_equiv)
+    assert all(d["diff"] == 0 and d["ci"] == [0, 0] for d in same.values())
+    d = ev.paired_differences(a, b, n_boot=200, equiv=num_equiv)
+    ma, mb = ev.compute_metrics(a, n_boot=0, equiv=num_equiv), ev.compute_metrics(b, n_boot=0, equiv=num_equiv)
+    for name in ev.CI_METRICS:
+        assert d[name]["diff"] == pytest.approx(mb[name] - ma[name])
+        assert d[name]["ci"][0] <= d[name]["diff"] <= d[name]["ci"][1]
+    # pairing removes the variance both runs share: a run against itself plus one flipped sample
+    c = json.loads(json.dumps(ev.to_jsonable(a)))
+    for p in c:
+        for s in p["samples"]:
+            s["r_s"] = ev._as_float(s["r_s"])
+    c[0]["samples"][0]["correct"] = not c[0]["samples"][0]["correct"]
+    lo, hi = ev.paired_differences(a, c, n_boot=200, equiv=num_equiv)["accuracy_avg"]["ci"]
+    un_lo, un_hi = ev.compute_metrics(a, n_boot=200, equiv=num_equiv)["ci"]["accuracy_avg"]
+    assert hi - lo <= 0.2 * (un_hi - un_lo)  # far narrower than one run's own (unpaired) interval
+    with pytest.raises(ValueError, match="same problems"):
+        ev.paired_differences(a, b[:-1], equiv=num_equiv)
+
+
+def test_aggregate_seeds_mean_std_and_pooled_pairs():
+    seeds = []
+    for s in range(3):
+        g, l = random_problems(10, 4, seed=10 + s), random_problems(10, 4, seed=20 + s)
+        for pg, pl in zip(g, l):
+            pg["problem"] = pl["problem"] = f"{s}-{pg['gold']}-{id(pg)}"
+        seeds.append({"grpo": g, "laser": l})
+    out = ev.aggregate_seeds(seeds, n_boot=20, equiv=num_equiv)
+    vals = [ev.compute_metrics(r["laser"], n_boot=0, equiv=num_equiv)["accuracy_avg"] for r in seeds]
+    acc = out["runs"]["laser"]["accuracy_avg"]
+    assert acc["values"] == pytest.approx(vals) and acc["mean"] == pytest.approx(np.mean(vals))
+    assert acc["std"] == pytest.approx(np.std(vals, ddof=1))
+    pooled = out["paired_pooled"]["laser - grpo"]["accuracy_avg"]["diff"]
+    assert pooled == pytest.approx(np.mean(vals) - np.mean(out["runs"]["grpo"]["accuracy_avg"]["values"]))
+    assert "laser - grpo" in ev.summary_markdown(ev.to_jsonable(out))
