@@ -579,7 +579,8 @@ def to_jsonable(obj):
 
 
 def _atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) on a temp file in the target directory, then os.replace it into place."""
+    """Call write(tmp_path) on a temp file in the target directory, fsync it, then os.replace it into
+    place: a crash leaves the old file or the new one, never half of one. Used for every file we write."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]
@@ -587,6 +588,8 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -945,8 +948,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {msg}", file=sys.stderr)
         return 2
 
-    if args.n_samples < 1 or args.n_boot < 0:
-        return fail("--n-samples must be >= 1 and --n-boot >= 0")
+    for flag, value, low in (("--n-samples", args.n_samples, 1), ("--n-boot", args.n_boot, 0),
+                             ("--n-problems", args.n_problems, 1), ("--max-new-tokens", args.max_new_tokens, 1),
+                             ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < low:
+            return fail(f"{flag} must be >= {low}, got {value}")
     if sum(map(bool, (args.records, args.run_dirs, args.aggregate))) > 1:
         return fail("give one of RUN_DIRs, --records or --aggregate")
     if args.aggregate:
@@ -991,11 +997,15 @@ def main(argv: list[str] | None = None) -> int:
               f"n_problems={args.n_problems} seed={args.seed} max_new_tokens={args.max_new_tokens} "
               f"batch_size={args.batch_size} n_boot={args.n_boot} out={out_dir}")
         records = {}
+        import train  # noqa: E402 (only sampling needs torch and the trainer)
         for name, run_dir in zip(names, args.run_dirs):
-            records[name] = collect_records(
-                run_dir, n_samples=args.n_samples, n_problems=args.n_problems, seed=args.seed,
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=None, split=args.split,
-            )
+            try:
+                records[name] = collect_records(
+                    run_dir, n_samples=args.n_samples, n_problems=args.n_problems, seed=args.seed,
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, device=None, split=args.split,
+                )
+            except (train.UserError, ValueError) as e:  # unreadable runs, sizes that do not fit the model
+                return fail(str(e))
     try:
         results = {name: compute_metrics(problems, n_boot=args.n_boot, seed=args.seed)
                    for name, problems in records.items()}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -338,29 +339,45 @@ def train_batch(step: int, batch_size: int, seed: int, families=FAMILIES, levels
 
 def load_jsonl(path: str) -> list[Problem]:
     """Read `{"problem": str, "answer": str|number[, "solution": str, "family": str, "level": int]}`
-    lines. Blank lines are skipped; any malformed line raises ValueError naming its line number."""
+    lines. Blank lines are skipped; anything else that is wrong (a malformed line, a missing or
+    mistyped field, a binary file, a directory, a file with no problem at all) raises ValueError
+    naming the file and, where there is one, the line."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a JSONL file")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            for key in ("problem", "answer"):
-                if key not in obj:
-                    raise ValueError(f"{path}:{lineno}: missing required key {key!r}")
-            if not isinstance(obj["problem"], str) or not obj["problem"].strip():
-                raise ValueError(f"{path}:{lineno}: 'problem' must be a non-empty string")
-            ans = obj["answer"]
-            if isinstance(ans, bool) or not isinstance(ans, (str, int, float)):
-                raise ValueError(f"{path}:{lineno}: 'answer' must be a string or a number")
-            sol = obj.get("solution")
-            if sol is not None and not isinstance(sol, str):
-                raise ValueError(f"{path}:{lineno}: 'solution' must be a string")
-            out.append(Problem(obj["problem"], str(ans), sol, str(obj.get("family", "external")),
-                               int(obj.get("level", 0))))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    out.append(_problem_from_line(line, f"{path}:{lineno}"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line); expected JSON lines") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    if not out:
+        raise ValueError(f"{path}: no problems in the file (expected one JSON object per line)")
     return out
+
+
+def _problem_from_line(line: str, where: str) -> Problem:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for key in ("problem", "answer"):
+        if key not in obj:
+            raise ValueError(f"{where}: missing required key {key!r}")
+    if not isinstance(obj["problem"], str) or not obj["problem"].strip():
+        raise ValueError(f"{where}: 'problem' must be a non-empty string")
+    ans = obj["answer"]
+    if isinstance(ans, bool) or not isinstance(ans, (str, int, float)) or not str(ans).strip():
+        raise ValueError(f"{where}: 'answer' must be a non-empty string or a number")
+    sol = obj.get("solution")
+    if sol is not None and not isinstance(sol, str):
+        raise ValueError(f"{where}: 'solution' must be a string")
+    level = obj.get("level", 0)
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise ValueError(f"{where}: 'level' must be an integer")
+    return Problem(obj["problem"], str(ans), sol, str(obj.get("family", "external")), level)

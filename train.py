@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 import tasks
-from evaluate import self_verification_metrics, to_jsonable
+from evaluate import _atomic_write as atomic_write, _write_text as write_text, self_verification_metrics, to_jsonable
 from loss import (aggregate_loss, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss,
                   self_reward_score)
 from model import GPT, GPTConfig
@@ -105,7 +105,8 @@ class Config:
     adv_mode: str = "grpo"        # grpo (z-score) | drgrpo (mean-only)
     kl_coef: float = 0.0          # KL(pi || pi_ref) coefficient; 0 skips the reference model
     kl_estimator: str = "k3"      # k1 | k3
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0        # max gradient norm (0: no clipping)
+    max_skipped: int = 5          # stop when this many consecutive steps had a non-finite loss or gradient
     # --- LaSeR (LASER.md sections 2-5)
     beta_v: float = 0.1           # r_s = beta_v * (log p(z_c) - c_ref)
     alpha: float = 0.1            # weight of the self-rewarding MSE
@@ -200,40 +201,74 @@ def resolve_config(argv=None) -> tuple[Config, dict]:
     return cfg, args
 
 
+class UserError(Exception):
+    """Bad input (a flag, a file) or a run that cannot go on: reported as one line, exit code 2."""
+
+
+_finite = math.isfinite
+# Every numeric field and its allowed range, checked in one place: (fields, test, what it must be).
+RANGES = [
+    (("sft_steps", "rl_steps", "sft_batch_size", "sft_micro_batch", "prompts_per_step", "group_size",
+      "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size", "n_val",
+      "n_test", "calib_prompts", "calib_samples", "log_every", "ckpt_every", "eval_batch", "max_skipped"),
+     lambda v: v >= 1, ">= 1"),
+    (("threads", "halt_at", "bpe_merges", "sft_warmup", "rl_warmup", "eval_every", "rl_eval_every",
+      "n_log_samples", "top_k", "reasoning_warmup", "self_reward_warmup"), lambda v: v >= 0, ">= 0"),
+    (("sft_lr", "rl_lr", "temperature", "beta_v"), lambda v: _finite(v) and v > 0, "finite and > 0"),
+    (("weight_decay", "kl_coef", "alpha", "tau", "std_threshold", "clip_high"),
+     lambda v: _finite(v) and v >= 0, "finite and >= 0"),
+    (("grad_clip",), lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: no clipping)"),
+    (("min_lr_frac",), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("clip_low",), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("top_p",), lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
+    (("c_ref",), lambda v: not math.isinf(v), "finite (or nan: measure it)"),
+]
+
+
 def check_config(cfg: Config) -> None:
-    def bad(msg):
-        raise SystemExit(f"train.py: error: {msg}")
-    for name in ("sft_steps", "rl_steps", "sft_batch_size", "prompts_per_step", "group_size",
-                 "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size"):
-        if getattr(cfg, name) < 1:
-            bad(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    """Every field against its allowed range and the others; raises UserError naming the flag."""
+    for names, ok, what in RANGES:
+        for name in names:
+            if not ok(getattr(cfg, name)):
+                raise UserError(f"--{name} must be {what}, got {getattr(cfg, name)}")
     if cfg.n_embd % (2 * cfg.n_head):
-        bad(f"--n_embd {cfg.n_embd} must be a multiple of 2 * n_head = {2 * cfg.n_head}")
+        raise UserError(f"--n_embd {cfg.n_embd} must be a multiple of 2 * n_head = {2 * cfg.n_head}")
     unknown = set(cfg.families.split(",")) - set(tasks.FAMILIES)
     if unknown:
-        bad(f"unknown families {sorted(unknown)}; choose from {','.join(tasks.FAMILIES)}")
+        raise UserError(f"unknown families {sorted(unknown)}; choose from {','.join(tasks.FAMILIES)}")
     try:
         lv = [int(x) for x in cfg.levels.split(",")]
     except ValueError:
-        bad(f"--levels must be comma-separated integers, got {cfg.levels!r}")
+        raise UserError(f"--levels must be comma-separated integers, got {cfg.levels!r}") from None
     if set(lv) - set(tasks.LEVELS):
-        bad(f"--levels must be within {tasks.LEVELS}, got {cfg.levels!r}")
-    if cfg.temperature <= 0:
-        bad("--temperature must be > 0 for RL sampling (log-probs of greedy samples are not defined)")
-    if cfg.beta_v <= 0:
-        bad("--beta_v must be > 0")
+        raise UserError(f"--levels must be within {tasks.LEVELS}, got {cfg.levels!r}")
+    if cfg.max_new_tokens + PROMPT_ROOM > cfg.block_size:
+        raise UserError(f"--block_size {cfg.block_size} leaves no room for a prompt before --max_new_tokens "
+                        f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
     if cfg.stage == "rl" and not cfg.init and not cfg.resume:
-        bad("--stage rl needs --init SFT_RUN_DIR (or --resume)")
-    if cfg.data_jsonl and not os.path.exists(cfg.data_jsonl):
-        bad(f"--data_jsonl {cfg.data_jsonl}: no such file")
+        raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise UserError(f"--out_dir {cfg.out_dir} is a file, not a directory")
+    if cfg.data_jsonl and not os.path.isfile(cfg.data_jsonl):
+        raise UserError(f"--data_jsonl {cfg.data_jsonl}: no such file")
     fam, lv = families_levels(cfg)
     for flag, split, n in (("n_val", "validation", cfg.n_val), ("n_test", "test", cfg.n_test)):
-        if n < 1:
-            bad(f"--{flag} must be >= 1, got {n}")
         try:
             tasks.make_split(split, n, 0, fam, lv)
         except ValueError as e:
-            bad(f"--{flag} {n}: {e}")
+            raise UserError(f"--{flag} {n}: {e}") from None
+
+
+PROMPT_ROOM = 16  # tokens block_size must leave for a prompt besides max_new_tokens (checked exactly later)
+
+
+def check_lengths(cfg: Config, tok: Tokenizer, problems) -> None:
+    """Every prompt + max_new_tokens + 1 (the z_c readout) and every SFT row must fit block_size."""
+    prompt = max(len(tok.encode_prompt(p.problem)) for p in problems)
+    row = max(len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution or "")) + 1 for p in problems)
+    if prompt + cfg.max_new_tokens + 1 > cfg.block_size or row > cfg.block_size:
+        raise UserError(f"--block_size {cfg.block_size} is too small: the longest prompt has {prompt} tokens "
+                        f"(+ --max_new_tokens {cfg.max_new_tokens} + 1) and the longest SFT row {row}")
 
 
 # ============================================================================ plumbing
@@ -242,7 +277,7 @@ def get_device(cfg: Config) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("train.py: error: --device cuda but CUDA is not available")
+        raise UserError("--device cuda but CUDA is not available")
     return torch.device(cfg.device)
 
 
@@ -252,16 +287,25 @@ def autocast(device: torch.device):
 
 
 def atomic_save(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash never leaves a half-written checkpoint
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # a crash never leaves a half-written checkpoint
 
 
 def write_json(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2))
+
+
+def read_json(path: str, what: str) -> dict:
+    """A JSON object from `path`, or UserError('path: what is wrong')."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {what} here") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object as {what}, got {type(obj).__name__}")
+    return obj
 
 
 class MetricsLog:
@@ -271,10 +315,20 @@ class MetricsLog:
     def __init__(self, path: str, resume_step: int | None = None):
         self.path = path
         if resume_step is not None and os.path.exists(path):
-            with open(path) as f:
-                keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            with open(path, "w") as f:
-                f.writelines(keep)
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [ln for ln in f if ln.strip()]
+            keep = []
+            for i, ln in enumerate(lines):
+                try:
+                    rec = json.loads(ln)
+                except json.JSONDecodeError:
+                    if i == len(lines) - 1:  # a write cut short by a crash: drop it
+                        print(f"note: {path}: dropped a torn last line (a write cut short)")
+                        continue
+                    raise UserError(f"{path}:{i + 1}: not a JSON line; fix or delete the log") from None
+                if rec.get("step", 0) <= resume_step:
+                    keep.append(json.dumps(rec) + "\n")
+            write_text(path, "".join(keep))
         elif resume_step is None and os.path.exists(path):
             os.remove(path)
 
@@ -306,6 +360,14 @@ def sampling_kwargs(cfg: Config) -> dict:
     return dict(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs (model init draws from torch's; numpy's and Python's are seeded so that the
+    states saved in a checkpoint are reproducible). Sampling uses its own per-step generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
 def rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -328,23 +390,44 @@ def families_levels(cfg: Config):
     return tuple(cfg.families.split(",")), tuple(int(x) for x in cfg.levels.split(","))
 
 
+CKPT_KEYS = ("model", "optimizer", "step", "config", "model_config", "stage")
+
+
 def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
+    """The checkpoint dict of a run directory (or a ckpt.pt path), or UserError('path: what is wrong').
+    Checkpoints are pickles: load only your own (torch.load runs code from a crafted file)."""
     path = os.path.join(run_dir, "ckpt.pt") if os.path.isdir(run_dir) else run_dir
-    if not os.path.exists(path):
-        raise SystemExit(f"train.py: error: no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no checkpoint here")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated, empty, corrupt or foreign files fail in many ways
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
+    missing = [k for k in CKPT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+    return ck
 
 
 def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
     ck = load_checkpoint(run_dir)
-    tok = load_tokenizer(os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir),
-                                      "tokenizer.json"))
-    model = GPT(GPTConfig(**ck["model_config"]))
-    model.load_state_dict(ck["model"])
+    tok_path = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), "tokenizer.json")
+    try:
+        tok = load_tokenizer(tok_path)
+    except FileNotFoundError:
+        raise UserError(f"{tok_path}: no tokenizer here") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:  # JSON errors are ValueErrors
+        raise UserError(f"{tok_path}: unreadable tokenizer ({type(e).__name__}: {e})") from None
+    try:
+        model = GPT(GPTConfig(**ck["model_config"]))
+        model.load_state_dict(ck["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{run_dir}: checkpoint weights do not fit its model config "
+                        f"({str(e).splitlines()[0][:160]})") from None
     if model.cfg.vocab_size != tok.vocab_size:
-        raise SystemExit(f"train.py: error: {run_dir}: checkpoint vocab {model.cfg.vocab_size} != "
-                         f"tokenizer vocab {tok.vocab_size}")
+        raise UserError(f"{run_dir}: checkpoint vocab {model.cfg.vocab_size} != tokenizer vocab {tok.vocab_size}")
     return model.to(device).eval(), tok, ck
 
 
@@ -439,8 +522,13 @@ def corpus_for_tokenizer(cfg: Config) -> list[str]:
 
 def outside_train_data(cfg: Config, quiet: bool = False) -> list[tasks.Problem]:
     """The --data_jsonl problems whose canonical key is in the train split (the others would be twins
-    of validation or test problems)."""
-    kept, dropped = tasks.keep_split(tasks.load_jsonl(cfg.data_jsonl), "train")
+    of validation or test problems); a problem without a solution is trained on its boxed answer."""
+    try:
+        loaded = tasks.load_jsonl(cfg.data_jsonl)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    loaded = [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in loaded]
+    kept, dropped = tasks.keep_split(loaded, "train")
     if not quiet:
         print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
               f"(their keys belong to the validation or test split)")
@@ -462,6 +550,11 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Op
 
 
 def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
+    """Weights, optimizer, step (= data cursor), RNG states, configs and `extra`; fsync'd, then renamed
+    into place. Non-finite weights are never written over a good checkpoint."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"the weights are not finite after step {step}: not overwriting {path}; "
+                        f"lower the learning rate")
     atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                  "data_cursor": step, "rng": rng_state(), "config": asdict(cfg),
                  "model_config": asdict(model.cfg), **extra}, path)
@@ -469,28 +562,41 @@ def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
 
 def run_sft(cfg: Config) -> str:
     device = get_device(cfg)
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    make_run_dir(cfg.out_dir)
     ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
     fam, lv = families_levels(cfg)
     extra_data = outside_train_data(cfg) if cfg.data_jsonl else []
     if cfg.resume:
         model, tok, ck = load_run(cfg.out_dir, device)
+        if ck["stage"] != "sft":
+            raise UserError(f"{cfg.out_dir} holds a {ck['stage']} checkpoint, not sft")
         model.train()
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
-        start = ck["step"]
+        start, guard = ck["step"], SkipGuard(cfg.max_skipped, ck.get("skipped_steps", 0))
         log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), resume_step=start)
         print(f"resumed SFT at step {start}")
     else:
+        seed_everything(cfg.seed)
         tok = build_tokenizer(corpus_for_tokenizer(cfg), cfg.bpe_merges)
         tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
         model = new_model(cfg, tok, device)
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
-        start = 0
+        start, guard = 0, SkipGuard(cfg.max_skipped)
         log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
     write_json(asdict(cfg), os.path.join(cfg.out_dir, "config.json"))
     val = heldout_problems(cfg)
+    check_lengths(cfg, tok, val + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv))
+    if extra_data:
+        fits = [p for p in extra_data
+                if len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution)) + 1 <= cfg.block_size]
+        if len(fits) < len(extra_data):
+            print(f"--data_jsonl: skipped {len(extra_data) - len(fits)} problems longer than --block_size "
+                  f"{cfg.block_size}")
+        if not fits:
+            raise UserError(f"--data_jsonl {cfg.data_jsonl}: no problem fits --block_size {cfg.block_size}")
+        extra_data = fits
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     t0, tokens_seen, last = time.time(), 0, time.time()
@@ -500,18 +606,21 @@ def run_sft(cfg: Config) -> str:
         if extra_data:  # mix outside data in, deterministically by step
             r = random.Random(f"jsonl-{cfg.seed}-{step}")
             probs = probs[: len(probs) // 2] + [r.choice(extra_data) for _ in range(len(probs) - len(probs) // 2)]
-            probs = [p if p.solution else tasks.Problem(p.problem, p.answer, f"\\boxed{{{p.answer}}}")
-                     for p in probs]
         lr = lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac)
         for gparam in opt.param_groups:
             gparam["lr"] = lr
         opt.zero_grad(set_to_none=True)
         loss, n_real = sft_loss_backward(model, tok, probs, cfg.sft_micro_batch, device)
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        opt.step()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf))
+        skipped = not (math.isfinite(loss) and math.isfinite(gnorm))
+        if skipped:
+            opt.zero_grad(set_to_none=True)  # a non-finite loss skips the step; weights stay as they were
+        else:
+            opt.step()
         tokens_seen += n_real
         done = step + 1
-        rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm}
+        guard.update(skipped, done, "SFT")
+        rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm, "skipped_steps": guard.total}
         if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps:
             rec.update(heldout_eval(model, tok, val, cfg, device))
         if done % cfg.log_every == 0 or "eval_acc" in rec or done == cfg.sft_steps:
@@ -527,7 +636,7 @@ def run_sft(cfg: Config) -> str:
             print(msg, flush=True)
         log.write(rec)
         if done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at:
-            checkpoint(ck_path, model, opt, done, cfg, {"stage": "sft"})
+            checkpoint(ck_path, model, opt, done, cfg, {"stage": "sft", "skipped_steps": guard.total})
         if done == cfg.halt_at:
             print(f"halted after step {done} (--halt_at)")
             break
@@ -551,7 +660,7 @@ def calibrate_c_ref(model, tok, cfg: Config, device) -> tuple[float, float, int]
                         cfg.calib_samples, cfg.max_new_tokens, generator=g, tokenizer=tok, **sampling_kwargs(cfg))
         vals += ro.logp_zc[ro.finished].tolist()
     if not vals:
-        raise SystemExit("train.py: error: no calibration sample finished; raise --max_new_tokens")
+        raise UserError("no calibration sample finished; raise --max_new_tokens")
     return float(np.mean(vals)), float(np.std(vals)), len(vals)
 
 
@@ -634,7 +743,7 @@ def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_ms
                 loss = loss + cfg.alpha * mse
                 tot["mse"] += mse.item()
             loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
         if not all(math.isfinite(v) for v in tot.values()) or not torch.isfinite(gnorm):
             opt.zero_grad(set_to_none=True)  # a non-finite loss skips the step; weights stay finite
             stats["skipped"] += 1
@@ -645,6 +754,22 @@ def rl_update(model, ref_model, opt, ro: Rollouts, adv, r_v, cfg: Config, use_ms
     return stats
 
 
+class SkipGuard:
+    """Counts steps skipped for a non-finite loss or gradient (the weights are left as they were) and
+    stops the run when `limit` come in a row: training that has diverged should not exit 0."""
+
+    def __init__(self, limit: int, total: int = 0):
+        self.limit, self.total, self.in_a_row = limit, total, 0
+
+    def update(self, skipped: int, step: int, stage: str) -> None:
+        self.total += skipped
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        if self.in_a_row >= self.limit:
+            raise UserError(f"{stage} stopped at step {step}: {self.in_a_row} steps in a row had a non-finite "
+                            f"loss or gradient and were skipped (the last checkpoint is kept); lower the "
+                            f"learning rate or check the data")
+
+
 def _mean_or_nan(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
@@ -653,15 +778,18 @@ def run_rl(cfg: Config) -> str:
     from verify import reward_with_reason
 
     device = get_device(cfg)
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    make_run_dir(cfg.out_dir)
     ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
     if cfg.resume:
         model, tok, ck = load_run(cfg.out_dir, device)
-        if ck.get("stage") != "rl":
-            raise SystemExit(f"train.py: error: {cfg.out_dir} holds a {ck.get('stage')} checkpoint, not rl")
-        start, c_ref, c_std, skipped = ck["step"], ck["c_ref"], ck["c_ref_std"], ck["skipped_steps"]
+        missing = [k for k in ("c_ref", "c_ref_std", "beta_v", "skipped_steps", "init") if k not in ck]
+        if ck["stage"] != "rl" or missing:
+            raise UserError(f"{cfg.out_dir} holds a {ck['stage']} checkpoint, not an rl one"
+                            + (f" (missing {', '.join(missing)})" if missing else ""))
+        start, c_ref, c_std = ck["step"], ck["c_ref"], ck["c_ref_std"]
+        guard = SkipGuard(cfg.max_skipped, ck["skipped_steps"])
         if ck["beta_v"] != cfg.beta_v:
-            raise SystemExit(f"train.py: error: checkpoint was trained with beta_v={ck['beta_v']}, "
+            raise UserError(f"checkpoint was trained with beta_v={ck['beta_v']}, "
                              f"config says {cfg.beta_v}")
         init_dir = ck["init"]
         opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
@@ -671,10 +799,11 @@ def run_rl(cfg: Config) -> str:
         samples_log = MetricsLog(os.path.join(cfg.out_dir, "samples.jsonl"), resume_step=start)
         print(f"resumed RL at step {start} (c_ref {c_ref:.3f})")
     else:
+        seed_everything(cfg.seed)
         model, tok, ck = load_run(cfg.init, device)
-        if ck.get("stage") != "sft":
-            print(f"note: starting RL from a {ck.get('stage')} checkpoint in {cfg.init}")
-        init_dir, start, skipped = cfg.init, 0, 0
+        if ck["stage"] != "sft":
+            print(f"note: starting RL from a {ck['stage']} checkpoint in {cfg.init}")
+        init_dir, start, guard = cfg.init, 0, SkipGuard(cfg.max_skipped)
         tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
         opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
         if math.isfinite(cfg.c_ref):
@@ -695,6 +824,8 @@ def run_rl(cfg: Config) -> str:
     if cfg.kl_coef > 0:
         ref_model, _, _ = load_run(init_dir, device)
     val = heldout_problems(cfg)
+    fam, lv = families_levels(cfg)
+    check_lengths(cfg, tok, val + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv))
     K = cfg.group_size
     mse_from = cfg.reasoning_warmup
     integrate_from = cfg.reasoning_warmup + cfg.self_reward_warmup
@@ -703,7 +834,7 @@ def run_rl(cfg: Config) -> str:
           + (f"; MSE from step {mse_from}, advantage integration from step {integrate_from}"
              if cfg.algo == "laser" else ""))
     extra = lambda: {"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
-                     "skipped_steps": skipped, "init": init_dir, "algo": cfg.algo}
+                     "skipped_steps": guard.total, "init": init_dir, "algo": cfg.algo}
     t_start = time.time()
     if start == 0:
         rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std, "c_ref_beta_std": cfg.beta_v * c_std}
@@ -729,7 +860,7 @@ def run_rl(cfg: Config) -> str:
         for gparam in opt.param_groups:
             gparam["lr"] = lr_at(step, cfg.rl_steps, cfg.rl_lr, cfg.rl_warmup, cfg.min_lr_frac)
         st = rl_update(model, ref_model, opt, ro, adv, r_v, cfg, laser and step >= mse_from, c_ref, device, tok)
-        skipped += st.pop("skipped")
+        guard.update(st.pop("skipped"), step + 1, "RL")
         t3 = time.time()
         done = step + 1
         sv = self_verification_metrics(r_s_sampler.cpu().numpy(), (r_v > 0.5).cpu().numpy(),
@@ -744,7 +875,7 @@ def run_rl(cfg: Config) -> str:
                **st, "resp_len_mean": float(lens.mean()), "resp_len_max": int(lens.max()),
                "truncated": float((~ro.finished).float().mean()), "zero_var_groups": n_zero,
                "integrated_groups": n_integrated, "mse_on": bool(laser and step >= mse_from),
-               "c_ref": c_ref, "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
+               "c_ref": c_ref, "lr": opt.param_groups[0]["lr"], "skipped_steps": guard.total,
                "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
                "tokens_per_s": n_tok / max(1e-9, t1 - t0)}
         if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
@@ -775,16 +906,41 @@ def run_rl(cfg: Config) -> str:
 # ============================================================================ main
 
 def main(argv=None) -> str:
+    """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2."""
+    try:
+        return _main(argv)
+    except UserError as e:
+        sys.stderr.write(f"train.py: error: {e}\n")
+        raise SystemExit(2) from None
+
+
+def saved_config(out_dir: str) -> Config:
+    """The config.json of a run directory, checked like the command line."""
+    path = os.path.join(out_dir, "config.json")
+    saved = read_json(path, "run config")
+    types = {f.name: type(f.default) for f in fields(Config)}
+    for k, v in saved.items():
+        want = types.get(k)
+        if want is not None and not (isinstance(v, want) or want is float and isinstance(v, int)
+                                     or want is float and v is None):
+            raise UserError(f"{path}: {k} should be {want.__name__}, got {v!r}")
+    cfg = Config(**{k: (float("nan") if v is None else v) for k, v in saved.items() if k in types})
+    check_config(cfg)
+    return cfg
+
+
+def make_run_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
+
+
+def _main(argv=None) -> str:
     cfg, given = resolve_config(argv)
     if cfg.resume:  # a resumed run keeps its saved config; explicit flags still apply
-        path = os.path.join(cfg.out_dir, "config.json")
-        if not os.path.exists(path):
-            raise SystemExit(f"train.py: error: --resume but {path} does not exist")
-        with open(path) as f:
-            saved = json.load(f)
-        known = {f.name for f in fields(Config)}
-        cfg = dataclasses.replace(Config(), **{k: v for k, v in saved.items() if k in known})
-        cfg = dataclasses.replace(cfg, **given)
+        cfg = dataclasses.replace(saved_config(cfg.out_dir), **given)
+        check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     print("config: " + json.dumps(asdict(cfg)))

@@ -40,3 +40,12 @@ def make_model(tok, seed=0, eos_boost=0.0, eos_offset=0.0, n_layer=2, n_embd=32,
 @pytest.fixture
 def model_factory(tok):
     return lambda **kw: make_model(tok, **kw)
+
+
+@pytest.fixture(scope="session")
+def sft_dir(tmp_path_factory):
+    """A finished SFT run of the test preset (seconds), shared by the tests that need a run directory."""
+    import train
+    out = str(tmp_path_factory.mktemp("sft"))
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", out])
+    return out

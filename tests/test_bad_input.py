@@ -1,0 +1,200 @@
+"""Bad input ends in one line on stderr and a non-zero exit (2, like argparse); valid input runs.
+
+Each case is a (command line, expected fragment of the message) row: flags out of range, unreadable
+checkpoints, tokenizers, configs and data files, for train.py and evaluate.py. They run in-process
+with the test preset, most in well under a second."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import evaluate
+import train
+
+T = ["--config", "test"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, sft_dir):
+    """Bad files of every kind, and run directories holding them."""
+    d = tmp_path_factory.mktemp("bad")
+    good = [json.dumps({"problem": "Compute 1 + 2.", "answer": 3})]
+    data = {"empty.jsonl": "", "blank.jsonl": "\n  \n\n", "malformed.jsonl": good[0] + "\n{oops\n",
+            "missing.jsonl": '{"problem": "p"}\n', "wrongtype.jsonl": '{"problem": "p", "answer": [1]}\n',
+            "array.jsonl": "[1, 2]\n", "badlevel.jsonl": '{"problem": "p", "answer": 1, "level": "x"}\n'}
+    for name, text in data.items():
+        (d / name).write_text(text)
+    (d / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    (d / "adir.jsonl").mkdir()
+    (d / "afile").write_text("x")
+    ck = open(os.path.join(sft_dir, "ckpt.pt"), "rb").read()
+    for name, payload in {"corrupt": os.urandom(4096), "truncated": ck[: len(ck) // 2], "empty": b""}.items():
+        run = d / name
+        shutil.copytree(sft_dir, run)
+        (run / "ckpt.pt").write_bytes(payload)
+    foreign = d / "foreign"
+    shutil.copytree(sft_dir, foreign)
+    torch.save({"state_dict": {}}, foreign / "ckpt.pt")
+    for name, tok in {"notok": None, "badtok": "{not json", "wrongtok": '{"merges": 5}'}.items():
+        run = d / name
+        shutil.copytree(sft_dir, run)
+        if tok is None:
+            os.remove(run / "tokenizer.json")
+        else:
+            (run / "tokenizer.json").write_text(tok)
+    for name, cfg in {"nocfg": None, "badcfg": "{torn", "typecfg": '{"sft_steps": "many"}',
+                      "listcfg": "[1]"}.items():
+        run = d / name
+        shutil.copytree(sft_dir, run)
+        if cfg is None:
+            os.remove(run / "config.json")
+        else:
+            (run / "config.json").write_text(cfg)
+    return d
+
+
+FLAG_CASES = [  # (extra flags, fragment)
+    (["--grad_clip", "-1"], "--grad_clip must be finite and >= 0"),
+    (["--n_test", "0"], "--n_test must be >= 1"),
+    (["--n_val", "0"], "--n_val must be >= 1"),
+    (["--bpe_merges", "-1"], "--bpe_merges must be >= 0"),
+    (["--top_p", "1.5"], "--top_p must be in (0, 1]"),
+    (["--top_p", "0"], "--top_p must be in (0, 1]"),
+    (["--top_k", "-1"], "--top_k must be >= 0"),
+    (["--block_size", "8"], "--block_size 8 leaves no room"),
+    (["--max_new_tokens", "100000"], "leaves no room for a prompt"),
+    (["--sft_micro_batch", "0"], "--sft_micro_batch must be >= 1"),
+    (["--eval_batch", "0"], "--eval_batch must be >= 1"),
+    (["--ckpt_every", "0"], "--ckpt_every must be >= 1"),
+    (["--log_every", "0"], "--log_every must be >= 1"),
+    (["--sft_lr", "nan"], "--sft_lr must be finite and > 0"),
+    (["--sft_lr", "inf"], "--sft_lr must be finite and > 0"),
+    (["--rl_lr", "-1"], "--rl_lr must be finite and > 0"),
+    (["--temperature", "0"], "--temperature must be finite and > 0"),
+    (["--min_lr_frac", "2"], "--min_lr_frac must be in [0, 1]"),
+    (["--n_test", "100000"], "--n_test 100000"),
+    (["--levels", "1,x"], "--levels must be comma-separated integers"),
+    (["--families", "calculus"], "unknown families"),
+    (["--stage", "rl"], "--stage rl needs --init"),
+    (["--rl_lr", "fast"], "invalid float value"),
+    (["--no_such_key", "1"], "unrecognized arguments"),
+]
+
+
+def _train_fails(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2, (argv, err)
+    assert len(err) == 1 and "error" in err[0] and fragment in err[0], (argv, err)
+
+
+@pytest.mark.parametrize("flags,fragment", FLAG_CASES)
+def test_bad_flags(flags, fragment, capsys, tmp_path):
+    _train_fails(capsys, T + ["--stage", "sft", "--out_dir", str(tmp_path / "r")] + flags, fragment)
+
+
+FILE_CASES = [  # (argv with {d} for the bad-files dir and {sft} for a good run, fragment)
+    ("--stage sft --out_dir {d}/afile", "is a file, not a directory"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/nope.jsonl", "no such file"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/adir.jsonl", "no such file"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/empty.jsonl", "no problems in the file"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/blank.jsonl", "no problems in the file"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/malformed.jsonl", "malformed.jsonl:2: invalid JSON"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/missing.jsonl", "missing.jsonl:1: missing required key 'answer'"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/wrongtype.jsonl", "wrongtype.jsonl:1: 'answer' must be"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/array.jsonl", "array.jsonl:1: expected a JSON object"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/badlevel.jsonl", "badlevel.jsonl:1: 'level' must be"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/binary.jsonl", "binary.jsonl: not UTF-8 text"),
+    ("--stage sft --resume --out_dir {d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
+    ("--stage sft --resume --out_dir {d}/truncated", "truncated/ckpt.pt: not a readable checkpoint"),
+    ("--stage sft --resume --out_dir {d}/empty", "empty/ckpt.pt: not a readable checkpoint"),
+    ("--stage sft --resume --out_dir {d}/foreign", "not a checkpoint of this project (missing model"),
+    ("--stage rl --resume --out_dir {d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
+    ("--stage rl --resume --out_dir {sft}", "holds a sft checkpoint, not an rl one"),
+    ("--stage rl --init {d}/truncated --out_dir {d}/r", "truncated/ckpt.pt: not a readable checkpoint"),
+    ("--stage rl --init {d}/foreign --out_dir {d}/r", "not a checkpoint of this project"),
+    ("--stage rl --init {d}/afile --out_dir {d}/r", "afile: not a readable checkpoint"),
+    ("--stage rl --init {d}/nowhere --out_dir {d}/r", "nowhere: no checkpoint here"),
+    ("--stage rl --init {d}/notok --out_dir {d}/r", "notok/tokenizer.json: no tokenizer here"),
+    ("--stage rl --init {d}/badtok --out_dir {d}/r", "badtok/tokenizer.json: unreadable tokenizer"),
+    ("--stage rl --init {d}/wrongtok --out_dir {d}/r", "wrongtok/tokenizer.json: unreadable tokenizer"),
+    ("--stage sft --resume --out_dir {d}/nocfg", "nocfg/config.json: no run config here"),
+    ("--stage sft --resume --out_dir {d}/badcfg", "badcfg/config.json: unreadable run config"),
+    ("--stage sft --resume --out_dir {d}/typecfg", "typecfg/config.json: sft_steps should be int"),
+    ("--stage sft --resume --out_dir {d}/listcfg", "expected a JSON object as run config"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", FILE_CASES)
+def test_bad_files(argv, fragment, files, sft_dir, capsys):
+    _train_fails(capsys, T + argv.format(d=files, sft=sft_dir).split(), fragment)
+
+
+EVAL_CASES = [  # (argv, fragment)
+    ("{sft} --n-problems 0", "--n-problems must be >= 1"),
+    ("{sft} --batch-size 0", "--batch-size must be >= 1"),
+    ("{sft} --max-new-tokens -5", "--max-new-tokens must be >= 1"),
+    ("{sft} --n-samples 0", "--n-samples must be >= 1"),
+    ("{sft} --max-new-tokens 100000", "exceeds block_size"),
+    ("{d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
+    ("{d}/truncated", "not a readable checkpoint"),
+    ("{d}/empty", "not a readable checkpoint"),
+    ("{d}/foreign", "not a checkpoint of this project"),
+    ("{d}/notok", "no tokenizer here"),
+    ("{d}/nowhere", "run directory not found"),
+    ("--records {d}/malformed.jsonl", "cannot read records"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", EVAL_CASES)
+def test_evaluate_bad_input(argv, fragment, files, sft_dir, capsys):
+    code = evaluate.main(argv.format(d=files, sft=sft_dir).split() + ["--out", str(files / "ev")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and fragment in err[0], (argv, err)
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+    run = str(tmp_path / "r")
+    train.main(T + ["--stage", "sft", "--out_dir", run, "--halt_at", "10"])
+    log = os.path.join(run, "metrics.jsonl")
+    with open(log, "a") as f:
+        f.write('{"step": 11, "lo')  # a crash in the middle of a write
+    train.main(T + ["--stage", "sft", "--out_dir", run, "--resume"])
+    assert "dropped a torn last line" in capsys.readouterr().out
+    steps = [json.loads(ln)["step"] for ln in open(log)]
+    assert steps == list(range(1, 31))
+
+
+def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys):
+    real = train.sft_loss_backward
+    calls = {"n": 0}
+
+    def flaky(model, tok, probs, mb, device, nan_at=(4,)):
+        calls["n"] += 1
+        loss, n = real(model, tok, probs, mb, device)
+        if calls["n"] in nan_at or calls["n"] >= 20:
+            for p in model.parameters():
+                p.grad = torch.full_like(p, float("nan"))
+            return float("nan"), n
+        return loss, n
+
+    monkeypatch.setattr(train, "sft_loss_backward", flaky)
+    run = str(tmp_path / "r")
+    _train_fails(capsys, T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "1", "--max_skipped", "4"],
+                 "SFT stopped at step 23: 4 steps in a row")
+    ck = train.load_checkpoint(run)
+    assert ck["step"] == 22 and ck["skipped_steps"] >= 1  # the last checkpoint is from before the run of NaNs
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
+    assert recs[3]["skipped_steps"] == 1 and recs[4]["skipped_steps"] == 1  # step 4 skipped, step 5 not
+
+
+def test_huge_rl_learning_rate_stops_with_a_message(sft_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(T + ["--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "r"), "--rl_lr", "1e6",
+                        "--rl_steps", "12", "--rl_warmup", "0", "--max_skipped", "3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and ("not finite" in err[-1] or "in a row" in err[-1]), err
