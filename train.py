@@ -26,6 +26,9 @@ Every run directory holds config.json, tokenizer.json, ckpt.pt (weights, optimiz
 cursor, RNG states, config, c_ref and beta_v), metrics.jsonl (one object per step) and, for RL,
 samples.jsonl. Problems and sampling seeds are pure functions of (seed, step), so a run resumed with
 --resume is bit-identical on CPU to one that was never interrupted.
+
+Bad input (a flag out of its range, an unreadable checkpoint, tokenizer, config or data file) and a
+run that has diverged (--max_skipped non-finite steps in a row) end in one line on stderr, exit code 2.
 """
 from __future__ import annotations
 
@@ -881,7 +884,7 @@ def run_rl(cfg: Config) -> str:
         if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
             rec.update(heldout_eval(model, tok, val, cfg, device, c_ref, cfg.beta_v))
         log.write(rec)
-        for i in range(min(cfg.n_log_samples, len(ro))):
+        for i in range(min(cfg.n_log_samples, len(probs))):
             row = i * K  # first sample of the first problems
             samples_log.write({"step": done, "problem": probs[row // K].problem, "gold": probs[row // K].answer,
                                "response": ro.texts[row], "reward": float(r_v[row]),

@@ -163,13 +163,6 @@ def test_rl_steps_sample_different_rollouts(sft_dir):
     assert not torch.equal(one.response, two.response)
 
 
-@pytest.fixture(scope="module")
-def sft_dir(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("sft"))
-    train.main(["--config", "test", "--stage", "sft", "--out_dir", out])
-    return out
-
-
 def _fake_reward(text, gold):  # a reward with both outcomes even for an untrained model
     return (1.0, "right") if len(text) % 2 == 0 else (0.0, "wrong")
 
@@ -232,3 +225,19 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
         rec = json.load(f)["laser"]
     assert len(rec) == 4 and all(len(p["samples"]) == 2 for p in rec)
     assert os.path.exists(os.path.join(out, "eval.md"))
+
+
+@pytest.mark.parametrize("preset", list(train.PRESETS))
+def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
+    """The preset's tokenizer, splits, model and settings, on a shrunk batch: SFT, then one LaSeR step.
+    (c_ref is given: a model after one SFT step finishes no solution to calibrate on.)"""
+    shrink = ["--sft_steps", "1", "--sft_batch_size", "2", "--sft_micro_batch", "2", "--rl_steps", "1",
+              "--prompts_per_step", "1", "--group_size", "2", "--micro_batch", "2", "--calib_prompts", "1",
+              "--calib_samples", "2", "--n_val", "2", "--eval_every", "0", "--rl_eval_every", "0",
+              "--reasoning_warmup", "0", "--device", "cpu", "--c_ref", "-20"]
+    out = str(tmp_path / preset)
+    train.main(["--config", preset, "--stage", "all", "--out_dir", out] + shrink)
+    sft, rl = train.load_checkpoint(os.path.join(out, "sft")), train.load_checkpoint(os.path.join(out, "laser"))
+    assert sft["step"] == 1 and rl["step"] == 1 and rl["c_ref"] == -20
+    cfg = train.PRESETS[preset]
+    assert sft["model_config"]["n_embd"] == cfg["n_embd"] and rl["config"]["block_size"] == cfg["block_size"]
