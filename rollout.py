@@ -63,14 +63,15 @@ def suppressed_ids(tokenizer) -> tuple[int, ...]:
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
                   suppressed: tuple[int, ...] = ()) -> torch.Tensor:
-    """The logits of the distribution we sample from: suppressed tokens removed, tempered (0: left as
-    is, for argmax), then top-k, then top-p (nucleus). logits (..., V) float32. Filtered-out entries
-    become -inf. Shared by the sampler and the scorer, so training log-probs use exactly the sampling
+    """The logits of the distribution we sample from: suppressed tokens removed, tempered, then top-k,
+    then top-p (nucleus); temperature 0 (greedy) stops after the suppression. logits (..., V) float32.
+    Filtered-out entries become -inf. Shared by the sampler and the scorer, so training log-probs use exactly the sampling
     distribution."""
     if suppressed:
         logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
-    if temperature != 0:
-        logits = logits / temperature
+    if temperature == 0:  # greedy: the argmax of the unfiltered (untempered) logits
+        return logits
+    logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

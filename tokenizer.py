@@ -67,13 +67,14 @@ class Tokenizer:
         """The model's input for a problem: BOS, the problem text, a newline. The solution follows."""
         return [self.bos_id] + self.encode(problem + "\n")
 
+    def to_json(self) -> str:
+        """The tokenizer as the JSON text `load_tokenizer` reads (runs write it atomically)."""
+        return json.dumps({"pat_str": self.pat_str, "specials": list(SPECIALS),
+                           "merges": [base64.b64encode(m).decode("ascii") for m in self.merges]})
+
     def save(self, path: str) -> None:
-        data = {"pat_str": self.pat_str, "specials": list(SPECIALS),
-                "merges": [base64.b64encode(m).decode("ascii") for m in self.merges]}
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        with open(path, "w") as f:
+            f.write(self.to_json())
 
 
 def load_tokenizer(path: str) -> Tokenizer:

@@ -218,10 +218,10 @@ RANGES = [
     (("threads", "halt_at", "bpe_merges", "sft_warmup", "rl_warmup", "eval_every", "rl_eval_every",
       "n_log_samples", "top_k", "reasoning_warmup", "self_reward_warmup"), lambda v: v >= 0, ">= 0"),
     (("sft_lr", "rl_lr", "temperature", "beta_v"), lambda v: _finite(v) and v > 0, "finite and > 0"),
-    (("weight_decay", "kl_coef", "alpha", "tau", "std_threshold", "clip_high"),
+    (("weight_decay", "kl_coef", "alpha", "std_threshold", "clip_high"),
      lambda v: _finite(v) and v >= 0, "finite and >= 0"),
     (("grad_clip",), lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: no clipping)"),
-    (("min_lr_frac",), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("min_lr_frac", "tau"), lambda v: 0 <= v <= 1, "in [0, 1]"),
     (("clip_low",), lambda v: 0 <= v < 1, "in [0, 1)"),
     (("top_p",), lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
     (("c_ref",), lambda v: not math.isinf(v), "finite (or nan: measure it)"),
@@ -265,13 +265,16 @@ def check_config(cfg: Config) -> None:
 PROMPT_ROOM = 16  # tokens block_size must leave for a prompt besides max_new_tokens (checked exactly later)
 
 
-def check_lengths(cfg: Config, tok: Tokenizer, problems) -> None:
-    """Every prompt + max_new_tokens + 1 (the z_c readout) and every SFT row must fit block_size."""
+def check_lengths(cfg: Config, tok: Tokenizer, block_size: int) -> None:
+    """Every prompt + max_new_tokens + 1 (the z_c readout) and every SFT row of the run's problems
+    (validation, test and a training sample) must fit the model's block_size."""
+    fam, lv = families_levels(cfg)
+    problems = heldout_problems(cfg) + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv)
     prompt = max(len(tok.encode_prompt(p.problem)) for p in problems)
     row = max(len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution or "")) + 1 for p in problems)
-    if prompt + cfg.max_new_tokens + 1 > cfg.block_size or row > cfg.block_size:
-        raise UserError(f"--block_size {cfg.block_size} is too small: the longest prompt has {prompt} tokens "
-                        f"(+ --max_new_tokens {cfg.max_new_tokens} + 1) and the longest SFT row {row}")
+    if prompt + cfg.max_new_tokens + 1 > block_size or row > block_size:
+        raise UserError(f"the model's block_size {block_size} is too small: the longest prompt has {prompt} "
+                        f"tokens (+ --max_new_tokens {cfg.max_new_tokens} + 1) and the longest SFT row {row}")
 
 
 # ============================================================================ plumbing
@@ -577,20 +580,20 @@ def run_sft(cfg: Config) -> str:
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
-        start, guard = ck["step"], SkipGuard(cfg.max_skipped, ck.get("skipped_steps", 0))
+        start, guard = ck["step"], SkipGuard(cfg.max_skipped, ck)
         log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), resume_step=start)
         print(f"resumed SFT at step {start}")
     else:
         seed_everything(cfg.seed)
         tok = build_tokenizer(corpus_for_tokenizer(cfg), cfg.bpe_merges)
-        tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+        write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
         model = new_model(cfg, tok, device)
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
         start, guard = 0, SkipGuard(cfg.max_skipped)
         log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"))
     write_json(asdict(cfg), os.path.join(cfg.out_dir, "config.json"))
     val = heldout_problems(cfg)
-    check_lengths(cfg, tok, val + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv))
+    check_lengths(cfg, tok, model.cfg.block_size)
     if extra_data:
         fits = [p for p in extra_data
                 if len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution)) + 1 <= cfg.block_size]
@@ -639,7 +642,7 @@ def run_sft(cfg: Config) -> str:
             print(msg, flush=True)
         log.write(rec)
         if done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at:
-            checkpoint(ck_path, model, opt, done, cfg, {"stage": "sft", "skipped_steps": guard.total})
+            checkpoint(ck_path, model, opt, done, cfg, {"stage": "sft", **guard.state()})
         if done == cfg.halt_at:
             print(f"halted after step {done} (--halt_at)")
             break
@@ -761,8 +764,12 @@ class SkipGuard:
     """Counts steps skipped for a non-finite loss or gradient (the weights are left as they were) and
     stops the run when `limit` come in a row: training that has diverged should not exit 0."""
 
-    def __init__(self, limit: int, total: int = 0):
-        self.limit, self.total, self.in_a_row = limit, total, 0
+    def __init__(self, limit: int, ck: dict | None = None):
+        self.limit = limit
+        self.total, self.in_a_row = (ck.get("skipped_steps", 0), ck.get("skipped_in_a_row", 0)) if ck else (0, 0)
+
+    def state(self) -> dict:
+        return {"skipped_steps": self.total, "skipped_in_a_row": self.in_a_row}
 
     def update(self, skipped: int, step: int, stage: str) -> None:
         self.total += skipped
@@ -785,12 +792,13 @@ def run_rl(cfg: Config) -> str:
     ck_path = os.path.join(cfg.out_dir, "ckpt.pt")
     if cfg.resume:
         model, tok, ck = load_run(cfg.out_dir, device)
+        check_lengths(cfg, tok, model.cfg.block_size)
         missing = [k for k in ("c_ref", "c_ref_std", "beta_v", "skipped_steps", "init") if k not in ck]
         if ck["stage"] != "rl" or missing:
             raise UserError(f"{cfg.out_dir} holds a {ck['stage']} checkpoint, not an rl one"
                             + (f" (missing {', '.join(missing)})" if missing else ""))
         start, c_ref, c_std = ck["step"], ck["c_ref"], ck["c_ref_std"]
-        guard = SkipGuard(cfg.max_skipped, ck["skipped_steps"])
+        guard = SkipGuard(cfg.max_skipped, ck)
         if ck["beta_v"] != cfg.beta_v:
             raise UserError(f"checkpoint was trained with beta_v={ck['beta_v']}, "
                              f"config says {cfg.beta_v}")
@@ -804,10 +812,11 @@ def run_rl(cfg: Config) -> str:
     else:
         seed_everything(cfg.seed)
         model, tok, ck = load_run(cfg.init, device)
+        check_lengths(cfg, tok, model.cfg.block_size)
         if ck["stage"] != "sft":
             print(f"note: starting RL from a {ck['stage']} checkpoint in {cfg.init}")
         init_dir, start, guard = cfg.init, 0, SkipGuard(cfg.max_skipped)
-        tok.save(os.path.join(cfg.out_dir, "tokenizer.json"))
+        write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
         opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
         if math.isfinite(cfg.c_ref):
             c_ref, c_std = cfg.c_ref, float("nan")
@@ -827,8 +836,6 @@ def run_rl(cfg: Config) -> str:
     if cfg.kl_coef > 0:
         ref_model, _, _ = load_run(init_dir, device)
     val = heldout_problems(cfg)
-    fam, lv = families_levels(cfg)
-    check_lengths(cfg, tok, val + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv))
     K = cfg.group_size
     mse_from = cfg.reasoning_warmup
     integrate_from = cfg.reasoning_warmup + cfg.self_reward_warmup
@@ -837,7 +844,7 @@ def run_rl(cfg: Config) -> str:
           + (f"; MSE from step {mse_from}, advantage integration from step {integrate_from}"
              if cfg.algo == "laser" else ""))
     extra = lambda: {"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
-                     "skipped_steps": guard.total, "init": init_dir, "algo": cfg.algo}
+                     **guard.state(), "init": init_dir, "algo": cfg.algo}
     t_start = time.time()
     if start == 0:
         rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std, "c_ref_beta_std": cfg.beta_v * c_std}
