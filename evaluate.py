@@ -578,7 +578,7 @@ def to_jsonable(obj):
     return obj
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> None:
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) on a temp file in the target directory, fsync it, then os.replace it into
     place: a crash leaves the old file or the new one, never half of one. Used for every file we write."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -605,16 +605,16 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
-def _write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _write_json(path: str, obj) -> None:
-    _write_text(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
 def load_records(path: str) -> dict[str, list]:
@@ -787,7 +787,7 @@ def _plot_scaling(plt, results: dict[str, dict], path: str) -> None:
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -809,7 +809,7 @@ def _plot_rs_hist(plt, problems_by_run: dict[str, list], path: str) -> None:
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("count")
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
 
 
@@ -826,7 +826,7 @@ def write_report(
     if paired:
         _write_json(os.path.join(out_dir, "paired.json"), paired)
         md += "\n" + _paired_markdown(to_jsonable(paired), "Paired differences between runs")
-    _write_text(os.path.join(out_dir, "eval.md"), md)
+    write_text(os.path.join(out_dir, "eval.md"), md)
     if problems_by_run is not None:
         _write_json(os.path.join(out_dir, "records.json"), problems_by_run)
     plt = _import_pyplot()
@@ -973,7 +973,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"cannot aggregate {args.aggregate}: {e}")
         _write_json(os.path.join(args.out, "summary.json"), summary)
         md = summary_markdown(to_jsonable(summary))
-        _write_text(os.path.join(args.out, "summary.md"), md)
+        write_text(os.path.join(args.out, "summary.md"), md)
         print(md)
         return 0
     if args.records:

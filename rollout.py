@@ -65,11 +65,11 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
                   suppressed: tuple[int, ...] = ()) -> torch.Tensor:
     """The logits of the distribution we sample from: suppressed tokens removed, tempered, then top-k,
     then top-p (nucleus); temperature 0 (greedy) stops after the suppression. logits (..., V) float32.
-    Filtered-out entries become -inf. Shared by the sampler and the scorer, so training log-probs use exactly the sampling
-    distribution."""
+    Filtered-out entries become -inf. Shared by the sampler and the scorer, so training log-probs use
+    exactly the sampling distribution."""
     if suppressed:
         logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
-    if temperature == 0:  # greedy: the argmax of the unfiltered (untempered) logits
+    if temperature == 0:  # greedy: the argmax of what remains (top-k/top-p cannot change an argmax)
         return logits
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 import tasks
-from evaluate import _atomic_write as atomic_write, _write_text as write_text, self_verification_metrics, to_jsonable
+from evaluate import atomic_write, self_verification_metrics, to_jsonable, write_text
 from loss import (aggregate_loss, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss, ppo_clip_loss,
                   self_reward_score)
 from model import GPT, GPTConfig
