@@ -4,7 +4,6 @@ thread and in worker threads. Runs in a few seconds."""
 import os
 import sys
 import threading
-import time
 
 import pytest
 
@@ -360,21 +359,17 @@ HOSTILE = [
 ]
 
 
-def _check_bounded(pred, gold):
-    t0 = time.perf_counter()
-    r = is_equivalent(pred, gold)
-    dt = time.perf_counter() - t0
-    return r, dt
+# The hostile cases below check behaviour (an answer, no exception, no hang); how fast the verifier
+# answers them is measured by `python bench.py --only verify` (verify.hostile_max_latency_s, target
+# <= 1 s), not asserted here: a wall-clock bound in a test fails on a loaded machine.
+HANG_S = 30  # a worker that has not returned by then is hung, whatever the machine's load
 
 
 @pytest.mark.parametrize("pred,gold", HOSTILE, ids=[f"h{i}" for i in range(len(HOSTILE))])
-def test_hostile_inputs_are_fast_and_not_equal(pred, gold):
+def test_hostile_inputs_are_not_equal(pred, gold):
     verify._parse_cached.cache_clear()
-    r, dt = _check_bounded(pred, gold)
-    assert r is False
-    assert dt < 1.0
-    r2, dt2 = _check_bounded(gold, pred)
-    assert r2 is False and dt2 < 1.0
+    assert is_equivalent(pred, gold) is False
+    assert is_equivalent(gold, pred) is False
 
 
 @pytest.mark.parametrize("pred,gold", HOSTILE, ids=[f"t{i}" for i in range(len(HOSTILE))])
@@ -386,11 +381,9 @@ def test_hostile_inputs_in_worker_thread(pred, gold):
         out["r"] = reward_with_reason(rf"\boxed{{{pred}}}", gold)
 
     th = threading.Thread(target=work, daemon=True)
-    t0 = time.perf_counter()
     th.start()
-    th.join(timeout=1.0)
-    assert not th.is_alive(), "verifier did not return within 1 s in a worker thread"
-    assert time.perf_counter() - t0 < 1.0
+    th.join(timeout=HANG_S)
+    assert not th.is_alive(), "verifier hung in a worker thread"
     assert out["r"][0] == 0.0
 
 
@@ -402,10 +395,8 @@ def test_hostile_completions_extraction_is_fast():
         "{" * 500_000 + "\\boxed{3}",
         "$" * 1_000_000,
     ]
-    for text in big:
-        t0 = time.perf_counter()
-        reward_with_reason(text, "3")
-        assert time.perf_counter() - t0 < 1.0
+    expected = [0.0, 0.0, 0.0, 1.0, 0.0]  # only the fourth ends in a complete \boxed{3}
+    assert [reward_with_reason(text, "3")[0] for text in big] == expected
 
 
 def test_many_hostile_inputs_in_parallel_threads():
@@ -416,11 +407,9 @@ def test_many_hostile_inputs_in_parallel_threads():
         results.append(is_equivalent(p, g))
 
     threads = [threading.Thread(target=work, args=pg, daemon=True) for pg in HOSTILE[:8]]
-    t0 = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
-        th.join(timeout=2.0)
+        th.join(timeout=HANG_S)
     assert all(not th.is_alive() for th in threads)
-    assert time.perf_counter() - t0 < 2.0
     assert results == [False] * len(threads)
