@@ -25,6 +25,7 @@ it is the trainer's differentiable forward, and the reference the in-pass readou
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,12 @@ def suppressed_ids(tokenizer) -> tuple[int, ...]:
     return tuple(sorted({tokenizer.bos_id, tokenizer.pad_id, tokenizer.zc_id} - {tokenizer.eos_id}))
 
 
+@functools.lru_cache(maxsize=16)
+def _index(ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The ids as an index tensor on `device`, made once (not one host-to-device copy per decode step)."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
                   suppressed: tuple[int, ...] = ()) -> torch.Tensor:
     """The logits of the distribution we sample from: suppressed tokens removed, tempered, then top-k,
@@ -68,7 +75,7 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
     Filtered-out entries become -inf. Shared by the sampler and the scorer, so training log-probs use
     exactly the sampling distribution."""
     if suppressed:
-        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
+        logits = logits.index_fill(-1, _index(suppressed, logits.device), float("-inf"))
     if temperature == 0:  # greedy: the argmax of what remains (top-k/top-p cannot change an argmax)
         return logits
     logits = logits / temperature
