@@ -271,7 +271,7 @@ def check_lengths(cfg: Config, tok: Tokenizer, block_size: int) -> None:
     fam, lv = families_levels(cfg)
     problems = heldout_problems(cfg) + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv)
     prompt = max(len(tok.encode_prompt(p.problem)) for p in problems)
-    row = max(len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution or "")) + 1 for p in problems)
+    row = max(sft_row_length(tok, p) for p in problems)
     if prompt + cfg.max_new_tokens + 1 > block_size or row > block_size:
         raise UserError(f"the model's block_size {block_size} is too small: the longest prompt has {prompt} "
                         f"tokens (+ --max_new_tokens {cfg.max_new_tokens} + 1) and the longest SFT row {row}")
@@ -517,16 +517,19 @@ def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device)
     return total, sum(lengths)  # real input tokens: each row minus its last token
 
 
-def corpus_for_tokenizer(cfg: Config) -> list[str]:
+def corpus_for_tokenizer(cfg: Config, extra_data: list[tasks.Problem] = ()) -> list[str]:
+    """Generated training problems (and the outside ones) the BPE merges are learned from."""
     fam, lv = families_levels(cfg)
     probs = [p for s in range(40) for p in tasks.train_batch(s, 64, f"bpe-{cfg.seed}", fam, lv)]
-    texts = [p.problem + "\n" + p.solution for p in probs]
-    if cfg.data_jsonl:
-        texts += [p.problem + "\n" + (p.solution or "") for p in outside_train_data(cfg, quiet=True)]
-    return texts
+    return [p.problem + "\n" + p.solution for p in probs + list(extra_data)]
 
 
-def outside_train_data(cfg: Config, quiet: bool = False) -> list[tasks.Problem]:
+def sft_row_length(tok: Tokenizer, p: tasks.Problem) -> int:
+    """Tokens of one SFT row: [BOS, problem, newline, solution, EOS]."""
+    return len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution or "")) + 1
+
+
+def outside_train_data(cfg: Config) -> list[tasks.Problem]:
     """The --data_jsonl problems whose canonical key is in the train split (the others would be twins
     of validation or test problems); a problem without a solution is trained on its boxed answer."""
     try:
@@ -535,9 +538,8 @@ def outside_train_data(cfg: Config, quiet: bool = False) -> list[tasks.Problem]:
         raise UserError(str(e)) from None
     loaded = [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in loaded]
     kept, dropped = tasks.keep_split(loaded, "train")
-    if not quiet:
-        print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
-              f"(their keys belong to the validation or test split)")
+    print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
+          f"(their keys belong to the validation or test split)")
     return kept
 
 
@@ -585,7 +587,7 @@ def run_sft(cfg: Config) -> str:
         print(f"resumed SFT at step {start}")
     else:
         seed_everything(cfg.seed)
-        tok = build_tokenizer(corpus_for_tokenizer(cfg), cfg.bpe_merges)
+        tok = build_tokenizer(corpus_for_tokenizer(cfg, extra_data), cfg.bpe_merges)
         write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
         model = new_model(cfg, tok, device)
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
@@ -595,13 +597,13 @@ def run_sft(cfg: Config) -> str:
     val = heldout_problems(cfg)
     check_lengths(cfg, tok, model.cfg.block_size)
     if extra_data:
-        fits = [p for p in extra_data
-                if len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution)) + 1 <= cfg.block_size]
+        fits = [p for p in extra_data if sft_row_length(tok, p) <= model.cfg.block_size]
         if len(fits) < len(extra_data):
-            print(f"--data_jsonl: skipped {len(extra_data) - len(fits)} problems longer than --block_size "
-                  f"{cfg.block_size}")
+            print(f"--data_jsonl: skipped {len(extra_data) - len(fits)} problems longer than the model's "
+                  f"block_size {model.cfg.block_size}")
         if not fits:
-            raise UserError(f"--data_jsonl {cfg.data_jsonl}: no problem fits --block_size {cfg.block_size}")
+            raise UserError(f"--data_jsonl {cfg.data_jsonl}: no problem fits the model's block_size "
+                            f"{model.cfg.block_size}")
         extra_data = fits
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
