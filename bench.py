@@ -233,12 +233,12 @@ def _bench_model(shape: str, seed: int = 0):
     never sample EOS, so every row runs to max_new_tokens: the worst case for the sampler."""
     import torch
 
+    import config
     import tasks
-    import train
     from model import GPT, GPTConfig
     from tokenizer import build_tokenizer
 
-    p = {**train.Config().__dict__, **train.PRESETS[shape]}
+    p = {**config.Config().__dict__, **config.PRESETS[shape]}
     tok = build_tokenizer([q.problem + "\n" + q.solution for s in range(10) for q in tasks.train_batch(s, 64, 0)],
                           p["bpe_merges"])
     torch.manual_seed(seed)
@@ -344,47 +344,48 @@ def _rl_batch(shape: str, P: int, K: int, T: int):
 
 def bench_train(quick: bool) -> dict:
     """LaSeR vs GRPO update cost, SFT throughput, and achieved FLOP/s against a plain matmul."""
-    import dataclasses
     import time
 
     import torch
 
     import tasks
     import train
+    from config import Config, sft_row_length
+    from runs import make_optimizer
+    from loss import group_advantages
 
     out = {}
     reps = 2 if quick else 5
     P, K, T = (4, 8, 64) if quick else (16, 8, 128)
     model, tok, ro, r_v = _rl_batch("tiny", P, K, T)
-    cfg = train.Config()
-    adv, _ = train.group_advantages(r_v, K)
-    opt = train.make_optimizer(model, 1e-5, 0.0)
+    cfg = Config()
+    adv, _ = group_advantages(r_v, K)
+    opt = make_optimizer(model, 1e-5, 0.0)
+    update = lambda mse: train.rl_update(model, opt, ro, adv, r_v, cfg, use_mse=mse, c_ref=-15.0, tok=tok)
     grpo, laser = [], []
     for _ in range(reps + 1):  # interleaved; the first pair warms up
-        grpo.append(_timed(lambda: train.rl_update(model, None, opt, ro, adv, r_v, cfg, False, -15.0, "cpu", tok), 1)[0])
-        laser.append(_timed(lambda: train.rl_update(model, None, opt, ro, adv, r_v, cfg, True, -15.0, "cpu", tok), 1)[0])
+        grpo.append(_timed(lambda: update(False), 1)[0])
+        laser.append(_timed(lambda: update(True), 1)[0])
     out["train.laser_vs_grpo_step"] = metric([a / b for a, b in zip(laser[1:], grpo[1:])], "x", "<= 1.03",
                                             note=f"tiny, one update on {P}x{K} identical rollouts")
 
     def sft_steps(shape, batch, steps):
         model, tok = _bench_model(shape)
         model.train()
-        opt = train.make_optimizer(model, 1e-3, 0.0)
+        opt = make_optimizer(model, 1e-3, 0.0)
         rates, flops = [], []
         n = sum(p.numel() for n_, p in model.named_parameters() if "wte" not in n_)
         c = model.cfg
         for s in range(steps + 1):
-            x, y, mask = train.sft_batch(tok, tasks.train_batch(s, batch, 0), "cpu")
+            probs = tasks.train_batch(s, batch, 0)
             t = time.perf_counter()
-            logits = model(x)
-            loss = (torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none") * mask).sum() / mask.sum()
             opt.zero_grad()
-            loss.backward()
+            train.sft_loss_backward(model, tok, probs, batch, "cpu")  # one padded micro-batch: the whole batch
             opt.step()
             dt = time.perf_counter() - t
             if s == 0:
                 continue  # warm-up step
-            B, L = x.shape
+            B, L = batch, max(sft_row_length(tok, p) for p in probs) - 1
             # 6 N per token for the weights, plus 6 * n_layer * L * n_embd per token for attention
             # scores and values (forward 2x, backward 4x; causal masking not discounted)
             per_tok = 6 * n + 6 * c.n_layer * L * c.n_embd
@@ -413,11 +414,11 @@ def bench_memory(quick: bool) -> dict:
     import sys
 
     code = (
-        "import resource, torch, bench, train\n"
+        "import resource, torch, bench, config, loss, runs, train\n"
         "model, tok, ro, r_v = bench._rl_batch('tiny', 16, 8, 128)\n"
-        "adv, _ = train.group_advantages(r_v, 8)\n"
-        "opt = train.make_optimizer(model, 1e-5, 0.0)\n"
-        "train.rl_update(model, None, opt, ro, adv, r_v, train.Config(), True, -15.0, 'cpu', tok)\n"
+        "adv, _ = loss.group_advantages(r_v, 8)\n"
+        "opt = runs.make_optimizer(model, 1e-5, 0.0)\n"
+        "train.rl_update(model, opt, ro, adv, r_v, config.Config(), use_mse=True, c_ref=-15.0, tok=tok)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     vals = []

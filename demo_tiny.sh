@@ -34,7 +34,7 @@ for seed in $SEEDS; do
   run grpo  python train.py --config tiny --stage rl --algo grpo  --seed "$seed" --init "$out/sft" --out_dir "$out/grpo"
   run laser python train.py --config tiny --stage rl --algo laser --seed "$seed" --init "$out/sft" --out_dir "$out/laser"
   run eval  python evaluate.py "$out/sft" "$out/grpo" "$out/laser" --out "$res" \
-                --n-samples "$N_SAMPLES" --n-problems "$N_PROBLEMS" --seed 0
+                --n_samples "$N_SAMPLES" --n_problems "$N_PROBLEMS" --seed 0
   for r in sft grpo laser; do cp "$out/$r/metrics.jsonl" "$res/${r}_metrics.jsonl"; done
   total=$(( $(date +%s) - t_start ))
   printf '{"seed": %s, "sft_s": %s, "grpo_s": %s, "laser_s": %s, "eval_s": %s, "total_s": %s, "nproc": %s}\n' \

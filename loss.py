@@ -11,23 +11,8 @@ Batch layout: rows are ordered group-major. With K = group_size rollouts per pro
 [g*K : (g+1)*K] are the K samples of prompt g. B must be a multiple of K; otherwise a ValueError is
 raised (we never silently drop rows).
 
-Equation references like "LASER.md §2" point to /work/shared/LASER.md, the method specification.
-
-What each function carries (approximations and conventions)
------------------------------------------------------------
-- group_advantages: GRPO advantages with the *population* std (unbiased=False) and an additive eps;
-  "drgrpo" mode drops the std division (Dr. GRPO). Groups whose rewards are all equal get exactly 0.
-- ppo_clip_loss: the PPO clipped surrogate. logp_old comes from the sampler. With one optimiser
-  update per rollout batch (the paper's setting) ratio == 1 exactly and the clip never fires.
-- aggregate_loss: explicit normalisers, so micro-batches sum to the full-batch loss. We do not
-  implement Dr. GRPO's constant (max-length) normaliser.
-- kl_penalty: a per-token sample estimate of KL(pi || pi_ref) (k1 unbiased, signed; k3 unbiased,
-  nonnegative; k2 biased). The KL coefficient is 0 by default, as in the paper.
-- self_reward_score: r_s = beta_v * (log pi(z_c | x, y) - c_ref); it carries LaSeR's two
-  approximations, log Z ~ 0 and log pi_ref(z_c | x, y) ~ c_ref (a constant).
-- laser_mse_loss: class-reweighted MSE between r_s and the 0/1 verifier reward, finished rows only.
-- self_reward_advantages / integrate_advantages: the advantage integration of LASER.md §3, computed
-  from detached scores of the sampling policy.
+Equations are cited against the method note that ships with the code, docs/laser.md (§N). Each
+function's docstring says which approximation or convention it carries.
 """
 
 from __future__ import annotations
@@ -90,7 +75,7 @@ def _per_row(group_values: Tensor, group_size: int) -> Tensor:
 def group_advantages(
     rewards: Tensor, group_size: int, mode: str = "grpo", eps: float = 1e-6
 ) -> tuple[Tensor, int]:
-    """Group-relative advantages for the verifier reward (LASER.md §2, GRPO).
+    """Group-relative advantages for the verifier reward (docs/laser.md §2, GRPO).
 
     rewards: (B,) float, group-major. Returns (advantages (B,), number of zero-variance groups).
 
@@ -110,7 +95,7 @@ def group_advantages(
     mean, std, spread = _group_stats(rewards, group_size)  # (G,) each
     centred = rewards - _per_row(mean, group_size)  # (B,)
     if mode == "grpo":
-        adv = centred / (_per_row(std, group_size) + eps)  # LASER.md §2: (r - mean) / (std + eps)
+        adv = centred / (_per_row(std, group_size) + eps)  # docs/laser.md §2: (r - mean) / (std + eps)
     else:
         adv = centred  # Dr. GRPO: r - mean
     zero_var = spread <= ZERO_SPREAD_TOL  # (G,)
@@ -167,7 +152,7 @@ def ppo_clip_loss(
     num_tokens: int | float | Tensor | None = None,
     num_seqs: int | float | Tensor | None = None,
 ) -> tuple[Tensor, dict]:
-    """PPO clipped surrogate, the policy-gradient part of GRPO (LASER.md §2, L_RLVR).
+    """PPO clipped surrogate, the policy-gradient part of GRPO (docs/laser.md §2, L_RLVR).
 
     logp_new: (B, T) log pi_theta(y_t | ...) of the sampled tokens, with grad.
     logp_old: (B, T) the same under the sampling policy (treated as a constant; detached here).
@@ -233,7 +218,7 @@ def kl_penalty(logp: Tensor, logp_ref: Tensor, estimator: str = "k3") -> Tensor:
     sum over a small categorical. Used as a penalty term in the loss, the gradient of these
     estimates is not in general an unbiased gradient of the KL; we accept that, as GRPO does.
 
-    The KL coefficient is 0 by default, as in the paper (LASER.md §7); the trainer then skips the
+    The KL coefficient is 0 by default, as in the paper (docs/laser.md §7); the trainer then skips the
     reference forward pass entirely and never calls this.
     """
     log_ratio = logp_ref - logp  # log pi_ref / pi
@@ -249,13 +234,13 @@ def kl_penalty(logp: Tensor, logp_ref: Tensor, estimator: str = "k3") -> Tensor:
 # ----------------------------------------------------------------------------- LaSeR
 
 def self_reward_score(logp_zc: Tensor, c_ref: float, beta_v: float) -> Tensor:
-    """Last-token self-rewarding score (LASER.md §1):  r_s = beta_v * (log pi_theta(z_c | x, y) - c_ref).
+    """Last-token self-rewarding score (docs/laser.md §1):  r_s = beta_v * (log pi_theta(z_c | x, y) - c_ref).
 
     logp_zc: (B,) log-softmax (float32, untempered) of the logits at the EOS position, at z_c.
     Carries the paper's two approximations: log Z(x, y) ~ 0 and log pi_ref(z_c | x, y) ~ c_ref.
     NaN in (e.g. for truncated rows with no EOS) stays NaN out; callers mask those rows.
     """
-    return beta_v * (logp_zc - c_ref)  # LASER.md §1
+    return beta_v * (logp_zc - c_ref)  # docs/laser.md §1
 
 
 def laser_mse_loss(
@@ -265,7 +250,7 @@ def laser_mse_loss(
     n_correct: int | Tensor | None = None,
     n_incorrect: int | Tensor | None = None,
 ) -> tuple[Tensor, dict]:
-    """Class-reweighted MSE between the self-reward score and the verifier reward (LASER.md §2):
+    """Class-reweighted MSE between the self-reward score and the verifier reward (docs/laser.md §2):
 
         L_SR = 1/N * sum_i w_i * (r_s,i - r_v,i)^2      over finished rows i
         w_i  = N / (2 N_c) if r_v,i = 1,   N / (2 N_i) if r_v,i = 0,   N = N_c + N_i
@@ -310,7 +295,7 @@ def laser_mse_loss(
     w_c = torch.where(n_c > 0, n_all / (2.0 * n_c.clamp_min(1.0)), torch.zeros_like(n_c))  # N / (2 N_c)
     w_i = torch.where(n_i > 0, n_all / (2.0 * n_i.clamp_min(1.0)), torch.zeros_like(n_i))  # N / (2 N_i)
     w = torch.where(correct, w_c, torch.where(incorrect, w_i, torch.zeros_like(w_i)))  # (B,) 0 if truncated
-    loss = (w * sq_err).sum() / n_all.clamp_min(1.0)  # LASER.md §2: L_SR = 1/N sum_i w_i (r_s - r_v)^2
+    loss = (w * sq_err).sum() / n_all.clamp_min(1.0)  # docs/laser.md §2: L_SR = 1/N sum_i w_i (r_s - r_v)^2
 
     with torch.no_grad():
         e, s = sq_err.detach(), safe_rs.detach()
@@ -328,7 +313,7 @@ def laser_mse_loss(
 def self_reward_advantages(
     r_s: Tensor, finished: Tensor, group_size: int, std_threshold: float = 0.1, eps: float = 1e-6
 ) -> tuple[Tensor, Tensor]:
-    """Self-rewarding advantages (LASER.md §3), from detached scores of the sampling policy.
+    """Self-rewarding advantages (docs/laser.md §3), from detached scores of the sampling policy.
 
         s_i   = clip(r_s,i, 0, 1), and 0 for truncated rows (whose r_s may be NaN)
         A_s,i = (s_i - mean_g(s)) / (std_g(s) + eps)      only where std_g(s) > std_threshold
@@ -340,10 +325,10 @@ def self_reward_advantages(
     """
     r_s = r_s.detach()
     fin = finished.bool()
-    s = torch.where(fin, r_s.clamp(0.0, 1.0), torch.zeros_like(r_s))  # (B,) LASER.md §3
+    s = torch.where(fin, r_s.clamp(0.0, 1.0), torch.zeros_like(r_s))  # (B,) docs/laser.md §3
     mean, std, _ = _group_stats(s, group_size)  # (G,) each
     use = _per_row(std > std_threshold, group_size)  # (B,)
-    a_s = (s - _per_row(mean, group_size)) / (_per_row(std, group_size) + eps)  # LASER.md §3
+    a_s = (s - _per_row(mean, group_size)) / (_per_row(std, group_size) + eps)  # docs/laser.md §3
     a_s = torch.where(use, a_s, torch.zeros_like(a_s))  # (B,)
     return a_s, use
 
@@ -356,7 +341,7 @@ def integrate_advantages(
     tau: float = 0.1,
     std_threshold: float = 0.1,
 ) -> tuple[Tensor, int]:
-    """Mix the verifier advantage with the self-rewarding advantage (LASER.md §3):
+    """Mix the verifier advantage with the self-rewarding advantage (docs/laser.md §3):
 
         A_i = (1 - tau) * A_v,i + tau * A_s,i    in groups with std_g(s) > std_threshold
         A_i = A_v,i                               elsewhere
@@ -369,7 +354,26 @@ def integrate_advantages(
         raise ValueError(f"adv_v {tuple(adv_v.shape)} and r_s {tuple(r_s.shape)} must both be (B,)")
     adv_v = adv_v.detach()
     a_s, use = self_reward_advantages(r_s, finished, group_size, std_threshold=std_threshold)
-    mixed = (1.0 - tau) * adv_v + tau * a_s.to(adv_v.dtype)  # LASER.md §3
+    mixed = (1.0 - tau) * adv_v + tau * a_s.to(adv_v.dtype)  # docs/laser.md §3
     adv = torch.where(use, mixed, adv_v)  # (B,)
     n_groups = int(use.view(-1, group_size)[:, 0].sum().item()) if use.numel() else 0
     return adv, n_groups
+
+
+def check_c_ref(c_ref: float, c_std: float, beta_v: float, margin: float = 2.0,
+                max_spread: float = 0.1) -> str | None:
+    """docs/laser.md §5: the log Z ~ 0 approximation needs c_ref + 1/beta_v well below 0, and the
+    constant c_ref stands in for log pi_ref(z_c | x, y) only if beta_v * std is small against the 0..1
+    reward scale. Returns a warning naming both figures, or None."""
+    problems = []
+    if c_ref + 1.0 / beta_v > -margin:
+        problems.append(f"c_ref + 1/beta_v = {c_ref + 1 / beta_v:.2f} is not below -{margin}: the target "
+                        f"log p(z_c) of correct solutions is near or above 0 and log Z ~ 0 fails (raise beta_v)")
+    if c_std * beta_v > max_spread:
+        problems.append(f"beta_v * std = {beta_v * c_std:.3f} exceeds {max_spread}: log pi_ref(z_c | x, y) "
+                        f"varies across solutions by more than a constant c_ref can absorb, so r_s carries "
+                        f"the reference model's own spread (lower beta_v, or read r_s as noisier)")
+    if not problems:
+        return None
+    return (f"WARNING: c_ref = {c_ref:.2f} (std {c_std:.2f}), beta_v = {beta_v}, c_ref + 1/beta_v = "
+            f"{c_ref + 1 / beta_v:.2f}, beta_v * std = {beta_v * c_std:.3f}: " + "; ".join(problems) + ".")

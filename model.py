@@ -227,10 +227,3 @@ class GPT(nn.Module):
                 break
         return out
 
-
-def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(targets) under softmax(logits / temperature), in float32. logits (B, T, V), targets (B, T)."""
-    logits = logits.float()
-    if temperature not in (0, 1.0):
-        logits = logits / temperature
-    return torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T)

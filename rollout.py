@@ -8,7 +8,7 @@
      samples its own first token from the prompt's last logits (no shared first token);
   3. decode: one token per row per step, from an explicit `torch.Generator`; a row stops at its first
      EOS; finished rows are dropped from the batch once they make up half of it;
-  4. self-reward (LASER.md sections 1 and 6): the step after a row samples EOS feeds that EOS back in,
+  4. self-reward (docs/laser.md §1, §6): the step after a row samples EOS feeds that EOS back in,
      and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
      with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
      the other rows need anyway; only rows that finish on the last step, or the last rows of the batch
@@ -26,10 +26,14 @@ it is the trainer's differentiable forward, and the reference the in-pass readou
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+
+import tasks
+from config import UserError, autocast, families_levels
 
 
 @dataclass
@@ -183,7 +187,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
         if (last_step or not alive.any()) and not need_score:
             break
         # feed the sampled tokens back in; for rows that just sampled EOS this is the EOS position,
-        # whose next-token distribution holds the self-reward (LASER.md section 1)
+        # whose next-token distribution holds the self-reward (docs/laser.md §1)
         logits = model(tok[:, None], cache=cache)[:, -1]  # (A, V)
         if need_score:
             logp_zc[active[just_done]] = torch.log_softmax(logits[just_done].float(), -1)[:, zc]
@@ -263,3 +267,50 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     logp_zc = torch.log_softmax(zc_logits, -1)[:, zc_id]
     logp_zc = torch.where(ro.finished, logp_zc, torch.full_like(logp_zc, float("nan")))
     return logp, logp_zc
+
+
+# ----------------------------------------------------------------------------- sampling for training and evaluation
+
+def step_generator(stage: str, seed: int, step: int, device) -> torch.Generator:
+    """The sampling generator of one step: a pure function of (stage, seed, step), from a hash so that
+    every step, seed and stage draws its own stream. torch's CPU generator (mt19937) keeps only the
+    low 32 bits of a seed, CUDA's Philox 64: the hash is folded to what the device's generator keeps."""
+    h = int.from_bytes(hashlib.sha256(f"{stage}/{seed}/{step}".encode()).digest()[:8], "little")
+    g = torch.Generator(device=device)
+    g.manual_seed(h % 2 ** 32 if torch.device(device).type == "cpu" else h % 2 ** 63)
+    return g
+
+
+def sampling_kwargs(cfg) -> dict:
+    """The RL sampling distribution (temperature, top-k, top-p), shared by RL and c_ref calibration."""
+    return dict(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None)
+
+
+def sample_chunks(model, tok, problems, num_samples: int, max_new_tokens: int, prompts_per_call: int,
+                  generator, **sampling):
+    """Sample `problems` in calls of `prompts_per_call` prompts, in eval mode (bf16 autocast on CUDA);
+    yields (the call's problems, their Rollouts). The one sampling loop of RL, c_ref calibration and
+    evaluation."""
+    model.eval()
+    device = model.lm_head.weight.device
+    for i in range(0, len(problems), prompts_per_call):
+        chunk = problems[i:i + prompts_per_call]
+        with autocast(device):
+            ro = sample(model, [tok.encode_prompt(p.problem) for p in chunk], num_samples, max_new_tokens,
+                        generator=generator, tokenizer=tok, **sampling)
+        yield chunk, ro
+
+
+def calibrate_c_ref(model, tok, cfg, device) -> tuple[float, float, int]:
+    """docs/laser.md §5: log pi_ref(z_c | x, y) at the EOS of the reference policy's own solutions,
+    sampled as RL samples. Returns (mean, std, number of finished samples)."""
+    fam, lv = families_levels(cfg)
+    probs = tasks.train_batch(0, cfg.calib_prompts, f"calib-{cfg.seed}", fam, lv)
+    g = step_generator("calib", cfg.seed, 0, device)
+    vals = []
+    for _, ro in sample_chunks(model, tok, probs, cfg.calib_samples, cfg.max_new_tokens, cfg.eval_batch, g,
+                               **sampling_kwargs(cfg)):
+        vals += ro.logp_zc[ro.finished].tolist()
+    if not vals:
+        raise UserError("no calibration sample finished; raise --max_new_tokens")
+    return float(np.mean(vals)), float(np.std(vals)), len(vals)

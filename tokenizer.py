@@ -12,7 +12,7 @@ Design:
   * Merges are learned greedily (most frequent adjacent pair), ties broken by the pair's bytes, so the
     same corpus always gives the same tokenizer.
   * Four special tokens after the merges: <|bos|>, <|eos|>, <|pad|> and the self-reward token z_c
-    (<|zc|>, LASER.md section 1). `encode` treats text that spells a special token as ordinary text, so
+    (<|zc|>, docs/laser.md §1). `encode` treats text that spells a special token as ordinary text, so
     no model output or user text can ever produce z_c (or EOS) through the tokenizer.
 
 The tokenizer is saved as `tokenizer.json` in every run directory and reloaded from there.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections import Counter
 
 import regex  # a dependency of tiktoken; supports \p{..} classes

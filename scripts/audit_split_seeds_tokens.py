@@ -1,14 +1,15 @@
 """Measure issue 10's four defects on a checkout: python scripts/audit_split_seeds_tokens.py REPO_DIR (a worktree of 819cee2 to see them, . to see them fixed)."""
 import random, re, sys, os
 repo = sys.argv[1]; sys.path.insert(0, repo); os.chdir(repo)
-import torch, tasks, train
+import torch, tasks, train, rollout
 from rollout import sample
 new = hasattr(tasks, "canonical_key")
+step_generator = getattr(rollout, "step_generator", None) or train.step_generator  # moved to rollout.py
 # 1. step seeds
 if new:
-    draws = [tuple(torch.rand(3, generator=train.step_generator("rl", 0, s, "cpu")).tolist()) for s in range(400)]
+    draws = [tuple(torch.rand(3, generator=step_generator("rl", 0, s, "cpu")).tolist()) for s in range(400)]
 else:
-    draws = [tuple(torch.rand(3, generator=train.step_generator("rl-0", s, "cpu")).tolist()) for s in range(400)]
+    draws = [tuple(torch.rand(3, generator=step_generator("rl-0", s, "cpu")).tolist()) for s in range(400)]
 print("1. distinct first draws over 400 RL steps of seed 0:", len(set(draws)))
 # 2. z_c sampled when the head raises it
 from tokenizer import build_tokenizer

@@ -10,7 +10,9 @@ import shutil
 import pytest
 import torch
 
+import config
 import evaluate
+import runs
 import train
 
 T = ["--config", "test"]
@@ -113,7 +115,7 @@ FILE_CASES = [  # (argv with {d} for the bad-files dir and {sft} for a good run,
     ("--stage sft --resume --out_dir {d}/empty", "empty/ckpt.pt: not a readable checkpoint"),
     ("--stage sft --resume --out_dir {d}/foreign", "not a checkpoint of this project (missing model"),
     ("--stage rl --resume --out_dir {d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
-    ("--stage rl --resume --out_dir {sft}", "holds a sft checkpoint, not an rl one"),
+    ("--stage rl --resume --out_dir {sft}", "holds a sft checkpoint, not rl"),
     ("--stage rl --init {d}/truncated --out_dir {d}/r", "truncated/ckpt.pt: not a readable checkpoint"),
     ("--stage rl --init {d}/foreign --out_dir {d}/r", "not a checkpoint of this project"),
     ("--stage rl --init {d}/afile --out_dir {d}/r", "afile: not a readable checkpoint"),
@@ -134,11 +136,11 @@ def test_bad_files(argv, fragment, files, sft_dir, capsys):
 
 
 EVAL_CASES = [  # (argv, fragment)
-    ("{sft} --n-problems 0", "--n-problems must be >= 1"),
-    ("{sft} --batch-size 0", "--batch-size must be >= 1"),
-    ("{sft} --max-new-tokens -5", "--max-new-tokens must be >= 1"),
-    ("{sft} --n-samples 0", "--n-samples must be >= 1"),
-    ("{sft} --max-new-tokens 100000", "exceeds block_size"),
+    ("{sft} --n_problems 0", "--n_problems must be >= 1"),
+    ("{sft} --batch_size 0", "--batch_size must be >= 1"),
+    ("{sft} --max_new_tokens -5", "--max_new_tokens must be >= 1"),
+    ("{sft} --n_samples 0", "--n_samples must be >= 1"),
+    ("{sft} --max_new_tokens 100000", "exceeds block_size"),
     ("{d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
     ("{d}/truncated", "not a readable checkpoint"),
     ("{d}/empty", "not a readable checkpoint"),
@@ -185,7 +187,7 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
     run = str(tmp_path / "r")
     _train_fails(capsys, T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "1", "--max_skipped", "4"],
                  "SFT stopped at step 23: 4 steps in a row")
-    ck = train.load_checkpoint(run)
+    ck = runs.load_checkpoint(run)
     assert ck["step"] == 22 and ck["skipped_steps"] >= 1  # the last checkpoint is from before the run of NaNs
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
@@ -206,7 +208,7 @@ def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, caps
     run = str(tmp_path / "r")
     _train_fails(capsys, T + ["--stage", "rl", "--init", sft_dir, "--out_dir", run, "--rl_steps", "12",
                               "--max_skipped", "3", "--c_ref", "-20"], "RL stopped at step 5: 3 steps in a row")
-    assert train.load_checkpoint(run)["step"] == 4  # test preset: a checkpoint every step; 5 was not saved
+    assert runs.load_checkpoint(run)["step"] == 4  # test preset: a checkpoint every step; 5 was not saved
 
 
 def test_skip_guard_counts_a_run_across_a_resume():
@@ -214,7 +216,7 @@ def test_skip_guard_counts_a_run_across_a_resume():
     guard.update(1, 3, "RL")
     guard.update(1, 4, "RL")
     resumed = train.SkipGuard(3, guard.state())  # as if checkpointed at step 4 and resumed
-    with pytest.raises(train.UserError, match="RL stopped at step 5: 3 steps in a row"):
+    with pytest.raises(config.UserError, match="RL stopped at step 5: 3 steps in a row"):
         resumed.update(1, 5, "RL")
     guard.update(0, 5, "RL")
     assert guard.state() == {"skipped_steps": 2, "skipped_in_a_row": 0}

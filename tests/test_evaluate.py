@@ -1,5 +1,5 @@
-"""Tests for evaluate.py: every metric against a hand-computed value or a slow brute-force reference,
-the voting conventions, the bootstrap, JSON sanitisation, the report writer and the --records CLI.
+"""Tests for metrics.py and evaluate.py: every metric against a hand-computed value or a slow brute-force
+reference, the voting conventions, the bootstrap, JSON sanitisation, the report writer and the --records CLI.
 
 Run: python -m pytest tests/test_evaluate.py -q
 """
@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import evaluate as ev  # noqa: E402
+import metrics as mt  # noqa: E402
+from runs import to_jsonable  # noqa: E402
 
 NAN = float("nan")
 
@@ -80,10 +82,10 @@ def test_pass_at_k_matches_subset_enumeration():
             for k in range(1, n + 1):
                 subsets = list(itertools.combinations(labels, k))
                 brute = sum(any(s) for s in subsets) / len(subsets)
-                assert ev.pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12), (n, c, k)
-    assert ev.pass_at_k(16, 0, 4) == 0.0 and ev.pass_at_k(16, 16, 1) == 1.0
+                assert mt.pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12), (n, c, k)
+    assert mt.pass_at_k(16, 0, 4) == 0.0 and mt.pass_at_k(16, 16, 1) == 1.0
     with pytest.raises(ValueError):
-        ev.pass_at_k(4, 5, 1)
+        mt.pass_at_k(4, 5, 1)
 
 
 def brute_auroc(scores, labels):
@@ -101,28 +103,28 @@ def test_auroc_matches_pairwise_count_with_ties_and_weights():
         s = rng.integers(0, 4, size=n).astype(float)  # many ties
         y = rng.random(n) > 0.5
         ref = brute_auroc(s, y)
-        got = ev.auroc(s, y)
+        got = mt.auroc(s, y)
         assert (math.isnan(ref) and math.isnan(got)) or got == pytest.approx(ref)
         # integer weights == repeating samples
         w = rng.integers(0, 3, size=n)
         ref_w = brute_auroc(np.repeat(s, w), np.repeat(y, w))
-        got_w = ev.auroc(s, y, w)
+        got_w = mt.auroc(s, y, w)
         assert (math.isnan(ref_w) and math.isnan(got_w)) or got_w == pytest.approx(ref_w)
-    assert math.isnan(ev.auroc([0.1, 0.2], [True, True]))
-    assert ev.auroc([0.9, 0.1], [True, False]) == 1.0 and ev.auroc([0.5, 0.5], [True, False]) == 0.5
+    assert math.isnan(mt.auroc([0.1, 0.2], [True, True]))
+    assert mt.auroc([0.9, 0.1], [True, False]) == 1.0 and mt.auroc([0.5, 0.5], [True, False]) == 0.5
 
 
 def test_ece_hand_computed():
     # bin 9: confs 1.0, 1.0 with acc 1/2 -> 2/4 * 0.5; bin 0: confs .05, .05 with acc 0 -> 2/4 * .05
-    assert ev.expected_calibration_error([1.0, 1.0, 0.05, 0.05], [1, 0, 0, 0]) == pytest.approx(0.275)
-    assert ev.expected_calibration_error([0.0, 1.0], [0, 1]) == 0.0
+    assert mt.expected_calibration_error([1.0, 1.0, 0.05, 0.05], [1, 0, 0, 0]) == pytest.approx(0.275)
+    assert mt.expected_calibration_error([0.0, 1.0], [0, 1]) == 0.0
 
 
 def test_self_verification_hand_computed():
     r = [0.9, 0.7, 0.3, 0.6, 0.2, NAN, 0.95]
     y = [True, True, True, False, False, False, True]
     fin = [True, True, True, True, True, False, False]  # last two truncated: excluded
-    m = ev.self_verification_metrics(r, y, fin)
+    m = mt.self_verification_metrics(r, y, fin)
     # TP=2 FN=1 (0.3) FP=1 (0.6) TN=1
     assert m["tpr"] == pytest.approx(2 / 3) and m["tnr"] == pytest.approx(1 / 2)
     assert m["f1"] == pytest.approx(4 / 7)  # harmonic mean of 2/3 and 1/2
@@ -131,7 +133,7 @@ def test_self_verification_hand_computed():
     assert m["auroc"] == pytest.approx(5 / 6)
     assert m["ece"] == pytest.approx((0.1 + 0.3 + 0.7 + 0.6 + 0.2) / 5)
     assert m["n"] == 5
-    only_correct = ev.self_verification_metrics([0.9, 0.2], [True, True], [True, True])
+    only_correct = mt.self_verification_metrics([0.9, 0.2], [True, True], [True, True])
     assert all(math.isnan(only_correct[key]) for key in ("tnr", "f1", "auroc"))
 
 
@@ -148,42 +150,42 @@ def test_group_answers_merges_equivalent_and_caches():
 
     answers = ["1/2", "0.5", None, "2", "1/2", "4/2"]
     cache = {}
-    groups = ev.group_answers(answers, [1, 2, 5, 1, 1, 1], counting, cache)
+    groups = mt.group_answers(answers, [1, 2, 5, 1, 1, 1], counting, cache)
     assert groups == [("1/2", 4.0, [0, 1, 4]), ("2", 2.0, [3, 5])]  # None (weight 5) never counted
     assert len(calls) == 4  # (1/2,0.5) (1/2,2) (1/2,4/2) (2,4/2); identical strings need no call
-    ev.group_answers(answers, [1] * 6, counting, cache)
+    mt.group_answers(answers, [1] * 6, counting, cache)
     assert len(calls) == 4  # everything came from the cache
 
 
 def test_weights_change_the_winner():
     ans, cor, r_s = ["3", "3", "3", "5"], [False, False, False, True], [0.1, 0.2, 0.1, 0.9]
-    assert ev.vote(ans, [1, 1, 1, 1], cor, num_equiv) is False  # majority: "3"
-    assert ev.vote(ans, r_s, cor, num_equiv) is True  # weighted 0.4 vs 0.9: "5"
+    assert mt.vote(ans, [1, 1, 1, 1], cor, num_equiv) is False  # majority: "3"
+    assert mt.vote(ans, r_s, cor, num_equiv) is True  # weighted 0.4 vs 0.9: "5"
 
 
 def test_vote_conventions():
-    assert ev.vote(["a", "b"], [1, 1], [False, True], num_equiv) is False  # tie -> earliest group
-    assert ev.vote(["b", "a", "a", "b"], [1, 1, 1, 1], [True, False, False, True], num_equiv) is True
-    assert ev.vote([None, None], [1, 1], [False, False], num_equiv) is False  # no answer: fails
-    assert ev.vote(["3", "3", "5"], [0, 0, 0], [True, True, False], num_equiv) is True  # fallback majority
-    assert ev.vote(["5", None], [0, 1], [True, False], num_equiv) is True  # None's weight is ignored
-    assert ev.vote(["5", "7"], [NAN, 0.1], [False, True], num_equiv) is True  # NaN weight = 0
+    assert mt.vote(["a", "b"], [1, 1], [False, True], num_equiv) is False  # tie -> earliest group
+    assert mt.vote(["b", "a", "a", "b"], [1, 1, 1, 1], [True, False, False, True], num_equiv) is True
+    assert mt.vote([None, None], [1, 1], [False, False], num_equiv) is False  # no answer: fails
+    assert mt.vote(["3", "3", "5"], [0, 0, 0], [True, True, False], num_equiv) is True  # fallback majority
+    assert mt.vote(["5", None], [0, 1], [True, False], num_equiv) is True  # None's weight is ignored
+    assert mt.vote(["5", "7"], [NAN, 0.1], [False, True], num_equiv) is True  # NaN weight = 0
     # an (inconsistent) group: correctness from the heaviest member
-    assert ev.vote(["1/2", "0.5"], [0.2, 0.8], [False, True], num_equiv) is True
-    assert ev.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) is False
+    assert mt.vote(["1/2", "0.5"], [0.2, 0.8], [False, True], num_equiv) is True
+    assert mt.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) is False
 
 
 def test_best_of_nan_and_ties():
-    assert ev.best_of([NAN, 0.3, 0.7, 0.7], [True, False, True, False]) is True  # first of the tied 0.7
-    assert ev.best_of([NAN, 0.3, 0.7, 0.7], [True, False, False, True]) is False
-    assert ev.best_of([NAN, NAN], [True, False]) is True  # all NaN -> first
+    assert mt.best_of([NAN, 0.3, 0.7, 0.7], [True, False, True, False]) is True  # first of the tied 0.7
+    assert mt.best_of([NAN, 0.3, 0.7, 0.7], [True, False, False, True]) is False
+    assert mt.best_of([NAN, NAN], [True, False]) is True  # all NaN -> first
 
 
 def test_ks_and_chunk_average():
-    assert ev.ks_for(16) == [1, 2, 4, 8, 16] and ev.ks_for(1) == [1] and ev.ks_for(6) == [1, 2, 4, 6]
+    assert mt.ks_for(16) == [1, 2, 4, 8, 16] and mt.ks_for(1) == [1] and mt.ks_for(6) == [1, 2, 4, 6]
     flags = [True, False, False, False, True, True, True]  # 7 samples, k=2 -> chunks [0:2] [2:4] [4:6]
-    assert ev.chunk_average(lambda sl: flags[sl][0], 7, 2) == pytest.approx(2 / 3)
-    assert ev.chunk_average(lambda sl: any(flags[sl]), 7, 3) == pytest.approx(1.0)  # [0:3] [3:6]
+    assert mt.chunk_average(lambda sl: flags[sl][0], 7, 2) == pytest.approx(2 / 3)
+    assert mt.chunk_average(lambda sl: any(flags[sl]), 7, 3) == pytest.approx(1.0)  # [0:3] [3:6]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -191,14 +193,14 @@ def test_ks_and_chunk_average():
 
 
 def test_compute_metrics_hand_computed():
-    m = ev.compute_metrics(toy_problems(), n_boot=0, equiv=num_equiv)
+    m = mt.compute_metrics(toy_problems(), n_boot=0, equiv=num_equiv)
     third = 1 / 3
     assert m["n_problems"] == 3 and m["n_samples"] == 4 and m["n_truncated"] == 1 and m["n_sv"] == 11
     assert m["ks"] == [1, 2, 4]
     assert m["accuracy_avg"] == pytest.approx((0.5 + 0.5 + 0.25) / 3)
     assert m["accuracy_greedy"] == pytest.approx(third)
     # k = 1: every metric is the plain sample accuracy
-    for curve in ev.CURVES:
+    for curve in mt.CURVES:
         assert m[curve]["1"] == pytest.approx(m["accuracy_avg"]), curve
     # k = 2 (two chunks per problem) and k = 4, worked out chunk by chunk
     expected = {
@@ -230,10 +232,10 @@ def test_problem_multiplicities_equal_duplicated_problems():
     """_aggregate with weights (the bootstrap's fast path) == metrics of the explicitly repeated list."""
     probs = random_problems(6, 4, seed=3)
     mult = np.array([0, 2, 1, 3, 0, 1], dtype=float)
-    table = ev._problem_table(probs, num_equiv)
-    fast = ev._aggregate(table, mult)
+    table = mt._problem_table(probs, num_equiv)
+    fast = mt._aggregate(table, mult)
     repeated = [p for p, m in zip(probs, mult) for _ in range(int(m))]
-    slow = ev.compute_metrics(repeated, n_boot=0, equiv=num_equiv)
+    slow = mt.compute_metrics(repeated, n_boot=0, equiv=num_equiv)
     for key in ["accuracy_avg", "accuracy_greedy", "sv_tpr", "sv_tnr", "sv_f1", "sv_auroc", "sv_ece",
                 "maj_at_n", "weighted_at_n", "best_of_n"]:
         assert fast[key] == pytest.approx(slow[key], nan_ok=True), key
@@ -241,11 +243,11 @@ def test_problem_multiplicities_equal_duplicated_problems():
 
 def test_bootstrap_ci_contains_estimate_deterministic_and_matches_loop():
     probs = random_problems(20, 4, seed=1)
-    m1 = ev.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
-    m2 = ev.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
-    m3 = ev.compute_metrics(probs, n_boot=200, seed=8, equiv=num_equiv)
+    m1 = mt.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
+    m2 = mt.compute_metrics(probs, n_boot=200, seed=7, equiv=num_equiv)
+    m3 = mt.compute_metrics(probs, n_boot=200, seed=8, equiv=num_equiv)
     assert m1["ci"] == m2["ci"] and m1["ci"] != m3["ci"]
-    assert set(m1["ci"]) == set(ev.CI_METRICS)
+    assert set(m1["ci"]) == set(mt.CI_METRICS)
     for name, (lo, hi) in m1["ci"].items():
         assert lo <= m1[name] <= hi, name
     # slow twin for accuracy_avg: resample problems in a loop with the same generator
@@ -259,9 +261,9 @@ def test_validate_records_errors():
     probs = toy_problems()
     probs[1]["samples"] = probs[1]["samples"][:3]
     with pytest.raises(ValueError, match="same number of samples"):
-        ev.compute_metrics(probs, n_boot=0, equiv=num_equiv)
+        mt.compute_metrics(probs, n_boot=0, equiv=num_equiv)
     with pytest.raises(ValueError, match="non-empty"):
-        ev.compute_metrics([], n_boot=0, equiv=num_equiv)
+        mt.compute_metrics([], n_boot=0, equiv=num_equiv)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -270,12 +272,12 @@ def test_validate_records_errors():
 
 def test_to_jsonable_nan_and_numpy():
     obj = {"a": NAN, "b": [np.float64(1.5), np.int64(2), float("inf")], "c": np.bool_(True), 3: (np.nan,)}
-    out = ev.to_jsonable(obj)
+    out = to_jsonable(obj)
     assert out == {"a": None, "b": [1.5, 2, None], "c": True, "3": [None]}
     json.dumps(out, allow_nan=False)  # strict JSON
-    m = ev.compute_metrics(toy_problems(), n_boot=5, equiv=num_equiv)
+    m = mt.compute_metrics(toy_problems(), n_boot=5, equiv=num_equiv)
     m["per_family"]["mul"]["sv_tpr_dummy"] = NAN
-    text = json.dumps(ev.to_jsonable(m), allow_nan=False)
+    text = json.dumps(to_jsonable(m), allow_nan=False)
     assert json.loads(text)["per_family"]["mul"]["sv_tpr_dummy"] is None
 
 
@@ -287,8 +289,8 @@ def hide_matplotlib(monkeypatch):
 def test_write_report_without_matplotlib(tmp_path, monkeypatch, capsys):
     hide_matplotlib(monkeypatch)
     probs = toy_problems()
-    results = {"grpo": ev.compute_metrics(probs, n_boot=10, equiv=num_equiv),
-               "laser": ev.compute_metrics(probs[:2], n_boot=10, equiv=num_equiv)}
+    results = {"grpo": mt.compute_metrics(probs, n_boot=10, equiv=num_equiv),
+               "laser": mt.compute_metrics(probs[:2], n_boot=10, equiv=num_equiv)}
     ev.write_report(results, str(tmp_path), problems_by_run={"grpo": probs, "laser": probs[:2]})
     assert "matplotlib not installed: skipping plots" in capsys.readouterr().out
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -308,7 +310,7 @@ def test_write_report_without_matplotlib(tmp_path, monkeypatch, capsys):
 def test_write_report_plots_when_matplotlib_present(tmp_path):
     pytest.importorskip("matplotlib")
     probs = toy_problems()
-    ev.write_report({"run": ev.compute_metrics(probs, n_boot=0, equiv=num_equiv)}, str(tmp_path), {"run": probs})
+    ev.write_report({"run": mt.compute_metrics(probs, n_boot=0, equiv=num_equiv)}, str(tmp_path), {"run": probs})
     assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "rs_hist.png").stat().st_size > 0
 
 
@@ -319,15 +321,15 @@ def test_cli_records_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "verify", fake_verify)
     rec_path = tmp_path / "in" / "records.json"
     rec_path.parent.mkdir()
-    rec_path.write_text(json.dumps(ev.to_jsonable({"a": toy_problems(), "b": random_problems(4, 4)})))
+    rec_path.write_text(json.dumps(to_jsonable({"a": toy_problems(), "b": random_problems(4, 4)})))
     out = tmp_path / "out"
-    assert ev.main(["--records", str(rec_path), "--n-boot", "20", "--out", str(out)]) == 0
+    assert ev.main(["--records", str(rec_path), "--n_boot", "20", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "accuracy avg@N" in printed
     data = json.loads((out / "eval.json").read_text())
     assert data["a"]["maj_at_k"]["2"] == pytest.approx(0.5) and data["a"]["bootstrap"]["n_boot"] == 20
     assert (out / "records.json").exists() and (out / "eval.md").exists()
-    # recomputing from the written records gives the same metrics
+    # recomputing from the written records gives the same metrics (the old flag spelling still works)
     assert ev.main(["--records", str(out / "records.json"), "--n-boot", "20"]) == 0
     assert json.loads((out / "eval.json").read_text()) == data
 
@@ -339,6 +341,9 @@ def test_cli_bad_input(tmp_path, capsys):
     assert ev.main([str(tmp_path), str(tmp_path)]) == 2  # duplicate names
     assert ev.main([]) == 2
     assert ev.main(["--records", str(tmp_path / "missing.json")]) == 2
+    capsys.readouterr()
+    assert ev.main(["--records", str(tmp_path / "missing.json"), "--n-samples", "0"]) == 2
+    assert "--n_samples must be >= 1" in capsys.readouterr().err  # errors name the underscore flags
     with pytest.raises(SystemExit) as exc:
         ev.main(["--help"])
     assert exc.value.code == 0 and "--records" in capsys.readouterr().out
@@ -359,7 +364,7 @@ def test_auroc_within_problem_separates_difficulty_from_verification():
                             for i, (r, c) in enumerate(zip(rs, cor))]}
     easy = prob([0.9, 0.8, 0.95, 0.85], [True, True, True, False])  # the wrong one is not the lowest
     hard = prob([0.1, 0.2, 0.15, 0.05], [False, True, False, False])
-    m = ev.compute_metrics([easy, hard], n_boot=0, equiv=lambda a, b: a == b)
+    m = mt.compute_metrics([easy, hard], n_boot=0, equiv=lambda a, b: a == b)
     assert m["sv_auroc"] > 0.75
     # easy: positives 0.9, 0.8, 0.95 vs negative 0.85 -> 2/3; hard: positive 0.2 vs 0.1, 0.15, 0.05 -> 1
     assert abs(m["sv_auroc_within"] - (2 / 3 + 1) / 2) < 1e-12
@@ -369,24 +374,24 @@ def test_paired_differences():
     a, b = random_problems(30, 8, seed=1), random_problems(30, 8, seed=2)
     for pa, pb in zip(a, b):  # the same problems: pair them by text
         pa["problem"] = pb["problem"] = pa["gold"] + str(id(pa))
-    same = ev.paired_differences(a, a, n_boot=50, equiv=num_equiv)
+    same = mt.paired_differences(a, a, n_boot=50, equiv=num_equiv)
     assert all(d["diff"] == 0 and d["ci"] == [0, 0] for d in same.values())
-    d = ev.paired_differences(a, b, n_boot=200, equiv=num_equiv)
-    ma, mb = ev.compute_metrics(a, n_boot=0, equiv=num_equiv), ev.compute_metrics(b, n_boot=0, equiv=num_equiv)
-    for name in ev.CI_METRICS:
+    d = mt.paired_differences(a, b, n_boot=200, equiv=num_equiv)
+    ma, mb = mt.compute_metrics(a, n_boot=0, equiv=num_equiv), mt.compute_metrics(b, n_boot=0, equiv=num_equiv)
+    for name in mt.CI_METRICS:
         assert d[name]["diff"] == pytest.approx(mb[name] - ma[name])
         assert d[name]["ci"][0] <= d[name]["diff"] <= d[name]["ci"][1]
     # pairing removes the variance both runs share: a run against itself plus one flipped sample
-    c = json.loads(json.dumps(ev.to_jsonable(a)))
+    c = json.loads(json.dumps(to_jsonable(a)))
     for p in c:
         for s in p["samples"]:
-            s["r_s"] = ev._as_float(s["r_s"])
+            s["r_s"] = mt.as_float(s["r_s"])
     c[0]["samples"][0]["correct"] = not c[0]["samples"][0]["correct"]
-    lo, hi = ev.paired_differences(a, c, n_boot=200, equiv=num_equiv)["accuracy_avg"]["ci"]
-    un_lo, un_hi = ev.compute_metrics(a, n_boot=200, equiv=num_equiv)["ci"]["accuracy_avg"]
+    lo, hi = mt.paired_differences(a, c, n_boot=200, equiv=num_equiv)["accuracy_avg"]["ci"]
+    un_lo, un_hi = mt.compute_metrics(a, n_boot=200, equiv=num_equiv)["ci"]["accuracy_avg"]
     assert hi - lo <= 0.2 * (un_hi - un_lo)  # far narrower than one run's own (unpaired) interval
     with pytest.raises(ValueError, match="same problems"):
-        ev.paired_differences(a, b[:-1], equiv=num_equiv)
+        mt.paired_differences(a, b[:-1], equiv=num_equiv)
 
 
 def test_aggregate_seeds_mean_std_and_pooled_pairs():
@@ -396,11 +401,11 @@ def test_aggregate_seeds_mean_std_and_pooled_pairs():
         for pg, pl in zip(g, l):
             pg["problem"] = pl["problem"] = f"{s}-{pg['gold']}-{id(pg)}"
         seeds.append({"grpo": g, "laser": l})
-    out = ev.aggregate_seeds(seeds, n_boot=20, equiv=num_equiv)
-    vals = [ev.compute_metrics(r["laser"], n_boot=0, equiv=num_equiv)["accuracy_avg"] for r in seeds]
+    out = mt.aggregate_seeds(seeds, n_boot=20, equiv=num_equiv)
+    vals = [mt.compute_metrics(r["laser"], n_boot=0, equiv=num_equiv)["accuracy_avg"] for r in seeds]
     acc = out["runs"]["laser"]["accuracy_avg"]
     assert acc["values"] == pytest.approx(vals) and acc["mean"] == pytest.approx(np.mean(vals))
     assert acc["std"] == pytest.approx(np.std(vals, ddof=1))
     pooled = out["paired_pooled"]["laser - grpo"]["accuracy_avg"]["diff"]
     assert pooled == pytest.approx(np.mean(vals) - np.mean(out["runs"]["grpo"]["accuracy_avg"]["values"]))
-    assert "laser - grpo" in ev.summary_markdown(ev.to_jsonable(out))
+    assert "laser - grpo" in ev.summary_markdown(to_jsonable(out))

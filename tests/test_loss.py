@@ -83,7 +83,7 @@ def ref_ppo(logp_new, logp_old, adv, mask, lo, hi, agg):
 
 
 def ref_laser(r_s, r_v, finished):
-    """L_SR = 1/N sum_i w_i (r_s - r_v)^2 exactly as LASER.md §2 writes it, over finished rows."""
+    """L_SR = 1/N sum_i w_i (r_s - r_v)^2 exactly as docs/laser.md §2 writes it, over finished rows."""
     nc = sum(1 for f, v in zip(finished, r_v) if f and v == 1)
     ni = sum(1 for f, v in zip(finished, r_v) if f and v == 0)
     n = nc + ni

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from model import GPT, GPTConfig, token_logprobs
+from model import GPT, GPTConfig
 
 
 def tiny_model(seed=0, **kw):
@@ -72,13 +72,8 @@ def test_causality():
     assert (a[:, 10:] - b[:, 10:]).abs().max() > 1e-3
 
 
-def test_token_logprobs_and_generate():
+def test_generate_stops_within_its_budget():
     m = tiny_model(4)
-    x = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(5))
-    lp = token_logprobs(m(x)[:, :-1], x[:, 1:])
-    ref = torch.log_softmax(m(x)[:, :-1], -1).gather(-1, x[:, 1:, None])[..., 0]
-    torch.testing.assert_close(lp, ref)
-    assert (lp <= 0).all()
     out = m.generate([1, 2, 3], 5, eos_id=49, temperature=0)
     assert 1 <= len(out) <= 5
 

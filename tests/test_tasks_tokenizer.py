@@ -5,7 +5,7 @@ import re
 import pytest
 
 import tasks
-from tokenizer import Tokenizer, build_tokenizer, load_tokenizer, train_bpe
+from tokenizer import Tokenizer, load_tokenizer, train_bpe
 
 
 @pytest.mark.parametrize("family", tasks.FAMILIES)

@@ -8,6 +8,10 @@ import sys
 import pytest
 import torch
 
+import config
+import loss
+import rollout
+import runs
 import tasks
 import train
 import verify
@@ -35,11 +39,11 @@ def test_cli_help_and_one_line_errors():
 
 
 def test_presets_and_overrides():
-    cfg, given = train.resolve_config(["--config", "tiny", "--rl_lr", "3e-5", "--resume", "true"])
-    assert cfg.rl_lr == 3e-5 and cfg.resume is True and cfg.n_embd == train.PRESETS["tiny"]["n_embd"]
+    cfg, given = config.resolve_config(["--config", "tiny", "--rl_lr", "3e-5", "--resume", "true"])
+    assert cfg.rl_lr == 3e-5 and cfg.resume is True and cfg.n_embd == config.PRESETS["tiny"]["n_embd"]
     assert given == {"rl_lr": 3e-5, "resume": True}
     # a bool flag alone means true, as in the module docstring's resume example
-    cfg, given = train.resolve_config(["--stage", "rl", "--resume", "--out_dir", "x"])
+    cfg, given = config.resolve_config(["--stage", "rl", "--resume", "--out_dir", "x"])
     assert cfg.resume is True and given["out_dir"] == "x"
 
 
@@ -71,13 +75,13 @@ def test_sft_micro_batches_give_the_full_batch_gradient(tok, model_factory):
 
 
 def test_one_sft_step_of_small_preset_model_on_cpu(tok):
-    small = train.PRESETS["small"]
+    small = config.PRESETS["small"]
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=small["block_size"], n_layer=small["n_layer"],
                     n_head=small["n_head"], n_embd=small["n_embd"])
     torch.manual_seed(0)
     model = GPT(cfg)
     assert 10e6 <= model.num_params() <= 30e6
-    opt = train.make_optimizer(model, 1e-3, 0.1)
+    opt = runs.make_optimizer(model, 1e-3, 0.1)
     x, y, mask = train.sft_batch(tok, tasks.train_batch(0, 2, seed=0), "cpu")
     before = model.lm_head.weight.detach().clone()
     logits = model(x)
@@ -99,12 +103,12 @@ def _rollouts(tok, seed=4):
 
 def test_two_rl_steps_change_every_parameter(tok):
     m, ro, r_v = _rollouts(tok)
-    cfg = dataclasses.replace(train.Config(), micro_batch=5, rl_lr=1e-2)
-    adv, _ = train.group_advantages(r_v, 4)
-    opt = train.make_optimizer(m, cfg.rl_lr, 0.0)
+    cfg = dataclasses.replace(config.Config(), micro_batch=5, rl_lr=1e-2)
+    adv, _ = loss.group_advantages(r_v, 4)
+    opt = runs.make_optimizer(m, cfg.rl_lr, 0.0)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     for _ in range(2):
-        st = train.rl_update(m, None, opt, ro, adv, r_v, cfg, True, -5.0, "cpu", tok)
+        st = train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
         assert st["loss_mse"] > 0 and st["grad_norm"] > 0
     unchanged = [n for n, p in m.named_parameters() if torch.equal(before[n], p)]
     assert not unchanged
@@ -114,38 +118,38 @@ def test_rl_update_gradient_independent_of_micro_batch(tok):
     grads = []
     for mb in (16, 3):
         m, ro, r_v = _rollouts(tok)
-        adv, _ = train.group_advantages(r_v, 4)
-        cfg = dataclasses.replace(train.Config(), micro_batch=mb, grad_clip=1e9)
+        adv, _ = loss.group_advantages(r_v, 4)
+        cfg = dataclasses.replace(config.Config(), micro_batch=mb, grad_clip=1e9)
         opt = torch.optim.SGD(m.parameters(), lr=0.0)
-        train.rl_update(m, None, opt, ro, adv, r_v, cfg, True, -5.0, "cpu", tok)
+        train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
 def test_non_finite_loss_skips_the_step(tok):
     m, ro, r_v = _rollouts(tok)
-    adv, _ = train.group_advantages(r_v, 4)
-    opt = train.make_optimizer(m, 1e-2, 0.0)
+    adv, _ = loss.group_advantages(r_v, 4)
+    opt = runs.make_optimizer(m, 1e-2, 0.0)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    st = train.rl_update(m, None, opt, ro, adv, r_v, train.Config(), True, float("-inf"), "cpu", tok)
+    st = train.rl_update(m, opt, ro, adv, r_v, config.Config(), use_mse=True, c_ref=float("-inf"), tok=tok)
     assert st["skipped"] == 1
     for n, p in m.named_parameters():
         assert torch.equal(before[n], p) and torch.isfinite(p).all()
 
 
 def test_c_ref_warning():
-    assert train.check_c_ref(-8.0, 0.1, 0.1) is not None  # c_ref + 1/beta_v = 2 > -2
-    assert train.check_c_ref(-20.0, 0.1, 0.1) is None
+    assert loss.check_c_ref(-8.0, 0.1, 0.1) is not None  # c_ref + 1/beta_v = 2 > -2
+    assert loss.check_c_ref(-20.0, 0.1, 0.1) is None
     # a wide spread of log pi_ref(z_c) is not a constant: the tiny run's std 3.26 gives beta_v * std 0.33
-    warn = train.check_c_ref(-14.79, 3.26, 0.1)
+    warn = loss.check_c_ref(-14.79, 3.26, 0.1)
     assert warn is not None and "beta_v * std = 0.326" in warn and "c_ref + 1/beta_v = -4.79" in warn
-    assert train.check_c_ref(-14.79, 0.9, 0.1) is None
+    assert loss.check_c_ref(-14.79, 0.9, 0.1) is None
 
 
 def test_step_generators_differ_across_steps_seeds_and_stages():
     """Each RL step draws its own stream. (Before: torch's CPU generator kept only the low 32 bits of
     the seed, the bytes of "rl-0", so every step of a run sampled the same numbers.)"""
-    first = lambda *a: tuple(torch.rand(3, generator=train.step_generator(*a, "cpu")).tolist())
+    first = lambda *a: tuple(torch.rand(3, generator=rollout.step_generator(*a, "cpu")).tolist())
     steps = {first("rl", 0, s) for s in range(1000)}
     assert len(steps) == 1000
     assert len({first("rl", seed, 5) for seed in range(50)}) == 50
@@ -154,11 +158,11 @@ def test_step_generators_differ_across_steps_seeds_and_stages():
 
 
 def test_rl_steps_sample_different_rollouts(sft_dir):
-    model, tok, _ = train.load_run(sft_dir)
-    cfg = dataclasses.replace(train.Config(**train.PRESETS["test"]), prompts_per_step=1, group_size=4)
-    one = train.rollout_step(model, tok, cfg, 1, "cpu")[1]
+    model, tok, _ = runs.load_run(sft_dir)
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), prompts_per_step=1, group_size=4)
+    one = train.rollout_step(model, tok, cfg, 1)[1]
     # the same problem at another step: force it by sampling step 2's stream on step 1's problems
-    g2 = train.step_generator("rl", cfg.seed, 2, "cpu")
+    g2 = rollout.step_generator("rl", cfg.seed, 2, "cpu")
     two = sample(model, one.prompts, 4, cfg.max_new_tokens, generator=g2, tokenizer=tok)
     assert not torch.equal(one.response, two.response)
 
@@ -170,12 +174,12 @@ def _fake_reward(text, gold):  # a reward with both outcomes even for an untrain
 def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path):
     for f in ("ckpt.pt", "config.json", "tokenizer.json", "metrics.jsonl"):
         assert os.path.exists(os.path.join(sft_dir, f))
-    ck = train.load_checkpoint(sft_dir)
+    ck = runs.load_checkpoint(sft_dir)
     assert ck["step"] == 30 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
     half = str(tmp_path / "half")
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "13"])
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--resume", "true"])
-    a, b = train.load_checkpoint(sft_dir)["model"], train.load_checkpoint(half)["model"]
+    a, b = runs.load_checkpoint(sft_dir)["model"], runs.load_checkpoint(half)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -186,9 +190,9 @@ def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     train.main(common + ["--out_dir", full])
     train.main(common + ["--out_dir", part, "--halt_at", "2"])
-    assert train.load_checkpoint(part)["step"] == 2
+    assert runs.load_checkpoint(part)["step"] == 2
     train.main(["--stage", "rl", "--out_dir", part, "--resume", "true"])
-    a, b = train.load_checkpoint(full), train.load_checkpoint(part)
+    a, b = runs.load_checkpoint(full), runs.load_checkpoint(part)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["c_ref"] == b["c_ref"] and a["beta_v"] == b["beta_v"] and b["step"] == 4
     for k, v in a["optimizer"]["state"].items():
@@ -212,8 +216,8 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     rl = str(tmp_path / "rl")
     train.main(["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "1", "--out_dir", rl])
     out = str(tmp_path / "report")
-    assert evaluate.main([sft_dir, rl, "--names", "sft,laser", "--out", out, "--n-samples", "2",
-                          "--n-problems", "4", "--n-boot", "10", "--batch-size", "8"]) == 0
+    assert evaluate.main([sft_dir, rl, "--names", "sft,laser", "--out", out, "--n_samples", "2",
+                          "--n_problems", "4", "--n_boot", "10", "--batch_size", "8"]) == 0
     with open(os.path.join(out, "eval.json")) as f:
         res = json.load(f)
     assert set(res) == {"sft", "laser"}
@@ -227,7 +231,7 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     assert os.path.exists(os.path.join(out, "eval.md"))
 
 
-@pytest.mark.parametrize("preset", list(train.PRESETS))
+@pytest.mark.parametrize("preset", list(config.PRESETS))
 def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
     """The preset's tokenizer, splits, model and settings, on a shrunk batch: SFT, then one LaSeR step.
     (c_ref is given: a model after one SFT step finishes no solution to calibrate on.)"""
@@ -237,7 +241,7 @@ def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
               "--reasoning_warmup", "0", "--device", "cpu", "--c_ref", "-20"]
     out = str(tmp_path / preset)
     train.main(["--config", preset, "--stage", "all", "--out_dir", out] + shrink)
-    sft, rl = train.load_checkpoint(os.path.join(out, "sft")), train.load_checkpoint(os.path.join(out, "laser"))
+    sft, rl = runs.load_checkpoint(os.path.join(out, "sft")), runs.load_checkpoint(os.path.join(out, "laser"))
     assert sft["step"] == 1 and rl["step"] == 1 and rl["c_ref"] == -20
-    cfg = train.PRESETS[preset]
+    cfg = config.PRESETS[preset]
     assert sft["model_config"]["n_embd"] == cfg["n_embd"] and rl["config"]["block_size"] == cfg["block_size"]

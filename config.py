@@ -1,0 +1,303 @@
+"""What a run is: the Config dataclass (every knob, with its meaning), named presets, the command line,
+the checks of a config against itself and the task space, the device, and the held-out problems.
+
+Every value a user can get wrong is checked here and reported as one line (UserError, exit code 2);
+runs.py holds what a run leaves on disk.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass, fields
+
+import torch
+
+import tasks
+from tokenizer import Tokenizer
+
+
+
+
+@dataclass
+class Config:
+    # --- run
+    stage: str = "all"            # sft | rl | all (sft into OUT/sft, then rl into OUT/<algo>)
+    out_dir: str = "out/run"      # run directory (for --stage all: the parent of sft/ and <algo>/)
+    seed: int = 0                 # seeds data, init and sampling
+    device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on cuda)
+    threads: int = 0              # torch CPU threads (0: torch's default)
+    resume: bool = False          # continue the run in out_dir from its ckpt.pt
+    halt_at: int = 0              # stop (with a checkpoint) after this step, as if interrupted; 0: off
+    # --- data
+    families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
+    levels: str = "1,2,3"         # comma-separated difficulty levels
+    data_jsonl: str = ""          # optional outside training data ({"problem","answer"[,"solution"]})
+    n_val: int = 150              # validation problems for the evaluation during training (and tuning)
+    n_test: int = 150             # test problems (evaluate.py's default; never seen in training)
+    bpe_merges: int = 256         # BPE merges learned from the task corpus
+    # --- model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 256
+    # --- SFT
+    sft_steps: int = 1000
+    sft_batch_size: int = 32
+    sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
+    sft_lr: float = 2e-3
+    sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.0
+    # --- RL (shared by grpo and laser)
+    algo: str = "laser"           # grpo | laser
+    init: str = ""                # SFT run directory RL starts from (--stage rl)
+    rl_steps: int = 100
+    prompts_per_step: int = 16    # problems per RL step
+    group_size: int = 8           # K rollouts per problem
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0                # 0: off
+    top_p: float = 1.0            # 1.0: off
+    rl_lr: float = 1e-4
+    rl_warmup: int = 5
+    ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio == 1)
+    micro_batch: int = 64         # rows per forward/backward (gradient is the same for any value)
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    loss_agg: str = "token_mean"  # token_mean | seq_mean
+    adv_mode: str = "grpo"        # grpo (z-score) | drgrpo (mean-only)
+    kl_coef: float = 0.0          # KL(pi || pi_ref) coefficient; 0 skips the reference model
+    kl_estimator: str = "k3"      # k1 | k3
+    grad_clip: float = 1.0        # max gradient norm (0: no clipping)
+    max_skipped: int = 5          # stop when this many consecutive steps had a non-finite loss or gradient
+    # --- LaSeR (docs/laser.md §2-5)
+    beta_v: float = 0.1           # r_s = beta_v * (log p(z_c) - c_ref)
+    alpha: float = 0.1            # weight of the self-rewarding MSE
+    tau: float = 0.1              # weight of the self-reward advantage
+    std_threshold: float = 0.1    # T: integrate only groups whose std(clip(r_s,0,1)) > T
+    reasoning_warmup: int = 0     # RL steps of plain GRPO before the MSE starts
+    self_reward_warmup: int = 20  # further steps before advantage integration starts
+    c_ref: float = float("nan")   # NaN: measure on the reference policy (never copy one)
+    calib_prompts: int = 64       # problems x samples used to measure c_ref
+    calib_samples: int = 4
+    # --- logging / evaluation / checkpoints
+    log_every: int = 10           # SFT: steps per progress line (RL prints every step)
+    eval_every: int = 200         # SFT steps between validation evaluations (0: only at the end)
+    rl_eval_every: int = 25       # RL steps between validation evaluations (0: only at the end)
+    ckpt_every: int = 100         # steps between checkpoints (always at the end)
+    n_log_samples: int = 2        # decoded rollouts per RL step written to samples.jsonl
+    eval_batch: int = 64          # prompts per sampling batch in evaluation
+
+
+PRESETS: dict[str, dict] = {
+    # seconds: used by tests and CI
+    "test": dict(n_layer=1, n_head=2, n_embd=32, block_size=192, bpe_merges=64, n_val=10, n_test=10,
+                 sft_steps=30, sft_batch_size=8, sft_warmup=1, log_every=10, eval_every=0, rl_eval_every=0,
+                 rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=48, micro_batch=4,
+                 rl_warmup=1, ckpt_every=1, calib_prompts=4, calib_samples=4, self_reward_warmup=1,
+                 eval_batch=16),
+    # a 2-core CPU: the whole pipeline (SFT, GRPO and LaSeR runs, evaluation) in about half an hour
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, levels="1,2", sft_steps=2400,
+                 sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=200,
+                 rl_steps=200, prompts_per_step=16, group_size=16, max_new_tokens=128, rl_lr=2e-4,
+                 reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
+    # one GPU: ~20M parameters
+    "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
+                  sft_steps=6000, sft_batch_size=128, sft_lr=1e-3, sft_warmup=200, weight_decay=0.1,
+                  eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
+                  group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=128,
+                  reasoning_warmup=50, self_reward_warmup=100, calib_prompts=256),
+}
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2 (used by every script)."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _parse_bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _field_comments() -> dict[str, str]:
+    """The one-line comment beside each Config field, reused as its --help text."""
+    out = {}
+    for line in inspect.getsource(Config).splitlines():
+        line = line.strip()
+        if ":" in line and "#" in line and not line.startswith("#"):
+            out[line.split(":")[0].strip()] = line.split("#", 1)[1].strip()
+    return out
+
+
+CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
+           "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
+           "kl_estimator": ("k1", "k3")}
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    p = ArgParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5.")
+    p.add_argument("--config", default="tiny", choices=list(PRESETS), help="named preset (default tiny)")
+    helps = _field_comments()
+    for f in fields(Config):
+        kind = {bool: _parse_bool, int: int, float: float, str: str}[type(f.default)]
+        flag = dict(nargs="?", const=True) if kind is _parse_bool else {}  # `--resume` == `--resume true`
+        p.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(f.name),
+                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{f.default}]",
+                       **flag)
+    return p
+
+
+def resolve_config(argv=None, description: str = "") -> tuple[Config, dict]:
+    """Preset, then explicit CLI overrides. Returns the checked config and the overrides given."""
+    args = vars(build_parser(description).parse_args(argv))
+    cfg = dataclasses.replace(Config(), **PRESETS[args.pop("config")])
+    cfg = dataclasses.replace(cfg, **args)
+    check_config(cfg)
+    return cfg, args
+
+
+class UserError(Exception):
+    """Bad input (a flag, a file) or a run that cannot go on: reported as one line, exit code 2."""
+
+
+_finite = math.isfinite
+# Every numeric field and its allowed range, checked in one place: (fields, test, what it must be).
+RANGES = [
+    (("sft_steps", "rl_steps", "sft_batch_size", "sft_micro_batch", "prompts_per_step", "group_size",
+      "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size", "n_val",
+      "n_test", "calib_prompts", "calib_samples", "log_every", "ckpt_every", "eval_batch", "max_skipped"),
+     lambda v: v >= 1, ">= 1"),
+    (("threads", "halt_at", "bpe_merges", "sft_warmup", "rl_warmup", "eval_every", "rl_eval_every",
+      "n_log_samples", "top_k", "reasoning_warmup", "self_reward_warmup"), lambda v: v >= 0, ">= 0"),
+    (("sft_lr", "rl_lr", "temperature", "beta_v"), lambda v: _finite(v) and v > 0, "finite and > 0"),
+    (("weight_decay", "kl_coef", "alpha", "std_threshold", "clip_high"),
+     lambda v: _finite(v) and v >= 0, "finite and >= 0"),
+    (("grad_clip",), lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: no clipping)"),
+    (("min_lr_frac", "tau"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("clip_low",), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("top_p",), lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
+    (("c_ref",), lambda v: not math.isinf(v), "finite (or nan: measure it)"),
+]
+
+
+def check_config(cfg: Config) -> None:
+    """Every field against its allowed range and the others; raises UserError naming the flag."""
+    for names, ok, what in RANGES:
+        for name in names:
+            if not ok(getattr(cfg, name)):
+                raise UserError(f"--{name} must be {what}, got {getattr(cfg, name)}")
+    if cfg.n_embd % (2 * cfg.n_head):
+        raise UserError(f"--n_embd {cfg.n_embd} must be a multiple of 2 * n_head = {2 * cfg.n_head}")
+    unknown = set(cfg.families.split(",")) - set(tasks.FAMILIES)
+    if unknown:
+        raise UserError(f"unknown families {sorted(unknown)}; choose from {','.join(tasks.FAMILIES)}")
+    try:
+        lv = [int(x) for x in cfg.levels.split(",")]
+    except ValueError:
+        raise UserError(f"--levels must be comma-separated integers, got {cfg.levels!r}") from None
+    if set(lv) - set(tasks.LEVELS):
+        raise UserError(f"--levels must be within {tasks.LEVELS}, got {cfg.levels!r}")
+    if cfg.max_new_tokens + PROMPT_ROOM > cfg.block_size:
+        raise UserError(f"--block_size {cfg.block_size} leaves no room for a prompt before --max_new_tokens "
+                        f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
+    if cfg.stage == "rl" and not cfg.init and not cfg.resume:
+        raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
+    if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
+        raise UserError(f"--out_dir {cfg.out_dir} is a file, not a directory")
+    if cfg.data_jsonl and not os.path.isfile(cfg.data_jsonl):
+        raise UserError(f"--data_jsonl {cfg.data_jsonl}: no such file")
+    fam, lv = families_levels(cfg)
+    for flag, split, n in (("n_val", "validation", cfg.n_val), ("n_test", "test", cfg.n_test)):
+        try:
+            tasks.make_split(split, n, 0, fam, lv)
+        except ValueError as e:
+            raise UserError(f"--{flag} {n}: {e}") from None
+
+
+PROMPT_ROOM = 16  # tokens block_size must leave for a prompt besides max_new_tokens (checked exactly later)
+
+
+def check_lengths(cfg: Config, tok: Tokenizer, block_size: int) -> None:
+    """Every prompt + max_new_tokens + 1 (the z_c readout) and every SFT row of the run's problems
+    (validation, test and a training sample) must fit the model's block_size."""
+    fam, lv = families_levels(cfg)
+    problems = heldout_problems(cfg) + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv)
+    prompt = max(len(tok.encode_prompt(p.problem)) for p in problems)
+    row = max(sft_row_length(tok, p) for p in problems)
+    if prompt + cfg.max_new_tokens + 1 > block_size or row > block_size:
+        raise UserError(f"the model's block_size {block_size} is too small: the longest prompt has {prompt} "
+                        f"tokens (+ --max_new_tokens {cfg.max_new_tokens} + 1) and the longest SFT row {row}")
+
+
+def get_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but CUDA is not available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+
+
+def families_levels(cfg: Config):
+    return tuple(cfg.families.split(",")), tuple(int(x) for x in cfg.levels.split(","))
+
+
+def heldout_problems(cfg: Config, split: str = "validation", n: int | None = None) -> list[tasks.Problem]:
+    """Validation (training-time evaluation, tuning) or test (evaluate.py) problems. Drawn with split
+    seed 0 whatever the training seed, so that runs of different seeds are compared on one set."""
+    fam, lv = families_levels(cfg)
+    return tasks.make_split(split, n or (cfg.n_val if split == "validation" else cfg.n_test), 0, fam, lv)
+
+
+def sft_row_length(tok: Tokenizer, p: tasks.Problem) -> int:
+    """Tokens of one SFT row: [BOS, problem, newline, solution, EOS]."""
+    return len(tok.encode_prompt(p.problem)) + len(tok.encode(p.solution or "")) + 1
+
+
+def corpus_for_tokenizer(cfg: Config, extra_data: list[tasks.Problem] = ()) -> list[str]:
+    """Generated training problems (and the outside ones) the BPE merges are learned from."""
+    fam, lv = families_levels(cfg)
+    probs = [p for s in range(40) for p in tasks.train_batch(s, 64, f"bpe-{cfg.seed}", fam, lv)]
+    return [p.problem + "\n" + p.solution for p in probs + list(extra_data)]
+
+
+def outside_train_data(cfg: Config) -> list[tasks.Problem]:
+    """The --data_jsonl problems whose canonical key is in the train split (the others would be twins
+    of validation or test problems); a problem without a solution is trained on its boxed answer."""
+    try:
+        loaded = tasks.load_jsonl(cfg.data_jsonl)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    loaded = [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in loaded]
+    kept, dropped = tasks.keep_split(loaded, "train")
+    print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
+          f"(their keys belong to the validation or test split)")
+    return kept
+
+
+def fitting(cfg: Config, problems: list[tasks.Problem], tok: Tokenizer, block_size: int) -> list[tasks.Problem]:
+    """The outside problems whose SFT row fits the model (the others are skipped, with a count)."""
+    fits = [p for p in problems if sft_row_length(tok, p) <= block_size]
+    if len(fits) < len(problems):
+        print(f"--data_jsonl: skipped {len(problems) - len(fits)} problems longer than the model's "
+              f"block_size {block_size}")
+    if not fits:
+        raise UserError(f"--data_jsonl {cfg.data_jsonl}: no problem fits the model's block_size {block_size}")
+    return fits

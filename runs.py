@@ -1,0 +1,247 @@
+"""What a run leaves on disk, and reading it back: atomic writes, config.json, metrics.jsonl, checkpoints
+(weights, optimizer, step = data cursor, RNG states, config, and LaSeR's c_ref and beta_v), and a run
+directory loaded as (model, tokenizer, checkpoint).
+
+Every write goes to a temporary file that is fsync'd and renamed into place, so a crash leaves the old
+file or the new one, never half of one. Unreadable files end in one line (config.UserError).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+from dataclasses import asdict, fields
+from typing import Callable
+
+import numpy as np
+import torch
+
+from config import Config, UserError
+from model import GPT, GPTConfig
+from tokenizer import Tokenizer, load_tokenizer
+
+
+def to_jsonable(obj):
+    """Recursively convert to plain JSON types: NaN/inf -> None, numpy scalars/arrays -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) on a temp file in the target directory, fsync it, then os.replace it into
+    place: a crash leaves the old file or the new one, never half of one. Used for every file we write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the permissions of an ordinary new file, not mkstemp's 0600
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # and so is the rename
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def write_json(path: str, obj) -> None:
+    """obj as JSON, NaN and inf as null (strict JSON), atomically."""
+    write_text(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: str, what: str) -> dict:
+    """A JSON object from `path`, or UserError('path: what is wrong')."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no {what} here") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object as {what}, got {type(obj).__name__}")
+    return obj
+
+
+class MetricsLog:
+    """Appends one JSON object per line. On resume, lines past the checkpoint's step are dropped so
+    the log matches the weights."""
+
+    def __init__(self, path: str, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = [ln for ln in f if ln.strip()]
+            keep = []
+            for i, ln in enumerate(lines):
+                try:
+                    rec = json.loads(ln)
+                except json.JSONDecodeError:
+                    if i == len(lines) - 1:  # a write cut short by a crash: drop it
+                        print(f"note: {path}: dropped a torn last line (a write cut short)")
+                        continue
+                    raise UserError(f"{path}:{i + 1}: not a JSON line; fix or delete the log") from None
+                if rec.get("step", 0) <= resume_step:
+                    keep.append(json.dumps(rec) + "\n")
+            write_text(path, "".join(keep))
+        elif resume_step is None and os.path.exists(path):
+            os.remove(path)
+
+    def write(self, obj: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(to_jsonable(obj)) + "\n")  # NaN -> null
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs (model init draws from torch's; numpy's and Python's are seeded so that the
+    states saved in a checkpoint are reproducible). Sampling uses its own per-step generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+CKPT_KEYS = ("model", "optimizer", "step", "config", "model_config", "stage")
+
+
+def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
+    """The checkpoint dict of a run directory (or a ckpt.pt path), or UserError('path: what is wrong').
+    Checkpoints are pickles: load only your own (torch.load runs code from a crafted file)."""
+    path = os.path.join(run_dir, "ckpt.pt") if os.path.isdir(run_dir) else run_dir
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no checkpoint here")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated, empty, corrupt or foreign files fail in many ways
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
+    missing = [k for k in CKPT_KEYS if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise UserError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+    return ck
+
+
+def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
+    """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
+    ck = load_checkpoint(run_dir)
+    tok_path = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), "tokenizer.json")
+    try:
+        tok = load_tokenizer(tok_path)
+    except FileNotFoundError:
+        raise UserError(f"{tok_path}: no tokenizer here") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:  # JSON errors are ValueErrors
+        raise UserError(f"{tok_path}: unreadable tokenizer ({type(e).__name__}: {e})") from None
+    try:
+        model = GPT(GPTConfig(**ck["model_config"]))
+        model.load_state_dict(ck["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{run_dir}: checkpoint weights do not fit its model config "
+                        f"({str(e).splitlines()[0][:160]})") from None
+    if model.cfg.vocab_size != tok.vocab_size:
+        raise UserError(f"{run_dir}: checkpoint vocab {model.cfg.vocab_size} != tokenizer vocab {tok.vocab_size}")
+    return model.to(device).eval(), tok, ck
+
+
+def new_model(cfg: Config, tok: Tokenizer, device) -> GPT:
+    torch.manual_seed(cfg.seed)
+    mc = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
+                   n_head=cfg.n_head, n_embd=cfg.n_embd)
+    return GPT(mc).to(device)
+
+
+def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wte" not in n)]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
+    """Weights, optimizer, step (= data cursor), RNG states, configs and `extra`; fsync'd, then renamed
+    into place. Non-finite weights are never written over a good checkpoint."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"the weights are not finite after step {step}: not overwriting {path}; "
+                        f"lower the learning rate")
+    atomic_write(path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "data_cursor": step, "rng": rng_state(), "config": asdict(cfg),
+                 "model_config": asdict(model.cfg), **extra}, tmp))
+
+
+def saved_config(out_dir: str) -> Config:
+    """The config.json of a run directory, its types checked (the caller checks the values)."""
+    path = os.path.join(out_dir, "config.json")
+    saved = read_json(path, "run config")
+    types = {f.name: type(f.default) for f in fields(Config)}
+    for k, v in saved.items():
+        want = types.get(k)
+        if want is not None and not (isinstance(v, want) or want is float and isinstance(v, int)
+                                     or want is float and v is None):
+            raise UserError(f"{path}: {k} should be {want.__name__}, got {v!r}")
+    return Config(**{k: (float("nan") if v is None else v) for k, v in saved.items() if k in types})
+
+
+def make_run_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
+
+
+def run_config(ck: dict) -> Config:
+    """The training Config saved in a checkpoint (fields this version does not know are ignored)."""
+    return Config(**{k: v for k, v in ck["config"].items() if k in Config.__dataclass_fields__})
+
+
+def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokenizer, torch.optim.Optimizer, dict]:
+    """Model, tokenizer, optimizer and checkpoint of the run in cfg.out_dir, restored to where it stopped
+    (weights, optimizer state, RNG states)."""
+    model, tok, ck = load_run(cfg.out_dir, device)
+    if ck["stage"] != stage:
+        raise UserError(f"{cfg.out_dir} holds a {ck['stage']} checkpoint, not {stage}")
+    opt = make_optimizer(model, lr, cfg.weight_decay)
+    opt.load_state_dict(ck["optimizer"])
+    set_rng_state(ck["rng"])
+    return model, tok, opt, ck
