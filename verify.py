@@ -1,26 +1,25 @@
 r"""Answer extraction and answer-equivalence checking; `reward` is the RL reward.
 
-extract_answer(text): content of the last top-level \boxed{}/\fbox{} (None if that box is empty or
-unclosed); with no box at all, a `#### X` / "the answer is X" / "answer: X" fallback that must contain
-a digit, `$` or backslash. is_equivalent(pred, gold): do the answers denote the same mathematical
-object. reward_with_reason(completion, gold): (1.0 or 0.0, one of REASONS); UNPARSABLE means the answer
-is outside the language below (and does not match gold as text) or exceeds a limit. reward: its first.
+API: extract_answer(text) -> content of the last top-level \boxed{}/\fbox{} (None if empty or unclosed),
+else a `#### X` / "the answer is X" / "answer: X" fallback containing a digit, `$` or backslash.
+is_equivalent(pred, gold) -> do the answers denote the same object. reward_with_reason(completion, gold)
+-> (1.0 or 0.0, one of REASONS); UNPARSABLE: outside the language (and not equal to gold as text) or over
+a limit. reward -> its first element. `_parse_cached` is the lru-cached parser.
 
-Language: numbers (1,000, 1{,}000, decimals, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic,
-roots, pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped
-(degrees are radians inside trig); variables (xy = x*y); equations (a name on the left is dropped),
-inequalities, intervals, unions, sets, tuples, solution lists, \pm, matrices; plain text compared as
-text. Rationals compare exactly; closed forms numerically (difference zero at 175 and 700+ bits); a
-decimal literal against a non-terminating value allows relative error REL_TOL; expressions in variables
-must agree at 4 deterministic random points; relations are equal when their side differences are
-proportional.
+Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots,
+pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees
+are radians inside trig); variables (xy = x*y); equations (a name on the left is dropped), inequalities,
+intervals, unions, sets, tuples, solution lists, \pm, matrices; plain text compared as text. Rationals
+compare exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal against a
+non-terminating value within REL_TOL; expressions in variables must agree at 4 deterministic points;
+relations are equal when their side differences are proportional.
 
-Safety: model text never reaches eval/exec/sympify/parse_expr. A hand-written tokenizer and parser
-build sympy objects directly (evaluate=False, exact rationals excepted); sympy never simplifies or
-evalfs. Numerics run on mpmath's libmp kernels at explicit precision (thread-safe) with magnitude checks
-before every operation that could explode. Limits are the constants below, plus values < 2^65536 and a
-0.8 s wall-clock budget per comparison (no signals, works in threads). Any limit gives "not equal"
-(UNPARSABLE for a prediction). Parses are cached (`_parse_cached`).
+Safety: model text never reaches eval/exec/sympify/parse_expr. A regex tokenizer and a recursive-descent
+parser build sympy objects directly (evaluate=False, exact rationals excepted); sympy never simplifies
+or evalfs. Numerics run on mpmath's libmp kernels at explicit precision (thread-safe) with magnitude
+checks before every operation that could explode. Bounds: the constants below, values < 2^65536, and a
+0.8 s wall-clock budget per comparison (no signals, works in threads); any bound gives "not equal"
+(UNPARSABLE for a prediction).
 """
 from __future__ import annotations
 
@@ -65,6 +64,11 @@ class _LimitError(Exception):
 class _Timeout(Exception):
     pass
 
+def _reject_if(cond, msg: str, exc=_ParseError):
+    """The guard used throughout: raise exc(msg) when cond holds."""
+    if cond:
+        raise exc(msg)
+
 # ====================================================================================== extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -75,31 +79,24 @@ _FALLBACK_RE = re.compile(r"####|\b(?:final\s+answer|the\s+answer|answer)\b\s*(?
                           re.IGNORECASE)
 _MATH_WRAP_RE = re.compile(r"\$\$(.+)\$\$|\$(.+)\$|\\\((.+)\\\)|\\\[(.+)\\\]", re.S)
 
-def _match_brace(text: str, open_idx: int) -> int | None:
-    """Index of the brace closing the one at open_idx (escaped braces and \\\\ skipped)."""
-    depth = 0
-    for m in _BRACE_RE.finditer(text, open_idx):
-        depth += {"{": 1, "}": -1}.get(m.group(), 0)
-        if depth == 0:
-            return m.start()
-    return None
-
-def _box_content(text: str, pos: int) -> tuple[str | None, int]:
-    """Argument of a \\boxed whose name ends at pos: (content or None if unterminated, end)."""
+def _box_content(text: str, pos: int, box=True) -> tuple[str | None, int]:
+    """The {...} argument at pos: (content, end), content None if unterminated. For a box, `\\boxed 5`
+    takes the next run of non-space characters; otherwise a missing group is a parse error."""
     m = _OPEN_RE.match(text, pos)
     if m:
-        j = _match_brace(text, m.end() - 1)
-        return (None, len(text)) if j is None else (text[m.end():j], j + 1)
-    m = _SPACE_ARG_RE.match(text, pos)      # `\boxed 5`: the next run of non-space characters
+        depth = 0
+        for b in _BRACE_RE.finditer(text, m.end() - 1):      # escaped braces and \\ skipped
+            depth += {"{": 1, "}": -1}.get(b.group(), 0)
+            if depth == 0:
+                return text[m.end():b.start()], b.end()
+        if box:
+            return None, len(text)
+    _reject_if(not box, "expected a {...} group")
+    m = _SPACE_ARG_RE.match(text, pos)
     return ("", pos) if m is None else (m.group(1), m.end())
 
 def _read_group(s: str, i: int) -> tuple[str, int]:
-    """Raw content of the {...} group starting at or after i (spaces skipped)."""
-    m = _OPEN_RE.match(s, i)
-    j = _match_brace(s, m.end() - 1) if m else None
-    if j is None:
-        raise _ParseError("expected a {...} group")
-    return s[m.end():j], j + 1
+    return _box_content(s, i, box=False)
 
 def _unwrap_boxes(s: str) -> str:
     """`\\boxed{\\boxed{5}}` -> `5` (only when the box spans the whole string)."""
@@ -234,86 +231,74 @@ _MATRIX_ENVS = {"pmatrix", "bmatrix", "matrix", "smallmatrix", "Bmatrix", "array
 _ESCAPES = {"{": r"\{", "}": r"\}", "%": "%", "|": "|", "\\": "rowsep"}
 
 def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool]:
-    """-> (tokens, saw_thousands, has_decimal). A token is (kind, value, space_before)."""
-    if depth > 8:
-        raise _LimitError("markup nested too deep")
+    """-> (tokens, saw_thousands, has_decimal). A token is (kind, value, space_before). With thousands
+    False, `1,234` is the number 1 followed by a comma."""
+    _reject_if(depth > 8, "markup nested too deep", _LimitError)
     toks: list = []
     saw_thou = has_dec = sp = False
     i = 0
-
-    def add(kind, val):
-        nonlocal sp
-        toks.append((kind, val, sp))
-        sp = False
-        if len(toks) > MAX_TOKENS:
-            raise _LimitError("too many tokens")
-
     while i < len(s):
         m = _TOK_RE.match(s, i)
-        if m is None:
-            raise _ParseError(f"unexpected character {s[i]!r}")
+        _reject_if(m is None, f"unexpected character {s[i]!r}")
         kind, text, i = m.lastgroup, m.group(), m.end()
         name = text[1:]
         ckind, val = _CMDS.get(name, (None, None)) if kind == "cmd" else (None, None)
+        new = []
         if kind == "ws" or kind == "esc" and name in ",;:! " or ckind == "skip":
             sp = True
-            if ckind == "skip" and name in ("left", "right", "middle", "bigl", "bigr", "Bigl", "Bigr") \
-                    and s[i:i + 1] == ".":
+            if name in ("left", "right", "middle", "bigl", "bigr", "Bigl", "Bigr") and s[i:i + 1] == ".":
                 i += 1
-        elif kind == "thou" and thousands:
+            continue
+        if kind == "thou" and thousands:
             saw_thou, has_dec = True, has_dec or "." in text
-            add("num", text.replace(",", ""))
-        elif kind == "thou":        # only the leading digits; the commas become separators
-            head = text.split(",")[0]
-            i = m.start() + len(head)
-            add("num", head)
+            new = [("num", text.replace(",", ""))]
+        elif kind == "thou":
+            i = m.start() + len(text.split(",")[0])
+            new = [("num", text.split(",")[0])]
         elif kind == "num":
             has_dec |= bool(re.search(r"\.\d|[eE]", text))
-            add("num", text)
+            new = [("num", text)]
         elif kind in ("word", "op"):
-            add("id" if kind == "word" and len(text) == 1 else kind, text)
-        elif kind == "esc":
-            if name in _ESCAPES:
-                add("op", _ESCAPES[name])
-            elif name != "$":
-                raise _ParseError(f"unsupported escape {text!r}")
+            new = [("id" if kind == "word" and len(text) == 1 else kind, text)]
+        elif kind == "esc" and name in _ESCAPES:
+            new = [("op", _ESCAPES[name])]
+        elif kind == "esc" and name != "$":
+            raise _ParseError(f"unsupported escape {text!r}")
         elif ckind == "text":
             content, i = _read_group(s, i)
             c = content.strip(" ~\\,;:!")
-            if c in ("%", "\\%", "percent"):
-                add("op", "%")
-            elif c:
-                add("text", content)
-            else:
-                sp = True
+            new = [("op", "%")] if c in ("%", "\\%", "percent") else [("text", content)] if c else []
         elif ckind == "wrap":
             content, i = _read_group(s, i)
             c = content.strip()
-            if name == "mathbb":
-                if c not in ("R", "C", "Z", "N", "Q"):
-                    raise _ParseError("unsupported \\mathbb")
-                add("const", "R" if c == "R" else "bb" + c)
+            if name == "mathbb":       # only \mathbb{R} is supported (the parser rejects other constants)
+                new = [("const", "R" if c == "R" else "unsupported")]
             elif re.fullmatch(r"(?:~|\\[ ,;:!]|\s)*[A-Za-z]{2,}", c) and name not in ("boxed", "fbox"):
                 c = re.sub(r"~|\\[ ,;:!]|\s", "", c)
-                add("func" if name == "operatorname" and c in _FUNC_NAMES else "text", c)
+                new = [("func" if name == "operatorname" and c in _FUNC_NAMES else "text", c)]
+            elif len(toks) >= MAX_TOKENS:
+                raise _LimitError("too many tokens")
             else:
                 sub, t2, d2 = _tokenize(content, thousands, depth + 1)
                 saw_thou, has_dec = saw_thou or t2, has_dec or d2
-                add("op", "{")
-                toks.extend(sub)
-                add("op", "}")
+                new = [("op", "{")] + sub + [("op", "}")]
         elif ckind in ("begin", "end"):
             env, i = _read_group(s, i)
             env = env.strip().rstrip("*")
-            if env not in _MATRIX_ENVS:
-                raise _ParseError(f"unsupported environment {env}")
+            _reject_if(env not in _MATRIX_ENVS, f"unsupported environment {env}")
             if name == "begin" and env == "array":
                 i = _read_group(s, i)[1]      # column spec
-            add(name, env)
+            new = [(name, env)]
         elif ckind is not None:
-            add(ckind, val)
-        else:
+            new = [(ckind, val)]
+        elif kind == "cmd":
             raise _ParseError(f"unsupported command {text}")
+        for tok in new:      # sub-token lists are already (kind, value, space) triples
+            toks.append(tok if len(tok) == 3 else (*tok, sp))
+            sp = False
+        if not new and ckind == "text":
+            sp = True
+        _reject_if(len(toks) > MAX_TOKENS, "too many tokens", _LimitError)
     return toks, saw_thou, has_dec
 
 # ====================================================================================== values
@@ -371,24 +356,20 @@ def _arith(*vs, finite=True):
     """Operands of arithmetic and functions: expressions without infinities or undefined values
     (infinity is a value on its own and an interval endpoint, never an operand)."""
     for v in vs:
-        if not isinstance(v, sympy.Expr):
-            raise _ParseError("arithmetic on a collection")
-        if finite and v.has(S.NaN, S.ComplexInfinity, _OO, _NOO):
-            raise _ParseError("arithmetic with infinity")
+        _reject_if(not isinstance(v, sympy.Expr), "arithmetic on a collection")
+        _reject_if(finite and v.has(S.NaN, S.ComplexInfinity, _OO, _NOO), "arithmetic with infinity")
 
 def _rat_bits(r) -> int:
     return max(int(r.p).bit_length(), int(r.q).bit_length())
 
 def _check_size(v):
-    if isinstance(v, Rational) and _rat_bits(v) > MAX_NUMBER_BITS:
-        raise _LimitError("number too large")
+    _reject_if(isinstance(v, Rational) and _rat_bits(v) > MAX_NUMBER_BITS, "number too large", _LimitError)
     return v
 
 def _binop(op, a, b):
     """a + b, a * b or a / b: exact for rationals, else an unevaluated node (x + 0, x * 1 simplified)."""
     _arith(a, b)
-    if op == "/" and b == 0:
-        raise _ParseError("division by zero")
+    _reject_if(op == "/" and b == 0, "division by zero")
     if isinstance(a, Rational) and isinstance(b, Rational):
         return _check_size(a + b if op == "+" else a * b if op == "*" else a / b)
     if op == "/":
@@ -413,12 +394,9 @@ def _pow(b, e):
         mag = -(-abs(int(e.p)) // int(e.q))
         if mag > 1 and not (isinstance(b, Rational) and abs(b) in (0, 1)):
             bits = max([1] + [_rat_bits(a) for a in sympy.preorder_traversal(b) if isinstance(a, Rational)])
-            if mag * bits > MAX_POW_BITS:
-                raise _LimitError("power too large")
-            if b.free_symbols and mag > MAX_SYMBOLIC_EXPONENT:
-                raise _LimitError("degree too large")
-        if b == 0 and e.is_negative:
-            raise _ParseError("division by zero")
+            _reject_if(mag * bits > MAX_POW_BITS, "power too large", _LimitError)
+            _reject_if(b.free_symbols and mag > MAX_SYMBOLIC_EXPONENT, "degree too large", _LimitError)
+        _reject_if(b == 0 and e.is_negative, "division by zero")
         if isinstance(b, Rational) and (isinstance(e, Integer) or int(e.q) <= 64):
             return _check_size(sympy.Pow(b, e))          # exact: 2^10, 8^(1/3), 12^(1/2)
         if e == 1:
@@ -427,8 +405,7 @@ def _pow(b, e):
 
 def _root(x, n):
     _arith(x, n)
-    if n.is_number and not (isinstance(n, Integer) and 0 < n <= 100):
-        raise _ParseError("bad root index")
+    _reject_if(n.is_number and not (isinstance(n, Integer) and 0 < n <= 100), "bad root index")
     if isinstance(n, Integer) and n % 2 == 1 and not x.free_symbols and _real_sign(x) == -1:
         return _neg(_pow(_neg(x), Rational(1, int(n))))   # real odd root of a negative number
     return _pow(x, Rational(1, int(n)) if isinstance(n, Integer) else _div(S.One, n))
@@ -436,10 +413,6 @@ def _root(x, n):
 def _fn(f, *args):
     _arith(*args)
     return f(*args, evaluate=False)
-
-def _abs(v):
-    _arith(v)
-    return sympy.Abs(v, evaluate=False)
 
 def _floor_ceil(v, floor: bool):
     _arith(v)
@@ -449,8 +422,7 @@ def _floor_ceil(v, floor: bool):
     if v.free_symbols:
         return (sympy.floor if floor else sympy.ceiling)(v, evaluate=False)
     x = _real_key(v)
-    if x is None:
-        raise _ParseError("floor of a non-real or undecidable value")
+    _reject_if(x is None, "floor of a non-real or undecidable value")
     fl = libmp.mpf_floor(x, _P2, _RND)
     frac = libmp.mpf_sub(x, fl, _P2, _RND)
     if _bits(frac) < -200 or _bits(libmp.mpf_sub(libmp.fone, frac, _P2, _RND)) < -200:
@@ -459,38 +431,28 @@ def _floor_ceil(v, floor: bool):
 
 def _factorial(a, double=False):
     _arith(a)
-    if not a.is_number:
-        if double:
-            raise _ParseError("symbolic double factorial")
+    if not a.is_number and not double:
         return sympy.factorial(a, evaluate=False)
-    if not isinstance(a, Integer) or a < 0:
-        raise _ParseError("factorial of a non-natural number")
-    if a > MAX_FACTORIAL * (2 if double else 1):
-        raise _LimitError("factorial too large")
+    _reject_if(not isinstance(a, Integer) or a < 0, "factorial of a non-natural number or symbolic double factorial")
+    _reject_if(a > MAX_FACTORIAL * (2 if double else 1), "factorial too large", _LimitError)
     return sympy.factorial2(a) if double else sympy.factorial(a)
 
 def _binom(n, k):
     _arith(n, k)
     if not (n.is_number or k.is_number):
         return sympy.binomial(n, k, evaluate=False)
-    if not (isinstance(n, Integer) and isinstance(k, Integer)):
-        raise _ParseError("binomial of non-integers")
-    if abs(n) > MAX_BINOM or abs(k) > MAX_BINOM:
-        raise _LimitError("binomial too large")
+    _reject_if(not (isinstance(n, Integer) and isinstance(k, Integer)), "binomial of non-integers")
+    _reject_if(abs(n) > MAX_BINOM or abs(k) > MAX_BINOM, "binomial too large", _LimitError)
     return sympy.binomial(n, k)
 
 def _subs_pm(e, val):
     """Substitute the \\pm placeholder, rebuilding every node unevaluated (exact rationals excepted)."""
-    if e is _PM:
-        return val
-    if not e.args or not e.has(_PM):
-        return e
+    if e is _PM or not e.args or not e.has(_PM):
+        return val if e is _PM else e
     args = [_subs_pm(a, val) for a in e.args]
     if isinstance(e, (sympy.Add, sympy.Mul)):
         return functools.reduce(_add if isinstance(e, sympy.Add) else _mul, args)
-    if isinstance(e, sympy.Pow):
-        return _pow(*args)
-    return e.func(*args, evaluate=False)
+    return _pow(*args) if isinstance(e, sympy.Pow) else e.func(*args, evaluate=False)
 
 def _number(text: str):
     if sum(ch.isdigit() for ch in re.split(r"[eE]", text)[0]) > MAX_LITERAL_DIGITS:
@@ -530,8 +492,7 @@ def _bits(x) -> int:
     """Magnitude exponent of an mpf (|x| < 2**bits); very negative for zero."""
     if x == libmp.fzero:
         return -(1 << 30)
-    if x in (libmp.fnan, libmp.finf, libmp.fninf):
-        raise _NumFail("not finite")
+    _reject_if(x in (libmp.fnan, libmp.finf, libmp.fninf), "not finite", _NumFail)
     return x[2] + x[3]
 
 def _zbits(z) -> int:
@@ -558,15 +519,12 @@ class _Eval:
         if hit is not None:
             return hit
         self.nodes += 1
-        if self.nodes > _MAX_EVAL_NODES:
-            raise _NumFail("expression too large")
+        _reject_if(self.nodes > _MAX_EVAL_NODES, "expression too large", _NumFail)
         if self.deadline is not None and self.nodes % 8 == 0 and time.monotonic() > self.deadline:
             raise _Timeout()
         z = self._eval(e)
-        if _zbits(z) > _MAX_MAG_BITS:
-            raise _NumFail("overflow")
-        if min(_bits(z[0]), _bits(z[1])) < -_MAX_MAG_BITS:     # underflow to 0
-            z = tuple(c if _bits(c) >= -_MAX_MAG_BITS else libmp.fzero for c in z)
+        _reject_if(_zbits(z) > _MAX_MAG_BITS, "overflow", _NumFail)
+        z = tuple(c if _bits(c) >= -_MAX_MAG_BITS else libmp.fzero for c in z)     # underflow to 0
         self.maxbits = max(self.maxbits, _zbits(z))
         self.memo[e] = z
         return z
@@ -574,8 +532,7 @@ class _Eval:
     def _eval(self, e):
         P = self.P
         if isinstance(e, Rational):
-            if _rat_bits(e) > _MAX_MAG_BITS:
-                raise _NumFail("overflow")
+            _reject_if(_rat_bits(e) > _MAX_MAG_BITS, "overflow", _NumFail)
             return (libmp.from_rational(int(e.p), int(e.q), P, _RND), libmp.fzero)
         if e is S.Pi or e is S.Exp1:
             return ((libmp.mpf_pi if e is S.Pi else libmp.mpf_e)(P, _RND), libmp.fzero)
@@ -589,8 +546,7 @@ class _Eval:
             acc = _ZERO if isinstance(e, sympy.Add) else _ONE
             for a in e.args:
                 acc = (libmp.mpc_add if isinstance(e, sympy.Add) else libmp.mpc_mul)(acc, self(a), P, _RND)
-                if _zbits(acc) > _MAX_MAG_BITS:
-                    raise _NumFail("overflow")
+                _reject_if(_zbits(acc) > _MAX_MAG_BITS, "overflow", _NumFail)
             return acc
         if isinstance(e, sympy.Pow):
             return self._exp(self(e.args[1])) if e.args[0] is S.Exp1 else self._pow(self(e.args[0]), e.args[1])
@@ -598,8 +554,7 @@ class _Eval:
             n, k = (self(a) for a in e.args)
             g = [self._gamma(libmp.mpc_add(z, _ONE, P, _RND)) for z in (n, k, libmp.mpc_sub(n, k, P, _RND))]
             return libmp.mpc_div(g[0], libmp.mpc_mul(g[1], g[2], P, _RND), P, _RND)
-        if not isinstance(e, sympy.Function) or len(e.args) != 1:
-            raise _NumFail(f"unsupported {type(e).__name__}")
+        _reject_if(not isinstance(e, sympy.Function) or len(e.args) != 1, f"unsupported {type(e).__name__}", _NumFail)
         z = self(e.args[0])
         name = type(e).__name__
         if name == "exp":
@@ -607,20 +562,17 @@ class _Eval:
         if name == "factorial":
             return self._gamma(libmp.mpc_add(z, _ONE, P, _RND))
         if name == "log":
-            if z == _ZERO:
-                raise _NumFail("log 0")
+            _reject_if(z == _ZERO, "log 0", _NumFail)
             return libmp.mpc_log(z, P, _RND)
         if name in _TRIG:
-            if _bits(z[0]) > _MAX_TRIG_BITS or _bits(z[1]) > 14:
-                raise _NumFail("trigonometric argument too large")
+            _reject_if(_bits(z[0]) > _MAX_TRIG_BITS or _bits(z[1]) > 14, "trigonometric argument too large", _NumFail)
             vals = (_ONE, libmp.mpc_sin(z, P, _RND), libmp.mpc_cos(z, P, _RND))
             num, den = _TRIG[name]
             return vals[num] if den == 0 else libmp.mpc_div(vals[num], vals[den], P, _RND)
         if name in _ARC:
             return _ARC[name](libmp.mpc_div(_ONE, z, P, _RND) if name in ("acot", "asec", "acsc") else z, P, _RND)
         if name in _HYP:
-            if _bits(z[0]) > 15 or _bits(z[1]) > _MAX_TRIG_BITS:
-                raise _NumFail("hyperbolic argument too large")
+            _reject_if(_bits(z[0]) > 15 or _bits(z[1]) > _MAX_TRIG_BITS, "hyperbolic argument too large", _NumFail)
             return _HYP[name](z, P, _RND)
         if name == "Abs":
             return (libmp.mpc_abs(z, P, _RND), libmp.fzero)
@@ -629,8 +581,7 @@ class _Eval:
         raise _NumFail(f"unsupported function {name}")
 
     def _gamma(self, z):
-        if _zbits(z) > 10:
-            raise _NumFail("gamma argument too large")
+        _reject_if(_zbits(z) > 10, "gamma argument too large", _NumFail)
         self.eff = min(self.eff, self.P, _MAX_GAMMA_PREC)
         return libmp.mpc_gamma(z, min(self.P, _MAX_GAMMA_PREC), _RND)
 
@@ -642,18 +593,16 @@ class _Eval:
         return libmp.mpc_exp(z, self.P, _RND)
 
     def _pow(self, zb, x):
+        """zb ** x: repeated multiplication for an integer or half-integer x, else exp(x log zb)."""
         P = self.P
         if isinstance(x, Integer) or isinstance(x, Rational) and x.q == 2:
             n = int(x.p)
             if zb == _ZERO:
-                if n < 0:
-                    raise _NumFail("0 to a negative power")
+                _reject_if(n < 0, "0 to a negative power", _NumFail)
                 return _ZERO if n > 0 else _ONE
             if abs(n) * max(abs(_zbits(zb)), 1) > _MAX_MAG_BITS * (x.q if x.q == 2 else 1):
                 raise _NumFail("overflow")
-            if x.q == 2:
-                zb = libmp.mpc_sqrt(zb, P, _RND)
-            return libmp.mpc_pow_int(zb, n, P, _RND)
+            return libmp.mpc_pow_int(libmp.mpc_sqrt(zb, P, _RND) if x.q == 2 else zb, n, P, _RND)
         zx = self(x)
         if zb == _ZERO:
             if libmp.mpf_cmp(zx[0], libmp.fzero) > 0:
@@ -666,25 +615,21 @@ def _agree(a, b, env, loose: bool, deadline=None) -> bool | None:
     vanish within rounding noise at 175 bits and again at 700 bits more than the largest magnitude
     met. Loose mode (a decimal literal is involved): |a - b| <= REL_TOL max(|a|, |b|) suffices."""
     prec = _P1
-    for step in (1, 2):
-        ev = _Eval(prec, env, deadline)
-        try:
+    try:
+        for step in (1, 2):
+            ev = _Eval(prec, env, deadline)
             za, zb = ev(a), ev(b)
             md = _mag(libmp.mpc_sub(za, zb, prec, _RND))
-            noise = ev.noise_bits()
-            scale = _mag(za)
-            if libmp.mpf_cmp(_mag(zb), scale) > 0:
-                scale = _mag(zb)
+            scale = _mag(za) if libmp.mpf_cmp(_mag(za), _mag(zb)) >= 0 else _mag(zb)
             if loose and libmp.mpf_le(md, libmp.mpf_mul(_LOOSE, scale, _P1)):
                 return True
-            if md != libmp.fzero and _bits(md) > noise:
+            if md != libmp.fzero and _bits(md) > ev.noise_bits():
                 return False
             if step == 2:       # zero within noise at the higher precision: trust only tiny noise
-                return True if noise < -500 else None
+                return True if ev.noise_bits() < -500 else None
             prec = min(_P2 + max(0, ev.maxbits), _MAX_PREC)
-        except _EVAL_ERRORS:
-            return None
-    return None
+    except _EVAL_ERRORS:
+        return None
 
 def _real(v):
     """(value, noise bits) at 700 bits of a closed form that is provably real, else None."""
@@ -699,8 +644,6 @@ def _real_sign(v) -> int | None:
     """Sign of a real closed form (-1, 0, 1); None if not real or too close to 0 to decide."""
     if isinstance(v, Rational):
         return (int(v.p) > 0) - (int(v.p) < 0)
-    if v is _OO or v is _NOO:
-        return 1 if v is _OO else -1
     r = _real(v)
     return None if r is None or _bits(r[0]) <= r[1] else -1 if r[0][0] else 1
 
@@ -719,7 +662,10 @@ _TIGHT = libmp.from_rational(1, 10**30, _P1, _RND)      # ratio constancy in the
 _END = (None, None, False)
 
 class _Parser:
-    """Recursive descent over the token list; builds sympy values and the collection classes."""
+    """Recursive descent over the token list, building sympy values and the collection classes:
+    answer := item (sep item)*, item := setexpr (relop setexpr)* with unit annotations skipped,
+    setexpr := expr (cup expr)*, expr := [pm] term ((+|-|pm) term)*, term := unary ((*|/) unary |
+    implicit power)*, unary := (+|-) unary | power, power := postfix(atom) [^ unary]."""
 
     def __init__(self, toks):
         self.t, self.i, self.depth, self.abs_open, self.trig = toks, 0, 0, 0, 0
@@ -728,8 +674,7 @@ class _Parser:
         return self.t[self.i + k] if self.i + k < len(self.t) else _END
 
     def next(self):
-        if self.i >= len(self.t):
-            raise _ParseError("unexpected end")
+        _reject_if(self.i >= len(self.t), "unexpected end")
         self.i += 1
         return self.t[self.i - 1]
 
@@ -738,16 +683,21 @@ class _Parser:
         kind, val, _ = self.peek(k)
         return kind == "op" and val in vals
 
+    def accept(self, *vals):
+        """Consume an operator with one of these values: -> its value, or None if not there."""
+        if not self.at(*vals):
+            return None
+        self.i += 1
+        return self.t[self.i - 1][1]
+
     def expect(self, val):
-        if not self.at(val):
-            raise _ParseError(f"expected {val}")
+        _reject_if(not self.at(val), f"expected {val}")
         self.i += 1
 
     def nested(self, f, *args):
         """f(*args) one nesting level deeper (bounded by MAX_DEPTH)."""
         self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise _LimitError("nesting too deep")
+        _reject_if(self.depth > MAX_DEPTH, "nesting too deep", _LimitError)
         v = f(*args)
         self.depth -= 1
         return v
@@ -756,6 +706,14 @@ class _Parser:
         """Split the current token after its first character (LaTeX one-token arguments: \\frac12)."""
         kind, val, sp = self.t[self.i]
         self.t = self.t[:self.i] + [(first_kind, val[0], sp), (rest_kind, val[1:], False)] + self.t[self.i + 1:]
+
+    def braced(self, f):
+        """f() on the contents of an optional {...} around the cursor."""
+        br = self.accept("{")
+        v = f()
+        if br:
+            self.expect("}")
+        return v
 
     # -- top level: separated items, each an expression with relations and unit annotations
     def at_sep(self):
@@ -773,10 +731,8 @@ class _Parser:
             if self.peek() is _END:
                 break
             items.append(self.item())
-            if len(items) > MAX_ITEMS:
-                raise _LimitError("too many items")
-        if self.peek() is not _END:
-            raise _ParseError(f"unexpected token {self.peek()[1]!r}")
+            _reject_if(len(items) > MAX_ITEMS, "too many items", _LimitError)
+        _reject_if(self.peek() is not _END, f"unexpected token {self.peek()[1]!r}")
         return items
 
     def item(self):
@@ -790,8 +746,7 @@ class _Parser:
                 self.next()            # leading `\text{Answer: }` label
                 start = self.i
             parts = [self.setexpr()]
-            if self.at(":") and _is_expr(parts[0]):          # ratio 2:3 = 2/3
-                self.next()
+            if _is_expr(parts[0]) and self.accept(":"):          # ratio 2:3 = 2/3
                 parts = [_div(parts[0], self.expr())]
         lhs_toks = self.t[start:self.i]
         self.skip_units()
@@ -801,15 +756,13 @@ class _Parser:
             ops.append({"=<": "<=", "=>": ">="}.get(op, op))
             parts.append(self.setexpr())
             self.skip_units()
-            if len(ops) > 8:
-                raise _ParseError("relation chain too long")
+            _reject_if(len(ops) > 8, "relation chain too long")
         return _build_item(parts, ops, lhs_toks)
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok
         if kind == "text":
-            c = val.strip().lower()
-            return bool(c) and c.strip(",") not in _SEP_WORDS
+            return bool(val.strip()) and val.strip().lower().strip(",") not in _SEP_WORDS
         lw = val.lower() if kind == "word" else ""
         if not lw or lw in _SEP_WORDS or lw in _FUNC_NAMES or lw in _CONST_WORDS or lw in _PERCENT_WORDS:
             return False
@@ -823,16 +776,13 @@ class _Parser:
             if tok[0] == "text" and not self.at_sep() or tok[0] == "word" and tok[1].lower() not in _SEP_WORDS \
                     or self.at("deg"):
                 self.next()
-            elif self.at("^", "**"):
-                self.next()
-                braced = self.at("{")
-                self.i += braced
+            elif self.accept("^", "**"):
                 if self.peek()[0] == "num":
                     self.next()
-                elif not braced:
+                elif not self.at("{"):
                     raise _ParseError("bad unit power")
-                if braced:
-                    self.expect("}")
+                else:
+                    self.braced(lambda: self.peek()[0] == "num" and self.next())
             elif self.at("/", "*") and self.peek(1)[0] in ("text", "word"):
                 self.next()
             else:
@@ -841,13 +791,10 @@ class _Parser:
     # -- expressions
     def setexpr(self):
         left = self.expr()
-        while self.at("cup"):
-            self.next()
+        while self.accept("cup"):
             left = _SetV(_as_set(left).pieces + _as_set(self.expr()).pieces)
-            if len(left.pieces) > MAX_ITEMS:
-                raise _LimitError("too many pieces")
-        if self.at("cap"):
-            raise _ParseError("intersections are not supported")
+            _reject_if(len(left.pieces) > MAX_ITEMS, "too many pieces", _LimitError)
+        _reject_if(self.at("cap"), "intersections are not supported")
         return left
 
     def expr(self):
@@ -861,8 +808,7 @@ class _Parser:
         while self.at("+", "-", "pm", "mp"):
             op = self.next()[1]
             rhs = self.term()
-            if op in ("pm", "mp"):
-                rhs = _mul(_PM, rhs)
+            rhs = _mul(_PM, rhs) if op in ("pm", "mp") else rhs
             result = _add(result, rhs) if op in ("+", "pm") else _sub(result, rhs)
         return result
 
@@ -871,15 +817,13 @@ class _Parser:
         if kind in ("id", "const", "func", "cmd", "begin"):
             return not (kind == "cmd" and val == "overline")
         if kind == "word":
-            lw = val.lower()
-            return not self.unit_start(tok) and lw not in _SEP_WORDS | _PERCENT_WORDS | _DEGREE_WORDS
+            return not self.unit_start(tok) and val.lower() not in _SEP_WORDS | _PERCENT_WORDS | _DEGREE_WORDS
         return kind == "op" and (val in ("(", "lfloor", "lceil", "<<") or val == "|" and self.abs_open == 0)
 
     def term(self):
         left = self.unary()
         while (tok := self.peek()) is not _END:
-            if self.at("*", "/"):
-                self.next()
+            if self.accept("*", "/"):
                 left = (_mul if tok[1] == "*" else _div)(left, self.unary())
             elif self.implicit_start(tok):
                 left = _mul(left, self.power())
@@ -896,11 +840,9 @@ class _Parser:
 
     def degree_follows(self) -> int:
         """Number of tokens of a `^\\circ` / `^{\\circ}` at the cursor (0 if none)."""
-        if not self.at("^", "**"):
-            return 0
-        if self.at("deg", k=1):
+        if self.at("^", "**") and self.at("deg", k=1):
             return 2
-        return 4 if self.at("{", k=1) and self.at("deg", k=2) and self.at("}", k=3) else 0
+        return 4 if self.at("^", "**") and self.at("{", k=1) and self.at("deg", k=2) and self.at("}", k=3) else 0
 
     def power(self):
         base = self.postfix_ops(self.atom())
@@ -916,8 +858,7 @@ class _Parser:
                 self.i += k or 1
                 if self.trig:          # \sin 30^\circ: inside trig, degrees are pi/180 radians
                     a = _mul(a, _mul(sympy.pi, Rational(1, 180)))
-            elif self.at("!", "!!"):
-                self.next()
+            elif self.accept("!", "!!"):
                 a = _factorial(a, double=tok[1] == "!!")
             elif self.at("%") or tok[0] == "word" and tok[1].lower() in _PERCENT_WORDS:
                 self.next()
@@ -929,10 +870,8 @@ class _Parser:
     def group_arg(self):
         """A LaTeX macro argument: {...} or a single token (first digit of a number)."""
         kind, val, _ = self.peek()
-        if kind is None:
-            raise _ParseError("missing argument")
-        if self.at("{"):
-            self.next()
+        _reject_if(kind is None, "missing argument")
+        if self.accept("{"):
             v = self.nested(self.setexpr)
             self.expect("}")
             return v
@@ -944,6 +883,7 @@ class _Parser:
         return self.nested(lambda: self.postfix_ops(self.atom()))
 
     def comma_list(self, close=None, units=False):
+        """Comma-separated set expressions up to (not including) `close` (empty if it comes first)."""
         if close is not None and self.at(close):
             return []
         items = [self.setexpr()]
@@ -954,24 +894,9 @@ class _Parser:
                 return items
             self.next()
             items.append(self.setexpr())
-            if len(items) > MAX_ITEMS:
-                raise _LimitError("too many items")
+            _reject_if(len(items) > MAX_ITEMS, "too many items", _LimitError)
 
-    def bracket(self, open_tok):
-        """After ( or [: grouping, tuple, or interval."""
-        items = self.nested(self.comma_list, None, True)
-        if not self.at(")", "]"):
-            raise _ParseError("expected closing bracket")
-        c = self.next()[1]
-        if len(items) == 2 and (open_tok, c) == ("(", ")"):
-            return _Seq("tuple", items, pair=True)
-        if len(items) == 2:
-            return _SetV([_piece(items[0], items[1], open_tok == "(", c == ")")])
-        if (open_tok, c) not in (("(", ")"), ("[", "]")):
-            raise _ParseError("mismatched brackets")
-        return items[0] if len(items) == 1 else _Seq("tuple", items)
-
-    def delimited_list(self, close):
+    def delimited(self, close):
         items = self.nested(self.comma_list, close)
         self.expect(close)
         return items
@@ -984,45 +909,60 @@ class _Parser:
             return self.identifier(val)
         if kind == "const":
             consts = {"pi": sympy.pi, "oo": _OO, "empty": _SetV([]), "R": _REALS}
-            if val not in consts:
-                raise _ParseError("unsupported set")
+            _reject_if(val not in consts, "unsupported set")
             return consts[val]
         if kind == "word":
-            return self.word_atom(val)
+            lw = val.lower()
+            if lw in _CONST_WORDS:
+                return _CONST_WORDS[lw]
+            if lw in _FUNC_NAMES:
+                return self.function(lw)
+            if lw in _SEP_WORDS or lw in _PERCENT_WORDS or len(val) > 3:
+                raise _ParseError("word in expression")      # `xyz` is x*y*z; longer runs are words
+            v = S.One
+            for ch in val[:-1]:
+                v = _mul(v, _E if ch == "e" else _I if ch == "i" else Symbol(ch))
+            return _mul(v, self.identifier(val[-1]))
         if kind == "func":
             return self.function(val)
         if kind == "cmd" and val in ("frac", "binom"):
             return (_div if val == "frac" else _binom)(self.group_arg(), self.group_arg())
         if kind == "cmd" and val == "sqrt":
-            if not self.at("["):
+            if not self.accept("["):
                 return _pow(self.group_arg(), S.Half)
-            self.next()
             n = self.expr()
             self.expect("]")
             return _root(self.group_arg(), n)
         if kind == "begin":
             return self.nested(self.matrix, val)
-        if kind == "op" and val in ("(", "["):
-            return self.bracket(val)
+        if kind == "op" and val in ("(", "["):      # grouping, tuple, or interval
+            items = self.nested(self.comma_list, None, True)
+            _reject_if(not self.at(")", "]"), "expected closing bracket")
+            c = self.next()[1]
+            if len(items) == 2 and (val, c) == ("(", ")"):
+                return _Seq("tuple", items, pair=True)
+            if len(items) == 2:
+                return _SetV([_piece(items[0], items[1], val == "(", c == ")")])
+            _reject_if((val, c) not in (("(", ")"), ("[", "]")), "mismatched brackets")
+            return items[0] if len(items) == 1 else _Seq("tuple", items)
         if kind == "op" and val == "{":
-            items = self.delimited_list("}")
-            if not items:
-                raise _ParseError("empty group")
+            items = self.delimited("}")
+            _reject_if(not items, "empty group")
             # a LaTeX group is invisible: `{1,3}` renders as the list 1, 3
             return items[0] if len(items) == 1 else _Seq("list", items)
         if kind == "op" and val == r"\{":
             if self.peek()[0] == "id" and self.at("|", ":", k=1):
                 return self.nested(self.set_builder)
-            items = self.delimited_list(r"\}")
+            items = self.delimited(r"\}")
             return _Seq("set", items) if items else _SetV([])
         if kind == "op" and val == "<<":
-            return _Seq("tuple", self.delimited_list(">>"))
+            return _Seq("tuple", self.delimited(">>"))
         if kind == "op" and val in ("|", "lfloor", "lceil"):
             self.abs_open += val == "|"
             v = self.nested(self.expr)
             self.expect({"|": "|", "lfloor": "rfloor", "lceil": "rceil"}[val])
             self.abs_open -= val == "|"
-            return _abs(v) if val == "|" else _floor_ceil(v, val == "lfloor")
+            return _fn(sympy.Abs, v) if val == "|" else _floor_ceil(v, val == "lfloor")
         raise _ParseError(f"unexpected token {val!r}")
 
     def set_builder(self):
@@ -1031,33 +971,27 @@ class _Parser:
         cond = self.item()
         self.expect(r"\}")
         s = _rel_to_set(cond) if isinstance(cond, _Rel) else cond
-        if not isinstance(s, _SetV):
-            raise _ParseError("unsupported set-builder condition")
+        _reject_if(not isinstance(s, _SetV), "unsupported set-builder condition")
         return s
 
     def number_atom(self, val):
+        """A number, with a repeating part (0.1\\overline{6}), a base (204_5) or a fraction (2\\frac12)."""
         v = _number(val)
         nkind, nval, nsp = self.peek()
         if (nkind, nval) == ("cmd", "overline") and not nsp and "." in val and "e" not in val.lower():
-            self.next()                # repeating decimal 0.1\overline{6}
-            rep = self.repeating_digits()
+            self.next()
+            rep = self.braced(self.repeating_digits)
             ip, frac = val.split(".")
             a = int((ip or "0") + frac + rep) - int((ip or "0") + frac)
             return _check_size(Rational(a, 10 ** len(frac) * (10 ** len(rep) - 1)))
-        if self.at("_") and val.isdigit():
-            self.next()                # base subscript 204_5
-            braced = self.at("{")
-            self.i += braced
-            bkind, base, _ = self.next()
-            if braced:
-                self.expect("}")
-            if bkind != "num" or not base.isdigit() or not 2 <= int(base) <= 36:
-                raise _ParseError("bad base")
+        if val.isdigit() and self.accept("_"):
+            bkind, base, _ = self.braced(self.next)
+            _reject_if(bkind != "num" or not base.isdigit() or not 2 <= int(base) <= 36, "bad base")
             try:
                 return Integer(int(val, int(base)))
             except ValueError:
                 raise _ParseError("bad digits for base") from None
-        ahead = self.t[self.i + 1:self.i + 7]      # mixed number 2\frac{1}{2}
+        ahead = self.t[self.i + 1:self.i + 7]      # mixed number 2\frac{1}{2}: single-number groups only
         if (nkind, nval) == ("cmd", "frac") and val.isdigit() and len(ahead) == 6 \
                 and [t[1] for t in ahead[::3]] == ["{", "{"] and [t[1] for t in ahead[2::3]] == ["}", "}"] \
                 and all(t[0] == "num" and t[1].isdigit() for t in ahead[1::3]):
@@ -1066,15 +1000,10 @@ class _Parser:
         return v
 
     def repeating_digits(self) -> str:
-        braced = self.at("{")
-        self.i += braced
-        if not braced and self.peek()[0] == "num" and len(self.peek()[1]) > 1:   # \overline36: only the 3
-            self.split_token("num", "num")
+        if not self.at("{", k=-1) and self.peek()[0] == "num" and len(self.peek()[1]) > 1:
+            self.split_token("num", "num")       # \overline36: only the 3 repeats
         kind, val, _ = self.next()
-        if braced:
-            self.expect("}")
-        if kind != "num" or not val.isdigit() or len(val) > 60:
-            raise _ParseError("bad repeating decimal")
+        _reject_if(kind != "num" or not val.isdigit() or len(val) > 60, "bad repeating decimal")
         return val
 
     def identifier(self, name):
@@ -1082,8 +1011,7 @@ class _Parser:
             return _E if name == "e" else _I if name == "i" else Symbol(name)
         self.next()
         kind, val, _ = self.peek()
-        if self.at("{"):
-            self.next()
+        if self.accept("{"):
             parts = []
             while not self.at("}"):
                 t = self.next()
@@ -1092,43 +1020,20 @@ class _Parser:
                 parts.append(t[1])
             self.next()
             return Symbol(f"{name}_{''.join(parts)}")
-        if kind not in ("num", "id", "word"):
-            raise _ParseError("bad subscript")
+        _reject_if(kind not in ("num", "id", "word"), "bad subscript")
         if len(val) > 1 and kind in ("num", "word"):      # x_12 is x_1 * 2 in LaTeX
             self.split_token("num" if kind == "num" else "id", "id" if kind == "word" and len(val) == 2 else kind)
         return Symbol(f"{name}_{self.next()[1]}")
 
-    def word_atom(self, w):
-        lw = w.lower()
-        if lw in _CONST_WORDS:
-            return _CONST_WORDS[lw]
-        if lw in _FUNC_NAMES:
-            return self.function(lw)
-        if lw in _SEP_WORDS or lw in _PERCENT_WORDS or len(w) > 3:
-            # `xyz` is a product of variables; longer runs are words, not math
-            raise _ParseError("word in expression")
-        v = S.One
-        for ch in w[:-1]:
-            v = _mul(v, _E if ch == "e" else _I if ch == "i" else Symbol(ch))
-        return _mul(v, self.identifier(w[-1]))
-
-    def paren_expr(self):
-        self.expect("(")
-        v = self.expr()
-        self.expect(")")
-        return v
-
     def function(self, name):
+        """A function application: sin^2 x, \\log_2 8, \\sin^{-1}(x) (inverse), \\sqrt(x), exp, abs."""
         if name == "sqrt":
-            return _pow(self.paren_expr() if self.at("(") else self.group_arg(), S.Half)
+            return _pow(self.function_arg() if self.at("(") else self.group_arg(), S.Half)
         fpow = base = None
-        if self.at("^", "**"):
-            self.next()
-            neg = self.at("-")
-            self.i += neg
+        if self.accept("^", "**"):
+            neg = self.accept("-")
             fpow = _neg(self.group_arg()) if neg else self.group_arg()
-        if name == "log" and self.at("_"):
-            self.next()
+        if name == "log" and self.accept("_"):
             base = self.group_arg()
         self.trig += name in _INVERSE
         arg = self.nested(self.function_arg)
@@ -1136,12 +1041,11 @@ class _Parser:
         if fpow is not None and fpow == -1 and name in _INVERSE:
             return _fn(getattr(sympy, "a" + name), arg)
         if name == "abs":
-            v = _abs(arg)
+            v = _fn(sympy.Abs, arg)
         elif name == "exp":
             v = _pow(_E, arg)
         elif base is not None:
-            if base == 1 or base == 0:
-                raise _ParseError("bad log base")
+            _reject_if(base == 1 or base == 0, "bad log base")
             v = _div(_fn(sympy.log, arg), _fn(sympy.log, base))
         else:
             v = _fn(getattr(sympy, _FUNC_ALIASES.get(name, name)), arg)   # name is from _FUNC_NAMES
@@ -1149,8 +1053,10 @@ class _Parser:
 
     def function_arg(self):
         """`(...)`, or an unbracketed product of powers that stops at the next function name."""
-        if self.at("("):
-            return self.paren_expr()
+        if self.accept("("):
+            v = self.expr()
+            self.expect(")")
+            return v
         arg = self.power()
         while (tok := self.peek()) is not _END and self.implicit_start(tok) and tok[0] != "func" \
                 and not (tok[0] == "word" and tok[1].lower() in _FUNC_NAMES):
@@ -1165,21 +1071,17 @@ class _Parser:
                     rows.append(tuple(row))
                 row = []
             elif tok[:2] == ("op", "&"):
-                if not row:
-                    raise _ParseError("empty cell")
+                _reject_if(not row, "empty cell")
             else:
                 self.i -= 1
                 v = self.expr()
                 _arith(v, finite=False)
                 row.append(v)
-                if len(row) > MAX_ITEMS or len(rows) > MAX_ITEMS:
-                    raise _LimitError("matrix too large")
-        if tok[1] != env:
-            raise _ParseError("mismatched environment")
+                _reject_if(len(row) > MAX_ITEMS or len(rows) > MAX_ITEMS, "matrix too large", _LimitError)
+        _reject_if(tok[1] != env, "mismatched environment")
         if row:
             rows.append(tuple(row))
-        if not rows or len({len(r) for r in rows}) != 1:
-            raise _ParseError("ragged matrix")
+        _reject_if(not rows or len({len(r) for r in rows}) != 1, "ragged matrix")
         return _Seq("matrix", [_Seq("tuple", r) for r in rows])
 
 # ====================================================================================== answers
@@ -1188,10 +1090,8 @@ def _piece(lo, hi, lopen, ropen):
     """One interval; endpoints must be real closed forms or +-infinity."""
     for v in (lo, hi):
         _arith(v, finite=False)
-        if v.free_symbols:
-            raise _ParseError("symbolic interval")
-        if v not in (_OO, _NOO) and _real_key(v) is None:
-            raise _ParseError("interval endpoint is not a real number")
+        _reject_if(v.free_symbols, "symbolic interval")
+        _reject_if(v not in (_OO, _NOO) and _real_key(v) is None, "interval endpoint is not a real number")
     return (lo, hi, bool(lopen or lo in (_OO, _NOO)), bool(ropen or hi in (_OO, _NOO)))
 
 def _as_set(v) -> _SetV:
@@ -1226,28 +1126,21 @@ def _name_like(toks) -> tuple[bool, Symbol | None]:
         return True, None       # (x, y) = ...
     return False, None
 
-def _has_pm(v) -> bool:
-    return _is_expr(v) and v.has(_PM)
-
-def _expand_pm(v):
-    """`a \\pm b` -> the unordered pair {a + b, a - b} (also inside sets and lists)."""
-    if _has_pm(v):
-        return _Seq("pm", [_subs_pm(v, S.One), _subs_pm(v, S.NegativeOne)])
-    if isinstance(v, _Seq) and any(_has_pm(x) for x in v.items):
-        if v.kind not in ("set", "list", "pm"):
-            raise _ParseError("\\pm inside a tuple")
+def _wrap(v):
+    """An item value with `a \\pm b` expanded to the unordered pair {a + b, a - b} (also inside sets
+    and lists); a bare expression becomes a _Scalar."""
+    if _is_expr(v):
+        return _Scalar(v) if not v.has(_PM) else _Seq("pm", [_subs_pm(v, S.One), _subs_pm(v, S.NegativeOne)])
+    if isinstance(v, _Seq) and any(_is_expr(x) and x.has(_PM) for x in v.items):
+        _reject_if(v.kind not in ("set", "list", "pm"), "\\pm inside a tuple")
         out = []
         for x in v.items:
-            e = _expand_pm(x)
-            out.extend(e.items if isinstance(e, _Seq) and e.kind == "pm" else [e])
+            e = _wrap(x)
+            out.extend(e.items if _is_seq(e, "pm") else [e.e if isinstance(e, _Scalar) else e])
         return _Seq(v.kind, out)
     if isinstance(v, _SetV) and any(p[0].has(_PM) or p[1].has(_PM) for p in v.pieces):
         raise _ParseError("\\pm inside an interval")
     return v
-
-def _wrap(v):
-    v = _expand_pm(v)
-    return _Scalar(v) if _is_expr(v) else v
 
 def _build_item(parts, ops, lhs_toks):
     """One answer item from `parts[0] ops[0] parts[1] ...`."""
@@ -1266,23 +1159,20 @@ def _build_item(parts, ops, lhs_toks):
             if isinstance(v, _Scalar) and sym is not None and len(parts) == 2:
                 v.origin = sym
             return v
-        if "in" in ops:
-            raise _ParseError("membership with a non-name")
+        _reject_if("in" in ops, "membership with a non-name")
         if len(parts) > 2 or all(_is_expr(p) and not p.free_symbols for p in parts):
             return _wrap(parts[-1])
     elif any(op in ("=", "in") for op in ops):
         raise _ParseError("mixed relations")
     for p in parts:
         _arith(p)
-        if p.has(_PM):
-            raise _ParseError("\\pm in a relation")
+        _reject_if(p.has(_PM), "\\pm in a relation")
     if len(ops) == 1:
         return _Rel(ops[0], parts[0], parts[1])
     if len(ops) == 2:
         lo, mid, hi = parts
         o1, o2 = ops
-        if o1[0] != o2[0] or "!" in o1 + o2:
-            raise _ParseError("inconsistent chain")
+        _reject_if(o1[0] != o2[0] or "!" in o1 + o2, "inconsistent chain")
         if o1[0] == ">":
             lo, hi, o1, o2 = hi, lo, o2, o1
         if isinstance(mid, Symbol) and not lo.free_symbols and not hi.free_symbols:
@@ -1290,6 +1180,7 @@ def _build_item(parts, ops, lhs_toks):
     raise _ParseError("unsupported relation chain")
 
 def _assemble(items):
+    """The answer value from its items: one item, a dict for `x = 1, y = 2`, else a list."""
     if len(items) == 1:
         return items[0]
     origins = [it.origin if isinstance(it, _Scalar) else None for it in items]
@@ -1297,7 +1188,7 @@ def _assemble(items):
         return {o: it.e for o, it in zip(origins, items)}
     flat = []
     for it in items:
-        flat.extend(it.items if isinstance(it, _Seq) and it.kind == "pm" else [it.e if isinstance(it, _Scalar) else it])
+        flat.extend(it.items if _is_seq(it, "pm") else [it.e if isinstance(it, _Scalar) else it])
     return _Seq("list", flat)
 
 _REAL_WORDS = {"allrealnumbers", "allreals", "realnumbers", "allrealx", "allrealvaluesofx"}
@@ -1316,13 +1207,11 @@ def _words_only(toks) -> bool:
 def _parse_one(s: str, thousands: bool):
     """-> ((value, inexact), saw_thousands)."""
     toks, saw_thou, has_dec = _tokenize(s, thousands)
-    if not toks:
-        raise _ParseError("empty answer")
+    _reject_if(not toks, "empty answer")
     if not _words_only(toks):
         return (_assemble(_Parser(toks).answer()), has_dec), saw_thou
     key = _text_key(s)
-    if not _TEXTY_RE.fullmatch(key):
-        raise _ParseError("not a plain text answer")
+    _reject_if(not _TEXTY_RE.fullmatch(key), "not a plain text answer")
     return (_REALS if key in _REAL_WORDS else _SetV([]) if key in _EMPTY_WORDS else key, False), saw_thou
 
 @functools.lru_cache(maxsize=8192)
@@ -1346,25 +1235,10 @@ def _parse_cached(s: str):
     except Exception:  # a parse error, or any failure on odd input: not an answer (never crash a run)
         return ("parse", None)
 
-# ====================================================================================== rationals
-
-def _terminates(q: Fraction) -> bool:
-    d = q.denominator
-    for p in (2, 5):
-        while d % p == 0:
-            d //= p
-    return d == 1
-
-def _rational_match(a: Fraction, b: Fraction, inexact: bool) -> bool:
-    if a == b:
-        return True
-    if not inexact or (_terminates(a) and _terminates(b)):
-        return False
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b))
-
 # ====================================================================================== comparison
 
 class _Ctx:
+    """One comparison: inexact (a decimal literal is involved), the raw strings, the deadline."""
     def __init__(self, inexact, pred_raw, gold_raw, deadline):
         self.inexact, self.pred_raw, self.gold_raw, self.deadline = inexact, pred_raw, gold_raw, deadline
 
@@ -1389,8 +1263,8 @@ def _sorted_syms(*exprs):
     return sorted(set().union(*(e.free_symbols for e in exprs)), key=lambda s: s.name)
 
 def _eq_expr(a, b, cx) -> bool:
-    """Scalar equality: exact for rationals, numeric (see _agree) otherwise; expressions with
-    variables must agree at several deterministic random points."""
+    """Scalar equality: exact for rationals (a decimal against a non-terminating rational within
+    REL_TOL), numeric (see _agree) otherwise; expressions in variables must agree at several points."""
     cx.tick()
     if a.has(S.NaN, S.ComplexInfinity) or b.has(S.NaN, S.ComplexInfinity):
         return False
@@ -1399,7 +1273,9 @@ def _eq_expr(a, b, cx) -> bool:
     if a.has(_OO, _NOO) or b.has(_OO, _NOO):
         return False
     if isinstance(a, Rational) and isinstance(b, Rational):
-        return _rational_match(Fraction(int(a.p), int(a.q)), Fraction(int(b.p), int(b.q)), cx.inexact)
+        fa, fb = Fraction(int(a.p), int(a.q)), Fraction(int(b.p), int(b.q))
+        terminating = _terminates(fa) and _terminates(fb)
+        return cx.inexact and not terminating and abs(fa - fb) <= REL_TOL * max(abs(fa), abs(fb))
     syms = _sorted_syms(a, b)
     if not syms:
         return _agree(a, b, None, cx.inexact, cx.deadline) is True
@@ -1413,6 +1289,13 @@ def _eq_expr(a, b, cx) -> bool:
         if good >= _N_POINTS:
             return True
     return good >= 2
+
+def _terminates(q: Fraction) -> bool:
+    d = q.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
 
 def _ratio_test(f1, f2, positive: bool, cx) -> bool:
     """Is f2 = k * f1 for one constant k != 0 (real and > 0 if positive)? Decided numerically."""
@@ -1441,9 +1324,8 @@ def _ratio_test(f1, f2, positive: bool, cx) -> bool:
     return all(libmp.mpf_le(_mag(libmp.mpc_sub(r, r0, _P1, _RND)), tol) for r in ratios[1:])
 
 def _eq_rel(r1: _Rel, r2: _Rel, cx) -> bool:
-    if r1.op != r2.op:
-        return False
-    return _ratio_test(_sub(r1.rhs, r1.lhs), _sub(r2.rhs, r2.lhs), r1.op in ("<", "<="), cx)
+    """Same relation: same operator and proportional side differences."""
+    return r1.op == r2.op and _ratio_test(_sub(r1.rhs, r1.lhs), _sub(r2.rhs, r2.lhs), r1.op in ("<", "<="), cx)
 
 def _rel_to_set(r: _Rel) -> _SetV | None:
     """`x < 3` -> (-oo, 3) etc.; None unless a bound on a single variable."""
@@ -1468,8 +1350,7 @@ def _canonical(s: _SetV):
     items = []
     for lo, hi, lopen, ropen in s.pieces:
         klo, khi = _real_key(lo), _real_key(hi)
-        if klo is None or khi is None:
-            raise _ParseError("undecidable endpoint")
+        _reject_if(klo is None or khi is None, "undecidable endpoint")
         c = libmp.mpf_cmp(klo, khi)
         if c < 0 or c == 0 and not (lopen or ropen):
             items.append([klo, khi, lo, hi, lopen, ropen])
@@ -1544,31 +1425,28 @@ def _equal(a, b, cx) -> bool:
         return _eq_expr(a, b, cx)
     if isinstance(a, _Rel) and isinstance(b, _Rel):
         return _eq_rel(a, b, cx)
-    for x, y, y_origin in ((a, b, b_origin), (b, a, a_origin)):
+    if isinstance(a, _Seq) and isinstance(b, _Seq):
+        return _eq_seq(a, b, cx)
+    if isinstance(a, _SetV) and isinstance(b, _SetV):
+        return _eq_sets(a, b, cx)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_eq_expr(a[k], b[k], cx) for k in a)
+    for x, y, y_origin in ((a, b, b_origin), (b, a, a_origin)):      # mixed types: x is the more specific
         if isinstance(x, _Rel) and _is_expr(y):
             return y_origin is not None and _eq_rel(x, _Rel("=", y_origin, y), cx)
         if isinstance(x, _Rel) and (isinstance(y, _SetV) or isinstance(y, _Seq) and y.pair):
             s = _rel_to_set(x)
             return s is not None and _eq_sets(s, y, cx)
-    for x, y in ((a, b), (b, a)):
         if _is_seq(x, "set", "list", "pm") and _is_expr(y):
             return all(_equal(el, y, cx) for el in x.items)
         if isinstance(x, _SetV) and _is_expr(y):
             return bool(x.pieces) and all(p[2] is False and p[3] is False and _eq_expr(p[0], y, cx)
                                           and _eq_expr(p[1], y, cx) for p in x.pieces)
-    if isinstance(a, _Seq) and isinstance(b, _Seq):
-        return _eq_seq(a, b, cx)
-    if isinstance(a, _SetV) and isinstance(b, _SetV):
-        return _eq_sets(a, b, cx)
-    for x, y in ((a, b), (b, a)):
         if isinstance(x, _SetV) and _is_seq(y, "list") and all(isinstance(r, _Rel) for r in y.items):
             sets = [_rel_to_set(r) for r in y.items]        # `x < -1 or x > 1`
             return None not in sets and _eq_sets(x, _SetV([p for s in sets for p in s.pieces]), cx)
         if isinstance(x, _SetV) and isinstance(y, _Seq):
             return (y.pair or y.kind in ("set", "list", "pm")) and _eq_sets(x, y, cx)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_eq_expr(a[k], b[k], cx) for k in a)
-    for x, y in ((a, b), (b, a)):
         if isinstance(x, dict) and _is_seq(y, "tuple", "list"):
             return _ordered_eq(list(x.values()), list(y.items), cx)
     return False
@@ -1579,13 +1457,10 @@ def _eq_seq(a: _Seq, b: _Seq, cx) -> bool:
         return len(a.items) == len(b.items) and all(
             _ordered_eq(r1.items, r2.items, cx) for r1, r2 in zip(a.items, b.items))
     if "matrix" in (ka, kb):              # a row or column vector against a tuple
-        m, o = (a, b) if ka == "matrix" else (b, a)
-        rows = m.items
-        if o.kind not in ("tuple", "list"):
-            return False
+        rows, o = (a.items, b) if ka == "matrix" else (b.items, a)
         vec = rows[0].items if len(rows) == 1 else [r.items[0] for r in rows] \
             if all(len(r.items) == 1 for r in rows) else None
-        return vec is not None and _ordered_eq(list(vec), list(o.items), cx)
+        return o.kind in ("tuple", "list") and vec is not None and _ordered_eq(list(vec), list(o.items), cx)
     if "tuple" in (ka, kb):
         return not ({ka, kb} & {"set", "pm"}) and _ordered_eq(a.items, b.items, cx)
     return _unordered_eq(a.items, b.items, cx)
@@ -1607,33 +1482,24 @@ def _judge(pred: str, gold: str) -> str:
                 if _equal(pv, gv, _Ctx(p_inexact or g_inexact, pred, gold, deadline)):
                     return RIGHT
     except Exception:   # timeout, recursion, or a sympy failure on odd input: "not shown equal"
-        return WRONG
+        pass
     return WRONG
 
-def _clean_arg(x) -> str:
-    return "" if x is None else x if isinstance(x, str) else str(x)
-
-def _answer_part(s: str) -> str:
-    if "\\boxed" in s or "\\fbox" in s:
-        ans = extract_answer(s)
-        if ans is not None:
-            return ans
-    return s
+def _clean_arg(x, unbox=False) -> str:
+    """A str argument (None -> ""); with unbox, the content of its box if it has one."""
+    x = "" if x is None else x if isinstance(x, str) else str(x)
+    return (extract_answer(x) or x) if unbox and ("\\boxed" in x or "\\fbox" in x) else x
 
 def is_equivalent(pred: str, gold: str) -> bool:
     """True iff the answer strings denote the same mathematical object (conventions above)."""
-    pred, gold = _answer_part(_clean_arg(pred)), _answer_part(_clean_arg(gold))
-    if not pred.strip() or not gold.strip():
-        return False
-    if len(pred) > 4 * MAX_ANSWER_CHARS or len(gold) > 4 * MAX_ANSWER_CHARS:
+    pred, gold = _clean_arg(pred, unbox=True), _clean_arg(gold, unbox=True)
+    if not pred.strip() or not gold.strip() or max(len(pred), len(gold)) > 4 * MAX_ANSWER_CHARS:
         return False
     return _judge(pred, gold) == RIGHT
 
 def reward_with_reason(completion: str, gold: str) -> tuple[float, str]:
     """(1.0, RIGHT) if the completion's extracted answer equals gold, else (0.0, reason)."""
-    gold = _clean_arg(gold)
-    if "\\boxed" in gold or "\\fbox" in gold:
-        gold = extract_answer(gold) or gold
+    gold = _clean_arg(gold, unbox=True)
     ans = extract_answer(_clean_arg(completion))
     if ans is None:
         return 0.0, NO_ANSWER
