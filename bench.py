@@ -350,7 +350,7 @@ def bench_train(quick: bool) -> dict:
 
     import tasks
     import train
-    from config import Config, sft_row_length
+    from config import Config
     from runs import make_optimizer
     from loss import group_advantages
 
@@ -377,15 +377,15 @@ def bench_train(quick: bool) -> dict:
         n = sum(p.numel() for n_, p in model.named_parameters() if "wte" not in n_)
         c = model.cfg
         for s in range(steps + 1):
-            probs = tasks.train_batch(s, batch, 0)
+            x, y, mask = train.sft_batch(tok, tasks.train_batch(s, batch, 0), "cpu")  # built before the clock
             t = time.perf_counter()
             opt.zero_grad()
-            train.sft_loss_backward(model, tok, probs, batch, "cpu")  # one padded micro-batch: the whole batch
+            train.sft_backward(model, [(x, y, mask)], "cpu")  # the trainer's loss, on one padded batch
             opt.step()
             dt = time.perf_counter() - t
             if s == 0:
                 continue  # warm-up step
-            B, L = batch, max(sft_row_length(tok, p) for p in probs) - 1
+            B, L = x.shape
             # 6 N per token for the weights, plus 6 * n_layer * L * n_embd per token for attention
             # scores and values (forward 2x, backward 4x; causal masking not discounted)
             per_tok = 6 * n + 6 * c.n_layer * L * c.n_embd

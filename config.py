@@ -21,8 +21,6 @@ import tasks
 from tokenizer import Tokenizer
 
 
-
-
 @dataclass
 class Config:
     # --- run
@@ -148,7 +146,7 @@ CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": (
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     p = ArgParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5.")
+                  epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5.")
     p.add_argument("--config", default="tiny", choices=list(PRESETS), help="named preset (default tiny)")
     helps = _field_comments()
     for f in fields(Config):

@@ -47,14 +47,15 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     max_new = max_new_tokens or cfg.max_new_tokens
     beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
     if c_ref is None:  # an SFT run is its own reference policy: measure c_ref on it (docs/laser.md §5)
-        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg, device)
+        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg)
         print(f"{run_dir}: no c_ref in checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
     problems = heldout_problems(cfg, split, n_problems)
     gen = torch.Generator(device=device).manual_seed(seed)
     per_call = max(1, batch_size // n_samples)
     # zip draws a chunk's samples, then its greedy solutions (which use no generator), chunk by chunk
-    sampled = sample_chunks(model, tok, problems, n_samples, max_new, per_call, gen, temperature=1.0)
-    greedy_chunks = sample_chunks(model, tok, problems, 1, max_new, per_call, None, temperature=0)
+    calls = dict(max_new_tokens=max_new, prompts_per_call=per_call)
+    sampled = sample_chunks(model, tok, problems, num_samples=n_samples, generator=gen, temperature=1.0, **calls)
+    greedy_chunks = sample_chunks(model, tok, problems, num_samples=1, generator=None, temperature=0, **calls)
     records = []
     for (chunk, ro), (_, greedy) in zip(sampled, greedy_chunks):
         r_s = self_reward_score(ro.logp_zc, c_ref, beta_v).tolist()
@@ -144,7 +145,7 @@ def _markdown(results: dict[str, dict]) -> str:
         "# Evaluation", "",
         "Headline numbers with 95% bootstrap CIs over problems. N = samples per problem at temperature 1. "
         "SV = self-verification with r_s > 0.5 on finished samples; the paper's F1 is the harmonic mean "
-        "of TPR and TNR. Definitions: docstring of evaluate.py.", "",
+        "of TPR and TNR. Definitions: metrics.py.", "",
         _md_table(["metric"] + list(results), [[label] + cells for label, cells in _headline_rows(results)]), "",
         "## Scaling with k", "",
         "Vote/selection metrics at k < N are averaged over the floor(N/k) disjoint chunks of k samples; "
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {msg}", file=sys.stderr)
         return 2
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return fail("evaluate.py runs in a single process (one device); start it with python, not torchrun")
     for flag, value, low in (("--n_samples", args.n_samples, 1), ("--n_boot", args.n_boot, 0),
                              ("--n_problems", args.n_problems, 1), ("--max_new_tokens", args.max_new_tokens, 1),
                              ("--batch_size", args.batch_size, 1)):

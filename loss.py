@@ -122,7 +122,8 @@ def aggregate_loss(
         step's row count when micro-batching. num_tokens is ignored in this mode.
 
     All denominators are clamped to >= 1, so an all-masked micro-batch gives 0, not NaN. Masked
-    positions are removed with torch.where, so NaN/inf there cannot reach the result.
+    positions are removed with torch.where, so NaN/inf there cannot reach the result. Dr. GRPO's constant
+    (maximum-length) normaliser is not implemented.
     """
     if per_token.shape != mask.shape:
         raise ValueError(

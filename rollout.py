@@ -22,6 +22,10 @@ texts and the self-reward log-prob (NaN for truncated rows).
 `sample_naive` recomputes the full forward every step: slow, obviously correct, used by the tests and
 by bench.py. `score_rollouts` re-reads token log-probs and log p(z_c) with a separate full forward pass:
 it is the trainer's differentiable forward, and the reference the in-pass readout is tested against.
+
+For training and evaluation: `step_generator` (each step's own sampling stream, a pure function of
+stage, seed and step), `sample_chunks` (the one loop that samples a list of problems in calls of a
+given size) and `calibrate_c_ref` (docs/laser.md §5, on the reference policy's own samples).
 """
 from __future__ import annotations
 
@@ -286,7 +290,7 @@ def sampling_kwargs(cfg) -> dict:
     return dict(temperature=cfg.temperature, top_k=cfg.top_k or None, top_p=cfg.top_p if cfg.top_p < 1 else None)
 
 
-def sample_chunks(model, tok, problems, num_samples: int, max_new_tokens: int, prompts_per_call: int,
+def sample_chunks(model, tok, problems, *, num_samples: int, max_new_tokens: int, prompts_per_call: int,
                   generator, **sampling):
     """Sample `problems` in calls of `prompts_per_call` prompts, in eval mode (bf16 autocast on CUDA);
     yields (the call's problems, their Rollouts). The one sampling loop of RL, c_ref calibration and
@@ -301,15 +305,15 @@ def sample_chunks(model, tok, problems, num_samples: int, max_new_tokens: int, p
         yield chunk, ro
 
 
-def calibrate_c_ref(model, tok, cfg, device) -> tuple[float, float, int]:
+def calibrate_c_ref(model, tok, cfg) -> tuple[float, float, int]:
     """docs/laser.md §5: log pi_ref(z_c | x, y) at the EOS of the reference policy's own solutions,
     sampled as RL samples. Returns (mean, std, number of finished samples)."""
     fam, lv = families_levels(cfg)
     probs = tasks.train_batch(0, cfg.calib_prompts, f"calib-{cfg.seed}", fam, lv)
-    g = step_generator("calib", cfg.seed, 0, device)
+    g = step_generator("calib", cfg.seed, 0, model.lm_head.weight.device)
     vals = []
-    for _, ro in sample_chunks(model, tok, probs, cfg.calib_samples, cfg.max_new_tokens, cfg.eval_batch, g,
-                               **sampling_kwargs(cfg)):
+    for _, ro in sample_chunks(model, tok, probs, num_samples=cfg.calib_samples, max_new_tokens=cfg.max_new_tokens,
+                               prompts_per_call=cfg.eval_batch, generator=g, **sampling_kwargs(cfg)):
         vals += ro.logp_zc[ro.finished].tolist()
     if not vals:
         raise UserError("no calibration sample finished; raise --max_new_tokens")

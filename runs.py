@@ -1,9 +1,11 @@
 """What a run leaves on disk, and reading it back: atomic writes, config.json, metrics.jsonl, checkpoints
 (weights, optimizer, step = data cursor, RNG states, config, and LaSeR's c_ref and beta_v), and a run
-directory loaded as (model, tokenizer, checkpoint).
+directory loaded as (model, tokenizer, checkpoint) or resumed with its optimizer; the model and optimizer
+a fresh run starts from; and, under torchrun, the process group.
 
 Every write goes to a temporary file that is fsync'd and renamed into place, so a crash leaves the old
-file or the new one, never half of one. Unreadable files end in one line (config.UserError).
+file or the new one, never half of one; under torchrun only rank 0 writes. Unreadable files end in one
+line (config.UserError).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from config import Config, UserError
 from model import GPT, GPTConfig
@@ -42,7 +45,10 @@ def to_jsonable(obj):
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) on a temp file in the target directory, fsync it, then os.replace it into
-    place: a crash leaves the old file or the new one, never half of one. Used for every file we write."""
+    place: a crash leaves the old file or the new one, never half of one. Used for every file we write;
+    a no-op on every process but rank 0."""
+    if rank() != 0:
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]
@@ -100,6 +106,8 @@ class MetricsLog:
 
     def __init__(self, path: str, resume_step: int | None = None):
         self.path = path
+        if rank() != 0:
+            return
         if resume_step is not None and os.path.exists(path):
             with open(path, encoding="utf-8", errors="replace") as f:
                 lines = [ln for ln in f if ln.strip()]
@@ -119,6 +127,8 @@ class MetricsLog:
             os.remove(path)
 
     def write(self, obj: dict) -> None:
+        if rank() != 0:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(to_jsonable(obj)) + "\n")  # NaN -> null
 
@@ -199,28 +209,65 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+class SkipGuard:
+    """Counts steps skipped for a non-finite loss or gradient (the weights are left as they were) and
+    stops the run when `limit` come in a row: training that has diverged should not exit 0."""
+
+    def __init__(self, limit: int, ck: dict | None = None):
+        self.limit = limit
+        self.total, self.in_a_row = (ck.get("skipped_steps", 0), ck.get("skipped_in_a_row", 0)) if ck else (0, 0)
+
+    def state(self) -> dict:
+        return {"skipped_steps": self.total, "skipped_in_a_row": self.in_a_row}
+
+    def update(self, skipped: int, step: int, stage: str) -> None:
+        self.total += skipped
+        self.in_a_row = self.in_a_row + 1 if skipped else 0
+        if self.in_a_row >= self.limit:
+            raise UserError(f"{stage} stopped at step {step}: {self.in_a_row} steps in a row had a non-finite "
+                            f"loss or gradient and were skipped (the last checkpoint is kept); lower the "
+                            f"learning rate or check the data")
+
+
+def clip_and_step(model, opt, grad_clip: float, losses) -> tuple[float, int]:
+    """Clip the gradient norm (0: no clipping) and step, unless a loss or the norm is non-finite: then the
+    step is skipped and the weights stay finite. Returns (grad norm, 1 if skipped else 0)."""
+    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
+    if all(math.isfinite(v) for v in losses) and math.isfinite(gnorm):
+        opt.step()
+        return gnorm, 0
+    opt.zero_grad(set_to_none=True)
+    return gnorm, 1
+
+
 def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
     """Weights, optimizer, step (= data cursor), RNG states, configs and `extra`; fsync'd, then renamed
     into place. Non-finite weights are never written over a good checkpoint."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise UserError(f"the weights are not finite after step {step}: not overwriting {path}; "
                         f"lower the learning rate")
-    atomic_write(path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                 "data_cursor": step, "rng": rng_state(), "config": asdict(cfg),
-                 "model_config": asdict(model.cfg), **extra}, tmp))
+    ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "data_cursor": step,
+          "rng": rng_state(), "config": asdict(cfg), "model_config": asdict(model.cfg), "world_size": world_size(),
+          **extra}
+    atomic_write(path, lambda tmp: torch.save(ck, tmp))
 
 
-def saved_config(out_dir: str) -> Config:
-    """The config.json of a run directory, its types checked (the caller checks the values)."""
-    path = os.path.join(out_dir, "config.json")
-    saved = read_json(path, "run config")
+def config_from(saved: dict, where: str) -> Config:
+    """A Config from a saved dict (config.json, or a checkpoint's), its types checked (the caller checks
+    the values); null is NaN, and fields this version does not know are ignored."""
     types = {f.name: type(f.default) for f in fields(Config)}
     for k, v in saved.items():
         want = types.get(k)
         if want is not None and not (isinstance(v, want) or want is float and isinstance(v, int)
                                      or want is float and v is None):
-            raise UserError(f"{path}: {k} should be {want.__name__}, got {v!r}")
+            raise UserError(f"{where}: {k} should be {want.__name__}, got {v!r}")
     return Config(**{k: (float("nan") if v is None else v) for k, v in saved.items() if k in types})
+
+
+def saved_config(out_dir: str) -> Config:
+    """The config.json of a run directory."""
+    path = os.path.join(out_dir, "config.json")
+    return config_from(read_json(path, "run config"), path)
 
 
 def make_run_dir(path: str) -> None:
@@ -231,8 +278,8 @@ def make_run_dir(path: str) -> None:
 
 
 def run_config(ck: dict) -> Config:
-    """The training Config saved in a checkpoint (fields this version does not know are ignored)."""
-    return Config(**{k: v for k, v in ck["config"].items() if k in Config.__dataclass_fields__})
+    """The training Config saved in a checkpoint."""
+    return config_from(ck["config"], "checkpoint config")
 
 
 def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokenizer, torch.optim.Optimizer, dict]:
@@ -241,7 +288,82 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
     model, tok, ck = load_run(cfg.out_dir, device)
     if ck["stage"] != stage:
         raise UserError(f"{cfg.out_dir} holds a {ck['stage']} checkpoint, not {stage}")
+    if ck.get("world_size", 1) != world_size():
+        raise UserError(f"{cfg.out_dir} was trained by {ck.get('world_size', 1)} processes and this run has "
+                        f"{world_size()}: resume with the same --nproc_per_node (the data shards depend on it)")
     opt = make_optimizer(model, lr, cfg.weight_decay)
     opt.load_state_dict(ck["optimizer"])
     set_rng_state(ck["rng"])
     return model, tok, opt, ck
+
+
+# ---------------------------------------------------------------------------- processes (torchrun)
+
+def init_distributed() -> None:
+    """Join the process group when started by torchrun (NCCL on CUDA, gloo on CPU); nothing otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def close_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def shard(items: list) -> list:
+    """This process's contiguous share of `items` (all of them in a single process)."""
+    r, w = rank(), world_size()
+    return items[r * len(items) // w:(r + 1) * len(items) // w]
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_sum(x):
+    """x summed over the processes (in float64, so counts stay exact); x itself in a single process."""
+    if world_size() == 1:
+        return x
+    t = torch.tensor(float(x), dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t)
+    return t.item()
+
+
+def gather(obj) -> list:
+    """Every process's obj, in rank order ([obj] in a single process)."""
+    if world_size() == 1:
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj):
+    """Rank 0's obj, on every process."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sync_grads(model) -> None:
+    """Sum the gradients over the processes, in one flat all-reduce. Each process's loss is normalised by
+    the whole step's counts, so the sum is the gradient of the union batch (not an average)."""
+    if world_size() == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    for g, new in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(new.view_as(g))

@@ -13,7 +13,9 @@ rl   from an SFT checkpoint: measure c_ref on it (§5); per step sample K rollou
      --algo laser the MSE of r_s against the reward (§2) and advantage integration (§3), scheduled (§4).
 
 Simplifications: no KL term by default (as in the paper; no reference model then), no entropy bonus, no
-value model; with one update per batch (ppo_epochs=1) the PPO ratio is exactly 1. Problems and sampling
+value model; with one update per batch (ppo_epochs=1) the PPO ratio is exactly 1 (ppo_epochs > 1 makes
+the clip real). A run directory holds config.json, tokenizer.json, ckpt.pt, metrics.jsonl and, for RL,
+samples.jsonl (runs.py). Under torchrun each process takes a share of every step (README). Problems and sampling
 seeds are pure functions of (seed, step): --resume is bit-identical on CPU to an uninterrupted run. Bad
 input and a diverged run (--max_skipped bad steps in a row) end in one line on stderr, exit code 2.
 """
@@ -39,8 +41,9 @@ from loss import (aggregate_loss, check_c_ref, group_advantages, integrate_advan
                   ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, checkpoint, load_run, make_optimizer, make_run_dir, new_model, resume_run, saved_config,
-                  seed_everything, write_json, write_text)
+from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, close_distributed, gather,
+                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, rank, resume_run,
+                  saved_config, seed_everything, shard, sync_grads, world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -60,37 +63,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> float:
     return lr
 
 
-class SkipGuard:
-    """Counts steps skipped for a non-finite loss or gradient (the weights are left as they were) and
-    stops the run when `limit` come in a row: training that has diverged should not exit 0."""
-
-    def __init__(self, limit: int, ck: dict | None = None):
-        self.limit = limit
-        self.total, self.in_a_row = (ck.get("skipped_steps", 0), ck.get("skipped_in_a_row", 0)) if ck else (0, 0)
-
-    def state(self) -> dict:
-        return {"skipped_steps": self.total, "skipped_in_a_row": self.in_a_row}
-
-    def update(self, skipped: int, step: int, stage: str) -> None:
-        self.total += skipped
-        self.in_a_row = self.in_a_row + 1 if skipped else 0
-        if self.in_a_row >= self.limit:
-            raise UserError(f"{stage} stopped at step {step}: {self.in_a_row} steps in a row had a non-finite "
-                            f"loss or gradient and were skipped (the last checkpoint is kept); lower the "
-                            f"learning rate or check the data")
-
-
-def clip_and_step(model, opt, grad_clip: float, losses) -> tuple[float, int]:
-    """Clip the gradient norm (0: no clipping) and step, unless a loss or the norm is non-finite: then the
-    step is skipped and the weights stay finite. Returns (grad norm, 1 if skipped else 0)."""
-    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
-    if all(math.isfinite(v) for v in losses) and math.isfinite(gnorm):
-        opt.step()
-        return gnorm, 0
-    opt.zero_grad(set_to_none=True)
-    return gnorm, 1
-
-
 def fmt_time(s: float) -> str:
     s = int(s)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -99,10 +71,13 @@ def fmt_time(s: float) -> str:
 @torch.no_grad()
 def heldout_eval(model, tok, problems, cfg: Config, c_ref: float | None = None) -> dict:
     """One sample per validation problem at temperature 1 (fixed generator): accuracy overall and per
-    family, and, when c_ref is known, self-verification of r_s on those samples."""
+    family, and, when c_ref is known, self-verification of r_s on those samples. Rank 0 only ({} elsewhere)."""
+    if rank() != 0:
+        return {}
     g = step_generator("eval", cfg.seed, 0, model.lm_head.weight.device)
     correct, finished, logp_zc = [], [], []
-    for chunk, ro in sample_chunks(model, tok, problems, 1, cfg.max_new_tokens, cfg.eval_batch, g, temperature=1.0):
+    for chunk, ro in sample_chunks(model, tok, problems, num_samples=1, max_new_tokens=cfg.max_new_tokens,
+                                   prompts_per_call=cfg.eval_batch, generator=g, temperature=1.0):
         correct += [verify.reward(t, p.answer) == 1.0 for t, p in zip(ro.texts, chunk)]
         finished += ro.finished.tolist()
         logp_zc += ro.logp_zc.tolist()
@@ -140,13 +115,19 @@ def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device)
     """Accumulate the gradient of the token-mean SFT loss over `problems`; returns (loss, real tokens).
 
     The problems are sorted by length and cut into micro-batches, each padded only to its own longest
-    row. Every micro-batch is normalised by the whole batch's count of trained tokens, so the gradient
-    equals the one of the single padded batch."""
+    row. Every micro-batch is normalised by the whole batch's count of trained tokens (over all processes
+    under torchrun, whose gradients are then summed), so the gradient equals the one of the single padded
+    batch of every process's problems."""
     lengths = [sft_row_length(tok, p) - 1 for p in problems]
     order = sorted(range(len(problems)), key=lambda i: lengths[i])
     chunks = [[problems[i] for i in order[s:s + micro_batch]] for s in range(0, len(order), micro_batch)]
-    batches = [sft_batch(tok, c, device) for c in chunks]
-    n_target = sum(int(m.sum()) for _, _, m in batches)
+    loss = sft_backward(model, [sft_batch(tok, c, device) for c in chunks], device)
+    return loss, all_sum(sum(lengths))  # real input tokens: each row minus its last token
+
+
+def sft_backward(model, batches, device) -> float:
+    """The backward pass of sft_loss_backward on ready (inputs, targets, mask) micro-batches."""
+    n_target = all_sum(sum(int(m.sum()) for _, _, m in batches))
     total = 0.0
     for x, y, mask in batches:
         with autocast(device):
@@ -155,7 +136,8 @@ def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device)
         loss = (per_tok * mask).sum() / max(1, n_target)
         loss.backward()
         total += loss.item()
-    return total, sum(lengths)  # real input tokens: each row minus its last token
+    sync_grads(model)
+    return all_sum(total)
 
 
 def run_sft(cfg: Config) -> str:
@@ -188,6 +170,7 @@ def run_sft(cfg: Config) -> str:
         if extra_data:  # mix outside data in, deterministically by step
             r = random.Random(f"jsonl-{cfg.seed}-{step}")
             probs = probs[: len(probs) // 2] + [r.choice(extra_data) for _ in range(len(probs) - len(probs) // 2)]
+        probs = shard(probs)  # under torchrun: this process's share of the step's problems
         lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
         opt.zero_grad(set_to_none=True)
         loss, n_real = sft_loss_backward(model, tok, probs, cfg.sft_micro_batch, device)
@@ -211,7 +194,8 @@ def run_sft(cfg: Config) -> str:
             print(msg, flush=True)
         log.write(rec)
         if done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at:
-            checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, {"stage": "sft", **guard.state()})
+            checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
+                       extra={"stage": "sft", **guard.state()})
         if done == cfg.halt_at:
             print(f"halted after step {done} (--halt_at)")
             break
@@ -221,62 +205,71 @@ def run_sft(cfg: Config) -> str:
 # ============================================================================ RL
 
 def rollout_step(model, tok, cfg: Config, step: int) -> tuple[list[tasks.Problem], Rollouts]:
-    """The step's problems (a pure function of seed and step) and their K rollouts each."""
+    """The step's problems (a pure function of seed and step; under torchrun this process's share, whole
+    groups) and their K rollouts each."""
     fam, lv = families_levels(cfg)
-    probs = tasks.train_batch(step, cfg.prompts_per_step, f"rl-{cfg.seed}", fam, lv)
-    g = step_generator("rl", cfg.seed, step, model.lm_head.weight.device)
-    _, ro = next(sample_chunks(model, tok, probs, cfg.group_size, cfg.max_new_tokens, len(probs), g,
-                               **sampling_kwargs(cfg)))
+    probs = shard(tasks.train_batch(step, cfg.prompts_per_step, f"rl-{cfg.seed}", fam, lv))
+    g = step_generator("rl" if rank() == 0 else f"rl-rank{rank()}", cfg.seed, step, model.lm_head.weight.device)
+    _, ro = next(sample_chunks(model, tok, probs, num_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                               prompts_per_call=len(probs), generator=g, **sampling_kwargs(cfg)))
     return probs, ro
 
 
 def subset(ro: Rollouts, rows: torch.Tensor) -> Rollouts:
     """Rows of a rollout batch as a Rollouts of groups of one (for micro-batching)."""
     r = rows.tolist()
-    return Rollouts([ro.prompts[i // ro.group_size] for i in r], 1, ro.response[rows], ro.mask[rows],
-                    ro.logprobs[rows], ro.finished[rows], ro.logp_zc[rows], [ro.texts[i] for i in r],
-                    ro.temperature, ro.top_k, ro.top_p, ro.suppressed)
+    return dataclasses.replace(ro, prompts=[ro.prompts[i // ro.group_size] for i in r], group_size=1,
+                               response=ro.response[rows], mask=ro.mask[rows], logprobs=ro.logprobs[rows],
+                               finished=ro.finished[rows], logp_zc=ro.logp_zc[rows], texts=[ro.texts[i] for i in r])
+
+
+def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
+                ref_model=None) -> dict[str, float]:
+    """Accumulate the gradient of the step's loss over `ro` in micro-batches of rows of similar length.
+    Every micro-batch is normalised by the whole step's token (or sequence) count and class counts N_c,
+    N_i: over every process under torchrun, whose gradients are then summed (docs/laser.md §2: the class
+    reweighting is over the step's batch, not per process). So the gradient depends neither on
+    micro_batch nor on the number of processes. Returns the loss terms, summed over processes."""
+    N, device = all_sum(len(ro)), ro.response.device
+    n_tok = all_sum(int(ro.mask.sum()))
+    n_c = all_sum(int((ro.finished & (r_v > 0.5)).sum()))
+    n_i = all_sum(int((ro.finished & (r_v <= 0.5)).sum()))
+    total_len = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(len(ro))]) + ro.lengths.cpu()
+    order = torch.argsort(total_len, stable=True).to(device)
+    tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
+    for rows in (order[s:s + cfg.micro_batch] for s in range(0, len(ro), cfg.micro_batch)):
+        mb = subset(ro, rows)
+        with autocast(device):
+            logp, logp_zc = score_rollouts(model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
+        loss, st = ppo_clip_loss(logp, mb.logprobs, adv[rows], mb.mask, clip_low=cfg.clip_low,
+                                 clip_high=cfg.clip_high, agg=cfg.loss_agg, num_tokens=n_tok, num_seqs=N)
+        tot["pg"] += loss.item()
+        tot["clip"] += st["clip_frac"] * int(mb.mask.sum()) / max(1, n_tok)
+        if cfg.kl_coef > 0:  # docs/laser.md §7: 0 by default, and then no reference forward
+            with torch.no_grad(), autocast(device):
+                logp_ref, _ = score_rollouts(ref_model, mb, tok.zc_id, tok.pad_id)
+            kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
+                                num_tokens=n_tok, num_seqs=N)
+            loss = loss + cfg.kl_coef * kl
+            tot["kl"] += kl.item()
+        if use_mse:  # docs/laser.md eq. 4: L = L_RLVR + alpha * L_SR
+            r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
+            mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i)
+            loss = loss + cfg.alpha * mse
+            tot["mse"] += mse.item()
+        loss.backward()
+    sync_grads(model)
+    return {k: all_sum(v) for k, v in tot.items()}
 
 
 def rl_update(model, opt, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
               ref_model=None) -> dict:
-    """ppo_epochs passes over the batch in micro-batches; one optimizer step per pass. Each micro-batch's
-    loss is normalised by the whole batch's token (or sequence) count and class counts N_c, N_i, so the
-    gradient does not depend on micro_batch. Returns loss/grad statistics."""
-    N, device = len(ro), ro.response.device
-    n_tok = int(ro.mask.sum())
-    n_c = int((ro.finished & (r_v > 0.5)).sum())  # docs/laser.md §2: class counts over the whole step
-    n_i = int((ro.finished & (r_v <= 0.5)).sum())
-    stats = {"skipped": 0}
-    # micro-batches of rows of similar length (prompt + response): less padding, same gradient
-    total_len = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(N)]) + ro.lengths.cpu()
-    order = torch.argsort(total_len, stable=True).to(device)
-    by_length = [order[s:s + cfg.micro_batch] for s in range(0, N, cfg.micro_batch)]
+    """ppo_epochs passes over the batch (rl_backward), one optimizer step each. Returns loss/grad statistics."""
     model.train()
+    stats = {"skipped": 0}
     for _ in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
-        tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
-        for rows in by_length:
-            mb = subset(ro, rows)
-            with autocast(device):
-                logp, logp_zc = score_rollouts(model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
-            loss, st = ppo_clip_loss(logp, mb.logprobs, adv[rows], mb.mask, cfg.clip_low, cfg.clip_high,
-                                     cfg.loss_agg, num_tokens=n_tok, num_seqs=N)
-            tot["pg"] += loss.item()
-            tot["clip"] += st["clip_frac"] * int(mb.mask.sum()) / max(1, n_tok)
-            if cfg.kl_coef > 0:  # docs/laser.md §7: 0 by default, and then no reference forward
-                with torch.no_grad(), autocast(device):
-                    logp_ref, _ = score_rollouts(ref_model, mb, tok.zc_id, tok.pad_id)
-                kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
-                                    num_tokens=n_tok, num_seqs=N)
-                loss = loss + cfg.kl_coef * kl
-                tot["kl"] += kl.item()
-            if use_mse:  # docs/laser.md eq. 4: L = L_RLVR + alpha * L_SR
-                r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
-                mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i)
-                loss = loss + cfg.alpha * mse
-                tot["mse"] += mse.item()
-            loss.backward()
+        tot = rl_backward(model, ro, adv, r_v, cfg, use_mse=use_mse, c_ref=c_ref, tok=tok, ref_model=ref_model)
         gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, tot.values())
         stats.update(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"], grad_norm=gnorm)
         stats["skipped"] += skipped
@@ -304,23 +297,28 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
     r_s = self_reward_score(ro.logp_zc, c_ref, cfg.beta_v)  # (N,) of the sampling policy; NaN if truncated
     n_integrated = 0
     if integrate:  # docs/laser.md eqs. 9-11
-        adv, n_integrated = integrate_advantages(adv, r_s, ro.finished, K, cfg.tau, cfg.std_threshold)
+        adv, n_integrated = integrate_advantages(adv, r_s, ro.finished, K, tau=cfg.tau,
+                                                   std_threshold=cfg.std_threshold)
     lr = set_lr(opt, lr_at(step, cfg.rl_steps, cfg.rl_lr, cfg.rl_warmup, cfg.min_lr_frac))
     st = rl_update(model, opt, ro, adv, r_v, cfg, use_mse=mse_on, c_ref=c_ref, tok=tok, ref_model=ref_model)
     t3 = time.time()
-    right = r_v > 0.5
-    sv = self_verification_metrics(r_s.cpu().numpy(), right.cpu().numpy(), ro.finished.cpu().numpy())
-    lens = ro.lengths.float()
+    # metrics of the whole step: every process's rows under torchrun
+    parts = gather({"r_v": r_v.cpu(), "r_s": r_s.cpu(), "fin": ro.finished.cpu(), "len": ro.lengths.cpu(),
+                    "reasons": reasons})
+    r_v, r_s, fin, lens = (torch.cat([p[k] for p in parts]) for k in ("r_v", "r_s", "fin", "len"))
+    reasons = [why for p in parts for why in p["reasons"]]
+    right, lens = r_v > 0.5, lens.float()
+    sv = self_verification_metrics(r_s.numpy(), right.numpy(), fin.numpy())
     rec = {"step": step + 1, "reward": float(r_v.mean()), "accuracy": float(r_v.mean()),
-           "no_answer": reasons.count("no_answer") / len(rr), "unparsable": reasons.count("unparsable") / len(rr),
+           "no_answer": reasons.count("no_answer") / len(reasons),
+           "unparsable": reasons.count("unparsable") / len(reasons),
            "sv_tpr": sv["tpr"], "sv_tnr": sv["tnr"], "sv_f1": sv["f1"], "sv_auroc": sv["auroc"],
-           "rs_correct": _mean_or_nan(r_s[ro.finished & right]),
-           "rs_incorrect": _mean_or_nan(r_s[ro.finished & ~right]),
+           "rs_correct": _mean_or_nan(r_s[fin & right]), "rs_incorrect": _mean_or_nan(r_s[fin & ~right]),
            **st, "resp_len_mean": float(lens.mean()), "resp_len_max": int(lens.max()),
-           "truncated": float((~ro.finished).float().mean()), "zero_var_groups": n_zero,
-           "integrated_groups": n_integrated, "mse_on": bool(mse_on), "c_ref": c_ref, "lr": lr,
-           "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
-           "tokens_per_s": int(ro.mask.sum()) / max(1e-9, t1 - t0)}
+           "truncated": float((~fin).float().mean()), "zero_var_groups": int(all_sum(n_zero)),
+           "integrated_groups": int(all_sum(n_integrated)), "mse_on": bool(mse_on), "c_ref": c_ref, "lr": lr,
+           "skipped_steps": None, "time_rollout": t1 - t0, "time_verify": t2 - t1, "time_update": t3 - t2,
+           "tokens_per_s": all_sum(int(ro.mask.sum())) / max(1e-9, t1 - t0)}
     samples = [{"step": step + 1, "problem": probs[i].problem, "gold": probs[i].answer, "response": ro.texts[i * K],
                 "reward": float(r_v[i * K]), "reason": reasons[i * K], "r_s": float(r_s[i * K])}
                for i in range(min(cfg.n_log_samples, len(probs)))]
@@ -352,7 +350,7 @@ def start_rl(cfg: Config, device):
         print(f"c_ref = {c_ref:.3f} given by --c_ref (docs/laser.md §5 recommends measuring it)")
     else:
         t = time.time()
-        c_ref, c_std, n = calibrate_c_ref(model, tok, cfg, device)
+        c_ref, c_std, n = broadcast(calibrate_c_ref(model, tok, cfg) if rank() == 0 else None)
         print(f"c_ref calibrated on the reference policy: mean {c_ref:.3f}, std {c_std:.3f} over {n} "
               f"finished samples ({time.time() - t:.1f}s); beta_v * std = {cfg.beta_v * c_std:.3f}")
     return model, tok, opt, c_ref, c_std, cfg.init, 0, SkipGuard(cfg.max_skipped)
@@ -363,18 +361,19 @@ def run_rl(cfg: Config) -> str:
     make_run_dir(cfg.out_dir)
     model, tok, opt, c_ref, c_std, init_dir, start, guard = start_rl(cfg, device)
     warn = check_c_ref(c_ref, c_std if math.isfinite(c_std) else 0.0, cfg.beta_v)  # docs/laser.md §5
-    if warn:
+    if warn and rank() == 0:
         print("!" * 100 + "\n" + warn + "\n" + "!" * 100, file=sys.stderr)
     write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     log, samples_log = (MetricsLog(os.path.join(cfg.out_dir, name), start if cfg.resume else None)
                         for name in ("metrics.jsonl", "samples.jsonl"))
-    ref_model = load_run(init_dir, device)[0] if cfg.kl_coef > 0 else None
+    with torch.random.fork_rng(devices=[]):  # building the reference GPT draws from the global RNG
+        ref_model = load_run(init_dir, device)[0] if cfg.kl_coef > 0 else None
     val = heldout_problems(cfg)
     print(f"RL ({cfg.algo}): {model.num_params() / 1e6:.2f}M parameters, {cfg.rl_steps} steps x "
           f"{cfg.prompts_per_step} problems x {cfg.group_size} samples, device {device}"
           + (f"; MSE from step {cfg.reasoning_warmup}, advantage integration from step "
              f"{cfg.reasoning_warmup + cfg.self_reward_warmup}" if cfg.algo == "laser" else ""))
-    if start == 0:  # the starting policy on the validation split
+    if start == 0 and rank() == 0:  # the starting policy on the validation split
         rec = {"step": 0, "c_ref": c_ref, "c_ref_std": c_std, "c_ref_beta_std": cfg.beta_v * c_std,
                **heldout_eval(model, tok, val, cfg, c_ref)}
         log.write(rec)
@@ -402,7 +401,7 @@ def run_rl(cfg: Config) -> str:
         # checkpoint: weights, optimizer, RNG, c_ref and beta_v (docs/laser.md §8)
         if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
             checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
-                       {"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
+                       extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
                         **guard.state(), "init": init_dir, "algo": cfg.algo})
         if done == cfg.halt_at:
             print(f"halted after step {done} (--halt_at)")
@@ -415,10 +414,16 @@ def run_rl(cfg: Config) -> str:
 def main(argv=None) -> str:
     """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2."""
     try:
-        cfg, given = resolve_config(argv, __doc__)
+        cfg, given = resolve_config(argv, __doc__.split("\n\n")[0])
         if cfg.resume:  # a resumed run keeps its saved config; explicit flags still apply
             cfg = dataclasses.replace(saved_config(cfg.out_dir), **given)
             check_config(cfg)
+        init_distributed()  # under torchrun: one process per device, rank 0 writes and prints
+        if rank() != 0:
+            sys.stdout = open(os.devnull, "w")
+        if min(cfg.prompts_per_step, cfg.sft_batch_size) < world_size():
+            raise UserError(f"{world_size()} processes need --prompts_per_step and --sft_batch_size >= "
+                            f"{world_size()} (each process takes a share of the step's problems)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         print("config: " + json.dumps(asdict(cfg)))
@@ -429,6 +434,8 @@ def main(argv=None) -> str:
     except UserError as e:
         sys.stderr.write(f"train.py: error: {e}\n")
         raise SystemExit(2) from None
+    finally:
+        close_distributed()
 
 
 if __name__ == "__main__":

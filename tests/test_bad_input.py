@@ -212,10 +212,10 @@ def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, caps
 
 
 def test_skip_guard_counts_a_run_across_a_resume():
-    guard = train.SkipGuard(3)
+    guard = runs.SkipGuard(3)
     guard.update(1, 3, "RL")
     guard.update(1, 4, "RL")
-    resumed = train.SkipGuard(3, guard.state())  # as if checkpointed at step 4 and resumed
+    resumed = runs.SkipGuard(3, guard.state())  # as if checkpointed at step 4 and resumed
     with pytest.raises(config.UserError, match="RL stopped at step 5: 3 steps in a row"):
         resumed.update(1, 5, "RL")
     guard.update(0, 5, "RL")

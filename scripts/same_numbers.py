@@ -1,0 +1,41 @@
+"""Check that two runs of demo_tiny.sh produced the same numbers (a refactor must not change any):
+
+    python scripts/same_numbers.py RESULTS_A/seed0 RESULTS_B/seed0
+
+Compares eval.json, paired.json and records.json exactly, and every value of every line of
+{sft,grpo,laser}_metrics.jsonl except wall-clock timings. Prints one line per file; exits 1 on any
+difference.
+"""
+import json
+import os
+import sys
+
+TIMING = {"time_rollout", "time_verify", "time_update", "tokens_per_s"}
+
+
+def load(path: str):
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".jsonl"):
+            return [{k: v for k, v in json.loads(ln).items() if k not in TIMING} for ln in f if ln.strip()]
+        return json.load(f)
+
+
+def main(a: str, b: str) -> int:
+    names = ["eval.json", "paired.json", "records.json"] + [f"{r}_metrics.jsonl" for r in ("sft", "grpo", "laser")]
+    bad = 0
+    for name in names:
+        pa, pb = os.path.join(a, name), os.path.join(b, name)
+        if not (os.path.exists(pa) and os.path.exists(pb)):
+            print(f"{name}: missing in {a if not os.path.exists(pa) else b}")
+            bad += 1
+            continue
+        same = load(pa) == load(pb)
+        bad += not same
+        print(f"{name}: {'identical' if same else 'DIFFERENT'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1], sys.argv[2]))
