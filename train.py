@@ -246,8 +246,9 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
         tot["pg"] += loss.item()
         tot["clip"] += st["clip_frac"] * int(mb.mask.sum()) / max(1, n_tok)
         if cfg.kl_coef > 0:  # docs/laser.md §7: 0 by default, and then no reference forward
-            with torch.no_grad(), autocast(device):
-                logp_ref, _ = score_rollouts(ref_model, mb, tok.zc_id, tok.pad_id)
+            with torch.no_grad(), autocast(device):  # the reference unfiltered: its support holds every sampled token
+                ref_mb = dataclasses.replace(mb, top_k=None, top_p=None)
+                logp_ref, _ = score_rollouts(ref_model, ref_mb, tok.zc_id, tok.pad_id)
             kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
                                 num_tokens=n_tok, num_seqs=N)
             loss = loss + cfg.kl_coef * kl

@@ -126,6 +126,21 @@ def test_rl_update_gradient_independent_of_micro_batch(tok):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
+def test_kl_to_the_reference_is_finite_under_top_k(tok):
+    """With top-k sampling the policy samples tokens outside the reference's own top-k; the reference is
+    scored without the filter, so the KL term stays finite and the step is taken."""
+    m = make_model(tok, seed=4, eos_offset=3.0)
+    ref = make_model(tok, seed=5, eos_offset=3.0)
+    ro = sample(m, [tok.encode_prompt(p.problem) for p in tasks.make_split("test", 4, 0)], 4, 20, top_k=3,
+                generator=torch.Generator().manual_seed(1), tokenizer=tok)
+    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))])
+    adv, _ = loss.group_advantages(r_v, 4)
+    cfg = dataclasses.replace(config.Config(), kl_coef=0.1, top_k=3)
+    st = train.rl_update(m, runs.make_optimizer(m, 1e-3, 0.0), ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok,
+                         ref_model=ref)
+    assert st["skipped"] == 0 and math.isfinite(st["kl"]) and st["kl"] > 0
+
+
 def test_non_finite_loss_skips_the_step(tok):
     m, ro, r_v = _rollouts(tok)
     adv, _ = loss.group_advantages(r_v, 4)
