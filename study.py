@@ -1,0 +1,207 @@
+"""Why does the self-reward rank problems better than it ranks one problem's solutions? Diagnostics.
+
+    python study.py diagnose results/tiny/seed0 results/tiny/seed1 results/tiny/seed2 --out results/tiny
+
+Reads evaluate.py's records.json in each directory (one directory per seed, the same runs in each) and,
+where present, the runs' <run>_metrics.jsonl beside it (demo_tiny.sh copies them there). Per run:
+- within-problem AUROC of three scores of a sample: r_s, the frequency of its answer among the problem's
+  samples (what majority voting exploits), and the policy's own mean token log-likelihood (self-certainty);
+  the AUROC is averaged over the problems whose finished samples hold both classes;
+- rank correlations (Spearman) within a problem between r_s and answer frequency, and between r_s and
+  the log-likelihood: how much of r_s is "the answer the model gives most often";
+- best-of-N by r_s against a random sample (avg@N), per family and level, with the within-problem AUROC;
+- failure cases of best-of-N: problems with a correct sample where r_s picked a wrong one;
+- r_s over training: mean r_s of correct and incorrect rollouts and the batch AUROC, per 25-step window.
+Writes diagnostics.json and diagnostics.md into --out (default: the first directory). It reads records
+only: nothing is sampled or re-verified, and answers are grouped by verify.is_equivalent.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from config import ArgParser
+from metrics import as_float, auroc, best_of, group_answers
+from runs import write_json, write_text
+
+WINDOW = 25  # RL steps per window of the r_s-over-training table
+N_FAILURES = 5  # failure cases shown per run
+
+
+def spearman(x, y) -> float:
+    """Rank correlation (average ranks for ties); NaN with fewer than 3 points or a constant input."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+
+    def ranks(v):
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for value in np.unique(v):  # ties share their average rank
+            r[v == value] = r[v == value].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def problem_scores(rec: dict, equiv) -> dict:
+    """The finished samples of one problem with a finite r_s: r_s, answer frequency (the share of the
+    problem's answered samples in the sample's equivalence group; 0 without an answer), mean log-prob,
+    correctness and answer."""
+    samples = rec["samples"]
+    answers = [s["answer"] for s in samples]
+    freq = np.zeros(len(samples))
+    n_answered = sum(a is not None for a in answers)
+    for _, _, members in group_answers(answers, [1.0] * len(answers), equiv):
+        freq[members] = len(members) / n_answered
+    keep = [i for i, s in enumerate(samples) if s["finished"] and math.isfinite(as_float(s["r_s"]))]
+    return {"r_s": np.array([as_float(samples[i]["r_s"]) for i in keep]), "freq": freq[keep],
+            "logp": np.array([as_float(samples[i]["mean_logp"]) for i in keep]),
+            "correct": np.array([bool(samples[i]["correct"]) for i in keep]),
+            "answers": [answers[i] for i in keep]}
+
+
+def diagnose(problems: list, equiv=None) -> dict:
+    """Diagnostics of one run's records (see the module docstring)."""
+    if equiv is None:
+        from verify import is_equivalent as equiv
+    within = {"r_s": [], "freq": [], "logp": []}
+    rho_freq, rho_logp, groups, failures = [], [], {}, []
+    for rec in problems:
+        sc = problem_scores(rec, equiv)
+        if sc["correct"].any() and not sc["correct"].all():
+            for key in within:
+                within[key].append(auroc(sc[key], sc["correct"]))
+        rho_freq.append(spearman(sc["r_s"], sc["freq"]))
+        rho_logp.append(spearman(sc["r_s"], sc["logp"]))
+        all_rs = [as_float(s["r_s"]) for s in rec["samples"]]
+        all_correct = [bool(s["correct"]) for s in rec["samples"]]
+        picked_right = best_of(all_rs, all_correct)
+        g = groups.setdefault(f"{rec['family']} L{rec['level']}", {"best": [], "avg": [], "within": []})
+        g["best"].append(float(picked_right))
+        g["avg"].append(float(np.mean(all_correct)))
+        if within["r_s"] and sc["correct"].any() and not sc["correct"].all():
+            g["within"].append(within["r_s"][-1])
+        if not picked_right and any(all_correct) and len(sc["r_s"]):
+            i = int(np.argmax(sc["r_s"]))
+            j = int(np.argmax(np.where(sc["correct"], sc["r_s"], -np.inf))) if sc["correct"].any() else None
+            failures.append({"problem": rec.get("problem", ""), "gold": rec["gold"], "picked": sc["answers"][i],
+                             "picked_r_s": float(sc["r_s"][i]), "picked_freq": float(sc["freq"][i]),
+                             "best_correct_r_s": None if j is None else float(sc["r_s"][j]),
+                             "correct_freq": None if j is None else float(sc["freq"][j]),
+                             "gap": float(sc["r_s"][i] - (sc["r_s"][j] if j is not None else np.nan))})
+    failures.sort(key=lambda f: -f["gap"] if math.isfinite(f["gap"]) else 0.0)
+    both = [f for f in failures if f["correct_freq"] is not None]  # failures with a scored correct sample
+    median = lambda key: float(np.median([f[key] for f in both])) if both else float("nan")  # noqa: E731
+    return {"within_auroc": {k: _mean(v) for k, v in within.items()}, "n_mixed_problems": len(within["r_s"]),
+            "spearman_rs_freq": _mean(rho_freq), "spearman_rs_logp": _mean(rho_logp),
+            "by_group": {k: {"best_of_n": _mean(v["best"]), "avg_at_n": _mean(v["avg"]),
+                             "within_auroc": _mean(v["within"]), "problems": len(v["best"])}
+                         for k, v in sorted(groups.items())},
+            "failures": failures[:N_FAILURES], "n_failures": len(failures),
+            "failures_picked_rarer": sum(f["picked_freq"] < f["correct_freq"] for f in both),
+            "median_freq_picked": median("picked_freq"), "median_freq_correct": median("correct_freq")}
+
+
+def rs_over_training(log_path: str) -> list[dict]:
+    """Per WINDOW-step window of an RL metrics.jsonl: mean r_s of correct and incorrect rollouts, AUROC."""
+    with open(log_path, encoding="utf-8") as f:
+        recs = [json.loads(ln) for ln in f if ln.strip()]
+    recs = [r for r in recs if r.get("step", 0) > 0 and "rs_correct" in r]
+    out = []
+    for start in range(0, len(recs), WINDOW):
+        w = recs[start:start + WINDOW]
+        out.append({"steps": f"{w[0]['step']}-{w[-1]['step']}",
+                    **{k: _mean([as_float(r.get(k)) for r in w]) for k in ("rs_correct", "rs_incorrect", "sv_auroc")}})
+    return out
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    digits = 1 if all(float(v).is_integer() for v in values) else 3  # counts
+    return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+
+def markdown(per_seed: list[dict], training: dict) -> str:
+    runs = list(per_seed[0])
+    lines = [f"# Self-reward diagnostics ({len(per_seed)} seed(s); mean ± std over seeds)", "",
+             "| | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    rows = [("within-problem AUROC of r_s", lambda d: d["within_auroc"]["r_s"]),
+            ("within-problem AUROC of answer frequency", lambda d: d["within_auroc"]["freq"]),
+            ("within-problem AUROC of mean log-prob", lambda d: d["within_auroc"]["logp"]),
+            ("Spearman(r_s, answer frequency) within a problem", lambda d: d["spearman_rs_freq"]),
+            ("Spearman(r_s, mean log-prob) within a problem", lambda d: d["spearman_rs_logp"]),
+            ("problems with both classes among finished samples", lambda d: float(d["n_mixed_problems"])),
+            ("best-of-N by r_s missed a correct sample (problems)", lambda d: float(d["n_failures"])),
+            ("... of which the pick was rarer than the best-scored correct answer",
+             lambda d: float(d["failures_picked_rarer"])),
+            ("... median answer frequency of the pick", lambda d: d["median_freq_picked"]),
+            ("... median answer frequency of the best-scored correct answer", lambda d: d["median_freq_correct"])]
+    for label, get in rows:
+        lines.append(f"| {label} | " + " | ".join(_mean_std([get(s[r]) for s in per_seed]) for r in runs) + " |")
+    for run in runs:
+        lines += ["", f"## {run}: best-of-N by r_s against a random sample, per family and level (seed 0)", "",
+                  "| group | problems | avg@N | best-of-N (r_s) | within-problem AUROC |", "|---|---|---|---|---|"]
+        for g, v in per_seed[0][run]["by_group"].items():
+            lines.append(f"| {g} | {v['problems']} | {_fmt(v['avg_at_n'])} | {_fmt(v['best_of_n'])} | "
+                         f"{_fmt(v['within_auroc'])} |")
+        lines += ["", "Failures of best-of-N (seed 0; the largest r_s margins of a wrong pick over the best correct "
+                      "sample):", ""]
+        for f in per_seed[0][run]["failures"]:
+            lines.append(f"- `{f['problem']}` gold `{f['gold']}`: picked `{f['picked']}` (r_s {_fmt(f['picked_r_s'])}, "
+                         f"frequency {_fmt(f['picked_freq'])}); best correct r_s {_fmt(f['best_correct_r_s'])} "
+                         f"(frequency {_fmt(f['correct_freq'])})")
+        if run in training:
+            lines += ["", f"r_s over training ({run}, seed 0):", "",
+                      "| steps | mean r_s correct | mean r_s incorrect | batch AUROC |", "|---|---|---|---|"]
+            lines += [f"| {w['steps']} | {_fmt(w['rs_correct'])} | {_fmt(w['rs_incorrect'])} | {_fmt(w['sv_auroc'])} |"
+                      for w in training[run]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = ArgParser(prog="study.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("diagnose", help="diagnostics of evaluate.py records (one directory per seed)")
+    d.add_argument("dirs", nargs="+", metavar="DIR", help="directories holding records.json")
+    d.add_argument("--out", default=None, help="output directory (default: the first DIR)")
+    args = p.parse_args(argv)
+    per_seed = []
+    for directory in args.dirs:
+        path = os.path.join(directory, "records.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                records = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"study.py: error: {path}: {e}", file=sys.stderr)
+            return 2
+        per_seed.append({run: diagnose(problems) for run, problems in records.items()})
+    first = args.dirs[0]
+    training = {run: rs_over_training(os.path.join(first, f"{run}_metrics.jsonl")) for run in per_seed[0]
+                if run != "sft" and os.path.exists(os.path.join(first, f"{run}_metrics.jsonl"))}
+    out = args.out or first
+    write_json(os.path.join(out, "diagnostics.json"), {"per_seed": per_seed, "rs_over_training": training})
+    md = markdown(per_seed, training)
+    write_text(os.path.join(out, "diagnostics.md"), md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

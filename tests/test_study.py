@@ -1,0 +1,65 @@
+"""study.py diagnose: rank correlation, within-problem AUROCs of r_s / answer frequency / log-likelihood,
+best-of-N failures, r_s over training, and the command line."""
+import json
+import math
+
+import numpy as np
+
+import study
+
+
+def _record(scores, correct, answers, logp=None, family="arithmetic", level=1):
+    logp = logp or [0.0] * len(scores)
+    return {"family": family, "level": level, "gold": "1", "problem": "p",
+            "greedy": {"answer": "1", "correct": True},
+            "samples": [{"answer": a, "correct": c, "r_s": s, "mean_logp": lp, "finished": True}
+                        for s, c, a, lp in zip(scores, correct, answers, logp)]}
+
+
+def eq(a, b):
+    return a == b
+
+
+def test_spearman():
+    assert study.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert study.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert math.isclose(study.spearman([1, 2, 2, 3], [1, 2, 2, 3]), 1.0)
+    assert math.isnan(study.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_within_problem_aurocs_and_failures():
+    # r_s ranks the right answer first; the frequent answer is wrong; log-likelihood is uninformative
+    good = _record([0.9, 0.1, 0.2, 0.3], [True, False, False, False], ["1", "2", "2", "2"])
+    # r_s picks a wrong answer although a correct sample exists: a best-of-N failure
+    bad = _record([0.1, 0.8, 0.2, 0.3], [True, False, True, False], ["1", "5", "1", "6"], level=2)
+    d = study.diagnose([good, bad], equiv=eq)
+    assert d["n_mixed_problems"] == 2
+    assert math.isclose(d["within_auroc"]["r_s"], (1.0 + 0.0) / 2)
+    assert math.isclose(d["within_auroc"]["freq"], (0.0 + 1.0) / 2)  # frequent answer wrong, then right
+    assert math.isclose(d["within_auroc"]["logp"], 0.5)
+    assert d["n_failures"] == 1 and d["failures"][0]["picked"] == "5" and d["failures_picked_rarer"] == 1
+    assert math.isclose(d["failures"][0]["picked_freq"], 0.25) and math.isclose(d["failures"][0]["correct_freq"], 0.5)
+    assert d["by_group"]["arithmetic L1"]["best_of_n"] == 1.0 and d["by_group"]["arithmetic L2"]["best_of_n"] == 0.0
+    assert math.isclose(d["spearman_rs_freq"], np.mean([study.spearman([0.9, 0.1, 0.2, 0.3], [.25, .75, .75, .75]),
+                                                        study.spearman([0.1, 0.8, 0.2, 0.3], [.5, .25, .5, .25])]))
+
+
+def test_truncated_samples_are_left_out():
+    rec = _record([0.9, float("nan"), 0.2], [True, False, False], ["1", None, "3"])
+    rec["samples"][1]["finished"] = False
+    sc = study.problem_scores(rec, eq)
+    assert len(sc["r_s"]) == 2 and list(sc["correct"]) == [True, False]
+    assert list(sc["freq"]) == [0.5, 0.5]  # shares among the answered samples
+
+
+def test_cli_writes_diagnostics(tmp_path):
+    recs = {"laser": [_record([0.9, 0.1, 0.2, 0.3], [True, False, False, False], ["1", "2", "2", "2"])]}
+    (tmp_path / "records.json").write_text(json.dumps(recs))
+    lines = [{"step": 0, "eval_acc": 0.1}] + [{"step": s, "rs_correct": 0.5, "rs_incorrect": 0.1, "sv_auroc": 0.7}
+                                              for s in range(1, 31)]
+    (tmp_path / "laser_metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    assert study.main(["diagnose", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "diagnostics.json").read_text())
+    assert [w["steps"] for w in out["rs_over_training"]["laser"]] == ["1-25", "26-30"]
+    assert "within-problem AUROC of r_s" in (tmp_path / "diagnostics.md").read_text()
+    assert study.main(["diagnose", str(tmp_path / "missing")]) == 2
