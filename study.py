@@ -1,6 +1,14 @@
-"""Why does the self-reward rank problems better than it ranks one problem's solutions? Diagnostics.
+"""The research study of the self-reward: a grid of RL configurations x seeds, and diagnostics.
 
+    python study.py run --sft out/tiny/seed0/sft out/tiny/seed1/sft out/tiny/seed2/sft \
+        --grid base "alpha05:alpha=0.5" --out out/study              # validation split (the default)
+    python study.py run ... --grid alpha05:alpha=0.5 --split test       # once, for the chosen setting
     python study.py diagnose results/tiny/seed0 results/tiny/seed1 results/tiny/seed2 --out results/tiny
+
+`run` trains one LaSeR RL run per grid entry and SFT checkpoint (the SFT run's seed; a run directory whose
+checkpoint already reached --rl_steps is reused), evaluates each on the split with evaluate.py, and writes
+study_<split>.md/json: headline metrics as mean +- std over the seeds. Tune on validation; evaluate the
+chosen setting on test once.
 
 Reads evaluate.py's records.json in each directory (one directory per seed, the same runs in each) and,
 where present, the runs' <run>_metrics.jsonl beside it (demo_tiny.sh copies them there). Per run:
@@ -20,13 +28,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 
 import numpy as np
 
-from config import ArgParser
-from metrics import as_float, auroc, best_of, group_answers
-from runs import write_json, write_text
+from config import ArgParser, UserError
+from metrics import as_float, at_n, auroc, best_of, group_answers
+from runs import load_checkpoint, run_config, saved_config, write_json, write_text
 
 WINDOW = 25  # RL steps per window of the r_s-over-training table
 N_FAILURES = 5  # failure cases shown per run
@@ -175,13 +184,77 @@ def markdown(per_seed: list[dict], training: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+STUDY_METRICS = ["accuracy_avg", "maj_at_n", "weighted_at_n", "best_of_n", "sv_f1", "sv_auroc", "sv_auroc_within"]
+
+
+def parse_grid(entries: list[str]) -> dict[str, list[str]]:
+    """"name:key=value,key=value" (or "name" alone: the preset as it is) -> {name: train.py flags}."""
+    grid = {}
+    for entry in entries:
+        name, _, spec = entry.partition(":")
+        flags = []
+        for item in filter(None, spec.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ValueError(f"grid entry {entry!r}: expected key=value, got {item!r}")
+            flags += [f"--{key.strip()}", value.strip()]
+        grid[name] = flags
+    return grid
+
+
+def run_grid(sft_dirs: list[str], grid: dict[str, list[str]], out: str, preset: str, split: str) -> dict:
+    """Train (or reuse) and evaluate every (grid entry, SFT checkpoint); returns {name: {metric: stats}}."""
+    table = {}
+    for name, flags in grid.items():
+        per_seed = []
+        for sft in sft_dirs:
+            seed = saved_config(sft).seed
+            run = os.path.join(out, name, f"seed{seed}")
+            train_args = ["--config", preset, "--stage", "rl", "--algo", "laser", "--seed", str(seed),
+                          "--init", sft, "--out_dir", run, *flags]
+            ck = load_checkpoint(run) if os.path.exists(os.path.join(run, "ckpt.pt")) else None
+            if ck is None or ck["step"] < run_config(ck).rl_steps:  # not trained yet, or unfinished
+                print(f"=== {name} seed {seed}: python train.py {' '.join(train_args)}", flush=True)
+                subprocess.run([sys.executable, "train.py", *train_args], check=True)
+            report = os.path.join(run, f"eval_{split}")
+            subprocess.run([sys.executable, "evaluate.py", run, "--split", split, "--out", report], check=True)
+            with open(os.path.join(report, "eval.json"), encoding="utf-8") as f:
+                per_seed.append(next(iter(json.load(f).values())))
+        table[name] = {k: [as_float(at_n(m, k)) for m in per_seed] for k in STUDY_METRICS}
+    return table
+
+
+def grid_markdown(table: dict, split: str) -> str:
+    lines = [f"# Study on the {split} split (mean ± std over seeds)", "",
+             "| setting | " + " | ".join(STUDY_METRICS) + " |", "|---|" + "---|" * len(STUDY_METRICS)]
+    lines += [f"| {name} | " + " | ".join(_mean_std(v[k]) for k in STUDY_METRICS) + " |" for name, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = ArgParser(prog="study.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diagnose", help="diagnostics of evaluate.py records (one directory per seed)")
     d.add_argument("dirs", nargs="+", metavar="DIR", help="directories holding records.json")
     d.add_argument("--out", default=None, help="output directory (default: the first DIR)")
+    r = sub.add_parser("run", help="train and evaluate a grid of LaSeR RL settings from shared SFT checkpoints")
+    r.add_argument("--sft", nargs="+", required=True, metavar="DIR", help="SFT run directories, one per seed")
+    r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]", help="settings (train.py flags)")
+    r.add_argument("--out", required=True, help="directory for the runs and the study table")
+    r.add_argument("--config", default="tiny", help="the train.py preset the settings change (default tiny)")
+    r.add_argument("--split", choices=("validation", "test"), default="validation", help="evaluation split")
     args = p.parse_args(argv)
+    if args.command == "run":
+        try:
+            table = run_grid(args.sft, parse_grid(args.grid), args.out, args.config, args.split)
+        except (ValueError, UserError, subprocess.CalledProcessError) as e:
+            print(f"study.py: error: {e}", file=sys.stderr)
+            return 2
+        write_json(os.path.join(args.out, f"study_{args.split}.json"), table)
+        md = grid_markdown(table, args.split)
+        write_text(os.path.join(args.out, f"study_{args.split}.md"), md)
+        print(md)
+        return 0
     per_seed = []
     for directory in args.dirs:
         path = os.path.join(directory, "records.json")

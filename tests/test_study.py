@@ -63,3 +63,25 @@ def test_cli_writes_diagnostics(tmp_path):
     assert [w["steps"] for w in out["rs_over_training"]["laser"]] == ["1-25", "26-30"]
     assert "within-problem AUROC of r_s" in (tmp_path / "diagnostics.md").read_text()
     assert study.main(["diagnose", str(tmp_path / "missing")]) == 2
+
+
+def test_grid_entries_become_train_flags():
+    assert study.parse_grid(["base", "a05:alpha=0.5,tau=0"]) == {"base": [], "a05": ["--alpha", "0.5", "--tau", "0"]}
+    try:
+        study.parse_grid(["bad:alpha"])
+    except ValueError as e:
+        assert "key=value" in str(e)
+    else:
+        raise AssertionError("a grid entry without '=' must be refused")
+
+
+def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path):
+    out = str(tmp_path / "study")
+    argv = ["run", "--sft", sft_dir, "--grid", "one:rl_steps=1,n_val=4", "--out", out, "--config", "test"]
+    assert study.main(argv) == 0
+    table = json.loads((tmp_path / "study" / "study_validation.json").read_text())
+    assert set(table) == {"one"} and len(table["one"]["accuracy_avg"]) == 1
+    ckpt = tmp_path / "study" / "one" / "seed0" / "ckpt.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    assert study.main(argv) == 0 and ckpt.stat().st_mtime_ns == stamp  # a finished run is reused, not retrained
+    assert "| one |" in (tmp_path / "study" / "study_validation.md").read_text()
