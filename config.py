@@ -290,7 +290,8 @@ def outside_train_data(cfg: Config) -> list[tasks.Problem]:
     return kept
 
 
-def fitting(cfg: Config, problems: list[tasks.Problem], tok: Tokenizer, block_size: int) -> list[tasks.Problem]:
+def outside_data_that_fits(cfg: Config, problems: list[tasks.Problem], tok: Tokenizer,
+                           block_size: int) -> list[tasks.Problem]:
     """The outside problems whose SFT row fits the model (the others are skipped, with a count)."""
     fits = [p for p in problems if sft_row_length(tok, p) <= block_size]
     if len(fits) < len(problems):

@@ -36,7 +36,8 @@ import torch
 import tasks
 import verify
 from config import (Config, UserError, autocast, check_config, check_lengths, corpus_for_tokenizer, families_levels,
-                    fitting, get_device, heldout_problems, outside_train_data, resolve_config, sft_row_length)
+                    get_device, heldout_problems, outside_data_that_fits, outside_train_data, resolve_config,
+                    sft_row_length)
 from loss import (aggregate_loss, check_c_ref, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss,
                   ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
@@ -160,7 +161,7 @@ def run_sft(cfg: Config) -> str:
     write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     val = heldout_problems(cfg)
     check_lengths(cfg, tok, model.cfg.block_size)
-    extra_data = fitting(cfg, extra_data, tok, model.cfg.block_size) if extra_data else []
+    extra_data = outside_data_that_fits(cfg, extra_data, tok, model.cfg.block_size) if extra_data else []
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     t0, tokens_seen, last = time.time(), 0, time.time()
