@@ -88,7 +88,8 @@ def diagnose(problems: list, equiv=None) -> dict:
     rho_freq, rho_logp, groups, failures = [], [], {}, []
     for rec in problems:
         sc = problem_scores(rec, equiv)
-        if sc["correct"].any() and not sc["correct"].all():
+        mixed = sc["correct"].any() and not sc["correct"].all()  # both classes among the finished samples
+        if mixed:
             for key in within:
                 within[key].append(auroc(sc[key], sc["correct"]))
         rho_freq.append(spearman(sc["r_s"], sc["freq"]))
@@ -99,7 +100,7 @@ def diagnose(problems: list, equiv=None) -> dict:
         g = groups.setdefault(f"{rec['family']} L{rec['level']}", {"best": [], "avg": [], "within": []})
         g["best"].append(float(picked_right))
         g["avg"].append(float(np.mean(all_correct)))
-        if within["r_s"] and sc["correct"].any() and not sc["correct"].all():
+        if mixed:
             g["within"].append(within["r_s"][-1])
         if not picked_right and any(all_correct) and len(sc["r_s"]):
             i = int(np.argmax(sc["r_s"]))
