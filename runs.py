@@ -307,8 +307,12 @@ def init_distributed() -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def close_distributed() -> None:
+def close_distributed(wait: bool = True) -> None:
+    """Leave the process group; with `wait`, only once every process got here. A gloo process that tears the
+    group down while another is still busy (rank 0 writing the last checkpoint) can die in C++ with SIGABRT."""
     if dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

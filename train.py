@@ -430,14 +430,17 @@ def main(argv=None) -> str:
             torch.set_num_threads(cfg.threads)
         print("config: " + json.dumps(asdict(cfg)))
         if cfg.stage != "all":
-            return run_sft(cfg) if cfg.stage == "sft" else run_rl(cfg)
-        sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(cfg.out_dir, "sft")))
-        return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=os.path.join(cfg.out_dir, cfg.algo)))
+            out = run_sft(cfg) if cfg.stage == "sft" else run_rl(cfg)
+        else:
+            sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(cfg.out_dir, "sft")))
+            out = run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=os.path.join(cfg.out_dir, cfg.algo)))
+        close_distributed()  # every process waits for the others, then leaves
+        return out
     except UserError as e:
         sys.stderr.write(f"train.py: error: {e}\n")
         raise SystemExit(2) from None
     finally:
-        close_distributed()
+        close_distributed(wait=False)  # on an error: leave at once (a no-op after the line above)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def _worker(rank, world, init_file, sft_dir, out):
         got = _gradients(*_batch(sft_dir), tasks.train_batch(0, 6, 0))
         if rank == 0:
             torch.save(got, out)
+        dist.barrier()  # leave together (see runs.close_distributed)
     finally:
         dist.destroy_process_group()
 
