@@ -1,12 +1,15 @@
-"""A small decoder-only GPT with a KV cache for batched decoding of left-padded prompts.
+"""A decoder-only GPT with a KV cache for batched decoding of left-padded prompts.
 
-Architecture (choices for a small model trained from scratch, all common in current small GPTs):
-  * RoPE positions (no learned position table; a row's positions start at 0 at its first real token,
-    so a left-padded prompt sees exactly the positions it would see alone);
-  * RMSNorm before attention and MLP (pre-norm), and a final RMSNorm; no learnable norm gains;
-  * no biases anywhere; GELU MLP with 4x expansion;
-  * untied input embedding and output head (the head row of the self-reward token z_c is then free to
-    move without dragging its input embedding along; z_c is never an input).
+One class holds two families of architecture, chosen by `GPTConfig`:
+  * ours, the presets' default (a small model trained from scratch): RMSNorm without gains before
+    attention and MLP and at the end, no biases, a GELU MLP with 4x expansion, untied input embedding
+    and output head (the head row of the self-reward token z_c then moves without dragging an input
+    embedding along; z_c is never an input);
+  * the Llama family (Llama, Qwen2), exactly, for pretrained checkpoints (hf.py loads and exports them):
+    RMSNorm with weights, SwiGLU MLP, grouped-query attention (n_kv_head < n_head), any RoPE theta,
+    tied or untied embeddings, optional q/k/v biases (Qwen2).
+Both use RoPE with the half-split rotation (no learned position table; a row's positions start at 0 at
+its first real token, so a left-padded prompt sees exactly the positions it would see alone).
 
 What this file deliberately does not do: dropout (RL and short SFT runs do not need it), mixed
 precision (the caller wraps calls in `torch.autocast` on CUDA), sampling policy (see rollout.py).
@@ -33,17 +36,52 @@ class GPTConfig:
     n_layer: int = 4         # transformer blocks
     n_head: int = 4          # attention heads (n_embd must divide evenly)
     n_embd: int = 128        # residual width
-    mlp_ratio: int = 4       # hidden width of the MLP = mlp_ratio * n_embd
+    mlp_ratio: int = 4       # hidden width of the MLP = mlp_ratio * n_embd (unless mlp_hidden is set)
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
+    # the Llama family (hf.py); the defaults are our own architecture
+    n_kv_head: int = 0       # key/value heads (grouped-query attention); 0: n_head
+    head_dim: int = 0        # 0: n_embd // n_head
+    mlp: str = "gelu"        # gelu (fc -> GELU -> fc_out) | swiglu (fc = [gate; up] -> silu(gate) * up -> fc_out)
+    mlp_hidden: int = 0      # 0: mlp_ratio * n_embd
+    norm_weight: bool = False  # RMSNorm with a learned gain per channel
+    qkv_bias: bool = False   # biases on q, k and v (Qwen2)
+    tie_embeddings: bool = False  # the output head shares the input embedding's weights
 
     def __post_init__(self):
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"n_embd={self.n_embd} must be a multiple of 2*n_head={2 * self.n_head}")
+        if not self.head_dim and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be a multiple of n_head={self.n_head}")
+        self.n_kv_head = self.n_kv_head or self.n_head
+        self.head_dim = self.head_dim or self.n_embd // self.n_head
+        self.mlp_hidden = self.mlp_hidden or self.mlp_ratio * self.n_embd
+        if self.head_dim % 2:
+            raise ValueError(f"head dimension {self.head_dim} must be even (RoPE rotates pairs)")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if self.mlp not in ("gelu", "swiglu"):
+            raise ValueError(f"mlp={self.mlp!r}: expected gelu or swiglu")
 
 
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def swiglu_hidden(n_embd: int) -> int:
+    """The SwiGLU hidden width with about the parameters of a 4x GELU MLP: 8/3 n_embd, rounded up to 16."""
+    return 16 * math.ceil(8 * n_embd / 3 / 16)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x), times a learned gain per channel when `weight` (the Llama family); in float32."""
+
+    def __init__(self, dim: int, eps: float, weight: bool):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if weight else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rms_norm(x.float(), self.eps).to(x.dtype)
+        return y if self.weight is None else self.weight * y
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -62,8 +100,7 @@ class KVCache:
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32):
-        hd = cfg.n_embd // cfg.n_head
-        shape = (batch_size, cfg.n_head, max_len, hd)
+        shape = (batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
@@ -90,37 +127,49 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head, self.hd = cfg.n_head, cfg.n_embd // cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.n_head, self.n_kv_head, self.hd = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias)
+        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
 
     def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.hd).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        B, T, _ = x.shape
+        H, G, hd = self.n_head, self.n_kv_head, self.hd
+        q, k, v = self.qkv(x).split([H * hd, G * hd, G * hd], dim=-1)
+        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             s0 = cache.length
             cache.k[layer][:, :, s0:s0 + T] = k
             cache.v[layer][:, :, s0:s0 + T] = v
-            k, v = cache.k[layer][:, :, :s0 + T], cache.v[layer][:, :, :s0 + T]  # (B, H, S, hd)
+            k, v = cache.k[layer][:, :, :s0 + T], cache.v[layer][:, :, :s0 + T]  # (B, G, S, hd)
+        if G != H:  # grouped-query attention: each key/value head serves H / G query heads
+            k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if mask is None:  # case 1: full causal sequence, no padding
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # cases 2 and 3: an explicit (B, 1, T, S) boolean mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.eps = cfg.norm_eps
+        self.swiglu = cfg.mlp == "swiglu"
+        self.norm1 = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_weight)
         self.attn = CausalSelfAttention(cfg)
-        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd, bias=False)
-        self.fc_out = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=False)
+        self.norm2 = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_weight)
+        self.fc = nn.Linear(cfg.n_embd, (2 if self.swiglu else 1) * cfg.mlp_hidden, bias=False)
+        self.fc_out = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def mlp(self, x):
+        if self.swiglu:
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.fc_out(F.silu(gate) * up)
+        return self.fc_out(F.gelu(self.fc(x)))
 
     def forward(self, x, cos, sin, layer, cache, mask):
-        x = x + self.attn(rms_norm(x, self.eps), cos, sin, layer, cache, mask)
-        return x + self.fc_out(F.gelu(self.fc(rms_norm(x, self.eps))))
+        x = x + self.attn(self.norm1(x), cos, sin, layer, cache, mask)
+        return x + self.mlp(self.norm2(x))
 
 
 class GPT(nn.Module):
@@ -129,22 +178,27 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = RMSNorm(cfg.n_embd, cfg.norm_eps, cfg.norm_weight)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        hd = cfg.n_embd // cfg.n_head
+        hd = cfg.head_dim
         inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.apply(self._init)
         for b in self.blocks:  # residual projections scaled down with depth (GPT-2 style)
             for w in (b.attn.proj.weight, b.fc_out.weight):
                 nn.init.normal_(w, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
 
     @staticmethod
     def _init(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
     def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters())  # a tied head counts once
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         p = self.lm_head.weight
@@ -199,7 +253,7 @@ class GPT(nn.Module):
         # the head in float32 even under bf16 autocast: every log-prob (sampling, PPO ratio, the z_c
         # readout) is taken from these logits, and bf16 rounding would bias r_s and the ratio
         with torch.autocast(dev.type, enabled=False):
-            return self.lm_head(rms_norm(x.float(), self.cfg.norm_eps))  # (B, T, V) float32
+            return self.lm_head(self.norm_f(x.float()))  # (B, T, V) float32
 
     @torch.no_grad()
     def generate(self, idx: list[int], max_new_tokens: int, eos_id: int, temperature: float = 1.0,

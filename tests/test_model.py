@@ -10,8 +10,19 @@ def tiny_model(seed=0, **kw):
     return GPT(cfg).eval()
 
 
-def test_kv_cache_decode_matches_full_forward():
-    m = tiny_model()
+# our architecture, and the Llama family with grouped-query attention, q/k/v biases, tied embeddings
+ARCHS = [{}, dict(mlp="swiglu", mlp_hidden=48, norm_weight=True, n_kv_head=1, qkv_bias=True, tie_embeddings=True,
+                  rope_base=500000.0)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_kv_cache_decode_matches_full_forward(arch):
+    m = tiny_model(**arch)
+    if arch:  # gains and biases away from their initial 1 and 0, so that a dropped one shows
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if p.dim() == 1:
+                    p.add_(torch.randn_like(p) * 0.3)
     x = torch.randint(0, 50, (3, 20), generator=torch.Generator().manual_seed(1))
     full = m(x)  # (B, T, V)
     cache = m.new_cache(3, 20)
@@ -22,8 +33,9 @@ def test_kv_cache_decode_matches_full_forward():
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
 
 
-def test_left_padded_mixed_length_batch_matches_single_rows():
-    m = tiny_model(1)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_left_padded_mixed_length_batch_matches_single_rows(arch):
+    m = tiny_model(1, **arch)
     g = torch.Generator().manual_seed(2)
     lengths = [5, 9, 2, 9]
     seqs = [torch.randint(0, 50, (n,), generator=g) for n in lengths]
