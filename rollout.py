@@ -36,8 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import tasks
-from config import UserError, autocast, families_levels
+from config import UserError, autocast, train_problems
 
 
 @dataclass
@@ -64,10 +63,12 @@ class Rollouts:
 
 
 def suppressed_ids(tokenizer) -> tuple[int, ...]:
-    """The special tokens that may never appear in a response: every special token except EOS.
+    """The special tokens that may never appear in a response: every special token except EOS (and, for
+    a pretrained tokenizer, its other special tokens and unused embedding rows).
     z_c in particular is only ever read (at the EOS position), never written: a head that raises its
     logit everywhere must not leak it into solutions."""
-    return tuple(sorted({tokenizer.bos_id, tokenizer.pad_id, tokenizer.zc_id} - {tokenizer.eos_id}))
+    ids = {tokenizer.bos_id, tokenizer.pad_id, tokenizer.zc_id, *getattr(tokenizer, "never_sampled", ())}
+    return tuple(sorted(ids - {tokenizer.eos_id, None}))
 
 
 @functools.lru_cache(maxsize=16)
@@ -305,11 +306,11 @@ def sample_chunks(model, tok, problems, *, num_samples: int, max_new_tokens: int
         yield chunk, ro
 
 
-def calibrate_c_ref(model, tok, cfg) -> tuple[float, float, int]:
+def calibrate_c_ref(model, tok, cfg, outside=()) -> tuple[float, float, int]:
     """docs/laser.md §5: log pi_ref(z_c | x, y) at the EOS of the reference policy's own solutions,
-    sampled as RL samples. Returns (mean, std, number of finished samples)."""
-    fam, lv = families_levels(cfg)
-    probs = tasks.train_batch(0, cfg.calib_prompts, f"calib-{cfg.seed}", fam, lv)
+    sampled as RL samples, on RL's problem mix (generated, and a --data_mix share of the `outside`
+    problems RL draws from). Returns (mean, std, number of finished samples)."""
+    probs = train_problems(cfg, 0, cfg.calib_prompts, f"calib-{cfg.seed}", outside)
     g = step_generator("calib", cfg.seed, 0, model.lm_head.weight.device)
     vals = []
     for _, ro in sample_chunks(model, tok, probs, num_samples=cfg.calib_samples, max_new_tokens=cfg.max_new_tokens,

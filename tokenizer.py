@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import unicodedata
 from collections import Counter
 
 import regex  # a dependency of tiktoken; supports \p{..} classes
@@ -36,7 +37,11 @@ SPECIALS = (BOS, EOS, PAD, ZC)
 
 
 class Tokenizer:
-    """Thin wrapper over a `tiktoken.Encoding` that knows our special-token ids."""
+    """Thin wrapper over a `tiktoken.Encoding` that knows our special-token ids.
+
+    `Tokenizer(merges)` is ours (ranks 0..255 are the bytes, then the merges, then SPECIALS);
+    `Tokenizer.from_ranks(...)` holds a pretrained model's byte-level BPE (hf.py builds it), with its
+    own special tokens, prompt template and ids that are never sampled."""
 
     def __init__(self, merges: list[bytes], pat_str: str = PAT_STR):
         ranks = {bytes([i]): i for i in range(256)}
@@ -45,31 +50,61 @@ class Tokenizer:
                 raise ValueError(f"duplicate merge {m!r} in tokenizer ranks")
             ranks[m] = len(ranks)
         self.merges = list(merges)
-        self.pat_str = pat_str
         n = len(ranks)
         specials = {s: n + i for i, s in enumerate(SPECIALS)}
-        self.enc = tiktoken.Encoding(
-            name=f"laser_bpe_{len(merges)}", pat_str=pat_str, mergeable_ranks=ranks,
-            special_tokens=specials, explicit_n_vocab=n + len(SPECIALS),
-        )
+        self._setup(ranks, pat_str, specials, f"laser_bpe_{len(merges)}", n + len(SPECIALS))
         self.bos_id, self.eos_id, self.pad_id, self.zc_id = (specials[s] for s in SPECIALS)
-        self.vocab_size = n + len(SPECIALS)
+        self.template, self.normalize_nfc, self.never_sampled, self.source = "{problem}\n", False, (), None
+
+    def _setup(self, ranks: dict[bytes, int], pat_str: str, specials: dict[str, int], name: str, vocab_size: int):
+        self.ranks, self.pat_str, self.specials, self.vocab_size = ranks, pat_str, specials, vocab_size
+        dense = len(ranks) + len(specials) == vocab_size
+        self.enc = tiktoken.Encoding(name=name, pat_str=pat_str, mergeable_ranks=ranks, special_tokens=specials,
+                                     explicit_n_vocab=vocab_size if dense else None)
+
+    @classmethod
+    def from_ranks(cls, ranks: dict[bytes, int], pat_str: str, specials: dict[str, int], *, bos_id: int | None,
+                   eos_id: int, pad_id: int, zc_id: int, vocab_size: int, template: str,
+                   normalize_nfc: bool = False, never_sampled=(), source: str | None = None) -> "Tokenizer":
+        """A pretrained tokenizer: ids are ranks (so merges apply in the model's order); bos_id None
+        means no BOS before a prompt; `never_sampled` adds ids the sampler must never choose."""
+        tok = cls.__new__(cls)
+        tok.merges = None
+        tok._setup(ranks, pat_str, specials, "pretrained", vocab_size)
+        tok.bos_id, tok.eos_id, tok.pad_id, tok.zc_id = bos_id, eos_id, pad_id, zc_id
+        tok.template, tok.normalize_nfc = template, normalize_nfc
+        tok.never_sampled, tok.source = tuple(never_sampled), source
+        return tok
+
+    @property
+    def prepend_bos(self) -> bool:
+        return self.bos_id is not None
 
     def encode(self, text: str) -> list[int]:
         """Ordinary text -> ids. Special-token spellings in `text` are encoded as plain bytes."""
+        if self.normalize_nfc:
+            text = unicodedata.normalize("NFC", text)
         return self.enc.encode(text, allowed_special=set(), disallowed_special=())
 
     def decode(self, ids) -> str:
         return self.enc.decode([int(i) for i in ids])
 
     def encode_prompt(self, problem: str) -> list[int]:
-        """The model's input for a problem: BOS, the problem text, a newline. The solution follows."""
-        return [self.bos_id] + self.encode(problem + "\n")
+        """The model's input for a problem: BOS (where the tokenizer has one), the problem in the prompt
+        template (ours: the problem and a newline). The solution follows."""
+        return [self.bos_id] * self.prepend_bos + self.encode(self.template.format(problem=problem))
 
     def to_json(self) -> str:
         """The tokenizer as the JSON text `load_tokenizer` reads (runs write it atomically)."""
-        return json.dumps({"pat_str": self.pat_str, "specials": list(SPECIALS),
-                           "merges": [base64.b64encode(m).decode("ascii") for m in self.merges]})
+        if self.merges is not None:
+            return json.dumps({"pat_str": self.pat_str, "specials": list(SPECIALS),
+                               "merges": [base64.b64encode(m).decode("ascii") for m in self.merges]})
+        return json.dumps({"kind": "pretrained", "pat_str": self.pat_str, "specials": self.specials,
+                           "ranks": [[base64.b64encode(b).decode("ascii"), i] for b, i in self.ranks.items()],
+                           "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id,
+                           "zc_id": self.zc_id, "vocab_size": self.vocab_size, "template": self.template,
+                           "normalize_nfc": self.normalize_nfc, "never_sampled": list(self.never_sampled),
+                           "source": self.source})
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
@@ -79,6 +114,12 @@ class Tokenizer:
 def load_tokenizer(path: str) -> Tokenizer:
     with open(path) as f:
         data = json.load(f)
+    if data.get("kind") == "pretrained":
+        return Tokenizer.from_ranks({base64.b64decode(b): i for b, i in data["ranks"]}, data["pat_str"],
+                                    data["specials"], bos_id=data["bos_id"], eos_id=data["eos_id"],
+                                    pad_id=data["pad_id"], zc_id=data["zc_id"], vocab_size=data["vocab_size"],
+                                    template=data["template"], normalize_nfc=data["normalize_nfc"],
+                                    never_sampled=data["never_sampled"], source=data.get("source"))
     if tuple(data.get("specials", ())) != SPECIALS:
         raise ValueError(f"{path}: special tokens {data.get('specials')} differ from {SPECIALS}")
     return Tokenizer([base64.b64decode(m) for m in data["merges"]], data["pat_str"])
