@@ -16,6 +16,7 @@ machine description and every metric.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -429,7 +430,51 @@ def bench_memory(quick: bool) -> dict:
     return {"memory.rl_step_peak_rss_mb": metric(vals, "MB", note="tiny, 16x8 rollouts x 128 tokens, one process")}
 
 
-SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory]
+def bench_hf(quick: bool) -> dict:
+    """Our sampler against transformers' `generate` on the same weights: a random tiny-shape model of
+    the Llama layer (--arch llama), exported with export.py's code and loaded by transformers; the same
+    prompts, K samples each, temperature 1 without top-k/top-p, the same number of new tokens."""
+    import tempfile
+
+    import torch
+    try:
+        import transformers
+    except ImportError:
+        print("[bench] hf: skipped (transformers is not installed: pip install -r requirements-dev.txt)")
+        return {}
+    import hf
+    from model import GPT, swiglu_hidden
+    from rollout import sample
+
+    base, tok = _bench_model("tiny")
+    torch.manual_seed(0)
+    model = GPT(dataclasses.replace(base.cfg, mlp="swiglu", mlp_hidden=swiglu_hidden(base.cfg.n_embd),
+                                    norm_weight=True)).eval()
+    P, K, T = (4, 8, 32) if quick else (16, 8, 128)
+    reps = 1 if quick else 3
+    prompts = _prompts(tok, P)
+    with tempfile.TemporaryDirectory() as d:
+        hf.export(model, tok, d, {})
+        ref = transformers.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_id] * (width - len(p)) + p for p in prompts])
+    att = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    gen = dict(do_sample=True, max_new_tokens=T, min_new_tokens=T, num_return_sequences=K, temperature=1.0,
+               top_k=0, top_p=1.0, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id)
+    ours, theirs = [], []
+    for _ in range(reps):  # interleaved so that machine noise hits both alike
+        ours += _timed(lambda: sample(model, prompts, K, T, generator=torch.Generator().manual_seed(0), tokenizer=tok), 1)
+        with torch.no_grad():
+            theirs += _timed(lambda: ref.generate(input_ids=ids, attention_mask=att, **gen), 1)
+    rows = P * K
+    return {"hf.ours_tokens_per_s": metric([rows * T / t for t in ours], "tok/s", note=f"{P}x{K} rows x {T} tokens"),
+            "hf.transformers_tokens_per_s": metric([rows * T / t for t in theirs], "tok/s",
+                                                   note=f"transformers {transformers.__version__} generate"),
+            "hf.ours_vs_transformers": metric([b / a for a, b in zip(ours, theirs)], "x", ">= 1",
+                                              note="tiny shape, Llama layer, random weights, CPU float32")}
+
+
+SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf]
 
 
 def _section_name(fn) -> str:

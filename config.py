@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import math
 import os
+import random
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -34,8 +35,9 @@ class Config:
     # --- data
     families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
     levels: str = "1,2,3"         # comma-separated difficulty levels
-    data_jsonl: str = ""          # optional outside training data ({"problem","answer"[,"solution"]})
-    n_val: int = 150              # validation problems for the evaluation during training (and tuning)
+    data_jsonl: str = ""          # {"problem","answer"[,"solution"]} lines; train-split ones join SFT and RL
+    data_mix: float = 0.5         # share of each SFT batch and RL step from --data_jsonl, rounded up (1: only it)
+    n_val: int = 150              # generated validation problems (also with --data_jsonl) for evaluation during training
     n_test: int = 150             # test problems (evaluate.py's default; never seen in training)
     bpe_merges: int = 256         # BPE merges learned from the task corpus
     # --- model
@@ -43,6 +45,8 @@ class Config:
     n_head: int = 4
     n_embd: int = 128
     block_size: int = 256
+    arch: str = "ours"            # ours (GELU MLP, RMSNorm without gains) | llama (SwiGLU, RMSNorm gains; exportable)
+    init_hf: str = ""             # a local Hugging Face Llama/Qwen2 directory SFT starts from (replaces the model flags)
     # --- SFT
     sft_steps: int = 1000
     sft_batch_size: int = 32
@@ -141,7 +145,7 @@ def _field_comments() -> dict[str, str]:
 
 CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
            "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
-           "kl_estimator": ("k1", "k3")}
+           "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama")}
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
@@ -184,7 +188,7 @@ RANGES = [
     (("weight_decay", "kl_coef", "alpha", "std_threshold", "clip_high"),
      lambda v: _finite(v) and v >= 0, "finite and >= 0"),
     (("grad_clip",), lambda v: _finite(v) and v >= 0, "finite and >= 0 (0: no clipping)"),
-    (("min_lr_frac", "tau"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("min_lr_frac", "tau", "data_mix"), lambda v: 0 <= v <= 1, "in [0, 1]"),
     (("clip_low",), lambda v: 0 <= v < 1, "in [0, 1)"),
     (("top_p",), lambda v: 0 < v <= 1, "in (0, 1] (1: off)"),
     (("c_ref",), lambda v: not math.isinf(v), "finite (or nan: measure it)"),
@@ -215,6 +219,8 @@ def check_config(cfg: Config) -> None:
         raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise UserError(f"--out_dir {cfg.out_dir} is a file, not a directory")
+    if cfg.init_hf and not os.path.isfile(os.path.join(cfg.init_hf, "config.json")):
+        raise UserError(f"--init_hf {cfg.init_hf}: no config.json there (expected a Hugging Face model directory)")
     if cfg.data_jsonl and not os.path.isfile(cfg.data_jsonl):
         raise UserError(f"--data_jsonl {cfg.data_jsonl}: no such file")
     fam, lv = families_levels(cfg)
@@ -276,27 +282,61 @@ def corpus_for_tokenizer(cfg: Config, extra_data: list[tasks.Problem] = ()) -> l
     return [p.problem + "\n" + p.solution for p in probs + list(extra_data)]
 
 
-def outside_train_data(cfg: Config) -> list[tasks.Problem]:
-    """The --data_jsonl problems whose canonical key is in the train split (the others would be twins
-    of validation or test problems); a problem without a solution is trained on its boxed answer."""
+def train_problems(cfg: Config, step: int, n: int, stream, outside: list[tasks.Problem] = ()) -> list[tasks.Problem]:
+    """The `n` training problems of one step of a stream (SFT: the seed; RL: "rl-SEED"; c_ref calibration):
+    ceil(n * data_mix) drawn from the outside problems, the rest generated (generated first). A pure
+    function of (stream, step) and the outside list, so a resumed run sees exactly the same problems."""
+    fam, lv = families_levels(cfg)
+    n_out = min(n, math.ceil(round(n * cfg.data_mix, 9))) if outside else 0
+    generated = tasks.train_batch(step, n - n_out, stream, fam, lv) if n > n_out else []
+    r = random.Random(f"jsonl-{stream}-{step}")
+    return generated + [r.choice(outside) for _ in range(n_out)]
+
+
+def load_outside(path: str, split: str = "train") -> list[tasks.Problem]:
+    """The --data_jsonl problems whose canonical key is in `split` (the others would be twins of another
+    split's problems), with the counts printed. A bad file is a UserError naming the file and line."""
     try:
-        loaded = tasks.load_jsonl(cfg.data_jsonl)
+        loaded = tasks.load_jsonl(path)
     except ValueError as e:
         raise UserError(str(e)) from None
-    loaded = [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in loaded]
-    kept, dropped = tasks.keep_split(loaded, "train")
-    print(f"--data_jsonl {cfg.data_jsonl}: {len(kept)} problems for training, {dropped} dropped "
-          f"(their keys belong to the validation or test split)")
+    kept, dropped = tasks.keep_split(loaded, split)
+    print(f"--data_jsonl {path}: {len(loaded)} problems loaded, {len(kept)} kept for "
+          f"{'training' if split == 'train' else split}, {dropped} dropped (their keys belong to another split)")
     return kept
+
+
+def outside_train_data(cfg: Config) -> list[tasks.Problem]:
+    """The --data_jsonl problems whose canonical key is in the train split; a problem without a solution
+    is trained on its boxed answer."""
+    kept = load_outside(cfg.data_jsonl, "train")
+    return [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in kept]
+
+
+def _that_fit(problems, lengths, block_size: int, what: str, why: str, path: str, hint: str) -> list[tasks.Problem]:
+    """The problems whose length fits block_size; prints the count skipped; a UserError when none does."""
+    fits = [p for p, n in zip(problems, lengths) if n <= block_size]
+    print(f"--data_jsonl: {len(fits)} of {len(problems)} problems used for {what}, {len(problems) - len(fits)} "
+          f"skipped ({why} > the model's block_size {block_size})")
+    if not fits:
+        raise UserError(f"--data_jsonl {path}: none of the {len(problems)} problems kept fits {what}: {why} > the "
+                        f"model's block_size {block_size} for every one ({hint})")
+    return fits
 
 
 def outside_data_that_fits(cfg: Config, problems: list[tasks.Problem], tok: Tokenizer,
                            block_size: int) -> list[tasks.Problem]:
     """The outside problems whose SFT row fits the model (the others are skipped, with a count)."""
-    fits = [p for p in problems if sft_row_length(tok, p) <= block_size]
-    if len(fits) < len(problems):
-        print(f"--data_jsonl: skipped {len(problems) - len(fits)} problems longer than the model's "
-              f"block_size {block_size}")
-    if not fits:
-        raise UserError(f"--data_jsonl {cfg.data_jsonl}: no problem fits the model's block_size {block_size}")
-    return fits
+    return _that_fit(problems, [sft_row_length(tok, p) for p in problems], block_size, "SFT",
+                     "[BOS, problem, newline, solution, EOS]", cfg.data_jsonl, "raise --block_size, or --data_mix 0")
+
+
+RL_FIT_HINT = "raise a new model's --block_size, lower --max_new_tokens, or --data_mix 0"
+
+
+def prompts_that_fit(problems: list[tasks.Problem], tok: Tokenizer, block_size: int, max_new_tokens: int,
+                     what: str, path: str, hint: str = RL_FIT_HINT) -> list[tasks.Problem]:
+    """The problems whose prompt + max_new_tokens + 1 (the z_c readout) fits the model, so that sampling
+    them never runs past block_size (the others are skipped, with a count): RL prompts, evaluation."""
+    return _that_fit(problems, [len(tok.encode_prompt(p.problem)) + max_new_tokens + 1 for p in problems],
+                     block_size, what, f"prompt + --max_new_tokens {max_new_tokens} + 1", path, hint)

@@ -3,6 +3,7 @@
     python evaluate.py out/grpo                          # report written into out/grpo/
     python evaluate.py out/grpo out/laser --out out/cmp  # several runs: --out is required
     python evaluate.py --records out/cmp/records.json    # recompute metrics from saved samples
+    python evaluate.py out/grpo --data_jsonl mine.jsonl  # on the test-split problems of an outside file
     python evaluate.py --aggregate res/seed0 res/seed1 res/seed2 --out res   # mean ± std over seeds
 
 `collect_records` samples a run's final checkpoint: per test problem (`--split validation` for tuning)
@@ -23,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from config import ArgParser, UserError, get_device, heldout_problems
+from config import ArgParser, UserError, get_device, heldout_problems, load_outside, prompts_that_fit
 from runs import atomic_write, load_run, run_config, to_jsonable, write_json, write_text
 from loss import self_reward_score
 from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
@@ -36,11 +37,13 @@ from verify import extract_answer, reward
 
 def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = None, seed: int = 0,
                     max_new_tokens: int | None = None, batch_size: int = 64, device=None,
-                    split: str = "test") -> list[dict]:
+                    split: str = "test", outside: list | None = None, data_jsonl: str = "") -> list[dict]:
     """One record per held-out problem (`split`: "test", or "validation" for tuning; n_problems None: all)
     from the run's final checkpoint: n_samples draws at temperature 1 from one generator seeded with
     `seed`, then the greedy solution, per chunk of batch_size // n_samples prompts. max_new_tokens None:
-    the run's setting; device None: auto. r_s uses the beta_v and c_ref saved in the checkpoint."""
+    the run's setting; device None: auto. r_s uses the beta_v and c_ref saved in the checkpoint.
+    `outside`: evaluate these problems (data_jsonl's, already of `split`) instead of generated ones; those
+    whose prompt + max_new_tokens + 1 does not fit the model are skipped, with a count."""
     device = get_device("auto") if device is None else device
     model, tok, ck = load_run(run_dir, device)
     cfg = run_config(ck)
@@ -49,7 +52,11 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     if c_ref is None:  # an SFT run is its own reference policy: measure c_ref on it (docs/laser.md §5)
         c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg)
         print(f"{run_dir}: no c_ref in checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
-    problems = heldout_problems(cfg, split, n_problems)
+    if outside is None:
+        problems = heldout_problems(cfg, split, n_problems)
+    else:
+        problems = prompts_that_fit(outside, tok, model.cfg.block_size, max_new, "evaluation", data_jsonl,
+                                    "lower --max_new_tokens")[:n_problems]
     gen = torch.Generator(device=device).manual_seed(seed)
     per_call = max(1, batch_size // n_samples)
     # zip draws a chunk's samples, then its greedy solutions (which use no generator), chunk by chunk
@@ -286,6 +293,11 @@ def build_parser() -> ArgParser:
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="problems to evaluate on: test (default; never seen in training or tuning) or "
                         "validation (for tuning and studies)")
+    p.add_argument("--data_jsonl", "--data-jsonl", default=None, metavar="FILE",
+                   help="evaluate on outside problems instead of generated ones: the {\"problem\", \"answer\"} "
+                        "lines of FILE whose canonical key falls in --split (as train.py's --data_jsonl keeps the "
+                        "train split's); problems whose prompt + max_new_tokens + 1 exceeds the run's block_size "
+                        "are skipped, with a count; --n_problems takes the first N")
     p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
                    help="summarise several seeds: each DIR holds a records.json of the same runs; writes "
                         "summary.json and summary.md (mean ± std, pooled paired differences) into --out")
@@ -308,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(f"{flag} must be >= {low}, got {value}")
     if sum(map(bool, (args.records, args.run_dirs, args.aggregate))) > 1:
         return fail("give one of RUN_DIRs, --records or --aggregate")
+    if args.data_jsonl is not None and not args.run_dirs:
+        return fail("--data_jsonl applies to RUN_DIRs (it chooses the problems they are sampled on)")
     if args.aggregate:
         if not args.out:
             return fail("--aggregate needs --out DIR")
@@ -348,13 +362,21 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = args.out or args.run_dirs[0]
         print(f"evaluate: runs={dict(zip(names, args.run_dirs))} split={args.split} n_samples={args.n_samples} "
               f"n_problems={args.n_problems} seed={args.seed} max_new_tokens={args.max_new_tokens} "
-              f"batch_size={args.batch_size} n_boot={args.n_boot} out={out_dir}")
+              f"batch_size={args.batch_size} n_boot={args.n_boot} out={out_dir}"
+              + (f" data_jsonl={args.data_jsonl}" if args.data_jsonl is not None else ""))
+        try:
+            outside = None if args.data_jsonl is None else load_outside(args.data_jsonl, args.split)
+        except UserError as e:
+            return fail(str(e))
+        if outside == []:
+            return fail(f"--data_jsonl {args.data_jsonl}: no problem's key falls in the {args.split} split")
         records = {}
         for name, run_dir in zip(names, args.run_dirs):
             try:
                 records[name] = collect_records(
                     run_dir, n_samples=args.n_samples, n_problems=args.n_problems, seed=args.seed,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, split=args.split)
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, split=args.split,
+                    outside=outside, data_jsonl=args.data_jsonl or "")
             except (UserError, ValueError) as e:  # unreadable runs, sizes that do not fit the model
                 return fail(str(e))
     try:

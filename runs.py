@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from config import Config, UserError
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, swiglu_hidden
 from tokenizer import Tokenizer, load_tokenizer
 
 
@@ -196,9 +196,13 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
 
 
 def new_model(cfg: Config, tok: Tokenizer, device) -> GPT:
+    """A fresh model of cfg's size: our architecture, or (--arch llama) the Llama layer (SwiGLU with a
+    hidden width of about 8/3 n_embd, so about the same parameters; RMSNorm gains), which export.py hands
+    to transformers."""
     torch.manual_seed(cfg.seed)
+    llama = dict(mlp="swiglu", mlp_hidden=swiglu_hidden(cfg.n_embd), norm_weight=True) if cfg.arch == "llama" else {}
     mc = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                   n_head=cfg.n_head, n_embd=cfg.n_embd)
+                   n_head=cfg.n_head, n_embd=cfg.n_embd, **llama)
     return GPT(mc).to(device)
 
 

@@ -4,11 +4,13 @@
     python train.py --config tiny --stage sft              # SFT only, into --out_dir
     python train.py --config tiny --stage rl --algo grpo --init out/tiny/sft --out_dir out/tiny/grpo
     python train.py --stage rl --resume --out_dir out/tiny/grpo   # continue a run (its saved config)
+    python train.py --config tiny --data_jsonl mine.jsonl --data_mix 0.5   # outside problems (README): their
+        # train-split share of every SFT batch and RL step; validation during training stays on generated ones
     python train.py --help                                 # every knob, with its meaning
 
 sft  next-token loss on generated worked solutions (solution tokens and EOS only); validation accuracy
      every --eval_every steps (the test split is only for evaluate.py).
-rl   from an SFT checkpoint: measure c_ref on it (§5); per step sample K rollouts per problem (the sampler
+rl   from an SFT checkpoint: measure c_ref on it (§5, on the step's problem mix); per step sample K rollouts per problem (the sampler
      reads log p(z_c) at each EOS), reward them with verify.py and update with PPO-clipped GRPO, plus for
      --algo laser the MSE of r_s against the reward (§2) and advantage integration (§3), scheduled (§4).
 
@@ -25,7 +27,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import asdict
@@ -35,9 +36,10 @@ import torch
 
 import tasks
 import verify
-from config import (Config, UserError, autocast, check_config, check_lengths, corpus_for_tokenizer, families_levels,
-                    get_device, heldout_problems, outside_data_that_fits, outside_train_data, resolve_config,
-                    sft_row_length)
+from config import (Config, UserError, autocast, check_config, check_lengths, corpus_for_tokenizer,
+                    get_device, heldout_problems, load_outside, outside_data_that_fits, outside_train_data,
+                    prompts_that_fit, resolve_config, sft_row_length, train_problems)
+from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss,
                   ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
@@ -141,10 +143,9 @@ def sft_backward(model, batches, device) -> float:
     return all_sum(total)
 
 
-def run_sft(cfg: Config) -> str:
+def run_sft(cfg: Config, then_rl: bool = False) -> str:
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
-    fam, lv = families_levels(cfg)
     extra_data = outside_train_data(cfg) if cfg.data_jsonl else []
     if cfg.resume:
         model, tok, opt, ck = resume_run(cfg, "sft", cfg.sft_lr, device)
@@ -152,26 +153,31 @@ def run_sft(cfg: Config) -> str:
         print(f"resumed SFT at step {start}")
     else:
         seed_everything(cfg.seed)
-        tok = build_tokenizer(corpus_for_tokenizer(cfg, extra_data), cfg.bpe_merges)
+        if cfg.init_hf:  # a pretrained Llama/Qwen2 checkpoint and its tokenizer (hf.py)
+            model, tok = load_pretrained(cfg.init_hf, cfg.block_size, device)
+        else:
+            tok = build_tokenizer(corpus_for_tokenizer(cfg, extra_data), cfg.bpe_merges)
+            model = new_model(cfg, tok, device)
         write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
-        model = new_model(cfg, tok, device)
         opt = make_optimizer(model, cfg.sft_lr, cfg.weight_decay)
         start, guard = 0, SkipGuard(cfg.max_skipped)
     log = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), resume_step=start if cfg.resume else None)
     write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))
     val = heldout_problems(cfg)
     check_lengths(cfg, tok, model.cfg.block_size)
-    extra_data = outside_data_that_fits(cfg, extra_data, tok, model.cfg.block_size) if extra_data else []
+    if then_rl:  # --stage all: RL's check of the outside prompts comes before SFT's hours, not after them
+        rl_outside_data(cfg, tok, model.cfg.block_size, extra_data)
+    if extra_data and cfg.data_mix > 0:
+        extra_data = outside_data_that_fits(cfg, extra_data, tok, model.cfg.block_size)
+    else:  # --data_mix 0: the outside problems only shaped the tokenizer
+        extra_data = []
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     t0, tokens_seen, last = time.time(), 0, time.time()
     for step in range(start, cfg.sft_steps):
         model.train()
-        probs = tasks.train_batch(step, cfg.sft_batch_size, cfg.seed, fam, lv)
-        if extra_data:  # mix outside data in, deterministically by step
-            r = random.Random(f"jsonl-{cfg.seed}-{step}")
-            probs = probs[: len(probs) // 2] + [r.choice(extra_data) for _ in range(len(probs) - len(probs) // 2)]
-        probs = shard(probs)  # under torchrun: this process's share of the step's problems
+        # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
+        probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
         lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
         opt.zero_grad(set_to_none=True)
         loss, n_real = sft_loss_backward(model, tok, probs, cfg.sft_micro_batch, device)
@@ -205,11 +211,10 @@ def run_sft(cfg: Config) -> str:
 
 # ============================================================================ RL
 
-def rollout_step(model, tok, cfg: Config, step: int) -> tuple[list[tasks.Problem], Rollouts]:
-    """The step's problems (a pure function of seed and step; under torchrun this process's share, whole
-    groups) and their K rollouts each."""
-    fam, lv = families_levels(cfg)
-    probs = shard(tasks.train_batch(step, cfg.prompts_per_step, f"rl-{cfg.seed}", fam, lv))
+def rollout_step(model, tok, cfg: Config, step: int, outside=()) -> tuple[list[tasks.Problem], Rollouts]:
+    """The step's problems (generated and a --data_mix share of the `outside` ones: a pure function of
+    seed and step; under torchrun this process's share, whole groups) and their K rollouts each."""
+    probs = shard(train_problems(cfg, step, cfg.prompts_per_step, f"rl-{cfg.seed}", outside))
     g = step_generator("rl" if rank() == 0 else f"rl-rank{rank()}", cfg.seed, step, model.lm_head.weight.device)
     _, ro = next(sample_chunks(model, tok, probs, num_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
                                prompts_per_call=len(probs), generator=g, **sampling_kwargs(cfg)))
@@ -282,14 +287,16 @@ def _mean_or_nan(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None) -> tuple[dict, list[dict]]:
+def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None,
+            outside=()) -> tuple[dict, list[dict]]:
     """One RL step: sample, verify, advantages (§2), self-reward integration (§3), update, metrics.
+    `outside`: the --data_jsonl problems the step's prompts may be drawn from (rl_outside_data).
     Returns the step's metrics record and its first decoded samples (for samples.jsonl)."""
     K, laser = cfg.group_size, cfg.algo == "laser"
     mse_on = laser and step >= cfg.reasoning_warmup  # docs/laser.md §4: the schedule
     integrate = laser and step >= cfg.reasoning_warmup + cfg.self_reward_warmup
     t0 = time.time()
-    probs, ro = rollout_step(model, tok, cfg, step)
+    probs, ro = rollout_step(model, tok, cfg, step, outside)
     t1 = time.time()
     rr = [verify.reward_with_reason(text, p.answer) for text, p in zip(ro.texts, [p for p in probs for _ in range(K)])]
     r_v = torch.tensor([r for r, _ in rr], dtype=torch.float32, device=ro.response.device)  # (N,)
@@ -327,9 +334,20 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
     return rec, samples
 
 
+def rl_outside_data(cfg: Config, tok, block_size: int, kept=None) -> list[tasks.Problem]:
+    """The --data_jsonl problems RL draws prompts from: the train split's (`kept`, if already loaded),
+    those whose prompt + max_new_tokens + 1 fits the model (counts printed). None without the flag or
+    with --data_mix 0."""
+    if not cfg.data_jsonl or cfg.data_mix == 0:
+        return []
+    return prompts_that_fit(load_outside(cfg.data_jsonl) if kept is None else kept, tok, block_size,
+                            cfg.max_new_tokens, "RL", cfg.data_jsonl)
+
+
 def start_rl(cfg: Config, device):
-    """Model, tokenizer, optimizer, c_ref and the resume state of an RL run: a fresh start from the SFT
-    run cfg.init (c_ref measured on it, §5) or the run in cfg.out_dir continued."""
+    """Model, tokenizer, optimizer, c_ref, the outside problems (rl_outside_data) and the resume state of
+    an RL run: a fresh start from the SFT run cfg.init (c_ref measured on it, §5, on the RL prompt mix)
+    or the run in cfg.out_dir continued."""
     if cfg.resume:
         model, tok, opt, ck = resume_run(cfg, "rl", cfg.rl_lr, device)
         missing = [k for k in ("c_ref", "c_ref_std", "beta_v", "skipped_steps", "init") if k not in ck]
@@ -339,10 +357,13 @@ def start_rl(cfg: Config, device):
             raise UserError(f"checkpoint was trained with beta_v={ck['beta_v']}, config says {cfg.beta_v}")
         print(f"resumed RL at step {ck['step']} (c_ref {ck['c_ref']:.3f})")
         check_lengths(cfg, tok, model.cfg.block_size)
-        return model, tok, opt, ck["c_ref"], ck["c_ref_std"], ck["init"], ck["step"], SkipGuard(cfg.max_skipped, ck)
+        outside = rl_outside_data(cfg, tok, model.cfg.block_size)
+        return (model, tok, opt, ck["c_ref"], ck["c_ref_std"], ck["init"], ck["step"], SkipGuard(cfg.max_skipped, ck),
+                outside)
     seed_everything(cfg.seed)
     model, tok, ck = load_run(cfg.init, device)
     check_lengths(cfg, tok, model.cfg.block_size)
+    outside = rl_outside_data(cfg, tok, model.cfg.block_size)
     if ck["stage"] != "sft":
         print(f"note: starting RL from a {ck['stage']} checkpoint in {cfg.init}")
     write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
@@ -352,16 +373,16 @@ def start_rl(cfg: Config, device):
         print(f"c_ref = {c_ref:.3f} given by --c_ref (docs/laser.md §5 recommends measuring it)")
     else:
         t = time.time()
-        c_ref, c_std, n = broadcast(calibrate_c_ref(model, tok, cfg) if rank() == 0 else None)
+        c_ref, c_std, n = broadcast(calibrate_c_ref(model, tok, cfg, outside) if rank() == 0 else None)
         print(f"c_ref calibrated on the reference policy: mean {c_ref:.3f}, std {c_std:.3f} over {n} "
               f"finished samples ({time.time() - t:.1f}s); beta_v * std = {cfg.beta_v * c_std:.3f}")
-    return model, tok, opt, c_ref, c_std, cfg.init, 0, SkipGuard(cfg.max_skipped)
+    return model, tok, opt, c_ref, c_std, cfg.init, 0, SkipGuard(cfg.max_skipped), outside
 
 
 def run_rl(cfg: Config) -> str:
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
-    model, tok, opt, c_ref, c_std, init_dir, start, guard = start_rl(cfg, device)
+    model, tok, opt, c_ref, c_std, init_dir, start, guard, outside = start_rl(cfg, device)
     warn = check_c_ref(c_ref, c_std if math.isfinite(c_std) else 0.0, cfg.beta_v)  # docs/laser.md §5
     if warn and rank() == 0:
         print("!" * 100 + "\n" + warn + "\n" + "!" * 100, file=sys.stderr)
@@ -383,7 +404,7 @@ def run_rl(cfg: Config) -> str:
     t_start = time.time()
     for step in range(start, cfg.rl_steps):
         # sample, verify, advantages, integration, update (docs/laser.md §2-4)
-        rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model)
+        rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model, outside=outside)
         done = step + 1
         guard.update(rec.pop("skipped"), done, "RL")
         rec["skipped_steps"] = guard.total
@@ -432,7 +453,8 @@ def main(argv=None) -> str:
         if cfg.stage != "all":
             out = run_sft(cfg) if cfg.stage == "sft" else run_rl(cfg)
         else:
-            sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(cfg.out_dir, "sft")))
+            sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(cfg.out_dir, "sft")),
+                              then_rl=True)
             out = run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=os.path.join(cfg.out_dir, cfg.algo)))
         close_distributed()  # every process waits for the others, then leaves
         return out

@@ -13,6 +13,7 @@ import torch
 import config
 import evaluate
 import runs
+import tasks
 import train
 
 T = ["--config", "test"]
@@ -26,6 +27,10 @@ def files(tmp_path_factory, sft_dir):
     data = {"empty.jsonl": "", "blank.jsonl": "\n  \n\n", "malformed.jsonl": good[0] + "\n{oops\n",
             "missing.jsonl": '{"problem": "p"}\n', "wrongtype.jsonl": '{"problem": "p", "answer": [1]}\n',
             "array.jsonl": "[1, 2]\n", "badlevel.jsonl": '{"problem": "p", "answer": 1, "level": "x"}\n'}
+    long = "A long story about a gardener who counts the flowers in the garden every morning. " * 20
+    for split in ("train", "test"):  # one problem of each split, both too long for the test preset's model
+        answer = next(x for x in range(1000) if tasks.split_of(tasks.canonical_key(long, str(x))) == split)
+        data["toolong.jsonl"] = data.get("toolong.jsonl", "") + json.dumps({"problem": long, "answer": answer}) + "\n"
     for name, text in data.items():
         (d / name).write_text(text)
     (d / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
@@ -76,6 +81,8 @@ FLAG_CASES = [  # (extra flags, fragment)
     (["--rl_lr", "-1"], "--rl_lr must be finite and > 0"),
     (["--temperature", "0"], "--temperature must be finite and > 0"),
     (["--min_lr_frac", "2"], "--min_lr_frac must be in [0, 1]"),
+    (["--data_mix", "1.5"], "--data_mix must be in [0, 1]"),
+    (["--data_mix", "nan"], "--data_mix must be in [0, 1]"),
     (["--n_test", "100000"], "--n_test 100000"),
     (["--levels", "1,x"], "--levels must be comma-separated integers"),
     (["--families", "calculus"], "unknown families"),
@@ -110,6 +117,8 @@ FILE_CASES = [  # (argv with {d} for the bad-files dir and {sft} for a good run,
     ("--stage sft --out_dir {d}/r --data_jsonl {d}/array.jsonl", "array.jsonl:1: expected a JSON object"),
     ("--stage sft --out_dir {d}/r --data_jsonl {d}/badlevel.jsonl", "badlevel.jsonl:1: 'level' must be"),
     ("--stage sft --out_dir {d}/r --data_jsonl {d}/binary.jsonl", "binary.jsonl: not UTF-8 text"),
+    ("--stage sft --out_dir {d}/r --data_jsonl {d}/toolong.jsonl", "none of the 1 problems kept fits SFT"),
+    ("--stage rl --init {sft} --out_dir {d}/r --data_jsonl {d}/toolong.jsonl", "none of the 1 problems kept fits RL"),
     ("--stage sft --resume --out_dir {d}/corrupt", "corrupt/ckpt.pt: not a readable checkpoint"),
     ("--stage sft --resume --out_dir {d}/truncated", "truncated/ckpt.pt: not a readable checkpoint"),
     ("--stage sft --resume --out_dir {d}/empty", "empty/ckpt.pt: not a readable checkpoint"),
@@ -148,6 +157,12 @@ EVAL_CASES = [  # (argv, fragment)
     ("{d}/notok", "no tokenizer here"),
     ("{d}/nowhere", "run directory not found"),
     ("--records {d}/malformed.jsonl", "cannot read records"),
+    ("{sft} --data_jsonl {d}/malformed.jsonl", "malformed.jsonl:2: invalid JSON"),
+    ("{sft} --data_jsonl {d}/nope.jsonl", "nope.jsonl: cannot read"),
+    ("{sft} --data_jsonl {d}/toolong.jsonl", "none of the 1 problems kept fits evaluation"),
+    ("{sft} --data_jsonl {d}/toolong.jsonl --split validation", "no problem's key falls in the validation split"),
+    ("{sft} --data_jsonl {d}/missing.jsonl --split validation", "missing.jsonl:1: missing required key 'answer'"),
+    ("--records {d}/malformed.jsonl --data_jsonl {d}/toolong.jsonl", "--data_jsonl applies to RUN_DIRs"),
 ]
 
 

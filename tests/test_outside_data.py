@@ -1,17 +1,29 @@
-r"""Outside data: scripts/convert_data.py turns GSM8K and MATH files into our JSON lines (answers, the last
-box with nested braces, \fbox, annotation removal, bad records). tests/data holds hand-written samples."""
+r"""Outside data end to end: scripts/convert_data.py (GSM8K and MATH files into our JSON lines), the
+--data_mix share of SFT batches and RL steps (a pure function of seed and step), the length checks at
+load (counts printed, one-line error when nothing fits), c_ref calibration on RL's mix, a bit-identical
+resume, and evaluate.py --data_jsonl on the chosen split's problems. tests/data holds the hand-written
+samples: outside_sample.jsonl has 12 problems, 8 in the train split (one with a prompt too long for the
+test preset, one with a solution too long for an SFT row), 3 in test and 1 in validation."""
+import dataclasses
 import importlib.util
 import json
 import os
 
 import pytest
+import torch
 
+import config
+import evaluate
+import rollout
+import runs
 import tasks
+import train
 import verify
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 SAMPLE = os.path.join(DATA, "outside_sample.jsonl")
+T = ["--config", "test"]
 
 _spec = importlib.util.spec_from_file_location("convert_data", os.path.join(ROOT, "scripts", "convert_data.py"))
 convert_data = importlib.util.module_from_spec(_spec)
@@ -98,3 +110,101 @@ def test_bad_records_are_skipped_with_a_count_or_stop_strict(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         convert_data.main(["--format", "csv", str(src), "--out", out])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ the mix
+
+def _outside():
+    return [p for p in tasks.load_jsonl(SAMPLE) if tasks.split_of(p.key) == "train"]
+
+
+def test_train_problems_mix_is_a_pure_function_of_stream_and_step():
+    cfg, outside = config.Config(**config.PRESETS["test"]), _outside()
+    fam, lv = config.families_levels(cfg)
+    plain = config.train_problems(cfg, 3, 8, "rl-0", [])
+    assert plain == tasks.train_batch(3, 8, "rl-0", fam, lv)  # no outside data: the generated stream as before
+    half = config.train_problems(cfg, 3, 8, "rl-0", outside)
+    assert half[:4] == tasks.train_batch(3, 4, "rl-0", fam, lv) and all(p in outside for p in half[4:])
+    assert half == config.train_problems(cfg, 3, 8, "rl-0", outside)  # pure: a resume sees the same
+    assert {p.problem for s in range(20) for p in config.train_problems(cfg, s, 8, "rl-0", outside)[4:]} == \
+        {p.problem for p in outside}  # every outside problem is drawn over a few steps
+    for mix, n, want in [(1.0, 8, 8), (0.0, 8, 0), (0.5, 7, 4), (0.25, 8, 2), (0.01, 2, 1), (0.9, 10, 9)]:
+        got = config.train_problems(dataclasses.replace(cfg, data_mix=mix), 0, n, 0, outside)
+        assert len(got) == n and sum(p in outside for p in got) == want, (mix, n)
+    # SFT's stream at the default 0.5 is the one it always had: first half generated, then seeded choices
+    import random
+    r = random.Random("jsonl-0-5")
+    assert config.train_problems(cfg, 5, 7, 0, outside) == tasks.train_batch(5, 7, 0, fam, lv)[:3] + [
+        r.choice(outside) for _ in range(4)]
+
+
+def test_c_ref_is_calibrated_on_rls_mix(sft_dir, monkeypatch):
+    model, tok, _ = runs.load_run(sft_dir)
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), data_mix=1.0)
+    seen = []
+    monkeypatch.setattr(rollout, "sample_chunks", lambda m, t, problems, **kw: seen.extend(problems) or iter(()))
+    with pytest.raises(config.UserError, match="no calibration sample finished"):
+        rollout.calibrate_c_ref(model, tok, cfg, _outside())
+    assert len(seen) == cfg.calib_prompts and all(p in _outside() for p in seen)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def test_sft_then_rl_on_outside_data_only(tmp_path, capsys):
+    """--stage all with --data_mix 1: the counts printed up front, every RL prompt an outside one that fits."""
+    out = str(tmp_path / "run")
+    train.main(T + ["--stage", "all", "--out_dir", out, "--data_jsonl", SAMPLE, "--data_mix", "1", "--sft_steps", "2",
+                    "--rl_steps", "2", "--c_ref", "-20"])
+    printed = capsys.readouterr().out
+    assert printed.count("12 problems loaded, 8 kept for training, 4 dropped") == 2  # SFT and RL stages
+    assert "6 of 8 problems used for SFT, 2 skipped" in printed  # the long prompt and the long solution
+    assert printed.count("7 of 8 problems used for RL, 1 skipped") == 2  # checked before SFT, and in RL
+    assert printed.index("used for RL") < printed.index("SFT: ")  # before SFT's steps, not after them
+    long_prompt = max(_outside(), key=lambda p: len(p.problem))  # the one skipped for RL
+    fits = {p.problem for p in _outside()} - {long_prompt.problem}
+    samples = _rows(os.path.join(out, "laser", "samples.jsonl"))
+    assert len(samples) == 4 and all(s["problem"] in fits for s in samples)
+    assert runs.load_checkpoint(os.path.join(out, "laser"))["step"] == 2
+
+
+def test_rl_mixes_outside_prompts_and_resumes_bit_identically(sft_dir, tmp_path, capsys):
+    common = T + ["--stage", "rl", "--init", sft_dir, "--rl_steps", "3", "--data_jsonl", SAMPLE,
+                  "--c_ref", "-20"]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train.main(common + ["--out_dir", full])
+    train.main(common + ["--out_dir", part, "--halt_at", "1"])
+    train.main(["--stage", "rl", "--out_dir", part, "--resume"])
+    a, b = runs.load_checkpoint(full), runs.load_checkpoint(part)
+    assert b["step"] == 3 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    samples = _rows(os.path.join(full, "samples.jsonl"))  # 2 prompts a step at --data_mix 0.5: 1 generated, 1 outside
+    outside = {p.problem for p in _outside()}
+    assert [s["problem"] in outside for s in samples] == [False, True] * 3
+    assert samples == _rows(os.path.join(part, "samples.jsonl"))
+    assert "7 of 8 problems used for RL" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+def _long_problem(split: str) -> dict:
+    text = "Read this long story about a patient gardener who counts the flowers every single morning. " * 12
+    answer = next(str(x) for x in range(1, 1000) if tasks.split_of(tasks.canonical_key(text, str(x))) == split)
+    return {"problem": text + "How many flowers are there?", "answer": answer}
+
+
+def test_evaluate_on_the_outside_problems_of_a_split(sft_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(open(SAMPLE).read() + json.dumps(_long_problem("test")) + "\n")
+    out = str(tmp_path / "ev")
+    common = ["--n_samples", "2", "--n_boot", "0", "--out", out, "--data_jsonl", str(data)]
+    assert evaluate.main([sft_dir] + common) == 0
+    printed = capsys.readouterr().out
+    assert "13 problems loaded, 4 kept for test, 9 dropped" in printed
+    assert "3 of 4 problems used for evaluation, 1 skipped (prompt + --max_new_tokens 48 + 1 >" in printed
+    recs = json.load(open(os.path.join(out, "records.json")))[os.path.basename(sft_dir)]
+    test = [p for p in tasks.load_jsonl(SAMPLE) if tasks.split_of(p.key) == "test"]
+    assert [(r["problem"], r["gold"]) for r in recs] == [(p.problem, p.answer) for p in test]
+    assert all(len(r["samples"]) == 2 and r["family"] == "external" for r in recs)
+    assert json.load(open(os.path.join(out, "eval.json")))[os.path.basename(sft_dir)]["n_problems"] == 3
+    assert evaluate.main([sft_dir] + common + ["--split", "validation", "--n_problems", "1"]) == 0
+    recs = json.load(open(os.path.join(out, "records.json")))[os.path.basename(sft_dir)]
+    assert [r["problem"] for r in recs] == ["How many minutes are in 3 hours?"]

@@ -1,0 +1,186 @@
+"""Pretrained Llama-family checkpoints in and out (hf.py, export.py, sample.py), checked against
+transformers and tokenizers offline: tiny random Llama and Qwen2 models with a byte-level BPE tokenizer
+trained here, loaded with --init_hf; runs exported and loaded back in transformers with the same logits."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import transformers  # test requirements (requirements-dev.txt); the runtime never imports them
+from tokenizers import Tokenizer as HFTokenizer
+
+import hf
+import runs
+import tasks
+import train
+from rollout import score_rollouts, sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import make_tiny_hf  # noqa: E402
+
+ODD = ["héllo wörld  ", "x\n\n\ny", "Ünïcödé ÅÉ 日本語 😀 e\u0301", "tab\there", "  leading", "trailing   ",
+       "don't we'll THEY'RE", "1234567 + 89 = ?", "\\frac{3}{4}", ""]
+
+
+def _texts(n_batches=40):
+    return [p.problem + "\n" + (p.solution or "") for s in range(n_batches) for p in tasks.train_batch(s, 50, "hf")]
+
+
+def _save(path, kind, pad_vocab=0, tie=False):
+    return make_tiny_hf.save_tiny(str(path), kind, pad_vocab, tie)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return _save(tmp_path_factory.mktemp("llama"), "llama")
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):  # a vocabulary padded to a round size, tied embeddings
+    return _save(tmp_path_factory.mktemp("qwen2"), "qwen2", pad_vocab=8, tie=True)
+
+
+def _hf_logits(path, ids):
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return ref(ids).logits
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "qwen_dir"])
+def test_init_hf_gives_transformers_logits_and_tokens(which, request):
+    path = request.getfixturevalue(which)
+    model, tok = hf.load_pretrained(path, 256, "cpu")
+    ht = HFTokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    texts = _texts() + ODD
+    assert len(texts) > 2000
+    mismatched = [t for t in texts if tok.encode(t) != ht.encode(t, add_special_tokens=False).ids]
+    assert mismatched == []
+    # what transformers sees for a prompt (with the tokenizer's BOS where it adds one) is what we feed
+    problem = tasks.train_batch(0, 1, 0)[0].problem
+    assert tok.encode_prompt(problem) == ht.encode(hf.BASE_TEMPLATE.format(problem=problem)).ids
+    ids = torch.tensor([tok.encode_prompt(p.problem) for p in tasks.train_batch(1, 3, 0)][0:1] * 2)
+    ids[1, :3] = torch.tensor([5, 6, 7])
+    with torch.no_grad():
+        ours = model(ids)
+    theirs = _hf_logits(path, ids)
+    assert (ours[..., :theirs.shape[-1]] - theirs).abs().max() <= 1e-4
+
+
+def test_zc_is_a_token_no_text_produces(llama_dir, qwen_dir, tmp_path):
+    _, tok = hf.load_pretrained(llama_dir, 256, "cpu")  # a reserved special token
+    assert tok.zc_id == HFTokenizer.from_file(os.path.join(llama_dir, "tokenizer.json")).token_to_id(
+        "<|reserved_special_token_0|>")
+    model, tok = hf.load_pretrained(qwen_dir, 256, "cpu")  # an embedding row the tokenizer never uses
+    assert tok.zc_id == 400 and tok.vocab_size == model.cfg.vocab_size == 408
+    assert set(range(400, 408)) - {tok.zc_id} <= set(tok.never_sampled)
+    for t in ["<|endoftext|>", "<|im_start|>", f"<|zc:{tok.zc_id}|>", "<|zc|>"]:
+        assert not set(tok.encode(t)) & set(tok.specials.values())
+    # no spare row and no reserved token: z_c gets a new row (mean of the others); the old logits stay
+    full = _save(tmp_path / "full", "qwen2", tie=True)
+    model, tok = hf.load_pretrained(full, 256, "cpu")
+    assert tok.zc_id == model.cfg.vocab_size - 1 == 400
+    ids = torch.tensor([tok.encode_prompt("1 + 2")])
+    with torch.no_grad():
+        assert (model(ids)[..., :400] - _hf_logits(full, ids)).abs().max() <= 1e-4
+    assert torch.allclose(model.wte.weight[400], model.wte.weight[:400].mean(0))
+
+
+def _export_and_compare(run_dir, out):
+    r = subprocess.run([sys.executable, "export.py", run_dir, out], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    model, tok, ck = runs.load_run(run_dir)
+    laser = json.load(open(os.path.join(out, "config.json")))["laser"]
+    assert laser["zc_id"] == tok.zc_id and laser["beta_v"] == ck["beta_v"] and laser["c_ref"] == ck["c_ref"]
+    ht = HFTokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    texts = _texts(10) + ODD
+    assert [tok.encode(t) for t in texts] == [ht.encode(t, add_special_tokens=False).ids for t in texts]
+    # a sampled solution with its EOS: same logits, and the z_c log-prob at EOS read there is ours
+    ro = sample(model, [tok.encode_prompt(p.problem) for p in tasks.train_batch(0, 2, 0)], 2, 24,
+                generator=torch.Generator().manual_seed(0), tokenizer=tok)
+    _, logp_zc = score_rollouts(model, ro, tok.zc_id, tok.pad_id)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    for i in range(len(ro)):
+        n = int(ro.lengths[i])
+        seq = torch.tensor([ro.prompts[i // ro.group_size] + ro.response[i, :n].tolist()])
+        with torch.no_grad():
+            ours, theirs = model(seq), ref(seq).logits
+        assert (ours - theirs).abs().max() <= 1e-4
+        if ro.finished[i]:
+            assert abs(torch.log_softmax(theirs[0, -1], -1)[laser["zc_id"]] - logp_zc[i]) <= 1e-4
+    return ref
+
+
+def test_export_of_an_init_hf_run_loads_back_in_transformers(qwen_dir, tmp_path):
+    run = str(tmp_path / "run")
+    train.main(["--config", "test", "--init_hf", qwen_dir, "--out_dir", run, "--sft_steps", "4"])
+    ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"))
+    assert type(ref).__name__ == "Qwen2ForCausalLM" and ref.config.tie_word_embeddings
+
+
+def test_export_of_an_arch_llama_run_and_refusal_of_ours(sft_dir, tmp_path):
+    run = str(tmp_path / "run")
+    train.main(["--config", "test", "--arch", "llama", "--out_dir", run, "--sft_steps", "8"])
+    ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"))
+    assert type(ref).__name__ == "LlamaForCausalLM"
+    r = subprocess.run([sys.executable, "export.py", sft_dir, str(tmp_path / "no")], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "--arch llama" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_older_config_files_and_unsupported_layers():
+    base = dict(model_type="llama", vocab_size=10, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=4)
+    c = hf.model_config({**base, "rope_theta": 500000.0, "num_key_value_heads": 2}, 64)  # rope_theta at top level
+    assert (c.rope_base, c.n_kv_head, c.head_dim, c.qkv_bias, c.tie_embeddings) == (500000.0, 2, 8, False, False)
+    assert hf.model_config({**base, "model_type": "qwen2", "tie_word_embeddings": True}, 64).qkv_bias
+    for bad in ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, {"hidden_act": "gelu"}, {"mlp_bias": True},
+                {"model_type": "mistral"}):
+        with pytest.raises(hf.UserError):
+            hf.model_config({**base, **bad}, 64)
+
+
+def test_safetensors_round_trip(tmp_path):
+    t = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.arange(6).reshape(2, 3),
+         "empty": torch.zeros(0, 4)}
+    path = str(tmp_path / "x.safetensors")
+    hf.write_safetensors(path, t, {"format": "pt"})
+    back = hf.read_safetensors(path)
+    assert set(back) == set(t) and all(torch.equal(back[k], t[k]) and back[k].dtype == t[k].dtype for k in t)
+    from safetensors.torch import load_file  # the reference reader agrees
+    assert all(torch.equal(load_file(path)[k], t[k]) for k in t)
+
+
+def test_sample_py_prints_each_sample_with_r_s_and_the_votes(sft_dir):
+    r = subprocess.run([sys.executable, "sample.py", sft_dir, "--prompt", "Compute 17 + 25.", "-n", "3",
+                        "--gold", "42", "--max_new_tokens", "40"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("--- sample") == 3 and "r_s-weighted vote" in r.stdout and "majority vote" in r.stdout
+    assert all(("right" in ln or "wrong" in ln) for ln in r.stdout.splitlines() if ln.startswith("--- sample"))
+    r = subprocess.run([sys.executable, "sample.py", sft_dir, "--prompt", " ", "-n", "3"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--prompt is empty" in r.stderr
+
+
+def test_bad_pretrained_directories_end_in_one_line(tmp_path, llama_dir):
+    def run(*args):
+        r = subprocess.run([sys.executable, "train.py", "--config", "test", "--out_dir", str(tmp_path / "o"), *args],
+                           cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr
+    assert "no config.json" in run("--init_hf", str(tmp_path))
+    spm = tmp_path / "spm"
+    spm.mkdir()
+    for f in os.listdir(llama_dir):
+        (spm / f).write_bytes(open(os.path.join(llama_dir, f), "rb").read())
+    spec = json.load(open(spm / "tokenizer.json"))
+    spec["model"]["byte_fallback"] = True
+    (spm / "tokenizer.json").write_text(json.dumps(spec))
+    assert "only byte-level BPE" in run("--init_hf", str(spm))
+    conf = json.load(open(spm / "config.json"))
+    conf["model_type"] = "gpt_neox"
+    (spm / "config.json").write_text(json.dumps(conf))
+    assert "not supported" in run("--init_hf", str(spm))
