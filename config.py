@@ -80,6 +80,7 @@ class Config:
     # --- LaSeR (docs/laser.md §2-5)
     beta_v: float = 0.1           # r_s = beta_v * (log p(z_c) - c_ref)
     alpha: float = 0.1            # weight of the self-rewarding MSE
+    sr_weighting: str = "batch"   # MSE class weights over the step's batch (eq. 6) | group: within each problem (study)
     tau: float = 0.1              # weight of the self-reward advantage
     std_threshold: float = 0.1    # T: integrate only groups whose std(clip(r_s,0,1)) > T
     reasoning_warmup: int = 0     # RL steps of plain GRPO before the MSE starts
@@ -145,7 +146,8 @@ def _field_comments() -> dict[str, str]:
 
 CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
            "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
-           "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama")}
+           "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama"),
+           "sr_weighting": ("batch", "group")}
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

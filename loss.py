@@ -250,6 +250,7 @@ def laser_mse_loss(
     finished: Tensor,
     n_correct: int | Tensor | None = None,
     n_incorrect: int | Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict]:
     """Class-reweighted MSE between the self-reward score and the verifier reward (docs/laser.md §2):
 
@@ -267,6 +268,8 @@ def laser_mse_loss(
     finished: (B,) bool, True = the response ended with EOS.
     n_correct, n_incorrect: N_c and N_i. Default: counts among finished rows of this batch. When
          micro-batching, pass the WHOLE step's counts: then micro-batch losses sum to the full loss.
+    weights: (B,) per-row w_i replacing the batch-level ones (a study variant: `group_class_weights`);
+         the loss is still divided by N.
 
     With no finished rows the loss is a zero that is still connected to r_s (backward works).
     Returns (loss, stats) with this batch's n_correct, n_incorrect, mse_correct, mse_incorrect
@@ -296,6 +299,8 @@ def laser_mse_loss(
     w_c = torch.where(n_c > 0, n_all / (2.0 * n_c.clamp_min(1.0)), torch.zeros_like(n_c))  # N / (2 N_c)
     w_i = torch.where(n_i > 0, n_all / (2.0 * n_i.clamp_min(1.0)), torch.zeros_like(n_i))  # N / (2 N_i)
     w = torch.where(correct, w_c, torch.where(incorrect, w_i, torch.zeros_like(w_i)))  # (B,) 0 if truncated
+    if weights is not None:
+        w = torch.where(fin, weights.to(r_s.dtype), torch.zeros_like(w))
     loss = (w * sq_err).sum() / n_all.clamp_min(1.0)  # docs/laser.md §2: L_SR = 1/N sum_i w_i (r_s - r_v)^2
 
     with torch.no_grad():
@@ -309,6 +314,22 @@ def laser_mse_loss(
             "rs_mean_incorrect": masked_mean(s, incorrect).item(),
         }
     return loss, stats
+
+
+def group_class_weights(r_v: Tensor, finished: Tensor, group_size: int) -> Tensor:
+    """Class reweighting within each problem's group instead of over the batch (a study variant,
+    `--sr_weighting group`; not the paper's eq. 6): a group with n finished rows, n_c correct and n_i
+    incorrect gives its correct rows n / (2 n_c) and its incorrect ones n / (2 n_i), so that both classes
+    of every problem carry equal weight and easy or hard problems cannot be fit by their difficulty alone;
+    truncated rows get 0. A group holding both classes has weights summing to its finished count; a group of
+    one class gives each row 1/2, as eq. 6 does when a class is empty."""
+    G = _num_groups(r_v.shape[0], group_size)
+    fin = finished.bool().view(G, group_size)
+    cor = fin & (r_v.view(G, group_size) > 0.5)
+    inc = fin & ~(r_v.view(G, group_size) > 0.5)
+    n, n_c, n_i = (m.sum(1, keepdim=True).to(torch.float32) for m in (fin, cor, inc))
+    w = torch.where(cor, n / (2 * n_c.clamp_min(1)), torch.where(inc, n / (2 * n_i.clamp_min(1)), torch.zeros_like(n)))
+    return w.reshape(-1)
 
 
 def self_reward_advantages(

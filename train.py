@@ -40,8 +40,8 @@ from config import (Config, UserError, autocast, check_config, check_lengths, co
                     get_device, heldout_problems, load_outside, outside_data_that_fits, outside_train_data,
                     prompts_that_fit, resolve_config, sft_row_length, train_problems)
 from hf import load_pretrained
-from loss import (aggregate_loss, check_c_ref, group_advantages, integrate_advantages, kl_penalty, laser_mse_loss,
-                  ppo_clip_loss, self_reward_score)
+from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
+                  laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
 from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, close_distributed, gather,
@@ -240,6 +240,7 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
     n_tok = all_sum(int(ro.mask.sum()))
     n_c = all_sum(int((ro.finished & (r_v > 0.5)).sum()))
     n_i = all_sum(int((ro.finished & (r_v <= 0.5)).sum()))
+    w_rows = group_class_weights(r_v, ro.finished, ro.group_size) if cfg.sr_weighting == "group" else None
     total_len = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(len(ro))]) + ro.lengths.cpu()
     order = torch.argsort(total_len, stable=True).to(device)
     tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
@@ -261,7 +262,8 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
             tot["kl"] += kl.item()
         if use_mse:  # docs/laser.md eq. 4: L = L_RLVR + alpha * L_SR
             r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
-            mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i)
+            mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i,
+                                    weights=None if w_rows is None else w_rows[rows.cpu()].to(device))
             loss = loss + cfg.alpha * mse
             tot["mse"] += mse.item()
         loss.backward()

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loss import (  # noqa: E402
     aggregate_loss,
     group_advantages,
+    group_class_weights,
     integrate_advantages,
     kl_penalty,
     laser_mse_loss,
@@ -443,3 +444,19 @@ def test_integrate_advantages():
     # tau = 0 leaves the verifier advantages untouched
     adv0, _ = integrate_advantages(adv_v, r_s, fin, k, tau=0.0)
     assert torch.equal(adv0, adv_v)
+
+
+def test_group_class_weights_by_hand_and_in_the_loss():
+    # group 0: 2 correct, 2 incorrect; group 1: 3 correct, 1 incorrect; group 2: all incorrect, one truncated
+    r_v = torch.tensor([1.0, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0])
+    fin = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]).bool()
+    w = group_class_weights(r_v, fin, 4)
+    assert close(w, torch.tensor([1, 1, 1, 1, 4 / 6, 4 / 6, 4 / 6, 2, 0.5, 0.5, 0, 0.5]))
+    r_s = torch.linspace(-0.5, 1.5, 12, dtype=torch.float64)
+    r_s[10] = NAN  # a truncated row never reaches the loss
+    loss, _ = laser_mse_loss(r_s, r_v, fin, weights=w)
+    fin_rows = [i for i in range(12) if fin[i]]
+    hand = sum(float(w[i]) * (float(r_s[i]) - float(r_v[i])) ** 2 for i in fin_rows) / len(fin_rows)
+    assert close(loss.item(), hand)
+    # the batch weighting (eq. 6) is a different loss on the same rows
+    assert not close(laser_mse_loss(r_s, r_v, fin)[0].item(), hand)

@@ -114,15 +114,17 @@ def test_two_rl_steps_change_every_parameter(tok):
     assert not unchanged
 
 
-def test_rl_update_gradient_independent_of_micro_batch(tok):
+@pytest.mark.parametrize("sr_weighting", ["batch", "group"])
+def test_rl_update_gradient_independent_of_micro_batch(tok, sr_weighting):
     grads = []
     for mb in (16, 3):
         m, ro, r_v = _rollouts(tok)
         adv, _ = loss.group_advantages(r_v, 4)
-        cfg = dataclasses.replace(config.Config(), micro_batch=mb, grad_clip=1e9)
+        cfg = dataclasses.replace(config.Config(), micro_batch=mb, grad_clip=1e9, sr_weighting=sr_weighting)
         opt = torch.optim.SGD(m.parameters(), lr=0.0)
-        train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
+        st = train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+        assert st["loss_mse"] > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
 
 
