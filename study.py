@@ -6,7 +6,8 @@
     python study.py diagnose results/tiny/seed0 results/tiny/seed1 results/tiny/seed2 --out results/tiny
 
 `run` trains one LaSeR RL run per grid entry and SFT checkpoint (the SFT run's seed; a run directory whose
-checkpoint already reached --rl_steps is reused), evaluates each on the split with evaluate.py, and writes
+checkpoint already reached --rl_steps is reused), evaluates each on the split with evaluate.py (an
+evaluation newer than the run's checkpoint is reused: it is seeded, so rerunning it gives the same), and writes
 study_<split>.md/json: headline metrics as mean +- std over the seeds. Tune on validation; evaluate the
 chosen setting on test once.
 
@@ -218,7 +219,9 @@ def run_grid(sft_dirs: list[str], grid: dict[str, list[str]], out: str, preset: 
                 print(f"=== {name} seed {seed}: python train.py {' '.join(train_args)}", flush=True)
                 subprocess.run([sys.executable, "train.py", *train_args], check=True)
             report = os.path.join(run, f"eval_{split}")
-            subprocess.run([sys.executable, "evaluate.py", run, "--split", split, "--out", report], check=True)
+            done = os.path.join(report, "eval.json")
+            if not (os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(os.path.join(run, "ckpt.pt"))):
+                subprocess.run([sys.executable, "evaluate.py", run, "--split", split, "--out", report], check=True)
             with open(os.path.join(report, "eval.json"), encoding="utf-8") as f:
                 per_seed.append(next(iter(json.load(f).values())))
         table[name] = {k: [as_float(at_n(m, k)) for m in per_seed] for k in STUDY_METRICS}

@@ -1,6 +1,7 @@
 """study.py diagnose: rank correlation, within-problem AUROCs of r_s / answer frequency / log-likelihood,
 best-of-N failures, r_s over training, and the command line."""
 import json
+import os
 import math
 
 import numpy as np
@@ -82,6 +83,10 @@ def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path):
     table = json.loads((tmp_path / "study" / "study_validation.json").read_text())
     assert set(table) == {"one"} and len(table["one"]["accuracy_avg"]) == 1
     ckpt = tmp_path / "study" / "one" / "seed0" / "ckpt.pt"
-    stamp = ckpt.stat().st_mtime_ns
+    report = tmp_path / "study" / "one" / "seed0" / "eval_validation" / "eval.json"
+    stamp, evaluated = ckpt.stat().st_mtime_ns, report.stat().st_mtime_ns
     assert study.main(argv) == 0 and ckpt.stat().st_mtime_ns == stamp  # a finished run is reused, not retrained
+    assert report.stat().st_mtime_ns == evaluated  # and so is its evaluation, newer than the checkpoint
+    os.utime(ckpt)  # a checkpoint newer than its evaluation is evaluated again
+    assert study.main(argv) == 0 and report.stat().st_mtime_ns > evaluated
     assert "| one |" in (tmp_path / "study" / "study_validation.md").read_text()
