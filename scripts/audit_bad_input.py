@@ -4,7 +4,7 @@ case: one-line error with a non-zero exit, traceback, or exit 0 (accepted). Issu
     git worktree add /tmp/old 819cee2 && python scripts/audit_bad_input.py /tmp/old   # before
     python scripts/audit_bad_input.py .                                                # now
 """
-import json, os, shutil, subprocess, sys, tempfile
+import json, os, subprocess, sys, tempfile
 repo = sys.argv[1]
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests")); sys.path.insert(0, HERE)
