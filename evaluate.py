@@ -29,7 +29,7 @@ from runs import atomic_write, load_run, run_config, to_jsonable, write_json, wr
 from loss import self_reward_score
 from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
                      as_float, at_n, compute_metrics, same_problems)
-from rollout import calibrate_c_ref, sample_chunks
+from rollout import run_c_ref, sample_chunks
 from verify import extract_answer, reward
 
 
@@ -48,10 +48,7 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     model, tok, ck = load_run(run_dir, device)
     cfg = run_config(ck)
     max_new = max_new_tokens or cfg.max_new_tokens
-    beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
-    if c_ref is None:  # an SFT run is its own reference policy: measure c_ref on it (docs/laser.md §5)
-        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg)
-        print(f"{run_dir}: no c_ref in checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
+    c_ref, beta_v = run_c_ref(model, tok, cfg, ck, run_dir)
     if outside is None:
         problems = heldout_problems(cfg, split, n_problems)
     else:

@@ -37,11 +37,10 @@ def main(argv=None) -> int:
                  "beta_v": ck.get("beta_v", ck["config"]["beta_v"]), "stage": ck["stage"], "step": ck["step"],
                  "prompt_template": tok.template, "bos_before_prompt": tok.prepend_bos,
                  "self_reward": "beta_v * (log_softmax(logits at the EOS position)[zc_id] - c_ref)"}
-        export(model, tok, args.out_dir, laser)
+        kind = export(model, tok, args.out_dir, laser)
     except UserError as e:
         print(f"export.py: error: {e}", file=sys.stderr)
         return 2
-    kind = "Qwen2ForCausalLM" if model.cfg.qkv_bias else "LlamaForCausalLM"
     print(f"wrote {args.out_dir}: {kind}, {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}; "
           f"z_c id {tok.zc_id}, c_ref {laser['c_ref']}, beta_v {laser['beta_v']}")
     return 0

@@ -341,13 +341,14 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
     return model.to(device), tok
 
 
-def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict) -> None:
+def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict) -> str:
     """Write `out_dir` for transformers: model.safetensors, config.json (with the LaSeR readout:
-    z_c id, c_ref, beta_v), tokenizer.json and tokenizer_config.json."""
+    z_c id, c_ref, beta_v), tokenizer.json and tokenizer_config.json. Returns the transformers class."""
     os.makedirs(out_dir, exist_ok=True)
     write_safetensors(os.path.join(out_dir, "model.safetensors"), hf_from_ours(model), {"format": "pt"})
+    config = hf_config(model, tok, {"laser": laser})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config(model, tok, {"laser": laser}), f, indent=1)
+        json.dump(config, f, indent=1)
     with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(hf_tokenizer_json(tok), f, ensure_ascii=False)
     names = {i: s for s, i in tok.specials.items()}
@@ -355,6 +356,7 @@ def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict) -> None:
         json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.cfg.block_size,
                    "bos_token": names.get(tok.bos_id), "eos_token": names[tok.eos_id],
                    "pad_token": names.get(tok.pad_id)}, f, indent=1)
+    return config["architectures"][0]
 
 
 def hf_tokenizer_json(tok: Tokenizer) -> dict:

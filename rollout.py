@@ -319,3 +319,13 @@ def calibrate_c_ref(model, tok, cfg, outside=()) -> tuple[float, float, int]:
     if not vals:
         raise UserError("no calibration sample finished; raise --max_new_tokens")
     return float(np.mean(vals)), float(np.std(vals)), len(vals)
+
+
+def run_c_ref(model, tok, cfg, ck: dict, where: str) -> tuple[float, float]:
+    """c_ref and beta_v to read r_s with from a run's checkpoint: an RL run's saved ones; an SFT run has
+    none and is its own reference policy, so c_ref is measured on it (docs/laser.md §5), with a note."""
+    beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
+    if c_ref is None:
+        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg)
+        print(f"{where}: no c_ref in this {ck['stage']} checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
+    return c_ref, beta_v

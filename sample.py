@@ -21,7 +21,7 @@ import verify
 from config import ArgParser, UserError, autocast, get_device
 from loss import self_reward_score
 from metrics import group_answers
-from rollout import calibrate_c_ref, sample
+from rollout import run_c_ref, sample
 from runs import load_run, run_config
 
 
@@ -45,10 +45,7 @@ def main(argv=None) -> int:
         device = get_device(args.device)
         model, tok, ck = load_run(args.run_dir, device)
         cfg = run_config(ck)
-        beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
-        if c_ref is None:
-            c_ref, _, _ = calibrate_c_ref(model, tok, cfg)
-            print(f"(no c_ref in this {ck['stage']} checkpoint: measured on the model, {c_ref:.3f})")
+        c_ref, beta_v = run_c_ref(model, tok, cfg, ck, args.run_dir)
         prompt = tok.encode_prompt(args.prompt)
         max_new = min(args.max_new_tokens or cfg.max_new_tokens, model.cfg.block_size - len(prompt) - 1)
         if max_new < 1:

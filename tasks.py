@@ -359,13 +359,22 @@ def load_jsonl(path: str) -> list[Problem]:
     return out
 
 
+def json_object(text: str) -> dict:
+    """One JSON line as a dict; ValueError saying what is wrong with it (the caller says where)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _problem_from_line(line: str, where: str) -> Problem:
     try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        obj = json_object(line)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     for key in ("problem", "answer"):
         if key not in obj:
             raise ValueError(f"{where}: missing required key {key!r}")

@@ -128,11 +128,9 @@ def convert(path: str, fmt: str, strict: bool = False) -> tuple[list[dict], list
         n += 1
         try:
             try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise Bad(f"invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise Bad(f"expected a JSON object, got {type(obj).__name__}")
+                obj = tasks.json_object(text)
+            except ValueError as e:
+                raise Bad(str(e)) from None
             out.append(to_ours(obj))
         except Bad as e:
             if strict:
