@@ -12,12 +12,16 @@ Both use RoPE with the half-split rotation (no learned position table; a row's p
 its first real token, so a left-padded prompt sees exactly the positions it would see alone).
 
 What this file deliberately does not do: dropout (RL and short SFT runs do not need it), mixed
-precision (the caller wraps calls in `torch.autocast` on CUDA), sampling policy (see rollout.py).
+precision (the caller wraps calls in `torch.autocast` on CUDA; the KV cache is then kept in bf16),
+sampling policy (see rollout.py).
 
-Attention has three cases, spelled out in `CausalSelfAttention.forward`:
+Attention has four cases, spelled out in `CausalSelfAttention.forward`:
   1. training / scoring: no cache, no padding -> plain causal attention;
   2. prefill of left-padded prompts into an empty cache -> causal + key-padding mask;
-  3. decoding one (or a few) new tokens after a cached prefix -> attend to every valid cached slot.
+  3. decoding one (or a few) new tokens after a cached prefix -> attend to every valid cached slot;
+  4. `decode_step`: one token per row at a slot given as a device tensor, attending over the whole
+     fixed-size cache through its valid-slot mask: fixed shapes and no host sync, so that a CUDA graph
+     can capture it (rollout.py). Same arithmetic as case 3 up to the length of the softmax's sum.
 """
 from __future__ import annotations
 
@@ -123,6 +127,13 @@ class KVCache:
         new.length, new.max_len = self.length, self.max_len
         return new
 
+    def load(self, src: "KVCache", rows: torch.Tensor) -> None:
+        """Overwrite this cache in place with `src`'s rows (`src.select(rows)` without a new allocation:
+        a CUDA graph captured on this cache's tensors keeps reading the same memory)."""
+        for dst, s in zip(self.k + self.v + [self.valid, self.next_pos], src.k + src.v + [src.valid, src.next_pos]):
+            torch.index_select(s, 0, rows, out=dst)
+        self.length = src.length
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -131,13 +142,18 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask: torch.Tensor | None,
+                slot: torch.Tensor | None = None):
         B, T, _ = x.shape
         H, G, hd = self.n_head, self.n_kv_head, self.hd
         q, k, v = self.qkv(x).split([H * hd, G * hd, G * hd], dim=-1)
         q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
+        if slot is not None:  # case 4: write at the slot, attend over the whole cache (mask: its valid slots)
+            cache.k[layer].index_copy_(2, slot, k.to(cache.k[layer].dtype))
+            cache.v[layer].index_copy_(2, slot, v.to(cache.v[layer].dtype))
+            k, v = cache.k[layer], cache.v[layer]
+        elif cache is not None:
             s0 = cache.length
             cache.k[layer][:, :, s0:s0 + T] = k
             cache.v[layer][:, :, s0:s0 + T] = v
@@ -167,8 +183,8 @@ class Block(nn.Module):
             return self.fc_out(F.silu(gate) * up)
         return self.fc_out(F.gelu(self.fc(x)))
 
-    def forward(self, x, cos, sin, layer, cache, mask):
-        x = x + self.attn(self.norm1(x), cos, sin, layer, cache, mask)
+    def forward(self, x, cos, sin, layer, cache, mask, slot=None):
+        x = x + self.attn(self.norm1(x), cos, sin, layer, cache, mask, slot)
         return x + self.mlp(self.norm2(x))
 
 
@@ -201,8 +217,12 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # a tied head counts once
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty cache, in the autocast dtype when autocast is on (bf16 on CUDA: the keys and values are
+        computed in it, and a float32 cache would be converted back at every step), else the weights'."""
         p = self.lm_head.weight
-        return KVCache(self.cfg, batch_size, max_len, p.device, p.dtype)
+        on = torch.is_autocast_enabled(p.device.type)
+        return KVCache(self.cfg, batch_size, max_len, p.device,
+                       torch.get_autocast_dtype(p.device.type) if on else p.dtype)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None,
                 last_only: bool = False) -> torch.Tensor:
@@ -217,6 +237,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {T} new tokens exceeds block_size/cache "
                              f"({self.cfg.block_size}, cache {None if cache is None else cache.max_len})")
         dev = idx.device
+        given_valid = valid is not None
         if valid is None:
             valid = torch.ones(B, T, dtype=torch.bool, device=dev)
         elif cache is not None and cache.length > 0:
@@ -226,7 +247,7 @@ class GPT(nn.Module):
         ang = pos[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hd/2)
         cos, sin = ang.cos(), ang.sin()
 
-        padded = not bool(valid.all())
+        padded = given_valid and not bool(valid.all())  # (no host sync when no padding was given)
         if cache is None and not padded:
             mask = None  # case 1
         else:
@@ -248,12 +269,30 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += T
             cache.next_pos = cache.next_pos + valid.long().sum(1)
-        if last_only:
-            x = x[:, -1:]
+        return self._head(x[:, -1:] if last_only else x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
         # the head in float32 even under bf16 autocast: every log-prob (sampling, PPO ratio, the z_c
         # readout) is taken from these logits, and bf16 rounding would bias r_s and the ratio
-        with torch.autocast(dev.type, enabled=False):
+        with torch.autocast(x.device.type, enabled=False):
             return self.lm_head(self.norm_f(x.float()))  # (B, T, V) float32
+
+    def decode_step(self, tok: torch.Tensor, cache: KVCache, slot: torch.Tensor) -> torch.Tensor:
+        """Attention case 4: one token per row, tok (B,), written at cache slot `slot` (a 1-element long
+        tensor on the device) at each row's next position; returns the logits (B, V) in float32.
+        Every shape is fixed by the cache and nothing is read back to the host, so the call can be
+        captured by a CUDA graph and replayed (the weights are read in place). The caller feeds slots in
+        order after a prefill (`cache.length` is not advanced here)."""
+        pos = cache.next_pos  # (B,)
+        ang = pos[:, None, None, None].float() * self.inv_freq  # (B, 1, 1, hd/2)
+        cos, sin = ang.cos(), ang.sin()
+        cache.valid.index_fill_(1, slot, True)
+        mask = cache.valid[:, None, None, :]  # (B, 1, 1, S): every written slot, this one included
+        x = self.wte(tok[:, None])  # (B, 1, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, i, cache, mask, slot)
+        cache.next_pos.add_(1)
+        return self._head(x)[:, 0]
 
     @torch.no_grad()
     def generate(self, idx: list[int], max_new_tokens: int, eos_id: int, temperature: float = 1.0,

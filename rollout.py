@@ -7,7 +7,10 @@
   2. the cache of each prompt is copied to its `num_samples` rows (`KVCache.select`), and every row
      samples its own first token from the prompt's last logits (no shared first token);
   3. decode: one token per row per step, from an explicit `torch.Generator`; a row stops at its first
-     EOS; finished rows are dropped from the batch once they make up half of it;
+     EOS. Two loops, the same tokens: on CPU finished rows are dropped from the batch once they make up
+     half of it (compute is per row); on CUDA the batch keeps its shape and the step is a fixed-shape
+     `model.decode_step` replayed from a CUDA graph, with no host sync except an "all finished?" check
+     every few steps (`_FixedDecoder`);
   4. self-reward (docs/laser.md §1, §6): the step after a row samples EOS feeds that EOS back in,
      and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
      with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
@@ -31,6 +34,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,12 +157,15 @@ def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
 @torch.no_grad()
 def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
-           *, tokenizer, score: bool = True, compact: bool = True) -> Rollouts:
+           *, tokenizer, score: bool = True, compact: bool = True, fixed: bool | None = None,
+           check_every: int = 8) -> Rollouts:
     """Sample `num_samples` responses per prompt with a KV cache; see the module docstring.
 
     Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
-    `score=False` skips the self-reward readout (only for measuring its cost); `compact=False` keeps
-    finished rows in the batch (only for tests and benchmarks).
+    `fixed` picks the decode loop: the fixed-shape one (default on CUDA; `check_every` steps between its
+    host checks for "every row finished") or the compacting one (default elsewhere). Both draw the same
+    tokens from the same generator. `score=False` skips the self-reward readout (only for measuring its
+    cost); `compact=False` keeps finished rows in the compacting loop's batch (tests and benchmarks).
     """
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
@@ -168,18 +177,31 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     cache = model.new_cache(P, Tp + max_new_tokens + 1)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
     rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
-    cache, logits = cache.select(rows), logits[rows]  # prefill once, copy to K rows
+    logits = logits[rows]  # every row samples its own first token from its prompt's last logits
+    out = dict(tokens=torch.full((N, max_new_tokens), tokenizer.pad_id, dtype=torch.long, device=dev),
+               logprobs=torch.zeros(N, max_new_tokens, device=dev),
+               lengths=torch.zeros(N, dtype=torch.long, device=dev),
+               finished=torch.zeros(N, dtype=torch.bool, device=dev),
+               logp_zc=torch.full((N,), float("nan"), device=dev))
+    step = functools.partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+                             suppressed=suppressed)
+    if fixed if fixed is not None else dev.type == "cuda":
+        _decode_fixed(model, cache, rows, logits, out, step, eos=eos, zc=zc, score=score, check_every=check_every)
+    else:
+        _decode_compact(model, cache.select(rows), logits, out, step, eos=eos, zc=zc, score=score, compact=compact)
+    return _finish(tokenizer, prompts, K, out["tokens"], out["lengths"], out["logprobs"], out["finished"],
+                   out["logp_zc"], temperature, top_k, top_p, suppressed)
 
-    tokens = torch.full((N, max_new_tokens), tokenizer.pad_id, dtype=torch.long, device=dev)
-    logprobs = torch.zeros(N, max_new_tokens, device=dev)
-    lengths = torch.zeros(N, dtype=torch.long, device=dev)
-    finished = torch.zeros(N, dtype=torch.bool, device=dev)
-    logp_zc = torch.full((N,), float("nan"), device=dev)
-    active = torch.arange(N, device=dev)  # global row of each cache row
-    alive = torch.ones(N, dtype=torch.bool, device=dev)  # cache rows still generating
 
+def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact):
+    """The CPU decode loop: the batch shrinks as rows finish (compute is per row). Fills `out` in place."""
+    tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
+                                                                    "logp_zc"))
+    N, max_new_tokens = tokens.shape
+    active = torch.arange(N, device=tokens.device)  # global row of each cache row
+    alive = torch.ones(N, dtype=torch.bool, device=tokens.device)  # cache rows still generating
     for t in range(max_new_tokens):
-        tok, lp = sample_next(logits, temperature, top_k, top_p, generator, suppressed)  # (A,), (A,)
+        tok, lp = step(logits)  # (A,), (A,)
         rows_alive = active[alive]
         tokens[rows_alive, t] = tok[alive]
         logprobs[rows_alive, t] = lp[alive]
@@ -203,8 +225,96 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
             cache, logits, active = cache.select(keep), logits[keep], active[keep]
             alive = alive[keep]
 
-    return _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
-                   temperature, top_k, top_p, suppressed)
+
+def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, check_every):
+    """The GPU decode loop: every row stays in the batch (a finished row's outputs are ignored), each
+    step is `model.decode_step` at a slot held on the device, and the host only asks "is every row
+    finished?" every `check_every` steps. The sampled tokens equal `_decode_compact`'s. Fills `out`."""
+    tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
+                                                                    "logp_zc"))
+    N, max_new_tokens = tokens.shape
+    dec = _decoder(model, N, prefill)
+    dec.cache.load(prefill, rows)  # the prompts' cache, copied to their K rows each
+    slots = torch.arange(prefill.length, prefill.length + max_new_tokens, device=tokens.device)
+    alive = torch.ones(N, dtype=torch.bool, device=tokens.device)
+    for t in range(max_new_tokens):
+        tok, lp = step(logits)  # (N,), (N,)
+        tokens[:, t], logprobs[:, t] = tok, lp  # kept only up to each row's length (_finish)
+        lengths += alive
+        just_done = alive & (tok == eos)
+        finished |= just_done
+        alive &= ~just_done
+        logits = dec.step(model, tok, slots[t:t + 1])  # for rows that just sampled EOS: the EOS position
+        if score:  # docs/laser.md §1: log p(z_c) at the EOS, for the rows that just finished
+            logp_zc.copy_(torch.where(just_done, torch.log_softmax(logits, -1)[:, zc], logp_zc))
+        if (t + 1) % check_every == 0 and not bool(alive.any()):
+            break
+
+
+CUDA_GRAPHS = True  # replay the fixed-shape decode step from a CUDA graph on CUDA (False: run it eagerly)
+_DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its _FixedDecoders, newest last
+
+
+def _decoder(model, N: int, prefill) -> "_FixedDecoder":
+    """The model's decoder for N rows on caches shaped like `prefill` (kept, up to four shapes: an RL run
+    samples one shape every step). The key holds the weights' addresses: a graph reads them in place."""
+    graph = CUDA_GRAPHS and model.lm_head.weight.device.type == "cuda"
+    key = (graph, N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
+           tuple(p.data_ptr() for p in model.parameters()))
+    pool = _DECODERS.setdefault(model, OrderedDict())
+    if key not in pool:
+        pool[key] = _FixedDecoder(model, N, prefill.max_len, prefill.k[0].dtype, graph)
+        while len(pool) > 4:
+            pool.popitem(last=False)
+    pool.move_to_end(key)
+    return pool[key]
+
+
+class _FixedDecoder:
+    """`model.decode_step` on a KV cache of its own, of one shape. On CUDA the step is captured once as a
+    CUDA graph and then replayed (one launch per token instead of one per kernel); the graph reads the
+    weights in place, so it sees every optimizer step. Under autocast it is captured with autocast's
+    weight-cast cache off: a cached bf16 copy of a weight would be stale after the next update (and
+    freed when autocast exits). If capture fails the step runs eagerly, with a one-line notice."""
+
+    def __init__(self, model, N: int, max_len: int, dtype, graph: bool):
+        dev = model.lm_head.weight.device
+        self.cache = model.new_cache(N, max_len)
+        self.tok = torch.zeros(N, dtype=torch.long, device=dev)
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self.graph = None
+        if graph:
+            try:
+                self._capture(model)
+            except RuntimeError as e:
+                print(f"note: CUDA graph capture of the decode step failed ({str(e).splitlines()[0][:160]}); "
+                      f"decoding eagerly", file=sys.stderr)
+                self.graph = None
+
+    def _capture(self, model):
+        on = torch.is_autocast_enabled("cuda")
+        ctx = lambda: torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=on, cache_enabled=False)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), ctx():
+            for _ in range(2):  # warm-up outside the graph (workspaces, kernel selection)
+                model.decode_step(self.tok, self.cache, self.slot)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the SFT prefetch thread may pin host memory meanwhile, which is not part of the graph
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
+            self.out = model.decode_step(self.tok, self.cache, self.slot)
+        self.graph = graph
+
+    def step(self, model, tok: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) after feeding `tok` at cache slot `slot`. With a graph the result is its output
+        buffer, overwritten by the next step: use it before calling again."""
+        if self.graph is None:
+            return model.decode_step(tok, self.cache, slot)
+        self.tok.copy_(tok)
+        self.slot.copy_(slot)
+        self.graph.replay()
+        return self.out
 
 
 @torch.no_grad()
@@ -251,12 +361,12 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     """
     dev = ro.response.device
     N, T = ro.response.shape
-    plens = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(N)], device=dev)  # (N,)
-    L = int((plens + ro.lengths).max())
-    seq = torch.full((N, L), pad_id, dtype=torch.long, device=dev)
-    for i in range(N):  # right-padded rows: prompt, then response (with its EOS)
-        p = ro.prompts[i // ro.group_size]
-        seq[i, :len(p)] = torch.tensor(p, device=dev)
+    prompts = [ro.prompts[i // ro.group_size] for i in range(N)]
+    L = max(len(p) + n for p, n in zip(prompts, ro.lengths.tolist()))
+    # right-padded rows: prompt, then response (with its EOS); the prompts are laid out on the host and
+    # copied to the device at once
+    seq = torch.tensor([p + [pad_id] * (L - len(p)) for p in prompts], dtype=torch.long).to(dev, non_blocking=True)
+    plens = torch.tensor([len(p) for p in prompts]).to(dev, non_blocking=True)  # (N,)
     t_idx = torch.arange(T, device=dev)
     pos = plens[:, None] + t_idx[None, :]  # (N, T) position of response token t
     put = ro.mask

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 import tasks
+from model import GPT, GPTConfig
 from rollout import filter_logits, sample, sample_naive, score_rollouts, suppressed_ids
 
 
@@ -141,3 +142,81 @@ def test_special_tokens_other_than_eos_are_never_sampled(tok, model_factory):
             torch.testing.assert_close(logp, ro.logprobs, atol=1e-4, rtol=0)
         torch.testing.assert_close(zc, ro.logp_zc, atol=1e-4, rtol=0, equal_nan=True)
     assert suppressed_ids(tok) == tuple(sorted((tok.zc_id, tok.bos_id, tok.pad_id)))
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p,eos", [(1.0, None, None, dict(eos_offset=2.5)),
+                                                        (0.8, 40, None, dict(eos_offset=1.0)),
+                                                        (1.0, None, 0.95, dict(eos_offset=2.5)),
+                                                        (0, None, None, dict(eos_boost=3.0))])
+def test_fixed_shape_decode_draws_the_tokens_of_the_compacting_loop(tok, model_factory, temperature, top_k, top_p, eos):
+    """The CUDA decode loop (fixed shape, decode_step, host check every few steps), run eagerly on CPU:
+    the same tokens from the same generator as the compacting loop without compaction (which draws for
+    every row too), and log-probs and z_c readouts equal up to the length of attention's sum."""
+    m = model_factory(seed=5 if "eos_offset" in eos else 9, **eos)
+    p = prompts_of(tok, 5, seed=3)
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, tokenizer=tok)
+    ref = sample(m, p, 4, 30, generator=torch.Generator().manual_seed(3), compact=False, fixed=False, **kw)
+    assert ref.finished.any() and (~ref.finished).any()
+    for every in (1, 5):
+        fx = sample(m, p, 4, 30, generator=torch.Generator().manual_seed(3), fixed=True, check_every=every, **kw)
+        assert torch.equal(fx.response, ref.response) and torch.equal(fx.mask, ref.mask)
+        assert torch.equal(fx.finished, ref.finished) and fx.texts == ref.texts
+        torch.testing.assert_close(fx.logprobs, ref.logprobs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(fx.logp_zc, ref.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
+
+
+def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok):
+    """decode_step (attention case 4) against forward with a cache (case 3) on the Llama layer: grouped
+    keys/values, q/k/v biases, SwiGLU, RMSNorm gains; left-padded prompts."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+                      mlp="swiglu", mlp_hidden=48, norm_weight=True, qkv_bias=True)).eval()
+    prompts = prompts_of(tok, 3, seed=1)
+    T = max(map(len, prompts))
+    idx = torch.tensor([[tok.pad_id] * (T - len(q)) + q for q in prompts])
+    valid = idx != tok.pad_id
+    a, b = m.new_cache(3, T + 8), m.new_cache(3, T + 8)
+    with torch.no_grad():
+        m(idx, cache=a, valid=valid)
+        m(idx, cache=b, valid=valid)
+        nxt = torch.tensor([5, 9, 11])
+        for t in range(6):
+            want = m(nxt[:, None], cache=a)[:, -1]
+            got = m.decode_step(nxt, b, torch.tensor([T + t]))
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            nxt = want.argmax(-1)
+    assert torch.equal(a.next_pos, b.next_pos) and torch.equal(a.valid, b.valid)
+
+
+def test_kv_cache_takes_the_autocast_dtype(tok, model_factory):
+    """Under autocast the keys and values are computed in bf16: the cache holds them in bf16 (not float32
+    converted back at each step); outside autocast it has the weights' dtype. Both loops run on it."""
+    m = model_factory(seed=5, eos_offset=2.5)
+    assert m.new_cache(2, 8).k[0].dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.new_cache(2, 8).k[0].dtype == torch.bfloat16
+        for fixed in (False, True):
+            ro = sample(m, prompts_of(tok, 2), 2, 12, generator=torch.Generator().manual_seed(0), tokenizer=tok,
+                        fixed=fixed)
+            assert ro.logprobs.dtype == torch.float32 and ro.finished.any()
+
+
+def test_decode_step_traces_as_one_graph(tok, model_factory):
+    """decode_step has no graph break (nothing read back to the host, no data-dependent Python), which is
+    what lets a CUDA graph capture it; checked with torch.compile's aot_eager backend (no compiler)."""
+    import torch._dynamo
+    m = model_factory(seed=1)
+    prompts = prompts_of(tok, 2)
+    T = max(map(len, prompts))
+    idx = torch.tensor([[tok.pad_id] * (T - len(q)) + q for q in prompts])
+    a, b = m.new_cache(2, T + 4), m.new_cache(2, T + 4)
+    torch._dynamo.reset()
+    step = torch.compile(m.decode_step, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        for c in (a, b):
+            m(idx, cache=c, valid=idx != tok.pad_id)
+        for t in range(3):
+            nxt = torch.tensor([4 + t, 7])
+            torch.testing.assert_close(step(nxt, a, torch.tensor([T + t])), m.decode_step(nxt, b, torch.tensor([T + t])),
+                                       atol=1e-5, rtol=0)
+    torch._dynamo.reset()
