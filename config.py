@@ -51,6 +51,8 @@ class Config:
     sft_steps: int = 1000
     sft_batch_size: int = 32
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
+    micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
+    compile: str = "auto"         # torch.compile the training forward: auto (on CUDA) | on | off
     sft_lr: float = 2e-3
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
     min_lr_frac: float = 0.1
@@ -69,6 +71,7 @@ class Config:
     rl_warmup: int = 5
     ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio == 1)
     micro_batch: int = 64         # rows per forward/backward (gradient is the same for any value)
+    verify_workers: int = 0       # processes that verify each step's rollouts (0: this process)
     clip_low: float = 0.2
     clip_high: float = 0.28
     loss_agg: str = "token_mean"  # token_mean | seq_mean
@@ -109,12 +112,13 @@ PRESETS: dict[str, dict] = {
                  sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=200,
                  rl_steps=200, prompts_per_step=16, group_size=16, max_new_tokens=128, rl_lr=2e-4,
                  reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
-    # one GPU: ~20M parameters
+    # one GPU: ~20M parameters; whole batches per forward (a token cap for the longest), large sampling calls
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
-                  sft_steps=6000, sft_batch_size=128, sft_lr=1e-3, sft_warmup=200, weight_decay=0.1,
-                  eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400, prompts_per_step=64,
-                  group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=128,
-                  reasoning_warmup=50, self_reward_warmup=100, calib_prompts=256),
+                  sft_steps=6000, sft_batch_size=128, sft_micro_batch=128, sft_lr=1e-3, sft_warmup=200,
+                  weight_decay=0.1, eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
+                  prompts_per_step=64, group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=512,
+                  micro_tokens=65536, verify_workers=4, eval_batch=512, reasoning_warmup=50,
+                  self_reward_warmup=100, calib_prompts=256),
 }
 
 
@@ -147,7 +151,7 @@ def _field_comments() -> dict[str, str]:
 CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
            "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
            "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama"),
-           "sr_weighting": ("batch", "group")}
+           "sr_weighting": ("batch", "group"), "compile": ("auto", "on", "off")}
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
@@ -184,7 +188,8 @@ RANGES = [
       "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size", "n_val",
       "n_test", "calib_prompts", "calib_samples", "log_every", "ckpt_every", "eval_batch", "max_skipped"),
      lambda v: v >= 1, ">= 1"),
-    (("threads", "halt_at", "bpe_merges", "sft_warmup", "rl_warmup", "eval_every", "rl_eval_every",
+    (("threads", "halt_at", "bpe_merges", "micro_tokens", "verify_workers", "sft_warmup", "rl_warmup",
+      "eval_every", "rl_eval_every",
       "n_log_samples", "top_k", "reasoning_warmup", "self_reward_warmup"), lambda v: v >= 0, ">= 0"),
     (("sft_lr", "rl_lr", "temperature", "beta_v"), lambda v: _finite(v) and v > 0, "finite and > 0"),
     (("weight_decay", "kl_coef", "alpha", "std_threshold", "clip_high"),

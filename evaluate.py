@@ -285,8 +285,8 @@ def build_parser() -> ArgParser:
                    "(default: each RUN_DIR's base name)")
     p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=None,
                    help="generation length limit (default: the run's training setting)")
-    p.add_argument("--batch_size", "--batch-size", type=int, default=256,
-                   help="sequences per forward pass when sampling (default 256)")
+    p.add_argument("--batch_size", "--batch-size", type=int, default=None,
+                   help="sequences per forward pass when sampling (default 256 on CPU, 4096 on CUDA)")
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="problems to evaluate on: test (default; never seen in training or tuning) or "
                         "validation (for tuning and studies)")
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("--batch_size", args.batch_size, 1)):
         if value is not None and value < low:
             return fail(f"{flag} must be >= {low}, got {value}")
+    args.batch_size = args.batch_size or (4096 if torch.cuda.is_available() else 256)
     if sum(map(bool, (args.records, args.run_dirs, args.aggregate))) > 1:
         return fail("give one of RUN_DIRs, --records or --aggregate")
     if args.data_jsonl is not None and not args.run_dirs:

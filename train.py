@@ -26,9 +26,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 import numpy as np
@@ -38,15 +40,16 @@ import tasks
 import verify
 from config import (Config, UserError, autocast, check_config, check_lengths, corpus_for_tokenizer,
                     get_device, heldout_problems, load_outside, outside_data_that_fits, outside_train_data,
-                    prompts_that_fit, resolve_config, sft_row_length, train_problems)
+                    prompts_that_fit, resolve_config, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
 from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, close_distributed, gather,
-                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, rank, resume_run,
-                  saved_config, seed_everything, shard, sync_grads, world_size, write_json, write_text)
+                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run,
+                  saved_config, seed_everything, shard, sync_grads, training_forward, world_size, write_json,
+                  write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -96,51 +99,80 @@ def heldout_eval(model, tok, problems, cfg: Config, c_ref: float | None = None) 
 
 # ============================================================================ SFT
 
-def sft_batch(tok: Tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded [BOS, problem, \\n, solution, EOS] rows. Returns inputs (B, L-1), targets (B, L-1) and
-    the loss mask (B, L-1): True where the target is a solution token or the EOS (by position)."""
-    rows, starts = [], []
+def sft_rows(tok: Tokenizer, problems) -> list[tuple[list[int], int]]:
+    """Each problem's row [BOS, problem, \\n, solution, EOS] and the length of its prompt part (encoded once)."""
+    out = []
     for p in problems:
         prompt = tok.encode_prompt(p.problem)
-        rows.append(prompt + tok.encode(p.solution) + [tok.eos_id])
-        starts.append(len(prompt))
-    L = max(map(len, rows))
-    seq = torch.full((len(rows), L), tok.pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        seq[i, :len(r)] = torch.tensor(r)
+        out.append((prompt + tok.encode(p.solution) + [tok.eos_id], len(prompt)))
+    return out
+
+
+def _sft_tensors(rows, pad_id: int, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded rows as inputs (B, L-1), targets (B, L-1) and the loss mask (B, L-1): True where the
+    target is a solution token or the EOS (by position). On the host (in pinned memory with `pin`)."""
+    L = max(len(r) for r, _ in rows)
+    seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
-    lens = torch.tensor([len(r) for r in rows])[:, None]
-    mask = (pos >= torch.tensor(starts)[:, None]) & (pos < lens)  # (B, L-1)
-    return seq[:, :-1].to(device), seq[:, 1:].to(device), mask.to(device)
+    lens = torch.tensor([len(r) for r, _ in rows])[:, None]
+    mask = (pos >= torch.tensor([s for _, s in rows])[:, None]) & (pos < lens)  # (B, L-1)
+    out = (seq[:, :-1], seq[:, 1:], mask)
+    return tuple(t.pin_memory() for t in out) if pin else out
 
 
-def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device) -> tuple[float, int]:
-    """Accumulate the gradient of the token-mean SFT loss over `problems`; returns (loss, real tokens).
-
-    The problems are sorted by length and cut into micro-batches, each padded only to its own longest
-    row. Every micro-batch is normalised by the whole batch's count of trained tokens (over all processes
-    under torchrun, whose gradients are then summed), so the gradient equals the one of the single padded
-    batch of every process's problems."""
-    lengths = [sft_row_length(tok, p) - 1 for p in problems]
-    order = sorted(range(len(problems)), key=lambda i: lengths[i])
-    chunks = [[problems[i] for i in order[s:s + micro_batch]] for s in range(0, len(order), micro_batch)]
-    loss = sft_backward(model, [sft_batch(tok, c, device) for c in chunks], device)
-    return loss, all_sum(sum(lengths))  # real input tokens: each row minus its last token
+def sft_batch(tok: Tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One right-padded batch of `problems` on `device` (see _sft_tensors)."""
+    return tuple(t.to(device) for t in _sft_tensors(sft_rows(tok, problems), tok.pad_id))
 
 
-def sft_backward(model, batches, device) -> float:
-    """The backward pass of sft_loss_backward on ready (inputs, targets, mask) micro-batches."""
-    n_target = all_sum(sum(int(m.sum()) for _, _, m in batches))
-    total = 0.0
+def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> list[list[int]]:
+    """Row indices sorted by length, cut into micro-batches of at most `max_rows` rows and, with
+    `max_tokens`, at most that many padded tokens (rows x its longest row; a longer row goes alone).
+    Each micro-batch is padded only to its own longest row."""
+    out, cur = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if cur and (len(cur) == max_rows or max_tokens and (len(cur) + 1) * lengths[i] > max_tokens):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + [cur] if cur else out
+
+
+def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pin: bool = False):
+    """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
+    input tokens: each row minus its last token)."""
+    rows = sft_rows(tok, problems)
+    lengths = [len(r) - 1 for r, _ in rows]
+    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin)
+            for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
+
+
+def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device, micro_tokens: int = 0,
+                      forward=None) -> tuple[float, int]:
+    """Accumulate the gradient of the token-mean SFT loss over `problems`; returns (loss, real tokens
+    over every process). Micro-batches as in sft_step_batches; the gradient is the one of the single
+    padded batch of every process's problems (see sft_backward)."""
+    batches, n_real = sft_step_batches(tok, problems, micro_batch, micro_tokens)
+    return sft_backward(model, batches, device, forward), all_sum(n_real)
+
+
+def sft_backward(model, batches, device, forward=None) -> float:
+    """The backward pass of one SFT step on ready (inputs, targets, mask) micro-batches. Every micro-batch
+    is normalised by the whole batch's count of trained tokens (over all processes under torchrun, whose
+    gradients are then summed). `forward`: the training forward (runs.training_forward; default the
+    model). One host sync, for the logged loss."""
+    n_target = all_sum(sum(int(m.sum()) for _, _, m in batches))  # counted on the host
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for x, y, mask in batches:
+        x, y, mask = (t.to(device, non_blocking=True) for t in (x, y, mask))
         with autocast(device):
-            logits = model(x)  # (b, L-1, V)
+            logits = (forward or model)(x)  # (b, L-1, V)
         per_tok = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
         loss = (per_tok * mask).sum() / max(1, n_target)
         loss.backward()
-        total += loss.item()
+        total += loss.detach()
     sync_grads(model)
-    return all_sum(total)
+    return all_sum(float(total))
 
 
 def run_sft(cfg: Config, then_rl: bool = False) -> str:
@@ -173,16 +205,21 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
         extra_data = []
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
-    t0, tokens_seen, last = time.time(), 0, time.time()
-    for step in range(start, cfg.sft_steps):
-        model.train()
+    forward = training_forward(model, cfg.compile)
+
+    def step_batches(step):  # built ahead on the host, in a thread (a pure function of the step)
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
+        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens, pin=device.type == "cuda")
+
+    t0, tokens_seen, last = time.time(), 0, time.time()
+    for step, (batches, n_real) in zip(range(start, cfg.sft_steps), prefetch(step_batches, range(start, cfg.sft_steps))):
+        model.train()
         lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
         opt.zero_grad(set_to_none=True)
-        loss, n_real = sft_loss_backward(model, tok, probs, cfg.sft_micro_batch, device)
+        loss = sft_backward(model, batches, device, forward)
         gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, [loss])
-        tokens_seen += n_real
+        tokens_seen += all_sum(n_real)
         done = step + 1
         guard.update(skipped, done, "SFT")
         rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm, "skipped_steps": guard.total}
@@ -230,8 +267,10 @@ def subset(ro: Rollouts, rows: torch.Tensor) -> Rollouts:
 
 
 def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
-                ref_model=None) -> dict[str, float]:
-    """Accumulate the gradient of the step's loss over `ro` in micro-batches of rows of similar length.
+                ref_model=None, forward=None) -> dict[str, float]:
+    """Accumulate the gradient of the step's loss over `ro` in micro-batches of rows of similar length
+    (micro_batches: at most cfg.micro_batch rows and cfg.micro_tokens padded tokens each; `forward`: the
+    training forward, runs.training_forward).
     Every micro-batch is normalised by the whole step's token (or sequence) count and class counts N_c,
     N_i: over every process under torchrun, whose gradients are then summed (docs/laser.md §2: the class
     reweighting is over the step's batch, not per process). So the gradient depends neither on
@@ -241,17 +280,17 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
     n_c = all_sum(int((ro.finished & (r_v > 0.5)).sum()))
     n_i = all_sum(int((ro.finished & (r_v <= 0.5)).sum()))
     w_rows = group_class_weights(r_v, ro.finished, ro.group_size) if cfg.sr_weighting == "group" else None
-    total_len = torch.tensor([len(ro.prompts[i // ro.group_size]) for i in range(len(ro))]) + ro.lengths.cpu()
-    order = torch.argsort(total_len, stable=True).to(device)
-    tot = {"pg": 0.0, "mse": 0.0, "kl": 0.0, "clip": 0.0}
-    for rows in (order[s:s + cfg.micro_batch] for s in range(0, len(ro), cfg.micro_batch)):
+    total_len = [len(ro.prompts[i // ro.group_size]) + n for i, n in enumerate(ro.lengths.tolist())]
+    tot = {k: torch.zeros((), dtype=torch.float64, device=device) for k in ("pg", "mse", "kl", "clip")}
+    for rows in micro_batches(total_len, cfg.micro_batch, cfg.micro_tokens):
+        rows = torch.tensor(rows, device=device)
         mb = subset(ro, rows)
         with autocast(device):
-            logp, logp_zc = score_rollouts(model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
+            logp, logp_zc = score_rollouts(forward or model, mb, tok.zc_id, tok.pad_id)  # (n, T), (n,)
         loss, st = ppo_clip_loss(logp, mb.logprobs, adv[rows], mb.mask, clip_low=cfg.clip_low,
                                  clip_high=cfg.clip_high, agg=cfg.loss_agg, num_tokens=n_tok, num_seqs=N)
-        tot["pg"] += loss.item()
-        tot["clip"] += st["clip_frac"] * int(mb.mask.sum()) / max(1, n_tok)
+        tot["pg"] += loss.detach()
+        tot["clip"] += st["clip_frac"] * st["num_tokens"] / max(1, n_tok)
         if cfg.kl_coef > 0:  # docs/laser.md §7: 0 by default, and then no reference forward
             with torch.no_grad(), autocast(device):  # the reference unfiltered: its support holds every sampled token
                 ref_mb = dataclasses.replace(mb, top_k=None, top_p=None)
@@ -259,26 +298,27 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
             kl = aggregate_loss(kl_penalty(logp, logp_ref, cfg.kl_estimator), mb.mask, cfg.loss_agg,
                                 num_tokens=n_tok, num_seqs=N)
             loss = loss + cfg.kl_coef * kl
-            tot["kl"] += kl.item()
+            tot["kl"] += kl.detach()
         if use_mse:  # docs/laser.md eq. 4: L = L_RLVR + alpha * L_SR
             r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
             mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i,
                                     weights=None if w_rows is None else w_rows[rows.cpu()].to(device))
             loss = loss + cfg.alpha * mse
-            tot["mse"] += mse.item()
+            tot["mse"] += mse.detach()
         loss.backward()
     sync_grads(model)
-    return {k: all_sum(v) for k, v in tot.items()}
+    return {k: all_sum(v) for k, v in zip(tot, torch.stack(list(tot.values())).tolist())}  # one host sync
 
 
 def rl_update(model, opt, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
-              ref_model=None) -> dict:
+              ref_model=None, forward=None) -> dict:
     """ppo_epochs passes over the batch (rl_backward), one optimizer step each. Returns loss/grad statistics."""
     model.train()
     stats = {"skipped": 0}
     for _ in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
-        tot = rl_backward(model, ro, adv, r_v, cfg, use_mse=use_mse, c_ref=c_ref, tok=tok, ref_model=ref_model)
+        tot = rl_backward(model, ro, adv, r_v, cfg, use_mse=use_mse, c_ref=c_ref, tok=tok, ref_model=ref_model,
+                          forward=forward)
         gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, tot.values())
         stats.update(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"], grad_norm=gnorm)
         stats["skipped"] += skipped
@@ -289,10 +329,26 @@ def _mean_or_nan(x: torch.Tensor) -> float:
     return float(x.mean()) if x.numel() else float("nan")
 
 
-def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None,
-            outside=()) -> tuple[dict, list[dict]]:
+def verifier_pool(workers: int):
+    """Worker processes for verify_rollouts (None for 0: verify in this process). Started by spawn: safe
+    beside CUDA and threads."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+
+
+def verify_rollouts(texts: list[str], answers: list[str], pool=None) -> list[tuple[float, str]]:
+    """verify.reward_with_reason of each (response, gold answer), in order: in this process, or spread over
+    `pool`'s processes (the same results; the verifier is pure and has its own time budget per answer)."""
+    if pool is None:
+        return [verify.reward_with_reason(t, a) for t, a in zip(texts, answers)]
+    chunk = max(1, len(texts) // (4 * pool._max_workers))
+    return list(pool.map(verify.reward_with_reason, texts, answers, chunksize=chunk))
+
+
+def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None, outside=(), forward=None,
+            pool=None) -> tuple[dict, list[dict]]:
     """One RL step: sample, verify, advantages (§2), self-reward integration (§3), update, metrics.
-    `outside`: the --data_jsonl problems the step's prompts may be drawn from (rl_outside_data).
+    `outside`: the --data_jsonl problems the step's prompts may be drawn from (rl_outside_data); `forward`:
+    the training forward (runs.training_forward); `pool`: verifier processes (verifier_pool).
     Returns the step's metrics record and its first decoded samples (for samples.jsonl)."""
     K, laser = cfg.group_size, cfg.algo == "laser"
     mse_on = laser and step >= cfg.reasoning_warmup  # docs/laser.md §4: the schedule
@@ -300,7 +356,7 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
     t0 = time.time()
     probs, ro = rollout_step(model, tok, cfg, step, outside)
     t1 = time.time()
-    rr = [verify.reward_with_reason(text, p.answer) for text, p in zip(ro.texts, [p for p in probs for _ in range(K)])]
+    rr = verify_rollouts(ro.texts, [p.answer for p in probs for _ in range(K)], pool)
     r_v = torch.tensor([r for r, _ in rr], dtype=torch.float32, device=ro.response.device)  # (N,)
     reasons = [why for _, why in rr]
     t2 = time.time()
@@ -311,7 +367,8 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
         adv, n_integrated = integrate_advantages(adv, r_s, ro.finished, K, tau=cfg.tau,
                                                    std_threshold=cfg.std_threshold)
     lr = set_lr(opt, lr_at(step, cfg.rl_steps, cfg.rl_lr, cfg.rl_warmup, cfg.min_lr_frac))
-    st = rl_update(model, opt, ro, adv, r_v, cfg, use_mse=mse_on, c_ref=c_ref, tok=tok, ref_model=ref_model)
+    st = rl_update(model, opt, ro, adv, r_v, cfg, use_mse=mse_on, c_ref=c_ref, tok=tok, ref_model=ref_model,
+                   forward=forward)
     t3 = time.time()
     # metrics of the whole step: every process's rows under torchrun
     parts = gather({"r_v": r_v.cpu(), "r_s": r_s.cpu(), "fin": ro.finished.cpu(), "len": ro.lengths.cpu(),
@@ -403,10 +460,12 @@ def run_rl(cfg: Config) -> str:
                **heldout_eval(model, tok, val, cfg, c_ref)}
         log.write(rec)
         print(f"rl     0 val acc {rec['eval_acc']:.3f}", flush=True)
+    forward, pool = training_forward(model, cfg.compile), verifier_pool(cfg.verify_workers)
     t_start = time.time()
     for step in range(start, cfg.rl_steps):
         # sample, verify, advantages, integration, update (docs/laser.md §2-4)
-        rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model, outside=outside)
+        rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model, outside=outside,
+                               forward=forward, pool=pool)
         done = step + 1
         guard.update(rec.pop("skipped"), done, "RL")
         rec["skipped_steps"] = guard.total
@@ -431,6 +490,8 @@ def run_rl(cfg: Config) -> str:
         if done == cfg.halt_at:
             print(f"halted after step {done} (--halt_at)")
             break
+    if pool is not None:
+        pool.shutdown()
     return cfg.out_dir
 
 

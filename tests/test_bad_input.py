@@ -186,19 +186,19 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
 
 
 def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys):
-    real = train.sft_loss_backward
+    real = train.sft_backward
     calls = {"n": 0}
 
-    def flaky(model, tok, probs, mb, device, nan_at=(4,)):
+    def flaky(model, batches, device, forward=None, nan_at=(4,)):
         calls["n"] += 1
-        loss, n = real(model, tok, probs, mb, device)
+        loss = real(model, batches, device, forward)
         if calls["n"] in nan_at or calls["n"] >= 20:
             for p in model.parameters():
                 p.grad = torch.full_like(p, float("nan"))
-            return float("nan"), n
-        return loss, n
+            return float("nan")
+        return loss
 
-    monkeypatch.setattr(train, "sft_loss_backward", flaky)
+    monkeypatch.setattr(train, "sft_backward", flaky)
     run = str(tmp_path / "r")
     _train_fails(capsys, T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "1", "--max_skipped", "4"],
                  "SFT stopped at step 23: 4 steps in a row")

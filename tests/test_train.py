@@ -116,16 +116,97 @@ def test_two_rl_steps_change_every_parameter(tok):
 
 @pytest.mark.parametrize("sr_weighting", ["batch", "group"])
 def test_rl_update_gradient_independent_of_micro_batch(tok, sr_weighting):
+    """Rows per micro-batch (16, 3) or a token budget (60 padded tokens: 1 to 3 rows each) give one gradient."""
     grads = []
-    for mb in (16, 3):
+    for mb, tokens in ((16, 0), (3, 0), (16, 60)):
         m, ro, r_v = _rollouts(tok)
         adv, _ = loss.group_advantages(r_v, 4)
-        cfg = dataclasses.replace(config.Config(), micro_batch=mb, grad_clip=1e9, sr_weighting=sr_weighting)
+        cfg = dataclasses.replace(config.Config(), micro_batch=mb, micro_tokens=tokens, grad_clip=1e9,
+                                  sr_weighting=sr_weighting)
         opt = torch.optim.SGD(m.parameters(), lr=0.0)
         st = train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
         assert st["loss_mse"] > 0
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+    for g in grads[1:]:
+        torch.testing.assert_close(grads[0], g, atol=1e-6, rtol=1e-4)
+
+
+def test_micro_batches_by_rows_and_padded_tokens():
+    lengths = [5, 30, 7, 12, 30, 6, 100]
+    assert train.micro_batches(lengths, 3) == [[0, 5, 2], [3, 1, 4], [6]]  # sorted by length (stable)
+    cut = train.micro_batches(lengths, 10, 40)  # rows x longest row <= 40, a longer row alone
+    assert cut == [[0, 5, 2], [3], [1], [4], [6]]
+    assert sorted(i for c in cut for i in c) == list(range(len(lengths)))
+    for c in cut:
+        assert len(c) == 1 or len(c) * max(lengths[i] for i in c) <= 40
+
+
+def test_sft_token_budget_gives_the_full_batch_gradient(tok, model_factory):
+    probs = tasks.train_batch(3, 7, seed=0)
+    grads = []
+    for mb, tokens in ((7, 0), (7, 90)):
+        m = model_factory(seed=1, block_size=256)
+        batches, n_real = train.sft_step_batches(tok, probs, mb, tokens)
+        assert len(batches) == 1 if not tokens else len(batches) > 1
+        loss_value = train.sft_backward(m, batches, "cpu")
+        grads.append((loss_value, torch.cat([p.grad.flatten() for p in m.parameters()])))
+    assert abs(grads[0][0] - grads[1][0]) < 1e-5
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-4)
+
+
+def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
+    assert list(runs.prefetch(lambda i: i * i, range(7))) == [i * i for i in range(7)]
+
+    def make(i):
+        if i == 3:
+            raise ValueError("item 3")
+        return i
+    got = []
+    with pytest.raises(ValueError, match="item 3"):
+        for x in runs.prefetch(make, range(6)):
+            got.append(x)
+    assert got == [0, 1, 2]
+
+
+def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, monkeypatch, capsys):
+    m = model_factory(seed=1)
+    assert runs.training_forward(m, "auto") is m and runs.training_forward(m, "off") is m  # CPU: eager
+    x = torch.tensor([tok.encode_prompt(p.problem) for p in tasks.make_split("test", 1, 0)])
+
+    def broken(model, **kw):
+        def call(*a):
+            raise RuntimeError("no compiler here\nsecond line")
+        return call
+    monkeypatch.setattr(torch, "compile", broken)
+    fwd = runs.training_forward(m, "on")
+    torch.testing.assert_close(fwd(x), m(x))
+    assert "torch.compile failed (RuntimeError: no compiler here); training runs eagerly" in capsys.readouterr().err
+    torch.testing.assert_close(fwd(x), m(x))  # and stays eager, without a second notice
+    assert capsys.readouterr().err == ""
+
+
+def test_training_forward_traces_as_one_graph(tok, model_factory):
+    """The training forward has no graph break (no host sync, no data-dependent Python): what
+    torch.compile captures on CUDA is the whole model. Checked with the aot_eager backend (no compiler)."""
+    import torch._dynamo
+    m = model_factory(seed=1)
+    x = torch.tensor([tok.encode_prompt(tasks.make_split("test", 1, 0)[0].problem)] * 2)
+    torch._dynamo.reset()
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=0)
+    torch._dynamo.reset()
+
+
+def test_verifier_processes_give_the_in_process_verdicts():
+    texts = ["so \\boxed{3/4}", "\\boxed{0.75}", "no answer", "\\boxed{x^2-1}", "\\boxed{(x-1)(x+1)}", "\\boxed{7}"] * 3
+    golds = ["3/4", "3/4", "1", "(x-1)(x+1)", "x^2-1", "8"] * 3
+    here = train.verify_rollouts(texts, golds)
+    pool = train.verifier_pool(2)
+    try:
+        assert train.verify_rollouts(texts, golds, pool) == here
+    finally:
+        pool.shutdown()
+    assert [r for r, _ in here[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
 
 
 def test_kl_to_the_reference_is_finite_under_top_k(tok):
