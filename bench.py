@@ -4,6 +4,7 @@
     python bench.py --quick         # every section, few repeats (whole run well under a minute)
     python bench.py --only verify   # one section (repeatable: --only verify --only train)
     python bench.py --out path.json # default: bench.json in the current directory
+    python bench.py --device cuda   # the gpu section: the small preset on one CUDA card (see its docstring)
 
 A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
 ("<name>.<metric>") to `metric(samples, unit, target)` records:
@@ -55,8 +56,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def machine_info() -> dict:
-    return {
+def machine_info(device: str = "cpu") -> dict:
+    cuda = {}
+    if device == "cuda":
+        import torch
+        cuda = {"device": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                "torch_build": torch.__version__}
+    return {**cuda,
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -474,7 +480,166 @@ def bench_hf(quick: bool) -> dict:
                                               note="tiny shape, Llama layer, random weights, CPU float32")}
 
 
-SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf]
+# ----------------------------------------------------------------------------------------------------
+# the GPU section (python bench.py --device cuda): the small preset's shapes on one card
+
+def bench_gpu(quick: bool) -> dict:
+    """The small preset on one CUDA device: see gpu_metrics."""
+    import torch
+
+    return gpu_metrics(torch.device("cuda"), quick)
+
+
+def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
+    """bf16 matmul peak (the MFU denominator, measured in the same run), SFT tokens/s and MFU, decode
+    ms/step at 1 to 2,048 rows, one RL step split into sample / verify / update, the cost of the in-pass
+    z_c readout, evaluation completions/s, peak memory: the small preset's shapes and settings. Random
+    weights with an EOS bias (lengths spread as in real rollouts), except for decode, where every row runs
+    to the limit. `dry`: a rehearsal on the test preset at toy sizes, on any device (the tests run it on
+    CPU, so that this GPU-only path has run before a GPU session is spent on it)."""
+    import torch
+
+    import config
+    import rollout
+    import tasks
+    import train
+    from config import autocast
+    from runs import make_optimizer, training_forward
+
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def timed(fn, repeats):  # seconds per call, synchronised: the device's time, not the launch's
+        out = []
+        for _ in range(repeats):
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - t)
+        return out
+
+    reps = 1 if dry else 2 if quick else 5
+    preset, n_mm, T = ("test", 256, 8) if dry else ("small", 8192, 64 if quick else 128)
+    out = {}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    # the bf16 matmul peak of this card, in this run
+    ab = [torch.randn(n_mm, n_mm, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+    timed(lambda: ab[0] @ ab[1], 3)
+    mm = [2 * n_mm ** 3 / t / 1e12 for t in timed(lambda: ab[0] @ ab[1], 3 if dry else 10 if quick else 30)]
+    peak = statistics.median(mm)
+    out["gpu.matmul_bf16_tflops"] = metric(mm, "TFLOP/s", note=f"{n_mm}^3 bf16 matmul")
+    ab.clear()
+
+    cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
+    model, tok = _bench_model(preset)
+    model = model.to(dev)
+    n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
+    # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
+    opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
+    model.train()
+    steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
+                                    cfg.micro_tokens, pin=cuda) for s in range(reps + 3)]
+
+    def sft_step(batches):
+        opt.zero_grad(set_to_none=True)
+        train.sft_backward(model, batches, dev, fwd)
+        opt.step()
+    for batches, _ in steps[:3]:  # compile (two shapes) and warm up
+        sft_step(batches)
+    real, padded, mfu = [], [], []
+    for batches, n_real in steps[3:]:
+        t = timed(lambda: sft_step(batches), 1)[0]
+        real.append(n_real / t)
+        padded.append(sum(x.numel() for x, _, _ in batches) / t)
+        mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
+    out["gpu.sft_real_tokens_per_s"] = metric(real, "tok/s", ">= 1e6", note=f"{preset}, batch {cfg.sft_batch_size}")
+    out["gpu.sft_padded_tokens_per_s"] = metric(padded, "tok/s")
+    out["gpu.sft_mfu"] = metric(mfu, "", ">= 0.15", note="6 N x real tokens/s over this run's bf16 matmul peak")
+
+    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
+    model.eval()
+    for rows in (1, 8) if dry else (1, 64, 512, 2048):
+        P = max(1, rows // 8)
+        prompts, K = _prompts(tok, P), rows // P
+        run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
+                                     tokenizer=tok)
+        with autocast(dev):
+            run()  # graph capture
+            t = timed(run, reps)
+        out[f"gpu.decode_ms_per_step.{rows}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
+        out[f"gpu.decode_tokens_per_s.{rows}"] = metric([rows * T / x for x in t], "tok/s",
+                                                        ">= 5e5" if rows == 512 else None)
+    # the graph replays the eager fixed-shape step: the same tokens
+    prompts = _prompts(tok, 8 if dry else 64)
+    with autocast(dev):
+        ros = []
+        for graphs in (True, False):
+            rollout.CUDA_GRAPHS = graphs
+            ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
+                                      tokenizer=tok))
+        rollout.CUDA_GRAPHS = True
+    out["gpu.graph_vs_eager_same_tokens"] = metric([float((ros[0].response == ros[1].response).float().mean())],
+                                                   "", "== 1", note=f"fraction of equal tokens, {len(ros[0])} rows")
+
+    hook = _eos_offset(model, tok)
+    # in-pass z_c readout: the preset's RL sampling with the readout vs without
+    prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
+    with autocast(dev):
+        for _ in range(reps + 1):
+            w, wo = (timed(lambda: rollout.sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
+                                                  generator=torch.Generator(dev).manual_seed(0), score=s), 1)[0]
+                     for s in (True, False))
+            ratio.append(w / wo)
+    out["gpu.self_reward_overhead"] = metric(ratio[1:], "x", "<= 1.02", note="in-pass readout vs none, RL sampling")
+
+    # one RL step of the preset (64 x 8 x up to 192 tokens on small): sample / verify / update
+    pool = train.verifier_pool(cfg.verify_workers)
+    opt, times = make_optimizer(model, cfg.rl_lr, cfg.weight_decay), {"sample": [], "verify": [], "update": []}
+    for s in range(reps + 2):
+        sync()
+        rec, _ = train.rl_step(model, opt, tok, cfg, step=s, c_ref=-15.0, forward=fwd, pool=pool)
+        sync()
+        if s >= 2:  # warm-up: compile, graph capture, pool start
+            for k, key in (("sample", "time_rollout"), ("verify", "time_verify"), ("update", "time_update")):
+                times[k].append(rec[key])
+    times["step"] = [sum(x) for x in zip(*times.values())]
+    shape = f"{cfg.prompts_per_step}x{cfg.group_size} rows, <= {cfg.max_new_tokens} tokens"
+    for k, v in times.items():
+        out[f"gpu.rl_{k}_s"] = metric(v, "s", "<= 0.5" if k == "step" else None, note=shape)
+    # the verifier on realistic completions (random weights write none), as many as a step's rows
+    n = cfg.prompts_per_step * cfg.group_size
+    work = [w for _ in range(n // 200 + 1) for w in _verify_workload()][:n]
+    texts, golds = [w[0] for w in work], [w[1] for w in work]
+    out["gpu.verify_step_s"] = metric(_timed(lambda: train.verify_rollouts(texts, golds, pool), reps), "s",
+                                      note=f"{n} completions, {cfg.verify_workers} worker processes")
+    if pool is not None:
+        pool.shutdown()
+
+    # evaluation sampling: 16 samples per problem in evaluate.py's CUDA calls (4,096 rows)
+    probs = tasks.make_split("test", 8 if dry else 256 if quick else 512, 0)
+
+    def evaluation():
+        for _ in rollout.sample_chunks(model, tok, probs, num_samples=16, max_new_tokens=cfg.max_new_tokens,
+                                       prompts_per_call=4096 // 16, generator=torch.Generator(dev).manual_seed(0)):
+            pass
+    evaluation()
+    t = timed(evaluation, 1 if quick or dry else 2)
+    out["gpu.eval_completions_per_s"] = metric([16 * len(probs) / x for x in t], "completions/s",
+                                               note=f"{len(probs)} problems x 16, up to {cfg.max_new_tokens} tokens")
+    hook.remove()
+    if cuda:
+        out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB")
+    return out
+
+
+SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu]
+
+
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def _section_name(fn) -> str:
@@ -510,6 +675,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[], metavar="SECTION",
                     help="run only this section (repeatable; names: %s)" % ", ".join(_section_name(f) for f in SECTIONS))
     ap.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cpu: every section but gpu (default); cuda: the gpu section (the small preset on one card)")
     args = ap.parse_args(argv)
 
     names = {_section_name(f): f for f in SECTIONS}
@@ -517,7 +684,10 @@ def main(argv=None) -> int:
     unknown = [n for n in wanted if n not in names]
     if unknown:
         ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}")
-    selected = [f for f in SECTIONS if not wanted or _section_name(f) in wanted]
+    if ("gpu" in wanted or args.device == "cuda") and not _cuda_available():
+        ap.error("the gpu section needs a CUDA device (--device cuda), and none is available")
+    default = ["gpu"] if args.device == "cuda" else [n for n in names if n != "gpu"]
+    selected = [f for f in SECTIONS if _section_name(f) in (wanted or default)]
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     all_metrics: dict[str, dict] = {}
@@ -534,7 +704,7 @@ def main(argv=None) -> int:
 
     print()
     print_table(all_metrics)
-    result = {"machine": machine_info(), "quick": args.quick, "sections": sections, "metrics": all_metrics}
+    result = {"machine": machine_info(args.device), "quick": args.quick, "sections": sections, "metrics": all_metrics}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     print(f"\nwrote {args.out}")
