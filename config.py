@@ -106,7 +106,7 @@ PRESETS: dict[str, dict] = {
                  sft_steps=30, sft_batch_size=8, sft_warmup=1, log_every=10, eval_every=0, rl_eval_every=0,
                  rl_steps=2, prompts_per_step=2, group_size=4, max_new_tokens=48, micro_batch=4,
                  rl_warmup=1, ckpt_every=1, calib_prompts=4, calib_samples=4, self_reward_warmup=1,
-                 eval_batch=16),
+                 eval_batch=16, compile="off"),  # compiling would take longer than the run
     # a 2-core CPU: the whole pipeline (SFT, GRPO and LaSeR runs, evaluation) in about half an hour
     "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256, levels="1,2", sft_steps=2400,
                  sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=200,

@@ -174,7 +174,10 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     idx, valid = _left_pad(prompts, tokenizer.pad_id, dev)
     P, Tp = idx.shape
     N = P * K
-    cache = model.new_cache(P, Tp + max_new_tokens + 1)
+    fixed = fixed if fixed is not None else dev.type == "cuda"
+    need = Tp + max_new_tokens + 1
+    # the fixed loop's cache length in multiples of 64: steps whose longest prompts differ share one graph
+    cache = model.new_cache(P, -(-need // 64) * 64 if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
     rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
     logits = logits[rows]  # every row samples its own first token from its prompt's last logits
@@ -185,7 +188,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
                logp_zc=torch.full((N,), float("nan"), device=dev))
     step = functools.partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                              suppressed=suppressed)
-    if fixed if fixed is not None else dev.type == "cuda":
+    if fixed:
         _decode_fixed(model, cache, rows, logits, out, step, eos=eos, zc=zc, score=score, check_every=check_every)
     else:
         _decode_compact(model, cache.select(rows), logits, out, step, eos=eos, zc=zc, score=score, compact=compact)
@@ -256,16 +259,17 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model ->
 
 
 def _decoder(model, N: int, prefill) -> "_FixedDecoder":
-    """The model's decoder for N rows on caches shaped like `prefill` (kept, up to four shapes: an RL run
-    samples one shape every step). The key holds the weights' addresses: a graph reads them in place."""
+    """The model's decoder for N rows on caches shaped like `prefill`. The three last used are kept (an RL
+    run samples one shape every step, and validates on another); the key holds the weights' addresses,
+    which a graph reads in place."""
     graph = CUDA_GRAPHS and model.lm_head.weight.device.type == "cuda"
     key = (graph, N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
            tuple(p.data_ptr() for p in model.parameters()))
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key not in pool:
-        pool[key] = _FixedDecoder(model, N, prefill.max_len, prefill.k[0].dtype, graph)
-        while len(pool) > 4:
+        while len(pool) >= 3:  # the oldest goes first: its cache is freed before the new one is made
             pool.popitem(last=False)
+        pool[key] = _FixedDecoder(model, N, prefill.max_len, graph)
     pool.move_to_end(key)
     return pool[key]
 
@@ -277,9 +281,9 @@ class _FixedDecoder:
     weight-cast cache off: a cached bf16 copy of a weight would be stale after the next update (and
     freed when autocast exits). If capture fails the step runs eagerly, with a one-line notice."""
 
-    def __init__(self, model, N: int, max_len: int, dtype, graph: bool):
+    def __init__(self, model, N: int, max_len: int, graph: bool):
         dev = model.lm_head.weight.device
-        self.cache = model.new_cache(N, max_len)
+        self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
         self.graph = None

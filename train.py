@@ -225,7 +225,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
         rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm, "skipped_steps": guard.total}
         if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps:
             rec.update(heldout_eval(model, tok, val, cfg))
-        if done % cfg.log_every == 0 or "eval_acc" in rec or done == cfg.sft_steps:
+        if done % cfg.log_every == 0 or done == start + 1 or "eval_acc" in rec or done == cfg.sft_steps:
             el = time.time() - t0
             rec["tokens_per_s"] = tokens_seen / max(1e-9, time.time() - last)
             tokens_seen, last = 0, time.time()
