@@ -64,6 +64,7 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     for (chunk, ro), (_, greedy) in zip(sampled, greedy_chunks):
         r_s = self_reward_score(ro.logp_zc, c_ref, beta_v).tolist()
         mean_logp = (ro.logprobs.sum(1) / ro.lengths.clamp(min=1)).tolist()
+        lengths = ro.lengths.tolist()  # response tokens, EOS included
         for j, p in enumerate(chunk):
             rows = range(j * n_samples, (j + 1) * n_samples)
             records.append({
@@ -71,7 +72,8 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
                 "greedy": {"answer": extract_answer(greedy.texts[j]),
                            "correct": reward(greedy.texts[j], p.answer) == 1.0},
                 "samples": [{"answer": extract_answer(ro.texts[r]), "correct": reward(ro.texts[r], p.answer) == 1.0,
-                             "r_s": r_s[r], "mean_logp": mean_logp[r], "finished": bool(ro.finished[r])}
+                             "r_s": r_s[r], "mean_logp": mean_logp[r], "length": lengths[r],
+                             "finished": bool(ro.finished[r])}
                             for r in rows]})
         print(f"  {run_dir}: sampled {len(records)}/{len(problems)} problems", flush=True)
     return records

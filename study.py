@@ -13,11 +13,12 @@ chosen setting on test once.
 
 Reads evaluate.py's records.json in each directory (one directory per seed, the same runs in each) and,
 where present, the runs' <run>_metrics.jsonl beside it (demo_tiny.sh copies them there). Per run:
-- within-problem AUROC of three scores of a sample: r_s, the frequency of its answer among the problem's
-  samples (what majority voting exploits), and the policy's own mean token log-likelihood (self-certainty);
+- within-problem AUROC of four scores of a sample: r_s, the frequency of its answer among the problem's
+  samples (what majority voting exploits), the policy's own mean token log-likelihood (self-certainty) and
+  the response length (records written before lengths were recorded leave it blank);
   the AUROC is averaged over the problems whose finished samples hold both classes;
-- rank correlations (Spearman) within a problem between r_s and answer frequency, and between r_s and
-  the log-likelihood: how much of r_s is "the answer the model gives most often";
+- rank correlations (Spearman) within a problem between r_s and answer frequency, the log-likelihood and
+  the length: how much of r_s is "the answer the model gives most often" (or the shortest);
 - best-of-N by r_s against a random sample (avg@N), per family and level, with the within-problem AUROC;
 - failure cases of best-of-N: problems with a correct sample where r_s picked a wrong one;
 - r_s over training: mean r_s of correct and incorrect rollouts and the batch AUROC, per 25-step window.
@@ -67,7 +68,7 @@ def _mean(values) -> float:
 def problem_scores(rec: dict, equiv) -> dict:
     """The finished samples of one problem with a finite r_s: r_s, answer frequency (the share of the
     problem's answered samples in the sample's equivalence group; 0 without an answer), mean log-prob,
-    correctness and answer."""
+    response length, correctness and answer."""
     samples = rec["samples"]
     answers = [s["answer"] for s in samples]
     freq = np.zeros(len(samples))
@@ -77,6 +78,7 @@ def problem_scores(rec: dict, equiv) -> dict:
     keep = [i for i, s in enumerate(samples) if s["finished"] and math.isfinite(as_float(s["r_s"]))]
     return {"r_s": np.array([as_float(samples[i]["r_s"]) for i in keep]), "freq": freq[keep],
             "logp": np.array([as_float(samples[i]["mean_logp"]) for i in keep]),
+            "length": np.array([as_float(samples[i].get("length")) for i in keep]),  # NaN in older records
             "correct": np.array([bool(samples[i]["correct"]) for i in keep]),
             "answers": [answers[i] for i in keep]}
 
@@ -85,16 +87,19 @@ def diagnose(problems: list, equiv=None) -> dict:
     """Diagnostics of one run's records (see the module docstring)."""
     if equiv is None:
         from verify import is_equivalent as equiv
-    within = {"r_s": [], "freq": [], "logp": []}
-    rho_freq, rho_logp, groups, failures = [], [], {}, []
+    within = {"r_s": [], "freq": [], "logp": [], "length": []}
+    rho = {"freq": [], "logp": [], "length": []}
+    groups, failures = {}, []
     for rec in problems:
         sc = problem_scores(rec, equiv)
         mixed = sc["correct"].any() and not sc["correct"].all()  # both classes among the finished samples
         if mixed:
             for key in within:
-                within[key].append(auroc(sc[key], sc["correct"]))
-        rho_freq.append(spearman(sc["r_s"], sc["freq"]))
-        rho_logp.append(spearman(sc["r_s"], sc["logp"]))
+                if np.isfinite(sc[key]).all():
+                    within[key].append(auroc(sc[key], sc["correct"]))
+        for key in rho:
+            if np.isfinite(sc[key]).all():
+                rho[key].append(spearman(sc["r_s"], sc[key]))
         all_rs = [as_float(s["r_s"]) for s in rec["samples"]]
         all_correct = [bool(s["correct"]) for s in rec["samples"]]
         picked_right = best_of(all_rs, all_correct)
@@ -115,7 +120,7 @@ def diagnose(problems: list, equiv=None) -> dict:
     both = [f for f in failures if f["correct_freq"] is not None]  # failures with a scored correct sample
     median = lambda key: float(np.median([f[key] for f in both])) if both else float("nan")  # noqa: E731
     return {"within_auroc": {k: _mean(v) for k, v in within.items()}, "n_mixed_problems": len(within["r_s"]),
-            "spearman_rs_freq": _mean(rho_freq), "spearman_rs_logp": _mean(rho_logp),
+            **{f"spearman_rs_{k}": _mean(v) for k, v in rho.items()},
             "by_group": {k: {"best_of_n": _mean(v["best"]), "avg_at_n": _mean(v["avg"]),
                              "within_auroc": _mean(v["within"]), "problems": len(v["best"])}
                          for k, v in sorted(groups.items())},
@@ -158,6 +163,8 @@ def markdown(per_seed: list[dict], training: dict) -> str:
             ("within-problem AUROC of mean log-prob", lambda d: d["within_auroc"]["logp"]),
             ("Spearman(r_s, answer frequency) within a problem", lambda d: d["spearman_rs_freq"]),
             ("Spearman(r_s, mean log-prob) within a problem", lambda d: d["spearman_rs_logp"]),
+            ("within-problem AUROC of response length (tokens)", lambda d: d["within_auroc"]["length"]),
+            ("Spearman(r_s, response length) within a problem", lambda d: d["spearman_rs_length"]),
             ("problems with both classes among finished samples", lambda d: float(d["n_mixed_problems"])),
             ("best-of-N by r_s missed a correct sample (problems)", lambda d: float(d["n_failures"])),
             ("... of which the pick was rarer than the best-scored correct answer",

@@ -43,6 +43,21 @@ def test_within_problem_aurocs_and_failures():
     assert d["by_group"]["arithmetic L1"]["best_of_n"] == 1.0 and d["by_group"]["arithmetic L2"]["best_of_n"] == 0.0
     assert math.isclose(d["spearman_rs_freq"], np.mean([study.spearman([0.9, 0.1, 0.2, 0.3], [.25, .75, .75, .75]),
                                                         study.spearman([0.1, 0.8, 0.2, 0.3], [.5, .25, .5, .25])]))
+    # records without lengths (written before evaluate.py kept them) leave the length rows blank
+    assert math.isnan(d["within_auroc"]["length"]) and math.isnan(d["spearman_rs_length"])
+
+
+def test_length_diagnostics():
+    """The right answers are the short ones in one problem and the long ones in the other; r_s follows length."""
+    a = _record([0.9, 0.1, 0.2, 0.3], [True, False, False, False], ["1", "2", "2", "2"])
+    b = _record([0.1, 0.8, 0.2, 0.3], [True, False, True, False], ["1", "5", "1", "6"])
+    for rec, lengths in ((a, [10, 40, 30, 20]), (b, [50, 10, 40, 20])):
+        for s, n in zip(rec["samples"], lengths):
+            s["length"] = n
+    d = study.diagnose([a, b], equiv=eq)
+    assert math.isclose(d["within_auroc"]["length"], (0.0 + 1.0) / 2)
+    assert math.isclose(d["spearman_rs_length"], np.mean([study.spearman([0.9, 0.1, 0.2, 0.3], [10, 40, 30, 20]),
+                                                          study.spearman([0.1, 0.8, 0.2, 0.3], [50, 10, 40, 20])]))
 
 
 def test_truncated_samples_are_left_out():

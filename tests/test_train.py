@@ -326,6 +326,8 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     with open(os.path.join(out, "records.json")) as f:
         rec = json.load(f)["laser"]
     assert len(rec) == 4 and all(len(p["samples"]) == 2 for p in rec)
+    # each sample's response length (tokens, EOS included), within the run's max_new_tokens
+    assert all(1 <= s["length"] <= 48 for p in rec for s in p["samples"])
     assert os.path.exists(os.path.join(out, "eval.md"))
 
 
