@@ -536,6 +536,51 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     model, tok = _bench_model(preset)
     model = model.to(dev)
     n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
+
+    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
+    model.eval()
+    for rows in (1, 8) if dry else (1, 64, 512, 2048):
+        P = max(1, rows // 8)
+        prompts, K = _prompts(tok, P), rows // P
+        run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
+                                     tokenizer=tok)
+        with autocast(dev):
+            run()  # graph capture
+            t = timed(run, reps)
+        out[f"gpu.decode_ms_per_step.{rows}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
+        out[f"gpu.decode_tokens_per_s.{rows}"] = metric([rows * T / x for x in t], "tok/s",
+                                                        ">= 5e5" if rows == 512 else None)
+    # the graph replays the eager fixed-shape step (the same tokens), and decode_step agrees with the
+    # cached forward of the CPU loop (case 3) up to bf16 rounding
+    prompts = _prompts(tok, 8 if dry else 64)
+    with autocast(dev):
+        ros = []
+        for graphs in (True, False):
+            rollout.CUDA_GRAPHS = graphs
+            ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
+                                      tokenizer=tok))
+        rollout.CUDA_GRAPHS = True
+        idx, valid = rollout._left_pad(prompts, tok.pad_id, dev)
+        caches = [model.new_cache(len(prompts), idx.shape[1] + T) for _ in range(2)]
+        with torch.no_grad():
+            for c in caches:
+                model(idx, cache=c, valid=valid)
+            nxt, diff = ros[0].response[::8, 0], 0.0
+            for t in range(T - 1):
+                want = model(nxt[:, None], cache=caches[0])[:, -1]
+                got = model.decode_step(nxt, caches[1], torch.tensor([idx.shape[1] + t], device=dev))
+                diff = max(diff, float((got - want).abs().max()))
+                nxt = ros[0].response[::8, t + 1]
+    out["gpu.graph_vs_eager_same_tokens"] = metric([float((ros[0].response == ros[1].response).float().mean())],
+                                                   "", "== 1", note=f"fraction of equal tokens, {len(ros[0])} rows")
+    out["gpu.decode_step_vs_cached_forward"] = metric([diff], "max |logit diff|",
+                                                      note=f"{len(prompts)} rows x {T - 1} steps, bf16")
+
+    # from here on an EOS bias spreads the lengths as in real rollouts; graphs and compiled code made
+    # before it would not see the hook: start both afresh
+    hook = _eos_offset(model, tok)
+    rollout._DECODERS.pop(model, None)
+    torch._dynamo.reset()
     # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
     opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
     model.train()
@@ -558,32 +603,6 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     out["gpu.sft_padded_tokens_per_s"] = metric(padded, "tok/s")
     out["gpu.sft_mfu"] = metric(mfu, "", ">= 0.15", note="6 N x real tokens/s over this run's bf16 matmul peak")
 
-    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
-    model.eval()
-    for rows in (1, 8) if dry else (1, 64, 512, 2048):
-        P = max(1, rows // 8)
-        prompts, K = _prompts(tok, P), rows // P
-        run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
-                                     tokenizer=tok)
-        with autocast(dev):
-            run()  # graph capture
-            t = timed(run, reps)
-        out[f"gpu.decode_ms_per_step.{rows}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
-        out[f"gpu.decode_tokens_per_s.{rows}"] = metric([rows * T / x for x in t], "tok/s",
-                                                        ">= 5e5" if rows == 512 else None)
-    # the graph replays the eager fixed-shape step: the same tokens
-    prompts = _prompts(tok, 8 if dry else 64)
-    with autocast(dev):
-        ros = []
-        for graphs in (True, False):
-            rollout.CUDA_GRAPHS = graphs
-            ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
-                                      tokenizer=tok))
-        rollout.CUDA_GRAPHS = True
-    out["gpu.graph_vs_eager_same_tokens"] = metric([float((ros[0].response == ros[1].response).float().mean())],
-                                                   "", "== 1", note=f"fraction of equal tokens, {len(ros[0])} rows")
-
-    hook = _eos_offset(model, tok)
     # in-pass z_c readout: the preset's RL sampling with the readout vs without
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
     with autocast(dev):
@@ -595,27 +614,24 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     out["gpu.self_reward_overhead"] = metric(ratio[1:], "x", "<= 1.02", note="in-pass readout vs none, RL sampling")
 
     # one RL step of the preset (64 x 8 x up to 192 tokens on small): sample / verify / update
-    pool = train.verifier_pool(cfg.verify_workers)
     opt, times = make_optimizer(model, cfg.rl_lr, cfg.weight_decay), {"sample": [], "verify": [], "update": []}
-    for s in range(reps + 2):
-        sync()
-        rec, _ = train.rl_step(model, opt, tok, cfg, step=s, c_ref=-15.0, forward=fwd, pool=pool)
-        sync()
-        if s >= 2:  # warm-up: compile, graph capture, pool start
-            for k, key in (("sample", "time_rollout"), ("verify", "time_verify"), ("update", "time_update")):
-                times[k].append(rec[key])
+    n = cfg.prompts_per_step * cfg.group_size
+    work = [w for _ in range(n // 200 + 1) for w in _verify_workload()][:n]  # realistic completions
+    with train.verifier_pool(cfg.verify_workers) as pool:
+        for s in range(reps + 2):
+            sync()
+            rec, _ = train.rl_step(model, opt, tok, cfg, step=s, c_ref=-15.0, forward=fwd, pool=pool)
+            sync()
+            if s >= 2:  # warm-up: compile, graph capture, pool start
+                for k, key in (("sample", "time_rollout"), ("verify", "time_verify"), ("update", "time_update")):
+                    times[k].append(rec[key])
+        # the verifier on as many realistic completions as a step has rows (random weights write none)
+        verify_s = _timed(lambda: train.verify_rollouts([w[0] for w in work], [w[1] for w in work], pool), reps)
     times["step"] = [sum(x) for x in zip(*times.values())]
     shape = f"{cfg.prompts_per_step}x{cfg.group_size} rows, <= {cfg.max_new_tokens} tokens"
     for k, v in times.items():
         out[f"gpu.rl_{k}_s"] = metric(v, "s", "<= 0.5" if k == "step" else None, note=shape)
-    # the verifier on realistic completions (random weights write none), as many as a step's rows
-    n = cfg.prompts_per_step * cfg.group_size
-    work = [w for _ in range(n // 200 + 1) for w in _verify_workload()][:n]
-    texts, golds = [w[0] for w in work], [w[1] for w in work]
-    out["gpu.verify_step_s"] = metric(_timed(lambda: train.verify_rollouts(texts, golds, pool), reps), "s",
-                                      note=f"{n} completions, {cfg.verify_workers} worker processes")
-    if pool is not None:
-        pool.shutdown()
+    out["gpu.verify_step_s"] = metric(verify_s, "s", note=f"{n} completions, {cfg.verify_workers} worker processes")
 
     # evaluation sampling: 16 samples per problem in evaluate.py's CUDA calls (4,096 rows)
     probs = tasks.make_split("test", 8 if dry else 256 if quick else 512, 0)

@@ -117,7 +117,7 @@ PRESETS: dict[str, dict] = {
                   sft_steps=6000, sft_batch_size=128, sft_micro_batch=128, sft_lr=1e-3, sft_warmup=200,
                   weight_decay=0.1, eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
                   prompts_per_step=64, group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=512,
-                  micro_tokens=65536, verify_workers=4, eval_batch=512, reasoning_warmup=50,
+                  micro_tokens=65536, eval_batch=512, reasoning_warmup=50,
                   self_reward_warmup=100, calib_prompts=256),
 }
 

@@ -17,6 +17,8 @@ function's docstring says which approximation or convention it carries.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -192,19 +194,18 @@ def ppo_clip_loss(
     per_token = -torch.where(clip_active, clipped, unclipped)  # (B, T)
     loss = aggregate_loss(per_token, mask, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs)
 
-    with torch.no_grad():
+    with torch.no_grad():  # read back to the host at once (one sync)
         m = mask.bool()
         r = ratio.detach()
-        n = int(m.sum().item())
-        stats = {
-            "clip_frac": masked_mean(clip_active.to(r.dtype), m).item(),
-            "clip_frac_low": masked_mean((clip_active & (r < 1.0 - clip_low)).to(r.dtype), m).item(),
-            "clip_frac_high": masked_mean((clip_active & (r > 1.0 + clip_high)).to(r.dtype), m).item(),
-            "ratio_mean": masked_mean(r, m).item() if n > 0 else 1.0,
-            "ratio_min": r[m].min().item() if n > 0 else 1.0,
-            "ratio_max": r[m].max().item() if n > 0 else 1.0,
-            "num_tokens": n,
-        }
+        inf = torch.full_like(r, math.inf)
+        n, frac, low, high, mean, lo, hi = torch.stack([
+            m.sum().to(r.dtype), masked_mean(clip_active.to(r.dtype), m),
+            masked_mean((clip_active & (r < 1.0 - clip_low)).to(r.dtype), m),
+            masked_mean((clip_active & (r > 1.0 + clip_high)).to(r.dtype), m), masked_mean(r, m),
+            torch.where(m, r, inf).min(), torch.where(m, r, -inf).max()]).tolist()
+        stats = {"clip_frac": frac, "clip_frac_low": low, "clip_frac_high": high,
+                 "ratio_mean": mean if n > 0 else 1.0, "ratio_min": lo if n > 0 else 1.0,
+                 "ratio_max": hi if n > 0 else 1.0, "num_tokens": int(n)}
     return loss, stats
 
 
@@ -284,7 +285,7 @@ def laser_mse_loss(
     is_correct = target > 0.5  # (B,)
     correct = fin & is_correct  # (B,)
     incorrect = fin & ~is_correct  # (B,)
-    local_c, local_i = int(correct.sum().item()), int(incorrect.sum().item())
+    local_c, local_i = (int(v) for v in torch.stack([correct.sum(), incorrect.sum()]).tolist())
     n_c = torch.as_tensor(local_c if n_correct is None else n_correct, dtype=r_s.dtype)
     n_i = torch.as_tensor(local_i if n_incorrect is None else n_incorrect, dtype=r_s.dtype)
     if n_c.item() < local_c or n_i.item() < local_i:
@@ -303,16 +304,12 @@ def laser_mse_loss(
         w = torch.where(fin, weights.to(r_s.dtype), torch.zeros_like(w))
     loss = (w * sq_err).sum() / n_all.clamp_min(1.0)  # docs/laser.md §2: L_SR = 1/N sum_i w_i (r_s - r_v)^2
 
-    with torch.no_grad():
+    with torch.no_grad():  # read back to the host at once (one sync)
         e, s = sq_err.detach(), safe_rs.detach()
-        stats = {
-            "n_correct": local_c,
-            "n_incorrect": local_i,
-            "mse_correct": masked_mean(e, correct).item(),
-            "mse_incorrect": masked_mean(e, incorrect).item(),
-            "rs_mean_correct": masked_mean(s, correct).item(),
-            "rs_mean_incorrect": masked_mean(s, incorrect).item(),
-        }
+        values = torch.stack([masked_mean(e, correct), masked_mean(e, incorrect), masked_mean(s, correct),
+                              masked_mean(s, incorrect)]).tolist()
+        stats = {"n_correct": local_c, "n_incorrect": local_i,
+                 **dict(zip(("mse_correct", "mse_incorrect", "rs_mean_correct", "rs_mean_incorrect"), values))}
     return loss, stats
 
 

@@ -31,6 +31,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# decode_step's attention kernels: one query against a masked cache; the memory-efficient kernel is the
+# well-trodden one for a boolean mask under CUDA graph capture (math is the fallback, and CPU's choice)
+DECODE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -289,8 +294,9 @@ class GPT(nn.Module):
         cache.valid.index_fill_(1, slot, True)
         mask = cache.valid[:, None, None, :]  # (B, 1, 1, S): every written slot, this one included
         x = self.wte(tok[:, None])  # (B, 1, C)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, i, cache, mask, slot)
+        with sdpa_kernel(DECODE_ATTENTION):
+            for i, block in enumerate(self.blocks):
+                x = block(x, cos, sin, i, cache, mask, slot)
         cache.next_pos.add_(1)
         return self._head(x)[:, 0]
 

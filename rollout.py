@@ -116,7 +116,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k, top_p, generato
         return (filter_logits(logits, 0, None, None, suppressed).argmax(-1),
                 torch.zeros(logits.shape[0], device=logits.device))
     logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p, suppressed), -1)  # (B, V)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+    # torch.multinomial's own one-sample draw (argmax of p / E with E ~ Exp(1): the same tokens from the
+    # same generator), without its validity checks, which read two values back to the host every call
+    race = torch.empty_like(logp).exponential_(1, generator=generator)
+    tok = (logp.exp() / race).argmax(-1)  # (B,)
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
 
@@ -279,7 +282,7 @@ class _FixedDecoder:
     CUDA graph and then replayed (one launch per token instead of one per kernel); the graph reads the
     weights in place, so it sees every optimizer step. Under autocast it is captured with autocast's
     weight-cast cache off: a cached bf16 copy of a weight would be stale after the next update (and
-    freed when autocast exits). If capture fails the step runs eagerly, with a one-line notice."""
+    freed when autocast exits). If capture fails, this and every later step run eagerly (a notice)."""
 
     def __init__(self, model, N: int, max_len: int, graph: bool):
         dev = model.lm_head.weight.device
@@ -290,10 +293,12 @@ class _FixedDecoder:
         if graph:
             try:
                 self._capture(model)
-            except RuntimeError as e:
+            except RuntimeError as e:  # a failed capture can leave the stream unusable: no more attempts
+                global CUDA_GRAPHS
+                CUDA_GRAPHS, self.graph = False, None
+                torch.cuda.synchronize()
                 print(f"note: CUDA graph capture of the decode step failed ({str(e).splitlines()[0][:160]}); "
-                      f"decoding eagerly", file=sys.stderr)
-                self.graph = None
+                      f"decoding eagerly from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
 
     def _capture(self, model):
         on = torch.is_autocast_enabled("cuda")

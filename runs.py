@@ -222,21 +222,30 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Op
 
 
 class _CompiledForward:
-    """model's training forward through torch.compile, falling back to the model itself (with a one-line
-    notice) if compiling fails, e.g. where no compiler toolchain is installed: a run should not end there."""
+    """model's training forward through torch.compile. The first call also compiles the backward (a
+    gradient taken aside, so nothing accumulates): if either fails, e.g. where no compiler toolchain is
+    installed, training goes on eagerly with a one-line notice. Later errors (a recompile for a new shape,
+    out of memory) surface as they are."""
 
     def __init__(self, model: GPT):
-        self.model, self.compiled = model, torch.compile(model)
+        self.model, self.compiled, self.checked = model, torch.compile(model), False
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
+        if self.compiled is None:
+            return self.model(idx)
+        if not self.checked:
+            self.checked = True
             try:
-                return self.compiled(idx)
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                torch.autograd.grad(self.compiled(idx).float().mean(), params, allow_unused=True)
+            except torch.cuda.OutOfMemoryError:
+                raise
             except Exception as e:  # noqa: BLE001 (any compiler failure; eager gives the same numbers)
-                print(f"note: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                print(f"note: torch.compile failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
                       f"training runs eagerly", file=sys.stderr)
                 self.compiled = None
-        return self.model(idx)
+                return self.model(idx)
+        return self.compiled(idx)
 
 
 def training_forward(model: GPT, mode: str):
@@ -346,7 +355,10 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
         raise UserError(f"{cfg.out_dir} was trained by {ck.get('world_size', 1)} processes and this run has "
                         f"{world_size()}: resume with the same --nproc_per_node (the data shards depend on it)")
     opt = make_optimizer(model, lr, cfg.weight_decay)
+    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
     opt.load_state_dict(ck["optimizer"])
+    for g, kernel in zip(opt.param_groups, kernels):  # this device's AdamW kernel, not the saving one's
+        g.update(kernel)
     set_rng_state(ck["rng"])
     return model, tok, opt, ck
 

@@ -31,6 +31,8 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -117,7 +119,7 @@ def _sft_tensors(rows, pad_id: int, pin: bool = False) -> tuple[torch.Tensor, to
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
     mask = (pos >= torch.tensor([s for _, s in rows])[:, None]) & (pos < lens)  # (B, L-1)
     out = (seq[:, :-1], seq[:, 1:], mask)
-    return tuple(t.pin_memory() for t in out) if pin else out
+    return tuple(t.contiguous().pin_memory() for t in out) if pin else out  # (a pinned view copies unpinned)
 
 
 def sft_batch(tok: Tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -330,18 +332,22 @@ def _mean_or_nan(x: torch.Tensor) -> float:
 
 
 def verifier_pool(workers: int):
-    """Worker processes for verify_rollouts (None for 0: verify in this process). Started by spawn: safe
-    beside CUDA and threads."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
+    """A context holding worker processes for verify_rollouts (None for 0: verify in this process),
+    started by spawn (safe beside CUDA and threads) and shut down on leaving it."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else nullcontext()
 
 
 def verify_rollouts(texts: list[str], answers: list[str], pool=None) -> list[tuple[float, str]]:
     """verify.reward_with_reason of each (response, gold answer), in order: in this process, or spread over
-    `pool`'s processes (the same results; the verifier is pure and has its own time budget per answer)."""
-    if pool is None:
-        return [verify.reward_with_reason(t, a) for t, a in zip(texts, answers)]
-    chunk = max(1, len(texts) // (4 * pool._max_workers))
-    return list(pool.map(verify.reward_with_reason, texts, answers, chunksize=chunk))
+    `pool`'s processes (the same results; the verifier is pure and has its own time budget per answer).
+    A pool whose worker died is given up for this process, with a notice."""
+    if pool is not None and not getattr(pool, "_broken", False):
+        try:
+            chunk = max(1, len(texts) // (4 * pool._max_workers))
+            return list(pool.map(verify.reward_with_reason, texts, answers, chunksize=chunk))
+        except BrokenProcessPool as e:
+            print(f"note: a verifier process died ({e}); verifying in the training process", file=sys.stderr)
+    return [verify.reward_with_reason(t, a) for t, a in zip(texts, answers)]
 
 
 def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None, outside=(), forward=None,
@@ -460,38 +466,36 @@ def run_rl(cfg: Config) -> str:
                **heldout_eval(model, tok, val, cfg, c_ref)}
         log.write(rec)
         print(f"rl     0 val acc {rec['eval_acc']:.3f}", flush=True)
-    forward, pool = training_forward(model, cfg.compile), verifier_pool(cfg.verify_workers)
-    t_start = time.time()
-    for step in range(start, cfg.rl_steps):
-        # sample, verify, advantages, integration, update (docs/laser.md §2-4)
-        rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model, outside=outside,
-                               forward=forward, pool=pool)
-        done = step + 1
-        guard.update(rec.pop("skipped"), done, "RL")
-        rec["skipped_steps"] = guard.total
-        # validation accuracy and self-verification every rl_eval_every steps and at the end
-        if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
-            rec.update(heldout_eval(model, tok, val, cfg, c_ref))
-        log.write(rec)
-        for s in samples:
-            samples_log.write(s)
-        eta = (time.time() - t_start) / (done - start) * (cfg.rl_steps - done)
-        print(f"rl {done:5d}/{cfg.rl_steps} acc {rec['accuracy']:.3f} sv_f1 {rec['sv_f1']:.3f} "
-              f"auroc {rec['sv_auroc']:.3f} pg {rec['loss_pg']:+.4f} mse {rec['loss_mse']:.4f} "
-              f"gn {rec['grad_norm']:.2f} len {rec['resp_len_mean']:.0f} trunc {rec['truncated']:.2f} "
-              f"zvar {rec['zero_var_groups']} t {rec['time_rollout']:.1f}/{rec['time_verify']:.1f}/"
-              f"{rec['time_update']:.1f}s eta {fmt_time(eta)}"
-              + (f" | val acc {rec['eval_acc']:.3f}" if "eval_acc" in rec else ""), flush=True)
-        # checkpoint: weights, optimizer, RNG, c_ref and beta_v (docs/laser.md §8)
-        if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
-            checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
-                       extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
-                        **guard.state(), "init": init_dir, "algo": cfg.algo})
-        if done == cfg.halt_at:
-            print(f"halted after step {done} (--halt_at)")
-            break
-    if pool is not None:
-        pool.shutdown()
+    forward, t_start = training_forward(model, cfg.compile), time.time()
+    with verifier_pool(cfg.verify_workers) as pool:  # shut down however the loop ends
+        for step in range(start, cfg.rl_steps):
+            # sample, verify, advantages, integration, update (docs/laser.md §2-4)
+            rec, samples = rl_step(model, opt, tok, cfg, step=step, c_ref=c_ref, ref_model=ref_model, outside=outside,
+                                   forward=forward, pool=pool)
+            done = step + 1
+            guard.update(rec.pop("skipped"), done, "RL")
+            rec["skipped_steps"] = guard.total
+            # validation accuracy and self-verification every rl_eval_every steps and at the end
+            if cfg.rl_eval_every and done % cfg.rl_eval_every == 0 or done == cfg.rl_steps:
+                rec.update(heldout_eval(model, tok, val, cfg, c_ref))
+            log.write(rec)
+            for s in samples:
+                samples_log.write(s)
+            eta = (time.time() - t_start) / (done - start) * (cfg.rl_steps - done)
+            print(f"rl {done:5d}/{cfg.rl_steps} acc {rec['accuracy']:.3f} sv_f1 {rec['sv_f1']:.3f} "
+                  f"auroc {rec['sv_auroc']:.3f} pg {rec['loss_pg']:+.4f} mse {rec['loss_mse']:.4f} "
+                  f"gn {rec['grad_norm']:.2f} len {rec['resp_len_mean']:.0f} trunc {rec['truncated']:.2f} "
+                  f"zvar {rec['zero_var_groups']} t {rec['time_rollout']:.1f}/{rec['time_verify']:.1f}/"
+                  f"{rec['time_update']:.1f}s eta {fmt_time(eta)}"
+                  + (f" | val acc {rec['eval_acc']:.3f}" if "eval_acc" in rec else ""), flush=True)
+            # checkpoint: weights, optimizer, RNG, c_ref and beta_v (docs/laser.md §8)
+            if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
+                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
+                           extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
+                            **guard.state(), "init": init_dir, "algo": cfg.algo})
+            if done == cfg.halt_at:
+                print(f"halted after step {done} (--halt_at)")
+                break
     return cfg.out_dir
 
 

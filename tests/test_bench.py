@@ -16,6 +16,7 @@ def test_gpu_section_rehearsal_on_cpu():
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
+    assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU
 
 
 def test_device_cuda_without_cuda_is_one_line(capsys):

@@ -220,3 +220,17 @@ def test_decode_step_traces_as_one_graph(tok, model_factory):
             torch.testing.assert_close(step(nxt, a, torch.tensor([T + t])), m.decode_step(nxt, b, torch.tensor([T + t])),
                                        atol=1e-5, rtol=0)
     torch._dynamo.reset()
+
+
+def test_sample_next_draws_what_torch_multinomial_draws():
+    """The sampler's one-sample draw (no host sync) is torch.multinomial's own: the same tokens from the
+    same generator, draw after draw (so CPU results did not move when it replaced multinomial)."""
+    from rollout import sample_next
+    torch.manual_seed(0)
+    logits = torch.randn(9, 60) * 3
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(4):
+        tok, lp = sample_next(logits, 0.9, None, None, g1, suppressed=(3, 4))
+        probs = torch.softmax(filter_logits(logits.float(), 0.9, None, None, (3, 4)), -1)
+        assert torch.equal(tok, torch.multinomial(probs, 1, generator=g2).squeeze(1))
+        torch.testing.assert_close(lp, probs.log().gather(1, tok[:, None]).squeeze(1))

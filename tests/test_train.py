@@ -184,6 +184,21 @@ def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, m
     torch.testing.assert_close(fwd(x), m(x))  # and stays eager, without a second notice
     assert capsys.readouterr().err == ""
 
+    class FailsBackward(torch.autograd.Function):  # a compile that only fails when the backward is built
+        @staticmethod
+        def forward(ctx, y):
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            raise RuntimeError("backward compile failed")
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: lambda idx: FailsBackward.apply(model(idx)))
+    fwd = runs.training_forward(m, "on")
+    out = fwd(x)
+    assert "torch.compile failed (RuntimeError: backward compile failed)" in capsys.readouterr().err
+    out.sum().backward()  # the eager output trains
+    assert all(p.grad is not None for p in m.parameters())
+
 
 def test_training_forward_traces_as_one_graph(tok, model_factory):
     """The training forward has no graph break (no host sync, no data-dependent Python): what
@@ -201,11 +216,10 @@ def test_verifier_processes_give_the_in_process_verdicts():
     texts = ["so \\boxed{3/4}", "\\boxed{0.75}", "no answer", "\\boxed{x^2-1}", "\\boxed{(x-1)(x+1)}", "\\boxed{7}"] * 3
     golds = ["3/4", "3/4", "1", "(x-1)(x+1)", "x^2-1", "8"] * 3
     here = train.verify_rollouts(texts, golds)
-    pool = train.verifier_pool(2)
-    try:
+    with train.verifier_pool(2) as pool:
         assert train.verify_rollouts(texts, golds, pool) == here
-    finally:
-        pool.shutdown()
+    with train.verifier_pool(0) as pool:
+        assert pool is None
     assert [r for r, _ in here[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
 
 
@@ -345,3 +359,20 @@ def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
     assert sft["step"] == 1 and rl["step"] == 1 and rl["c_ref"] == -20
     cfg = config.PRESETS[preset]
     assert sft["model_config"]["n_embd"] == cfg["n_embd"] and rl["config"]["block_size"] == cfg["block_size"]
+
+
+def test_resume_uses_this_devices_adamw_kernel(sft_dir, tmp_path):
+    """A checkpoint saved on CUDA records fused AdamW; resumed on CPU it must step with CPU's default
+    kernel (torch would otherwise run its fused kernel on CPU, with other numbers than a CPU run's)."""
+    import shutil
+    run = str(tmp_path / "run")
+    shutil.copytree(sft_dir, run)
+    path = os.path.join(run, "ckpt.pt")
+    ck = torch.load(path, weights_only=False)
+    for g in ck["optimizer"]["param_groups"]:
+        g["fused"], g["foreach"] = True, None  # as written by make_optimizer on CUDA
+    torch.save(ck, path)
+    cfg = dataclasses.replace(runs.saved_config(run), out_dir=run, resume=True)
+    _, _, opt, _ = runs.resume_run(cfg, "sft", cfg.sft_lr, "cpu")
+    assert all(not g["fused"] for g in opt.param_groups)
+    assert opt.state_dict()["state"].keys() == ck["optimizer"]["state"].keys()  # the moments came back
