@@ -8,8 +8,8 @@
 `run` trains one LaSeR RL run per grid entry and SFT checkpoint (the SFT run's seed; a run directory whose
 checkpoint already reached --rl_steps is reused), evaluates each on the split with evaluate.py (an
 evaluation newer than the run's checkpoint is reused: it is seeded, so rerunning it gives the same), and writes
-study_<split>.md/json: headline metrics as mean +- std over the seeds. Tune on validation; evaluate the
-chosen setting on test once.
+study_<split>.md/json: headline metrics as mean +- std over the seeds, and study_<split>.png (with
+matplotlib). Tune on validation; evaluate the chosen setting on test once.
 
 Reads evaluate.py's records.json in each directory (one directory per seed, the same runs in each) and,
 where present, the runs' <run>_metrics.jsonl beside it (demo_tiny.sh copies them there). Per run:
@@ -242,6 +242,40 @@ def grid_markdown(table: dict, split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_grid(table: dict, split: str, path: str) -> bool:
+    """study_<split>.png: each setting's accuracies at N (avg, majority, r_s-weighted, best-of-N by r_s)
+    and its self-verification AUROCs (pooled, within a problem), mean with the seeds' std as error bars.
+    Needs matplotlib; without it, a one-line notice and False."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: skipping the study plot (pip install matplotlib)")
+        return False
+    from evaluate import _save
+    panels = [("accuracy at N samples", {"accuracy_avg": "avg", "maj_at_n": "majority", "weighted_at_n": "r_s-weighted",
+                                         "best_of_n": "best-of-N (r_s)"}),
+              ("self-verification AUROC", {"sv_auroc": "pooled", "sv_auroc_within": "within a problem"})]
+    names = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(5 + 1.2 * len(names), 3.8))
+    for ax, (title, metrics) in zip(axes, panels):
+        width = 0.8 / len(metrics)
+        for j, (key, label) in enumerate(metrics.items()):
+            vals = [[v for v in table[n][key] if not math.isnan(v)] for n in names]
+            ax.bar(np.arange(len(names)) + (j - (len(metrics) - 1) / 2) * width,
+                   [np.mean(v) if v else np.nan for v in vals], width,
+                   yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=2, label=label)
+        if "AUROC" in title:
+            ax.axhline(0.5, color="gray", linestyle="--", linewidth=1)  # chance
+        ax.set_xticks(range(len(names)), names, rotation=20)
+        ax.set_title(f"{title} ({split})")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    _save(plt, fig, path)
+    return True
+
+
 def main(argv=None) -> int:
     p = ArgParser(prog="study.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -264,6 +298,7 @@ def main(argv=None) -> int:
         write_json(os.path.join(args.out, f"study_{args.split}.json"), table)
         md = grid_markdown(table, args.split)
         write_text(os.path.join(args.out, f"study_{args.split}.md"), md)
+        plot_grid(table, args.split, os.path.join(args.out, f"study_{args.split}.png"))
         print(md)
         return 0
     per_seed = []

@@ -105,3 +105,13 @@ def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path):
     os.utime(ckpt)  # a checkpoint newer than its evaluation is evaluated again
     assert study.main(argv) == 0 and report.stat().st_mtime_ns > evaluated
     assert "| one |" in (tmp_path / "study" / "study_validation.md").read_text()
+
+
+def test_study_plot_and_its_notice_without_matplotlib(tmp_path, monkeypatch, capsys):
+    table = {name: {k: [0.3 + 0.1 * i, 0.35 + 0.1 * i, float("nan")] for k in study.STUDY_METRICS}
+             for i, name in enumerate(["base", "alpha05"])}
+    path = str(tmp_path / "study_validation.png")
+    assert study.plot_grid(table, "validation", path) and os.path.getsize(path) > 1000
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if it were not installed
+    assert not study.plot_grid(table, "validation", str(tmp_path / "none.png"))
+    assert "matplotlib not installed" in capsys.readouterr().out and not os.path.exists(tmp_path / "none.png")
