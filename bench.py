@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -260,13 +261,17 @@ def _prompts(tok, n):
     return [tok.encode_prompt(q.problem) for q in tasks.make_split("test", n, 0)]
 
 
-def _timed(fn, repeats: int) -> list[float]:
+def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
+    """Seconds per call of fn; `sync` (e.g. torch.cuda.synchronize) runs before and after each call, so
+    that a device's time is measured and not only the launch's."""
     import time
 
     out = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         out.append(time.perf_counter() - t)
     return out
 
@@ -508,16 +513,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-
-    def timed(fn, repeats):  # seconds per call, synchronised: the device's time, not the launch's
-        out = []
-        for _ in range(repeats):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            out.append(time.perf_counter() - t)
-        return out
+    timed = functools.partial(_timed, sync=sync)  # the device's time, not the launch's
 
     reps = 1 if dry else 2 if quick else 5
     preset, n_mm, T = ("test", 256, 8) if dry else ("small", 8192, 64 if quick else 128)

@@ -7,10 +7,10 @@
   2. the cache of each prompt is copied to its `num_samples` rows (`KVCache.select`), and every row
      samples its own first token from the prompt's last logits (no shared first token);
   3. decode: one token per row per step, from an explicit `torch.Generator`; a row stops at its first
-     EOS. Two loops, the same tokens: on CPU finished rows are dropped from the batch once they make up
-     half of it (compute is per row); on CUDA the batch keeps its shape and the step is a fixed-shape
-     `model.decode_step` replayed from a CUDA graph, with no host sync except an "all finished?" check
-     every few steps (`_FixedDecoder`);
+     EOS. Two loops: on CPU finished rows are dropped from the batch once they make up half of it
+     (compute is per row; dropping rows changes which random numbers a row draws); on CUDA the batch
+     keeps its shape and the step is a fixed-shape `model.decode_step` replayed from a CUDA graph, with
+     no host sync except an "all finished?" check every few steps (`_FixedDecoder`);
   4. self-reward (docs/laser.md §1, §6): the step after a row samples EOS feeds that EOS back in,
      and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
      with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
@@ -166,8 +166,8 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
 
     Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
     `fixed` picks the decode loop: the fixed-shape one (default on CUDA; `check_every` steps between its
-    host checks for "every row finished") or the compacting one (default elsewhere). Both draw the same
-    tokens from the same generator. `score=False` skips the self-reward readout (only for measuring its
+    host checks for "every row finished") or the compacting one (default elsewhere); the fixed loop draws
+    the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward readout (only for measuring its
     cost); `compact=False` keeps finished rows in the compacting loop's batch (tests and benchmarks).
     """
     _check(model, prompts, num_samples, max_new_tokens)
@@ -235,7 +235,8 @@ def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact)
 def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, check_every):
     """The GPU decode loop: every row stays in the batch (a finished row's outputs are ignored), each
     step is `model.decode_step` at a slot held on the device, and the host only asks "is every row
-    finished?" every `check_every` steps. The sampled tokens equal `_decode_compact`'s. Fills `out`."""
+    finished?" every `check_every` steps. The sampled tokens equal `_decode_compact`'s without compaction.
+    Fills `out`."""
     tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
                                                                     "logp_zc"))
     N, max_new_tokens = tokens.shape

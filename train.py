@@ -304,7 +304,7 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
         if use_mse:  # docs/laser.md eq. 4: L = L_RLVR + alpha * L_SR
             r_s = self_reward_score(logp_zc, c_ref, cfg.beta_v)
             mse, _ = laser_mse_loss(r_s, r_v[rows], mb.finished, n_correct=n_c, n_incorrect=n_i,
-                                    weights=None if w_rows is None else w_rows[rows.cpu()].to(device))
+                                    weights=None if w_rows is None else w_rows[rows])
             loss = loss + cfg.alpha * mse
             tot["mse"] += mse.detach()
         loss.backward()
