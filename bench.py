@@ -41,6 +41,15 @@ def metric(samples, unit: str, target: str | None = None, note: str | None = Non
             "target": target, "n": len(xs), **({"note": note} if note else {})}
 
 
+class _Printed(dict):
+    """A dict of metrics that prints each one as it is set (one JSON line, "[metric] {...}"): a run that is
+    cut short or fails half-way still shows what it measured (scripts/gpu_check.sh reads these lines)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        print("[metric]", json.dumps({key: value}), flush=True)
+
+
 def percentile(xs, q: float) -> float:
     """q in [0, 100]; nearest-rank on the sorted data (no interpolation)."""
     s = sorted(xs)
@@ -517,7 +526,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
     reps = 1 if dry else 2 if quick else 5
     preset, n_mm, T = ("test", 256, 8) if dry else ("small", 8192, 64 if quick else 128)
-    out = {}
+    out = _Printed()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     # the bf16 matmul peak of this card, in this run
