@@ -589,24 +589,30 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
     opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
     model.train()
-    steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
-                                    cfg.micro_tokens, pin=cuda) for s in range(reps + 3)]
 
-    def sft_step(batches):
-        opt.zero_grad(set_to_none=True)
-        train.sft_backward(model, batches, dev, fwd)
-        opt.step()
-    for batches, _ in steps[:3]:  # compile (two shapes) and warm up
-        sft_step(batches)
-    real, padded, mfu = [], [], []
-    for batches, n_real in steps[3:]:
-        t = timed(lambda: sft_step(batches), 1)[0]
-        real.append(n_real / t)
-        padded.append(sum(x.numel() for x, _, _ in batches) / t)
-        mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
-    out["gpu.sft_real_tokens_per_s"] = metric(real, "tok/s", ">= 1e6", note=f"{preset}, batch {cfg.sft_batch_size}")
-    out["gpu.sft_padded_tokens_per_s"] = metric(padded, "tok/s")
-    out["gpu.sft_mfu"] = metric(mfu, "", ">= 0.15", note="6 N x real tokens/s over this run's bf16 matmul peak")
+    def sft_throughput(fwd, budget: int, tail: str = ""):  # gpu.sft_*: one SFT configuration
+        def sft_step(batches):
+            opt.zero_grad(set_to_none=True)
+            train.sft_backward(model, batches, dev, fwd)
+            opt.step()
+        steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
+                                        budget, pin=cuda) for s in range(reps + 3)]
+        for batches, _ in steps:  # a long run's steady state: compiled, kernel plans made for these shapes
+            sft_step(batches)
+        real, padded, mfu = [], [], []
+        for batches, n_real in steps:
+            t = timed(lambda: sft_step(batches), 1)[0]
+            real.append(n_real / t)
+            padded.append(sum(x.numel() for x, _, _ in batches) / t)
+            mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
+        note = f"{preset}, batch {cfg.sft_batch_size}, micro_tokens {budget}"
+        out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
+        out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
+        out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
+                                           note="6 N x real tokens/s over this run's bf16 matmul peak")
+    # the preset's micro-batching, and smaller token budgets (length-sorted micro-batches, less padding)
+    for budget in (cfg.micro_tokens, 16384, 8192):
+        sft_throughput(fwd, budget, "" if budget == cfg.micro_tokens else f".micro_tokens_{budget}")
 
     # in-pass z_c readout: the preset's RL sampling with the readout vs without
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
@@ -652,6 +658,12 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     hook.remove()
     if cuda:
         out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB")
+    # last, as it may fail where the rest works: SFT with the forward and backward replayed from CUDA graphs
+    try:
+        if cuda:
+            sft_throughput(training_forward(model, "graphs"), cfg.micro_tokens, ".compile_graphs")
+    except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
+        print(f"[bench] --compile graphs failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     return out
 
 

@@ -32,6 +32,7 @@ given size) and `calibrate_c_ref` (docs/laser.md §5, on the reference policy's 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import sys
@@ -251,7 +252,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
         just_done = alive & (tok == eos)
         finished |= just_done
         alive &= ~just_done
-        logits = dec.step(model, tok, slots[t:t + 1])  # for rows that just sampled EOS: the EOS position
+        logits = dec.step(model, tok, slots[t:t + 1], prefill.length + t + 1)  # rows that just sampled EOS: its position
         if score:  # docs/laser.md §1: log p(z_c) at the EOS, for the rows that just finished
             logp_zc.copy_(torch.where(just_done, torch.log_softmax(logits, -1)[:, zc], logp_zc))
         if (t + 1) % check_every == 0 and not bool(alive.any()):
@@ -263,9 +264,9 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model ->
 
 
 def _decoder(model, N: int, prefill) -> "_FixedDecoder":
-    """The model's decoder for N rows on caches shaped like `prefill`. The three last used are kept (an RL
-    run samples one shape every step, and validates on another); the key holds the weights' addresses,
-    which a graph reads in place."""
+    """The model's decoder for N rows on caches shaped like `prefill`, its weights brought up to date. The
+    three last used are kept (an RL run samples one shape every step, and validates on another); the
+    key holds the weights' addresses, which a graph reads in place."""
     graph = CUDA_GRAPHS and model.lm_head.weight.device.type == "cuda"
     key = (graph, N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
            tuple(p.data_ptr() for p in model.parameters()))
@@ -275,56 +276,88 @@ def _decoder(model, N: int, prefill) -> "_FixedDecoder":
             pool.popitem(last=False)
         pool[key] = _FixedDecoder(model, N, prefill.max_len, graph)
     pool.move_to_end(key)
+    pool[key].refresh(model)
     return pool[key]
 
 
+def autocast_copy(model, dtype: torch.dtype):
+    """A copy of `model` for decoding under autocast to `dtype`, with its Linear layers' weights already
+    in `dtype` (the float32 output head excepted), and the (copy, model) parameter pairs that `refresh`
+    copies. Same logits as the model under autocast: the same casts, made once instead of every step."""
+    net = copy.deepcopy(model).requires_grad_(False)
+    for p in net.parameters():
+        p.grad = None  # (deepcopy copies a gradient the model holds)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Linear) and m is not net.lm_head:
+            m.to(dtype)
+    return net, list(zip(net.parameters(), model.parameters()))
+
+
+WINDOW = 64  # the fixed loop's attention reads the cache's first slots in multiples of this (one graph each)
+
+
 class _FixedDecoder:
-    """`model.decode_step` on a KV cache of its own, of one shape. On CUDA the step is captured once as a
-    CUDA graph and then replayed (one launch per token instead of one per kernel); the graph reads the
-    weights in place, so it sees every optimizer step. Under autocast it is captured with autocast's
-    weight-cast cache off: a cached bf16 copy of a weight would be stale after the next update (and
-    freed when autocast exits). If capture fails, this and every later step run eagerly (a notice)."""
+    """`model.decode_step` on a KV cache of its own, of one shape. On CUDA the step is captured as CUDA
+    graphs, one per attention window (the cache's first 64, 128, ... slots: a step reads only the slots
+    written so far, rounded up), and replayed: one launch per token instead of one per kernel. Under
+    autocast the graphs run a copy of the model whose Linear weights are already in the autocast dtype,
+    refreshed from the model before every rollout (`refresh`): the casts autocast would make at every
+    step are made once, and the graphs see every optimizer step. If capture fails, this and every later
+    step run eagerly (a notice)."""
 
     def __init__(self, model, N: int, max_len: int, graph: bool):
         dev = model.lm_head.weight.device
         self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.graph = None
+        self.graphs, self.net, self.pairs = {}, model, []
         if graph:
             try:
-                self._capture(model)
+                self._capture(model, max_len)
             except RuntimeError as e:  # a failed capture can leave the stream unusable: no more attempts
                 global CUDA_GRAPHS
-                CUDA_GRAPHS, self.graph = False, None
+                CUDA_GRAPHS, self.graphs, self.net, self.pairs = False, {}, model, []
                 torch.cuda.synchronize()
                 print(f"note: CUDA graph capture of the decode step failed ({str(e).splitlines()[0][:160]}); "
                       f"decoding eagerly from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
 
-    def _capture(self, model):
+    def _capture(self, model, max_len: int):
         on = torch.is_autocast_enabled("cuda")
+        if on and torch.get_autocast_dtype("cuda") != torch.float32:
+            self.net, self.pairs = autocast_copy(model, torch.get_autocast_dtype("cuda"))
+        # autocast's cache of cast weights off: a cached copy would be stale after the next update
         ctx = lambda: torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=on, cache_enabled=False)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), ctx():
             for _ in range(2):  # warm-up outside the graph (workspaces, kernel selection)
-                model.decode_step(self.tok, self.cache, self.slot)
+                self.net.decode_step(self.tok, self.cache, self.slot)
         torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the SFT prefetch thread may pin host memory meanwhile, which is not part of the graph
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
-            self.out = model.decode_step(self.tok, self.cache, self.slot)
-        self.graph = graph
+        for window in range(WINDOW, max_len + WINDOW, WINDOW):
+            window = min(window, max_len)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the SFT prefetch thread may pin host memory meanwhile, which is not part of the graph
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
+                self.graphs[window] = graph, self.net.decode_step(self.tok, self.cache, self.slot, window)
 
-    def step(self, model, tok: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """Logits (N, V) after feeding `tok` at cache slot `slot`. With a graph the result is its output
-        buffer, overwritten by the next step: use it before calling again."""
-        if self.graph is None:
+    @torch.no_grad()
+    def refresh(self, model):
+        """The copy's weights from the model's (their current values, cast)."""
+        for mine, theirs in self.pairs:
+            mine.copy_(theirs)
+
+    def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int) -> torch.Tensor:
+        """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it.
+        With graphs the result is a graph's output buffer, overwritten by its next replay: use it before
+        calling again."""
+        if not self.graphs:
             return model.decode_step(tok, self.cache, slot)
+        window = min(-(-used // WINDOW) * WINDOW, self.cache.max_len)
+        graph, out = self.graphs[window]
         self.tok.copy_(tok)
         self.slot.copy_(slot)
-        self.graph.replay()
-        return self.out
+        graph.replay()
+        return out
 
 
 @torch.no_grad()
@@ -373,6 +406,8 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     N, T = ro.response.shape
     prompts = [ro.prompts[i // ro.group_size] for i in range(N)]
     L = max(len(p) + n for p, n in zip(prompts, ro.lengths.tolist()))
+    if dev.type == "cuda":  # a multiple of 16 (a run meets a dozen shapes, not a hundred: compiles, kernel
+        L = min(-(-L // 16) * 16, max(map(len, prompts)) + T + 1)  # plans), within what the sampler allowed
     # right-padded rows: prompt, then response (with its EOS); the prompts are laid out on the host and
     # copied to the device at once
     seq = torch.tensor([p + [pad_id] * (L - len(p)) for p in prompts], dtype=torch.long).to(dev, non_blocking=True)

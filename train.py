@@ -110,10 +110,11 @@ def sft_rows(tok: Tokenizer, problems) -> list[tuple[list[int], int]]:
     return out
 
 
-def _sft_tensors(rows, pad_id: int, pin: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _sft_tensors(rows, pad_id: int, pin: bool = False, pad_to: int = 1) -> tuple[torch.Tensor, ...]:
     """Right-padded rows as inputs (B, L-1), targets (B, L-1) and the loss mask (B, L-1): True where the
-    target is a solution token or the EOS (by position). On the host (in pinned memory with `pin`)."""
-    L = max(len(r) for r, _ in rows)
+    target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to`. On the
+    host (in pinned memory with `pin`)."""
+    L = -(-(max(len(r) for r, _ in rows) - 1) // pad_to) * pad_to + 1
     seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
@@ -142,10 +143,12 @@ def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> lis
 
 def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pin: bool = False):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
-    input tokens: each row minus its last token)."""
+    input tokens: each row minus its last token). With `pin` (for CUDA) in pinned memory, and lengths
+    rounded up to a multiple of 16: a run then meets a dozen shapes, not a hundred (each new one costs a
+    compile and attention kernel plans)."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
-    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin)
+    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, 16 if pin else 1)
             for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
 
 

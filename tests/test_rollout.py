@@ -175,17 +175,45 @@ def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok):
     T = max(map(len, prompts))
     idx = torch.tensor([[tok.pad_id] * (T - len(q)) + q for q in prompts])
     valid = idx != tok.pad_id
-    a, b = m.new_cache(3, T + 8), m.new_cache(3, T + 8)
+    a, b, c = m.new_cache(3, T + 8), m.new_cache(3, T + 8), m.new_cache(3, T + 8)
     with torch.no_grad():
-        m(idx, cache=a, valid=valid)
-        m(idx, cache=b, valid=valid)
+        for cache in (a, b, c):
+            m(idx, cache=cache, valid=valid)
         nxt = torch.tensor([5, 9, 11])
         for t in range(6):
             want = m(nxt[:, None], cache=a)[:, -1]
             got = m.decode_step(nxt, b, torch.tensor([T + t]))
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            # a window of the slots written so far (the CUDA graphs' windows hold at least these)
+            torch.testing.assert_close(m.decode_step(nxt, c, torch.tensor([T + t]), window=T + t + 1), want,
+                                       atol=1e-5, rtol=0)
             nxt = want.argmax(-1)
-    assert torch.equal(a.next_pos, b.next_pos) and torch.equal(a.valid, b.valid)
+    assert torch.equal(a.next_pos, b.next_pos) and torch.equal(a.valid, b.valid) and torch.equal(b.valid, c.valid)
+
+
+def test_autocast_copy_decodes_as_the_model_under_autocast_and_follows_its_updates(tok, model_factory):
+    """The CUDA graphs' copy of the model (Linear weights cast once, not at every step) gives the logits
+    of the model under autocast, bit for bit, and after an optimizer step and a refresh still does."""
+    from rollout import autocast_copy
+
+    m = model_factory(seed=5, eos_offset=2.5)
+    net, pairs = autocast_copy(m, torch.bfloat16)
+    assert net.blocks[0].attn.qkv.weight.dtype == torch.bfloat16 and net.lm_head.weight.dtype == torch.float32
+    idx = torch.tensor([prompts_of(tok, 1)[0]] * 2)
+    for update in (False, True):
+        if update:
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.01 * torch.randn_like(p))
+                for mine, theirs in pairs:
+                    mine.copy_(theirs)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            caches = [m.new_cache(2, idx.shape[1] + 4) for _ in range(2)]
+            for model, cache in zip((m, net), caches):
+                model(idx, cache=cache)
+            want, got = (model.decode_step(torch.tensor([5, 9]), cache, torch.tensor([idx.shape[1]]))
+                         for model, cache in zip((m, net), caches))
+            assert torch.equal(got, want)
 
 
 def test_kv_cache_takes_the_autocast_dtype(tok, model_factory):

@@ -141,17 +141,26 @@ def test_micro_batches_by_rows_and_padded_tokens():
         assert len(c) == 1 or len(c) * max(lengths[i] for i in c) <= 40
 
 
-def test_sft_token_budget_gives_the_full_batch_gradient(tok, model_factory):
+def test_sft_token_budget_and_rounded_lengths_give_the_full_batch_gradient(tok, model_factory):
+    """Micro-batches cut by a token budget, and lengths padded up to a multiple of 16 (CUDA's shapes):
+    the loss and gradient of the single padded batch."""
     probs = tasks.train_batch(3, 7, seed=0)
+    rows = train.sft_rows(tok, probs)
     grads = []
-    for mb, tokens in ((7, 0), (7, 90)):
+    for mb, tokens, pad_to in ((7, 0, 1), (7, 90, 1), (7, 0, 16)):
         m = model_factory(seed=1, block_size=256)
-        batches, n_real = train.sft_step_batches(tok, probs, mb, tokens)
+        batches = [train._sft_tensors([rows[i] for i in c], tok.pad_id, pad_to=pad_to)
+                   for c in train.micro_batches([len(r) - 1 for r, _ in rows], mb, tokens)]
         assert len(batches) == 1 if not tokens else len(batches) > 1
+        assert all(x.shape[1] % pad_to == 0 for x, _, _ in batches)
         loss_value = train.sft_backward(m, batches, "cpu")
         grads.append((loss_value, torch.cat([p.grad.flatten() for p in m.parameters()])))
-    assert abs(grads[0][0] - grads[1][0]) < 1e-5
-    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-6, rtol=1e-4)
+    assert batches[0][0].shape[1] > max(len(r) for r, _ in rows) - 1  # the rounding padded something
+    for loss_value, grad in grads[1:]:
+        assert abs(grads[0][0] - loss_value) < 1e-5
+        torch.testing.assert_close(grads[0][1], grad, atol=1e-6, rtol=1e-4)
+    assert train.sft_step_batches(tok, probs, 7, 0)[0][0][0].shape == batches[0][0].shape[:1] + (
+        max(len(r) for r, _ in rows) - 1,)
 
 
 def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
@@ -207,8 +216,9 @@ def test_training_forward_traces_as_one_graph(tok, model_factory):
     m = model_factory(seed=1)
     x = torch.tensor([tok.encode_prompt(tasks.make_split("test", 1, 0)[0].problem)] * 2)
     torch._dynamo.reset()
-    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True, dynamic=True)  # as training_forward
     torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(compiled(x[:1, :-3]), m(x[:1, :-3]), atol=1e-5, rtol=0)  # other shapes, same graph
     torch._dynamo.reset()
 
 
