@@ -52,7 +52,7 @@ class Config:
     sft_batch_size: int = 32
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
-    compile: str = "auto"         # torch.compile the training forward: auto (on CUDA) | on | off | graphs (CUDA graphs too)
+    compile: str = "auto"         # torch.compile the training forward: auto (on CUDA) | on | off
     sft_lr: float = 2e-3
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
     min_lr_frac: float = 0.1
@@ -112,10 +112,12 @@ PRESETS: dict[str, dict] = {
                  sft_batch_size=32, sft_lr=3e-3, sft_warmup=50, eval_every=800, log_every=50, ckpt_every=200,
                  rl_steps=200, prompts_per_step=16, group_size=16, max_new_tokens=128, rl_lr=2e-4,
                  reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
-    # one GPU: ~20M parameters; whole batches per forward (a token cap for the longest), large sampling calls
+    # one GPU: ~20M parameters; whole batches per forward (a token cap for the longest), large sampling calls.
+    # SFT 1,000 steps: after 6,000 (measured on an H100) the policy solved 98% of validation problems and
+    # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
-                  sft_steps=6000, sft_batch_size=128, sft_micro_batch=128, sft_lr=1e-3, sft_warmup=200,
-                  weight_decay=0.1, eval_every=1000, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
+                  sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_lr=1e-3, sft_warmup=200,
+                  weight_decay=0.1, eval_every=500, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
                   prompts_per_step=64, group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=512,
                   micro_tokens=65536, eval_batch=512, reasoning_warmup=50,
                   self_reward_warmup=100, calib_prompts=256),
@@ -151,7 +153,7 @@ def _field_comments() -> dict[str, str]:
 CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
            "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
            "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama"),
-           "sr_weighting": ("batch", "group"), "compile": ("auto", "on", "off", "graphs")}
+           "sr_weighting": ("batch", "group"), "compile": ("auto", "on", "off")}
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:

@@ -229,7 +229,7 @@ class _CompiledForward:
 
     def __init__(self, model: GPT, mode: str | None = None):
         self.model, self.checked = model, False
-        self.compiled = torch.compile(model, dynamic=True, mode=mode)
+        self.compiled = torch.compile(model, mode=mode)
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         if self.compiled is None:
@@ -252,12 +252,11 @@ class _CompiledForward:
 def training_forward(model: GPT, mode: str):
     """The forward SFT and the RL update call (full sequences, no cache): compiled with torch.compile when
     `mode` is "on", or "auto" on CUDA; the model itself otherwise. Shapes vary with each micro-batch's
-    rows and longest row: compiled for dynamic shapes from the start, once per run (measured on an H100:
-    compiling first for the first shape, then again when a dimension changed, took 50 s of SFT)."""
+    longest row; torch.compile marks a dimension dynamic after its first change, so it compiles twice
+    per run, not once per shape (on an H100 the two compiles took 50 s of the small preset's SFT;
+    `dynamic=True` from the start was slower still: no first step within 50 s)."""
     if mode == "on" or mode == "auto" and model.lm_head.weight.is_cuda:
         return _CompiledForward(model)
-    if mode == "graphs":  # replayed from CUDA graphs, one recorded per shape (on CUDA; plain "on" elsewhere)
-        return _CompiledForward(model, "reduce-overhead")
     return model
 
 
