@@ -40,6 +40,7 @@ from metrics import as_float, at_n, auroc, best_of, group_answers
 from runs import load_checkpoint, run_config, saved_config, write_json, write_text
 
 WINDOW = 25  # RL steps per window of the r_s-over-training table
+PROBE_SEED = "probe"  # the probe's training problems: a stream of their own (tasks.train_batch)
 N_FAILURES = 5  # failure cases shown per run
 
 
@@ -276,6 +277,119 @@ def plot_grid(table: dict, split: str, path: str) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- probe
+
+def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: int = 256) -> dict:
+    """Sample `n_samples` solutions per problem from a run's checkpoint (on CPU, temperature 1, as
+    evaluate.py) and return, for each finished sample: its problem's index, whether it is correct,
+    log p(z_c) at its EOS (r_s up to r_s's affine map) and the final hidden state there (after the last
+    norm: the vector the output head reads z_c from)."""
+    import torch
+
+    from rollout import sample_chunks, score_rollouts
+    from runs import load_run
+    from verify import reward
+
+    model, tok, ck = load_run(run_dir)
+    cfg, gen = run_config(ck), torch.Generator().manual_seed(seed)
+    out, seen = {"problem": [], "correct": [], "logp_zc": [], "h": []}, {}
+    hook = model.norm_f.register_forward_hook(lambda _m, _i, o: seen.__setitem__("h", o))
+    try:
+        first = 0
+        for chunk, ro in sample_chunks(model, tok, problems, num_samples=n_samples, max_new_tokens=cfg.max_new_tokens,
+                                       prompts_per_call=max(1, batch_size // n_samples), generator=gen, temperature=1.0):
+            with torch.no_grad():
+                score_rollouts(model, ro, tok.zc_id, tok.pad_id)  # its forward's last norm: seen["h"] (N, L, C)
+            plens = torch.tensor([len(p) for p in ro.prompts]).repeat_interleave(n_samples)
+            eos = plens + ro.lengths - 1  # the EOS position, as score_rollouts reads z_c there
+            h = seen["h"][torch.arange(len(eos)), eos]
+            for r in ro.finished.nonzero().squeeze(1).tolist():
+                p = chunk[r // n_samples]
+                out["problem"].append(first + r // n_samples)
+                out["correct"].append(reward(ro.texts[r], p.answer) == 1.0)
+                out["logp_zc"].append(float(ro.logp_zc[r]))
+                out["h"].append(h[r].float().numpy())
+            first += len(chunk)
+    finally:
+        hook.remove()
+    return {"problem": np.array(out["problem"], dtype=int), "correct": np.array(out["correct"], dtype=bool),
+            "logp_zc": np.array(out["logp_zc"]), "h": np.stack(out["h"]) if out["h"] else np.zeros((0, model.cfg.n_embd))}
+
+
+def _group_centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """x minus the mean of its group's rows (rows of a problem's samples)."""
+    sums = np.zeros((groups.max() + 1, x.shape[1]))
+    np.add.at(sums, groups, x)
+    return x - (sums / np.bincount(groups)[:, None])[groups]
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, l2: float = 1e-2):
+    """A logistic-regression probe (L2 `l2`, on standardised features, by L-BFGS); with `groups`, fitted
+    on features centred within each group, so that it can only learn what tells a problem's samples
+    apart, not which problems go well. Returns score(x) -> (n,) logits. A linear score's ranking within
+    a problem is the same on centred and raw features, so the score is applied to raw features."""
+    import torch
+
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    centred = x - mu if groups is None else _group_centred(x, groups)
+    z = torch.tensor(centred / sd, dtype=torch.float64)
+    t = torch.tensor(y, dtype=torch.float64)
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, t) + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    w_np, b_np = w.detach().numpy(), float(b.detach())
+    return lambda xs: ((xs - mu) / sd) @ w_np + b_np
+
+
+def within_auroc(scores: np.ndarray, correct: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
+    """AUROC of `scores` among each problem's samples, averaged over the problems holding both classes
+    (as `diagnose`); and how many problems that is."""
+    values = [auroc(scores[groups == g], correct[groups == g]) for g in np.unique(groups)
+              if 0 < correct[groups == g].sum() < (groups == g).sum()]
+    return _mean(values), len(values)
+
+
+def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int = 0) -> dict:
+    """Is "this solution is right" in the EOS hidden state at all? Linear probes fitted on the run's own
+    samples of `n_fit` training problems, scored on `split`'s problems against log p(z_c) (r_s): a probe
+    well above r_s within a problem means the information is there and LaSeR's readout did not learn
+    it; a probe at chance means this model does not hold it where the readout looks."""
+    from config import families_levels, heldout_problems
+    import tasks
+
+    cfg = run_config(load_checkpoint(run_dir))
+    fam, lv = families_levels(cfg)
+    fit = eos_features(run_dir, tasks.train_batch(0, n_fit, PROBE_SEED, fam, lv), n_samples, seed)
+    ev = eos_features(run_dir, heldout_problems(cfg, split), n_samples, seed + 1)
+    scores = {"r_s": ev["logp_zc"],
+              "probe": fit_probe(fit["h"], fit["correct"])(ev["h"]),
+              "probe_within": fit_probe(fit["h"], fit["correct"], fit["problem"])(ev["h"])}
+    out = {"run": run_dir, "split": split, "n_fit_samples": len(fit["correct"]), "fit_accuracy": float(fit["correct"].mean()),
+           "n_samples": len(ev["correct"]), "accuracy": float(ev["correct"].mean())}
+    for name, sc in scores.items():
+        out[f"within_auroc.{name}"], out["n_mixed_problems"] = within_auroc(sc, ev["correct"], ev["problem"])
+        out[f"auroc.{name}"] = auroc(sc, ev["correct"])
+    return out
+
+
+def probe_markdown(rows: list[dict]) -> str:
+    names = ("r_s", "probe", "probe_within")
+    lines = ["| run | samples (accuracy) | " + " | ".join(f"within AUROC {n}" for n in names) + " | "
+             + " | ".join(f"AUROC {n}" for n in names) + " |", "|---|---|" + "---|" * 2 * len(names)]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['n_samples']} ({r['accuracy']:.3f}) | "
+                     + " | ".join(_fmt(r[f"within_auroc.{n}"]) for n in names) + " | "
+                     + " | ".join(_fmt(r[f"auroc.{n}"]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = ArgParser(prog="study.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -288,7 +402,23 @@ def main(argv=None) -> int:
     r.add_argument("--out", required=True, help="directory for the runs and the study table")
     r.add_argument("--config", default="tiny", help="the train.py preset the settings change (default tiny)")
     r.add_argument("--split", choices=("validation", "test"), default="validation", help="evaluation split")
+    q = sub.add_parser("probe", help="linear probes of correctness on the EOS hidden state, against r_s")
+    q.add_argument("runs", nargs="+", metavar="RUN", help="run directories (an SFT and a LaSeR run, say)")
+    q.add_argument("--n_fit", type=int, default=400, help="training problems the probes are fitted on")
+    q.add_argument("--n_samples", type=int, default=16, help="samples per problem")
+    q.add_argument("--split", choices=("validation", "test"), default="validation", help="problems scored")
+    q.add_argument("--out", required=True, help="directory for probe.json and probe.md")
     args = p.parse_args(argv)
+    if args.command == "probe":
+        try:
+            rows = [probe(run, args.n_fit, args.split, args.n_samples) for run in args.runs]
+        except UserError as e:
+            print(f"study.py: error: {e}", file=sys.stderr)
+            return 2
+        write_json(os.path.join(args.out, "probe.json"), rows)
+        write_text(os.path.join(args.out, "probe.md"), probe_markdown(rows))
+        print(probe_markdown(rows))
+        return 0
     if args.command == "run":
         try:
             table = run_grid(args.sft, parse_grid(args.grid), args.out, args.config, args.split)

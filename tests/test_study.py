@@ -115,3 +115,35 @@ def test_study_plot_and_its_notice_without_matplotlib(tmp_path, monkeypatch, cap
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # as if it were not installed
     assert not study.plot_grid(table, "validation", str(tmp_path / "none.png"))
     assert "matplotlib not installed" in capsys.readouterr().out and not os.path.exists(tmp_path / "none.png")
+
+
+def test_probe_within_problems_learns_what_tells_samples_apart_not_difficulty():
+    """Synthetic samples whose correctness depends on the problem's difficulty (shared by its samples)
+    and on a per-sample feature: the within-problem probe finds the per-sample feature, and a
+    difficulty-only score ranks a problem's samples at chance."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(200), 8)
+    difficulty, own = rng.normal(size=200)[g], rng.normal(size=len(g))
+    y = rng.random(len(g)) < 1 / (1 + np.exp(-(2 * difficulty + 1.5 * own)))
+    x = np.stack([difficulty, own, rng.normal(size=len(g))], 1)
+    pooled, within = study.fit_probe(x, y), study.fit_probe(x, y, g)
+    assert study.within_auroc(within(x), y, g)[0] > 0.75
+    assert study.within_auroc(difficulty, y, g)[0] == 0.5  # ties within a problem
+    assert study.auroc(pooled(x), y) > study.auroc(within(x), y) + 0.05  # only the pooled probe uses difficulty
+
+
+def test_eos_features_are_the_hidden_state_the_readout_reads(sft_dir):
+    """The probe's feature of a sample is the final hidden state at its EOS: the output head applied to it
+    gives the sampler's log p(z_c) back."""
+    import torch
+
+    import tasks
+    from runs import load_run
+
+    f = study.eos_features(sft_dir, tasks.make_split("validation", 6, 0), 8, seed=0)
+    assert len(f["correct"]) > 0 and f["h"].shape[0] == len(f["problem"]) == len(f["logp_zc"])
+    model, tok, _ = load_run(sft_dir)
+    with torch.no_grad():
+        logp = torch.log_softmax(model.lm_head(torch.tensor(f["h"])), -1)[:, tok.zc_id].numpy()
+    np.testing.assert_allclose(logp, f["logp_zc"], atol=1e-4)
+    assert f["problem"].min() >= 0 and f["problem"].max() < 6
