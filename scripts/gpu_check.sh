@@ -7,7 +7,7 @@
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
-#   TRAIN_FLAGS="--sft_steps 2000 --rl_steps 100" bash scripts/gpu_check.sh    # a shorter run
+#   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
 #   BUDGET=540 ...       # seconds for the whole check (default 540): each stage stops in time for the next
 #   STAGE_LIMIT=300 ...  # and no stage runs longer than this (default 600)
 # A stage that fails or runs out of time is marked in the summary. A stage cut short leaves its last
