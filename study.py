@@ -310,6 +310,7 @@ def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: 
                 out["logp_zc"].append(float(ro.logp_zc[r]))
                 out["h"].append(h[r].float().numpy())
             first += len(chunk)
+            print(f"  {run_dir}: sampled {first}/{len(problems)} problems", flush=True)
     finally:
         hook.remove()
     return {"problem": np.array(out["problem"], dtype=int), "correct": np.array(out["correct"], dtype=bool),
@@ -368,11 +369,12 @@ def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int =
     fam, lv = families_levels(cfg)
     fit = eos_features(run_dir, tasks.train_batch(0, n_fit, PROBE_SEED, fam, lv), n_samples, seed)
     ev = eos_features(run_dir, heldout_problems(cfg, split), n_samples, seed + 1)
-    scores = {"r_s": ev["logp_zc"],
-              "probe": fit_probe(fit["h"], fit["correct"])(ev["h"]),
-              "probe_within": fit_probe(fit["h"], fit["correct"], fit["problem"])(ev["h"])}
+    probes = {"probe": fit_probe(fit["h"], fit["correct"]), "probe_within": fit_probe(fit["h"], fit["correct"], fit["problem"])}
+    scores = {"r_s": ev["logp_zc"], **{name: f(ev["h"]) for name, f in probes.items()}}
     out = {"run": run_dir, "split": split, "n_fit_samples": len(fit["correct"]), "fit_accuracy": float(fit["correct"].mean()),
-           "n_samples": len(ev["correct"]), "accuracy": float(ev["correct"].mean())}
+           "n_samples": len(ev["correct"]), "accuracy": float(ev["correct"].mean()),
+           **{f"fit_within_auroc.{name}": within_auroc(f(fit["h"]), fit["correct"], fit["problem"])[0]
+              for name, f in probes.items()}}  # on the probes' own training samples: what a linear map can fit
     for name, sc in scores.items():
         out[f"within_auroc.{name}"], out["n_mixed_problems"] = within_auroc(sc, ev["correct"], ev["problem"])
         out[f"auroc.{name}"] = auroc(sc, ev["correct"])
@@ -382,11 +384,14 @@ def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int =
 def probe_markdown(rows: list[dict]) -> str:
     names = ("r_s", "probe", "probe_within")
     lines = ["| run | samples (accuracy) | " + " | ".join(f"within AUROC {n}" for n in names) + " | "
-             + " | ".join(f"AUROC {n}" for n in names) + " |", "|---|---|" + "---|" * 2 * len(names)]
+             + " | ".join(f"AUROC {n}" for n in names) + " | "
+             + " | ".join(f"within AUROC {n}, fitting samples" for n in names[1:]) + " |",
+             "|---|---|" + "---|" * (3 * len(names) - 1)]
     for r in rows:
         lines.append(f"| {r['run']} | {r['n_samples']} ({r['accuracy']:.3f}) | "
                      + " | ".join(_fmt(r[f"within_auroc.{n}"]) for n in names) + " | "
-                     + " | ".join(_fmt(r[f"auroc.{n}"]) for n in names) + " |")
+                     + " | ".join(_fmt(r[f"auroc.{n}"]) for n in names) + " | "
+                     + " | ".join(_fmt(r.get(f"fit_within_auroc.{n}")) for n in names[1:]) + " |")
     return "\n".join(lines) + "\n"
 
 
