@@ -596,7 +596,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
             train.sft_backward(model, batches, dev, fwd)
             opt.step()
         steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
-                                        budget, pin=cuda) for s in range(reps + 3)]
+                                        budget, pin=cuda, block_size=model.cfg.block_size) for s in range(reps + 3)]
         for batches, _ in steps:  # a long run's steady state: compiled, kernel plans made for these shapes
             sft_step(batches)
         real, padded, mfu = [], [], []

@@ -310,13 +310,14 @@ class _FixedDecoder:
         self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.graphs, self.net, self.pairs = {}, model, []
+        # the bf16 copy, if any (never the model itself: the pool holding this decoder is keyed weakly by it)
+        self.graphs, self.net, self.pairs = {}, None, []
         if graph:
             try:
                 self._capture(model, max_len)
             except RuntimeError as e:  # a failed capture can leave the stream unusable: no more attempts
                 global CUDA_GRAPHS
-                CUDA_GRAPHS, self.graphs, self.net, self.pairs = False, {}, model, []
+                CUDA_GRAPHS, self.graphs, self.net, self.pairs = False, {}, None, []
                 torch.cuda.synchronize()
                 print(f"note: CUDA graph capture of the decode step failed ({str(e).splitlines()[0][:160]}); "
                       f"decoding eagerly from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
@@ -325,20 +326,21 @@ class _FixedDecoder:
         on = torch.is_autocast_enabled("cuda")
         if on and torch.get_autocast_dtype("cuda") != torch.float32:
             self.net, self.pairs = autocast_copy(model, torch.get_autocast_dtype("cuda"))
+        net = model if self.net is None else self.net
         # autocast's cache of cast weights off: a cached copy would be stale after the next update
         ctx = lambda: torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=on, cache_enabled=False)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), ctx():
             for _ in range(2):  # warm-up outside the graph (workspaces, kernel selection)
-                self.net.decode_step(self.tok, self.cache, self.slot)
+                net.decode_step(self.tok, self.cache, self.slot)
         torch.cuda.current_stream().wait_stream(side)
         for window in range(WINDOW, max_len + WINDOW, WINDOW):
             window = min(window, max_len)
             graph = torch.cuda.CUDAGraph()
             # thread_local: the SFT prefetch thread may pin host memory meanwhile, which is not part of the graph
             with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
-                self.graphs[window] = graph, self.net.decode_step(self.tok, self.cache, self.slot, window)
+                self.graphs[window] = graph, net.decode_step(self.tok, self.cache, self.slot, window)
 
     @torch.no_grad()
     def refresh(self, model):

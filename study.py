@@ -321,7 +321,7 @@ def _group_centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """x minus the mean of its group's rows (rows of a problem's samples)."""
     sums = np.zeros((groups.max() + 1, x.shape[1]))
     np.add.at(sums, groups, x)
-    return x - (sums / np.bincount(groups)[:, None])[groups]
+    return x - (sums / np.maximum(np.bincount(groups), 1)[:, None])[groups]  # (ids with no row: unused)
 
 
 def fit_probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, l2: float = 1e-2):

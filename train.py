@@ -110,11 +110,12 @@ def sft_rows(tok: Tokenizer, problems) -> list[tuple[list[int], int]]:
     return out
 
 
-def _sft_tensors(rows, pad_id: int, pin: bool = False, pad_to: int = 1) -> tuple[torch.Tensor, ...]:
+def _sft_tensors(rows, pad_id: int, pin: bool = False, pad_to: int = 1, cap: int = 0) -> tuple[torch.Tensor, ...]:
     """Right-padded rows as inputs (B, L-1), targets (B, L-1) and the loss mask (B, L-1): True where the
-    target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to`. On the
-    host (in pinned memory with `pin`)."""
-    L = -(-(max(len(r) for r, _ in rows) - 1) // pad_to) * pad_to + 1
+    target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to` but not
+    past `cap` (the model's block size) when given. On the host (in pinned memory with `pin`)."""
+    longest = max(len(r) for r, _ in rows) - 1
+    L = max(longest, min(-(-longest // pad_to) * pad_to, cap or longest + pad_to)) + 1
     seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
@@ -141,14 +142,15 @@ def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> lis
     return out + [cur] if cur else out
 
 
-def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pin: bool = False):
+def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pin: bool = False,
+                     block_size: int = 0):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
     input tokens: each row minus its last token). With `pin` (for CUDA) in pinned memory, and lengths
-    rounded up to a multiple of 16: a run then meets a dozen shapes, not a hundred (each new one costs a
-    compile and attention kernel plans)."""
+    rounded up to a multiple of 16 (within `block_size`): a run then meets a dozen shapes, not a hundred
+    (each new one costs a compile and attention kernel plans)."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
-    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, 16 if pin else 1)
+    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, 16 if pin else 1, block_size)
             for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
 
 
@@ -215,7 +217,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
     def step_batches(step):  # built ahead on the host, in a thread (a pure function of the step)
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
-        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens, pin=device.type == "cuda")
+        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens, pin=device.type == "cuda",
+                                block_size=model.cfg.block_size)
 
     t0, tokens_seen, last = time.time(), 0, time.time()
     for step, (batches, n_real) in zip(range(start, cfg.sft_steps), prefetch(step_batches, range(start, cfg.sft_steps))):

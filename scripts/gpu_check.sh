@@ -14,12 +14,14 @@
 # checkpoint (RL here saves one every 100 steps), and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
 set -uo pipefail
+[[ -n ${EPOCHSECONDS:-} ]] || { echo "gpu_check.sh: needs bash >= 5 (EPOCHSECONDS)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_check}
 RUNS=${RUNS:-$OUT/small}
 LIMIT=${STAGE_LIMIT:-600}
-END=$(( ${EPOCHSECONDS} + ${BUDGET:-540} ))
+END=$(( EPOCHSECONDS + ${BUDGET:-540} ))
 mkdir -p "$OUT"
+rm -rf "$RUNS/sft" "$RUNS/laser" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
 : > "$OUT/times.tsv"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
 
@@ -29,7 +31,7 @@ stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left
   if (( limit < 10 )); then printf '%s\t0\tskipped\t%s\n' "$name" "$limit" >> "$OUT/times.tsv"; return 1; fi
   (( limit > LIMIT )) && limit=$LIMIT
   echo "== $name (at most ${limit}s): $*"
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" > "$OUT/$name.log" 2>&1
   rc=$?
   printf '%s\t%s\t%s\t%s\n' "$name" "$(python -c "print(round($EPOCHREALTIME - $t0, 1))")" "$rc" "$limit" \
     >> "$OUT/times.tsv"
@@ -51,8 +53,13 @@ out, runs = sys.argv[1:]
 read = lambda p: open(p).read() if os.path.exists(p) else ""
 times = {r[0]: r[1:] for r in (ln.split("\t") for ln in read(f"{out}/times.tsv").splitlines() if ln)}
 bench = json.loads(read(f"{out}/bench.json") or "{}")
-metrics = bench.get("metrics") or {k: v for ln in read(f"{out}/bench.log").splitlines()  # a bench cut short
-                                   if ln.startswith("[metric] ") for k, v in json.loads(ln[9:]).items()}
+def streamed(log):  # the metrics a bench cut short had printed (a line cut in the middle is left out)
+    for ln in log.splitlines():
+        try:
+            yield from json.loads(ln[9:]).items() if ln.startswith("[metric] ") else ()
+        except ValueError:
+            pass
+metrics = bench.get("metrics") or dict(streamed(read(f"{out}/bench.log")))
 m = bench.get("machine", {})
 records = lambda run: [json.loads(x) for x in read(f"{runs}/{run}/metrics.jsonl").splitlines() if x.strip()]
 sft, rl = records("sft"), [r for r in records("laser") if r.get("step")]  # step 0: c_ref, eval
@@ -67,6 +74,8 @@ for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
     if done is not None and rc is not None:
         status += f", {done}/{total} steps"
+    if name == "rl" and rc is not None and times.get("sft", (0, "0"))[1] != "0":
+        status += ", partial: from the last checkpoint of an SFT cut short"
     note = f" (c_ref calibration {calib.group(1)} s of it)" if name == "rl" and calib else ""
     lines.append(f"| {name}{note} | {'-' if t is None else t} | {status} |")
 if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
@@ -86,7 +95,8 @@ if rl:
     steady = rl[2:] or rl
     step = statistics.median(r["time_rollout"] + r["time_verify"] + r["time_update"] for r in steady)
     lines += [f"LaSeR RL: {len(rl)} steps, median step {step:.3f} s (rollout {med(steady, 'time_rollout'):.3f}, "
-              f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; steps 3 on), "
+              f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; "
+              f"{'steps 3 on' if len(rl) > 2 else 'every step'}), "
               f"c_ref {last(rl, 'c_ref')}, last validation accuracy {last(rl, 'eval_acc')}"]
 ev = json.loads(read(f"{out}/eval/eval.json") or "{}")
 if ev:

@@ -262,3 +262,20 @@ def test_sample_next_draws_what_torch_multinomial_draws():
         probs = torch.softmax(filter_logits(logits.float(), 0.9, None, None, (3, 4)), -1)
         assert torch.equal(tok, torch.multinomial(probs, 1, generator=g2).squeeze(1))
         torch.testing.assert_close(lp, probs.log().gather(1, tok[:, None]).squeeze(1))
+
+
+def test_a_model_is_freed_with_its_decoders(tok, model_factory):
+    """The fixed loop's decoders are kept per model in a weak dictionary: once the model is gone, so are
+    they (with their caches), which needs no decoder to hold the model itself."""
+    import gc
+    import weakref
+
+    import rollout
+
+    m = model_factory(seed=5, eos_offset=2.5)
+    sample(m, prompts_of(tok, 2), 2, 8, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
+    assert m in rollout._DECODERS
+    alive = weakref.ref(m)
+    del m
+    gc.collect()
+    assert alive() is None

@@ -161,6 +161,12 @@ def test_sft_token_budget_and_rounded_lengths_give_the_full_batch_gradient(tok, 
         torch.testing.assert_close(grads[0][1], grad, atol=1e-6, rtol=1e-4)
     assert train.sft_step_batches(tok, probs, 7, 0)[0][0][0].shape == batches[0][0].shape[:1] + (
         max(len(r) for r, _ in rows) - 1,)
+    # never past the model's block size, which need not be a multiple of 16
+    longest = max(len(r) for r, _ in rows) - 1
+    for cap in range(longest, longest + 40):
+        got = train._sft_tensors(rows, tok.pad_id, pad_to=16, cap=cap)[0].shape[1]
+        assert longest <= got <= cap and (got % 16 == 0 or got == cap)
+        assert got == min(-(-longest // 16) * 16, cap)
 
 
 def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
