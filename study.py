@@ -282,8 +282,8 @@ def plot_grid(table: dict, split: str, path: str) -> bool:
 def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: int = 256) -> dict:
     """Sample `n_samples` solutions per problem from a run's checkpoint (on CPU, temperature 1, as
     evaluate.py) and return, for each finished sample: its problem's index, whether it is correct,
-    log p(z_c) at its EOS (r_s up to r_s's affine map) and the final hidden state there (after the last
-    norm: the vector the output head reads z_c from)."""
+    log p(z_c) at its EOS (r_s up to r_s's affine map), the final hidden state there (after the last
+    norm: the vector the output head reads z_c from) and each block's output there ("blocks": (n, layers, C))."""
     import torch
 
     from rollout import sample_chunks, score_rollouts
@@ -292,8 +292,9 @@ def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: 
 
     model, tok, ck = load_run(run_dir)
     cfg, gen = run_config(ck), torch.Generator().manual_seed(seed)
-    out, seen = {"problem": [], "correct": [], "logp_zc": [], "h": []}, {}
-    hook = model.norm_f.register_forward_hook(lambda _m, _i, o: seen.__setitem__("h", o))
+    out, seen = {"problem": [], "correct": [], "logp_zc": [], "h": [], "blocks": []}, {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, key=key: seen.__setitem__(key, o))
+             for key, m in [("h", model.norm_f)] + [(i, b) for i, b in enumerate(model.blocks)]]
     try:
         first = 0
         for chunk, ro in sample_chunks(model, tok, problems, num_samples=n_samples, max_new_tokens=cfg.max_new_tokens,
@@ -302,19 +303,25 @@ def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: 
                 score_rollouts(model, ro, tok.zc_id, tok.pad_id)  # its forward's last norm: seen["h"] (N, L, C)
             plens = torch.tensor([len(p) for p in ro.prompts]).repeat_interleave(n_samples)
             eos = plens + ro.lengths - 1  # the EOS position, as score_rollouts reads z_c there
-            h = seen["h"][torch.arange(len(eos)), eos]
+            rows = torch.arange(len(eos))
+            h = seen["h"][rows, eos]
+            blocks = torch.stack([seen[i][rows, eos] for i in range(len(model.blocks))], 1)  # (N, layers, C)
             for r in ro.finished.nonzero().squeeze(1).tolist():
                 p = chunk[r // n_samples]
                 out["problem"].append(first + r // n_samples)
                 out["correct"].append(reward(ro.texts[r], p.answer) == 1.0)
                 out["logp_zc"].append(float(ro.logp_zc[r]))
                 out["h"].append(h[r].float().numpy())
+                out["blocks"].append(blocks[r].float().numpy())
             first += len(chunk)
             print(f"  {run_dir}: sampled {first}/{len(problems)} problems", flush=True)
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
+    C, L = model.cfg.n_embd, len(model.blocks)
     return {"problem": np.array(out["problem"], dtype=int), "correct": np.array(out["correct"], dtype=bool),
-            "logp_zc": np.array(out["logp_zc"]), "h": np.stack(out["h"]) if out["h"] else np.zeros((0, model.cfg.n_embd))}
+            "logp_zc": np.array(out["logp_zc"]), "h": np.stack(out["h"]) if out["h"] else np.zeros((0, C)),
+            "blocks": np.stack(out["blocks"]) if out["blocks"] else np.zeros((0, L, C))}
 
 
 def _group_centred(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -378,6 +385,9 @@ def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int =
     for name, sc in scores.items():
         out[f"within_auroc.{name}"], out["n_mixed_problems"] = within_auroc(sc, ev["correct"], ev["problem"])
         out[f"auroc.{name}"] = auroc(sc, ev["correct"])
+    for i in range(fit["blocks"].shape[1]):  # the within-problem probe on each block's output (residual stream)
+        f = fit_probe(fit["blocks"][:, i], fit["correct"], fit["problem"])
+        out[f"within_auroc.probe_within.block{i + 1}"] = within_auroc(f(ev["blocks"][:, i]), ev["correct"], ev["problem"])[0]
     return out
 
 
@@ -392,6 +402,12 @@ def probe_markdown(rows: list[dict]) -> str:
                      + " | ".join(_fmt(r[f"within_auroc.{n}"]) for n in names) + " | "
                      + " | ".join(_fmt(r[f"auroc.{n}"]) for n in names) + " | "
                      + " | ".join(_fmt(r.get(f"fit_within_auroc.{n}")) for n in names[1:]) + " |")
+    blocks = sorted({k.rsplit(".", 1)[1] for r in rows for k in r if k.startswith("within_auroc.probe_within.block")},
+                    key=lambda b: int(b[5:]))
+    lines += ["", "Within-problem AUROC of the within-problem probe on each block's output at the EOS:", "",
+              "| run | " + " | ".join(blocks) + " |", "|---|" + "---|" * len(blocks)]
+    lines += [f"| {r['run']} | " + " | ".join(_fmt(r.get(f"within_auroc.probe_within.{b}")) for b in blocks) + " |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -146,4 +146,7 @@ def test_eos_features_are_the_hidden_state_the_readout_reads(sft_dir):
     with torch.no_grad():
         logp = torch.log_softmax(model.lm_head(torch.tensor(f["h"])), -1)[:, tok.zc_id].numpy()
     np.testing.assert_allclose(logp, f["logp_zc"], atol=1e-4)
+    assert f["blocks"].shape == (len(f["h"]), len(model.blocks), f["h"].shape[1])
+    with torch.no_grad():  # the last block's output, normed, is the final state
+        np.testing.assert_allclose(model.norm_f(torch.tensor(f["blocks"][:, -1])).numpy(), f["h"], atol=1e-5)
     assert f["problem"].min() >= 0 and f["problem"].max() < 6
