@@ -590,13 +590,14 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
     model.train()
 
-    def sft_throughput(fwd, budget: int, tail: str = ""):  # gpu.sft_*: one SFT configuration
+    def sft_throughput(fwd, tail: str = ""):  # gpu.sft_*: the preset's SFT step with this forward
         def sft_step(batches):
             opt.zero_grad(set_to_none=True)
             train.sft_backward(model, batches, dev, fwd)
             opt.step()
         steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
-                                        budget, pin=cuda, block_size=model.cfg.block_size) for s in range(reps + 3)]
+                                        cfg.micro_tokens, pin=cuda, block_size=model.cfg.block_size)
+                 for s in range(reps + 3)]
         for batches, _ in steps:  # a long run's steady state: compiled, kernel plans made for these shapes
             sft_step(batches)
         real, padded, mfu = [], [], []
@@ -605,14 +606,14 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
             real.append(n_real / t)
             padded.append(sum(x.numel() for x, _, _ in batches) / t)
             mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
-        note = f"{preset}, batch {cfg.sft_batch_size}, micro_tokens {budget}"
+        note = f"{preset}, batch {cfg.sft_batch_size}, micro_tokens {cfg.micro_tokens}"
         out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
         out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
                                            note="6 N x real tokens/s over this run's bf16 matmul peak")
     # the preset's micro-batching (smaller token budgets, length-sorted micro-batches with less padding,
     # measured slower on an H100: 355k real tokens/s at 16,384 and 331k at 8,192 against 559k)
-    sft_throughput(fwd, cfg.micro_tokens)
+    sft_throughput(fwd)
 
     # in-pass z_c readout: the preset's RL sampling with the readout vs without
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
@@ -663,7 +664,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     # option until this says so
     try:
         if cuda and not quick:  # (a compile of its own: not in --quick)
-            sft_throughput(_CompiledForward(model, "reduce-overhead"), cfg.micro_tokens, ".reduce_overhead")
+            sft_throughput(_CompiledForward(model, "reduce-overhead"), ".reduce_overhead")
     except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
         print(f"[bench] reduce-overhead failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     return out
