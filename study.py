@@ -279,19 +279,17 @@ def plot_grid(table: dict, split: str, path: str) -> bool:
 
 # ----------------------------------------------------------------------------- probe
 
-def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: int = 256) -> dict:
-    """Sample `n_samples` solutions per problem from a run's checkpoint (on CPU, temperature 1, as
-    evaluate.py) and return, for each finished sample: its problem's index, whether it is correct,
+def eos_features(model, tok, cfg, problems, n_samples: int, seed: int, batch_size: int = 256, label: str = "") -> dict:
+    """Sample `n_samples` solutions per problem from a run's model (runs.load_run: on CPU; temperature 1,
+    as evaluate.py; cfg: the run's config) and return, for each finished sample: its problem's index, whether it is correct,
     log p(z_c) at its EOS (r_s up to r_s's affine map), the final hidden state there (after the last
     norm: the vector the output head reads z_c from) and each block's output there ("blocks": (n, layers, C))."""
     import torch
 
     from rollout import sample_chunks, score_rollouts
-    from runs import load_run
     from verify import reward
 
-    model, tok, ck = load_run(run_dir)
-    cfg, gen = run_config(ck), torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     out, seen = {"problem": [], "correct": [], "logp_zc": [], "h": [], "blocks": []}, {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, key=key: seen.__setitem__(key, o))
              for key, m in [("h", model.norm_f)] + [(i, b) for i, b in enumerate(model.blocks)]]
@@ -314,7 +312,7 @@ def eos_features(run_dir: str, problems, n_samples: int, seed: int, batch_size: 
                 out["h"].append(h[r].float().numpy())
                 out["blocks"].append(blocks[r].float().numpy())
             first += len(chunk)
-            print(f"  {run_dir}: sampled {first}/{len(problems)} problems", flush=True)
+            print(f"  {label}: sampled {first}/{len(problems)} problems", flush=True)
     finally:
         for hook in hooks:
             hook.remove()
@@ -370,12 +368,15 @@ def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int =
     well above r_s within a problem means the information is there and LaSeR's readout did not learn
     it; a probe at chance means this model does not hold it where the readout looks."""
     from config import families_levels, heldout_problems
+    from runs import load_run
     import tasks
 
-    cfg = run_config(load_checkpoint(run_dir))
+    model, tok, ck = load_run(run_dir)
+    cfg = run_config(ck)
     fam, lv = families_levels(cfg)
-    fit = eos_features(run_dir, tasks.train_batch(0, n_fit, PROBE_SEED, fam, lv), n_samples, seed)
-    ev = eos_features(run_dir, heldout_problems(cfg, split), n_samples, seed + 1)
+    fit = eos_features(model, tok, cfg, tasks.train_batch(0, n_fit, PROBE_SEED, fam, lv), n_samples, seed,
+                       label=run_dir)
+    ev = eos_features(model, tok, cfg, heldout_problems(cfg, split), n_samples, seed + 1, label=run_dir)
     probes = {"probe": fit_probe(fit["h"], fit["correct"]), "probe_within": fit_probe(fit["h"], fit["correct"], fit["problem"])}
     scores = {"r_s": ev["logp_zc"], **{name: f(ev["h"]) for name, f in probes.items()}}
     out = {"run": run_dir, "split": split, "n_fit_samples": len(fit["correct"]), "fit_accuracy": float(fit["correct"].mean()),
@@ -437,8 +438,9 @@ def main(argv=None) -> int:
             print(f"study.py: error: {e}", file=sys.stderr)
             return 2
         write_json(os.path.join(args.out, "probe.json"), rows)
-        write_text(os.path.join(args.out, "probe.md"), probe_markdown(rows))
-        print(probe_markdown(rows))
+        md = probe_markdown(rows)
+        write_text(os.path.join(args.out, "probe.md"), md)
+        print(md)
         return 0
     if args.command == "run":
         try:

@@ -140,9 +140,9 @@ def test_eos_features_are_the_hidden_state_the_readout_reads(sft_dir):
     import tasks
     from runs import load_run
 
-    f = study.eos_features(sft_dir, tasks.make_split("validation", 6, 0), 8, seed=0)
+    model, tok, ck = load_run(sft_dir)
+    f = study.eos_features(model, tok, study.run_config(ck), tasks.make_split("validation", 6, 0), 8, seed=0)
     assert len(f["correct"]) > 0 and f["h"].shape[0] == len(f["problem"]) == len(f["logp_zc"])
-    model, tok, _ = load_run(sft_dir)
     with torch.no_grad():
         logp = torch.log_softmax(model.lm_head(torch.tensor(f["h"])), -1)[:, tok.zc_id].numpy()
     np.testing.assert_allclose(logp, f["logp_zc"], atol=1e-4)
