@@ -10,6 +10,10 @@
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
 #   BUDGET=540 ...       # seconds for the whole check (default 540): each stage stops in time for the next
 #   STAGE_LIMIT=300 ...  # and no stage runs longer than this (default 600)
+#   BENCH=0 ...          # leave out the bench stage
+#   COMPARE=1 ...        # also GRPO from the same SFT checkpoint (the two RL stages share the time left), and
+#                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small preset
+#   BENCH=0 COMPARE=1 bash scripts/gpu_check.sh out/gpu_study   # ~9 min: SFT, LaSeR and GRPO, evaluation
 # A stage that fails or runs out of time is marked in the summary. A stage cut short leaves its last
 # checkpoint (RL here saves one every 100 steps), and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
@@ -21,7 +25,7 @@ RUNS=${RUNS:-$OUT/small}
 LIMIT=${STAGE_LIMIT:-600}
 END=$(( EPOCHSECONDS + ${BUDGET:-540} ))
 mkdir -p "$OUT"
-rm -rf "$RUNS/sft" "$RUNS/laser" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
+rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
 : > "$OUT/times.tsv"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
 
@@ -38,14 +42,23 @@ stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left
   tail -3 "$OUT/$name.log"
 }
 
+COMPARE=${COMPARE:-0}
 # shellcheck disable=SC2086
-stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
-stage sft 220 python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
-[[ -f $RUNS/sft/ckpt.pt ]] &&
-  stage rl 50 python train.py --config small --stage rl --init "$RUNS/sft" --out_dir "$RUNS/laser" \
-    --ckpt_every 100 ${TRAIN_FLAGS:-}
-[[ -f $RUNS/laser/ckpt.pt ]] &&
-  stage evaluate 3 python evaluate.py "$RUNS/laser" --n_samples 16 --out "$OUT/eval"
+[[ ${BENCH:-1} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
+stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
+eval_runs=("$RUNS/laser") names=laser
+if [[ -f $RUNS/sft/ckpt.pt ]]; then
+  # with COMPARE=1 LaSeR gets half of what is left after the evaluation's reserve, GRPO the rest
+  stage rl $(( COMPARE == 1 ? (END - EPOCHSECONDS + 80) / 2 : 50 )) python train.py --config small --stage rl \
+    --init "$RUNS/sft" --out_dir "$RUNS/laser" --ckpt_every 100 ${TRAIN_FLAGS:-}
+  if (( COMPARE == 1 )); then
+    stage grpo 80 python train.py --config small --stage rl --algo grpo --init "$RUNS/sft" --out_dir "$RUNS/grpo" \
+      --ckpt_every 100 ${TRAIN_FLAGS:-}
+    eval_runs=("$RUNS/sft" "$RUNS/grpo" "$RUNS/laser") names=sft,grpo,laser
+  fi
+fi
+[[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
+  stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
 
 python - "$OUT" "$RUNS" <<'PY'
 import json, os, re, statistics, sys
@@ -62,25 +75,28 @@ def streamed(log):  # the metrics a bench cut short had printed (a line cut in t
 metrics = bench.get("metrics") or dict(streamed(read(f"{out}/bench.log")))
 m = bench.get("machine", {})
 records = lambda run: [json.loads(x) for x in read(f"{runs}/{run}/metrics.jsonl").splitlines() if x.strip()]
-sft, rl = records("sft"), [r for r in records("laser") if r.get("step")]  # step 0: c_ref, eval
+sft = records("sft")
+rl, grpo = ([r for r in records(run) if r.get("step")] for run in ("laser", "grpo"))  # step 0: c_ref, eval
 planned = lambda run, key: json.loads(read(f"{runs}/{run}/config.json") or "{}").get(key)
 calib = re.search(r"c_ref calibrated .*\(([\d.]+)s\)", read(f"{out}/rl.log"))
 lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?'}, torch {m.get('torch_build', '?')}, "
          f"CUDA {m.get('cuda', '?')}", "", "| stage | wall-clock (s) | status |", "|---|---|---|"]
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
-                          ("rl", len(rl), planned("laser", "rl_steps")), ("evaluate", None, None)):
+                          ("rl", len(rl), planned("laser", "rl_steps")),
+                          ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
     if done is not None and rc is not None:
         status += f", {done}/{total} steps"
-    if name == "rl" and rc is not None and times.get("sft", (0, "0"))[1] != "0":
+    if name in ("rl", "grpo") and rc is not None and times.get("sft", (0, "0"))[1] != "0":
         status += ", partial: from the last checkpoint of an SFT cut short"
     note = f" (c_ref calibration {calib.group(1)} s of it)" if name == "rl" and calib else ""
     lines.append(f"| {name}{note} | {'-' if t is None else t} | {status} |")
 if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
     total = sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
-    lines.append(f"| **small run: SFT + c_ref + RL + evaluation** | **{total:.1f}** (target <= 360) | |")
+    also = " (GRPO not counted; evaluation of three runs)" if "grpo" in times else ""
+    lines.append(f"| **small run: SFT + c_ref + RL + evaluation**{also} | **{total:.1f}** (target <= 360) | |")
 lines += ["", "| metric | median | [min, max] | unit | target |", "|---|---|---|---|---|"]
 for k, v in metrics.items():
     lines.append(f"| {k} | {v['median']:.4g} | [{v['spread'][0]:.4g}, {v['spread'][1]:.4g}] | {v['unit']} | "
@@ -91,22 +107,28 @@ if sft:
     steady = [r for r in sft if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
     lines += ["", f"SFT: {len(sft)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
                   f"intervals after the first), last validation accuracy {last(sft, 'eval_acc')}"]
-if rl:
-    steady = rl[2:] or rl
+for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
+    if not recs:
+        continue
+    steady = recs[2:] or recs
     step = statistics.median(r["time_rollout"] + r["time_verify"] + r["time_update"] for r in steady)
-    lines += [f"LaSeR RL: {len(rl)} steps, median step {step:.3f} s (rollout {med(steady, 'time_rollout'):.3f}, "
+    lines += [f"{label}: {len(recs)} steps, median step {step:.3f} s (rollout {med(steady, 'time_rollout'):.3f}, "
               f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; "
-              f"{'steps 3 on' if len(rl) > 2 else 'every step'}), "
-              f"c_ref {last(rl, 'c_ref')}, last validation accuracy {last(rl, 'eval_acc')}"]
+              f"{'steps 3 on' if len(recs) > 2 else 'every step'}), "
+              f"c_ref {last(recs, 'c_ref')}, last validation accuracy {last(recs, 'eval_acc')}"]
 ev = json.loads(read(f"{out}/eval/eval.json") or "{}")
-if ev:
-    ev = ev[next(iter(ev))]
-    lines += ["", "| test split (evaluate.py, 16 samples) | value |", "|---|---|"]
+if ev:  # one column per evaluated run
+    lines += ["", f"| test split (evaluate.py, 16 samples) | {' | '.join(ev)} |", "|---" * (len(ev) + 1) + "|"]
     for k in ("accuracy_avg", "accuracy_greedy", "maj_at_k", "weighted_at_k", "best_of_k", "sv_f1", "sv_auroc",
               "sv_auroc_within"):
-        v = ev.get(k)
-        v = v.get("16", v) if isinstance(v, dict) else v  # the @k curves at k = 16
-        lines.append(f"| {k}{'@16' if k.endswith('_k') else ''} | {round(v, 4) if isinstance(v, float) else v} |")
+        cells = []
+        for run in ev.values():
+            v = run.get(k)
+            v = v.get("16", v) if isinstance(v, dict) else v  # the @k curves at k = 16
+            cells.append(str(round(v, 4) if isinstance(v, float) else v))
+        lines.append(f"| {k}{'@16' if k.endswith('_k') else ''} | {' | '.join(cells)} |")
+    if os.path.exists(f"{out}/eval/paired.json"):
+        lines += ["", f"Paired differences with bootstrap intervals: {out}/eval/eval.md"]
 open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
