@@ -211,14 +211,14 @@ def new_model(cfg: Config, tok: Tokenizer, device) -> GPT:
     return GPT(mc).to(device)
 
 
-def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model: GPT, lr: float, weight_decay: float, fused: bool | None = None) -> torch.optim.Optimizer:
     """AdamW; weight decay on the matrices except the embedding. Fused (one kernel for every parameter) on
-    CUDA; on CPU torch's default implementation, whose numbers the CPU results were made with."""
+    CUDA (fused=None); on CPU torch's default implementation, whose numbers the CPU results were made with."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wte" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "wte" not in n)]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    fused = {"fused": True} if model.lm_head.weight.is_cuda else {}
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **fused)
+    fused = model.lm_head.weight.is_cuda if fused is None else fused
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if fused else {}))
 
 
 class _CompiledForward:
@@ -297,12 +297,30 @@ class SkipGuard:
 def clip_and_step(model, opt, grad_clip: float, losses) -> tuple[float, int]:
     """Clip the gradient norm (0: no clipping) and step, unless a loss or the norm is non-finite: then the
     step is skipped and the weights stay finite. Returns (grad norm, 1 if skipped else 0)."""
-    gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf))
-    if all(math.isfinite(v) for v in losses) and math.isfinite(gnorm):
+    gnorm, skipped = clip_and_step_deferred(model, opt, grad_clip, losses)
+    return float(gnorm), int(skipped)
+
+
+def clip_and_step_deferred(model, opt, grad_clip: float, losses) -> tuple[torch.Tensor, torch.Tensor]:
+    """clip_and_step with (grad norm, skipped) as 0-dim tensors, to be read later. With a fused optimizer
+    (CUDA) nothing waits for the device: the optimizer skips a non-finite step itself, through the found_inf
+    input torch's GradScaler uses (its step count is left as it was too), so the host can queue the next
+    step's kernels while this one runs. Other optimizers decide on the host."""
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    losses = [torch.as_tensor(v, dtype=torch.float64, device=gnorm.device) for v in losses]
+    bad = ~torch.isfinite(torch.stack([gnorm.double(), *losses])).all()
+    if all(g.get("fused") for g in opt.param_groups):
+        opt.found_inf = bad.float()
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf  # a later plain step must not see it
+        return gnorm, bad.float()
+    if bad:
+        opt.zero_grad(set_to_none=True)
+    else:
         opt.step()
-        return gnorm, 0
-    opt.zero_grad(set_to_none=True)
-    return gnorm, 1
+    return gnorm, bad.float()
 
 
 def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
@@ -403,9 +421,14 @@ def _comm_device() -> torch.device:
 
 
 def all_sum(x):
-    """x summed over the processes (in float64, so counts stay exact); x itself in a single process."""
+    """x summed over the processes (in float64, so counts stay exact); x itself in a single process.
+    A tensor comes back as a tensor, with no host sync."""
     if world_size() == 1:
         return x
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to(torch.float64, copy=True)
+        dist.all_reduce(t)
+        return t
     t = torch.tensor(float(x), dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return t.item()

@@ -48,10 +48,10 @@ from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_wei
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, close_distributed, gather,
-                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run,
-                  saved_config, seed_everything, shard, sync_grads, training_forward, world_size, write_json,
-                  write_text)
+from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, clip_and_step_deferred,
+                  close_distributed, gather, init_distributed, load_run, make_optimizer, make_run_dir, new_model,
+                  prefetch, rank, resume_run, saved_config, seed_everything, shard, sync_grads, training_forward,
+                  world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -160,14 +160,14 @@ def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device,
     over every process). Micro-batches as in sft_step_batches; the gradient is the one of the single
     padded batch of every process's problems (see sft_backward)."""
     batches, n_real = sft_step_batches(tok, problems, micro_batch, micro_tokens)
-    return sft_backward(model, batches, device, forward), all_sum(n_real)
+    return float(sft_backward(model, batches, device, forward)), all_sum(n_real)
 
 
-def sft_backward(model, batches, device, forward=None) -> float:
+def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
     """The backward pass of one SFT step on ready (inputs, targets, mask) micro-batches. Every micro-batch
     is normalised by the whole batch's count of trained tokens (over all processes under torchrun, whose
     gradients are then summed). `forward`: the training forward (runs.training_forward; default the
-    model). One host sync, for the logged loss."""
+    model). Returns the loss (summed over processes) as a 0-dim float64 tensor on the device: no host sync."""
     n_target = all_sum(sum(int(m.sum()) for _, _, m in batches))  # counted on the host
     total = torch.zeros((), dtype=torch.float64, device=device)
     for x, y, mask in batches:
@@ -179,7 +179,7 @@ def sft_backward(model, batches, device, forward=None) -> float:
         loss.backward()
         total += loss.detach()
     sync_grads(model)
-    return all_sum(float(total))
+    return all_sum(total)
 
 
 def run_sft(cfg: Config, then_rl: bool = False) -> str:
@@ -221,19 +221,38 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
                                 block_size=model.cfg.block_size)
 
     t0, tokens_seen, last = time.time(), 0, time.time()
+    pending = []  # (step, lr, loss, grad norm, skipped) of steps not yet read back from the device
+
+    def read_back() -> dict:  # one host sync for every pending step; each one's record, in order
+        values = torch.stack([torch.stack([v.double() for v in p[2:]]) for p in pending]).tolist()
+        recs = []
+        for (d, lr_d, *_), (loss_d, gnorm_d, skipped_d) in zip(pending, values):
+            guard.update(int(skipped_d), d, "SFT")  # raises after max_skipped skipped steps in a row
+            recs.append({"step": d, "loss": loss_d, "lr": lr_d, "grad_norm": gnorm_d, "skipped_steps": guard.total})
+        pending.clear()
+        for r in recs[:-1]:
+            log.write(r)
+        return recs[-1]
+
     for step, (batches, n_real) in zip(range(start, cfg.sft_steps), prefetch(step_batches, range(start, cfg.sft_steps))):
         model.train()
         lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
         opt.zero_grad(set_to_none=True)
         loss = sft_backward(model, batches, device, forward)
-        gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, [loss])
-        tokens_seen += all_sum(n_real)
+        # on CUDA (fused AdamW) no step waits for the device: losses and norms are read at log lines,
+        # evaluations and checkpoints (and every 100 steps), the records written then, in order
         done = step + 1
-        guard.update(skipped, done, "SFT")
-        rec = {"step": done, "loss": loss, "lr": lr, "grad_norm": gnorm, "skipped_steps": guard.total}
-        if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps:
+        pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
+        tokens_seen += all_sum(n_real)
+        do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
+        save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at
+        show = done % cfg.log_every == 0 or done == start + 1 or do_eval
+        if not (do_eval or save or show or len(pending) >= 100):
+            continue
+        rec = read_back()
+        if do_eval:
             rec.update(heldout_eval(model, tok, val, cfg))
-        if done % cfg.log_every == 0 or done == start + 1 or "eval_acc" in rec or done == cfg.sft_steps:
+        if show:
             el = time.time() - t0
             rec["tokens_per_s"] = tokens_seen / max(1e-9, time.time() - last)
             tokens_seen, last = 0, time.time()
@@ -245,7 +264,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
                     f"{k[9:12]} {v:.2f}" for k, v in rec.items() if k.startswith("eval_acc_")) + ")"
             print(msg, flush=True)
         log.write(rec)
-        if done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at:
+        if save:
             checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
                        extra={"stage": "sft", **guard.state()})
         if done == cfg.halt_at:

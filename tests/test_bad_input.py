@@ -3,6 +3,7 @@
 Each case is a (command line, expected fragment of the message) row: flags out of range, unreadable
 checkpoints, tokenizers, configs and data files, for train.py and evaluate.py. They run in-process
 with the test preset, most in well under a second."""
+import functools
 import json
 import os
 import shutil
@@ -185,7 +186,11 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
     assert steps == list(range(1, 31))
 
 
-def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("fused", [False, True])
+def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys, fused):
+    """fused: AdamW as on CUDA, where the skip is the optimizer's (found_inf) and nothing is read per step."""
+    if fused:
+        monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
     real = train.sft_backward
     calls = {"n": 0}
 
@@ -195,7 +200,7 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
         if calls["n"] in nan_at or calls["n"] >= 20:
             for p in model.parameters():
                 p.grad = torch.full_like(p, float("nan"))
-            return float("nan")
+            return torch.tensor(float("nan"), dtype=torch.float64)
         return loss
 
     monkeypatch.setattr(train, "sft_backward", flaky)

@@ -392,3 +392,35 @@ def test_resume_uses_this_devices_adamw_kernel(sft_dir, tmp_path):
     _, _, opt, _ = runs.resume_run(cfg, "sft", cfg.sft_lr, "cpu")
     assert all(not g["fused"] for g in opt.param_groups)
     assert opt.state_dict()["state"].keys() == ck["optimizer"]["state"].keys()  # the moments came back
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_deferred_step_skips_a_non_finite_gradient_without_reading_it(model_factory, fused):
+    """clip_and_step_deferred: a finite step matches clip_and_step's; a non-finite gradient leaves the weights,
+    the moments and the step count as they were, and comes back as skipped = 1, a tensor (read when logged).
+    With fused AdamW (CUDA's) the optimizer itself skips, through found_inf, which must not outlive the step."""
+    m, ref = model_factory(seed=3), model_factory(seed=3)
+    opt, opt_ref = runs.make_optimizer(m, 1e-2, 0.1, fused=fused), runs.make_optimizer(ref, 1e-2, 0.1)
+    x = torch.randint(0, m.cfg.vocab_size, (2, 9))
+    for model, o in ((m, opt), (ref, opt_ref)):
+        model(x).float().pow(2).mean().backward()
+    gnorm, skipped = runs.clip_and_step_deferred(m, opt, 0.5, [torch.tensor(1.5)])
+    assert isinstance(gnorm, torch.Tensor) and skipped.item() == 0
+    assert gnorm.item() == pytest.approx(runs.clip_and_step(ref, opt_ref, 0.5, [1.5])[0])
+    for p, q in zip(m.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)  # fused and plain AdamW agree up to rounding
+    before = [p.detach().clone() for p in m.parameters()]
+    moments = [opt.state[p]["exp_avg"].clone() for p in m.parameters()]
+    for p in m.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    gnorm, skipped = runs.clip_and_step_deferred(m, opt, 0.5, [torch.tensor(1.5)])
+    assert skipped.item() == 1 and not torch.isfinite(gnorm)
+    assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
+    assert all(torch.equal(opt.state[p]["exp_avg"], e) for p, e in zip(m.parameters(), moments))
+    assert all(float(opt.state[p]["step"]) == 1 for p in m.parameters())
+    assert not hasattr(opt, "found_inf")
+    # a finite gradient with a non-finite loss is skipped too
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    assert runs.clip_and_step_deferred(m, opt, 0.5, [torch.tensor(float("inf"))])[1].item() == 1
+    assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
