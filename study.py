@@ -155,7 +155,8 @@ def _mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
-def markdown(per_seed: list[dict], training: dict) -> str:
+def markdown(per_seed: list[dict], training: dict, first: str = "the first directory") -> str:
+    """The diagnostics table (mean ± std over seeds); per-group tables and failures from `first` alone."""
     runs = list(per_seed[0])
     lines = [f"# Self-reward diagnostics ({len(per_seed)} seed(s); mean ± std over seeds)", "",
              "| | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
@@ -175,19 +176,19 @@ def markdown(per_seed: list[dict], training: dict) -> str:
     for label, get in rows:
         lines.append(f"| {label} | " + " | ".join(_mean_std([get(s[r]) for s in per_seed]) for r in runs) + " |")
     for run in runs:
-        lines += ["", f"## {run}: best-of-N by r_s against a random sample, per family and level (seed 0)", "",
+        lines += ["", f"## {run}: best-of-N by r_s against a random sample, per family and level ({first})", "",
                   "| group | problems | avg@N | best-of-N (r_s) | within-problem AUROC |", "|---|---|---|---|---|"]
         for g, v in per_seed[0][run]["by_group"].items():
             lines.append(f"| {g} | {v['problems']} | {_fmt(v['avg_at_n'])} | {_fmt(v['best_of_n'])} | "
                          f"{_fmt(v['within_auroc'])} |")
-        lines += ["", "Failures of best-of-N (seed 0; the largest r_s margins of a wrong pick over the best correct "
+        lines += ["", f"Failures of best-of-N ({first}; the largest r_s margins of a wrong pick over the best correct "
                       "sample):", ""]
         for f in per_seed[0][run]["failures"]:
             lines.append(f"- `{f['problem']}` gold `{f['gold']}`: picked `{f['picked']}` (r_s {_fmt(f['picked_r_s'])}, "
                          f"frequency {_fmt(f['picked_freq'])}); best correct r_s {_fmt(f['best_correct_r_s'])} "
                          f"(frequency {_fmt(f['correct_freq'])})")
         if run in training:
-            lines += ["", f"r_s over training ({run}, seed 0):", "",
+            lines += ["", f"r_s over training ({run}, {first}):", "",
                       "| steps | mean r_s correct | mean r_s incorrect | batch AUROC |", "|---|---|---|---|"]
             lines += [f"| {w['steps']} | {_fmt(w['rs_correct'])} | {_fmt(w['rs_incorrect'])} | {_fmt(w['sv_auroc'])} |"
                       for w in training[run]]
@@ -469,7 +470,7 @@ def main(argv=None) -> int:
                 if run != "sft" and os.path.exists(os.path.join(first, f"{run}_metrics.jsonl"))}
     out = args.out or first
     write_json(os.path.join(out, "diagnostics.json"), {"per_seed": per_seed, "rs_over_training": training})
-    md = markdown(per_seed, training)
+    md = markdown(per_seed, training, first)
     write_text(os.path.join(out, "diagnostics.md"), md)
     print(md)
     return 0

@@ -77,7 +77,9 @@ def test_cli_writes_diagnostics(tmp_path):
     assert study.main(["diagnose", str(tmp_path)]) == 0
     out = json.loads((tmp_path / "diagnostics.json").read_text())
     assert [w["steps"] for w in out["rs_over_training"]["laser"]] == ["1-25", "26-30"]
-    assert "within-problem AUROC of r_s" in (tmp_path / "diagnostics.md").read_text()
+    md = (tmp_path / "diagnostics.md").read_text()
+    assert "within-problem AUROC of r_s" in md
+    assert f"per family and level ({tmp_path})" in md  # the per-group tables name the directory they come from
     assert study.main(["diagnose", str(tmp_path / "missing")]) == 2
 
 
