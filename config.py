@@ -80,7 +80,8 @@ class Config:
     kl_estimator: str = "k3"      # k1 | k3
     grad_clip: float = 1.0        # max gradient norm (0: no clipping)
     max_skipped: int = 5          # stop when this many consecutive steps had a non-finite loss or gradient
-    #                               (SFT on CUDA: found when the steps are read back, at the next log line)
+    #                               (SFT on CUDA: noticed when the steps are read back, at the next log
+    #                               line, evaluation, checkpoint or 100th step)
     # --- LaSeR (docs/laser.md §2-5)
     beta_v: float = 0.1           # r_s = beta_v * (log p(z_c) - c_ref)
     alpha: float = 0.1            # weight of the self-rewarding MSE

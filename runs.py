@@ -379,6 +379,10 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
     opt.load_state_dict(ck["optimizer"])
     for g, kernel in zip(opt.param_groups, kernels):  # this device's AdamW kernel, not the saving one's
         g.update(kernel)
+        if kernel.get("fused"):  # the fused kernel wants its step counts on the parameters' device (a CPU
+            for p in g["params"]:  # checkpoint's were loaded onto the CPU)
+                if "step" in opt.state.get(p, {}):
+                    opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
     set_rng_state(ck["rng"])
     return model, tok, opt, ck
 

@@ -168,14 +168,18 @@ def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
     is normalised by the whole batch's count of trained tokens (over all processes under torchrun, whose
     gradients are then summed). `forward`: the training forward (runs.training_forward; default the
     model). Returns the loss (summed over processes) as a 0-dim float64 tensor on the device: no host sync."""
-    n_target = all_sum(sum(int(m.sum()) for _, _, m in batches))  # counted on the host
+    n_target = sum(int(m.sum()) for _, _, m in batches)  # counted on the host
+    if world_size() > 1:  # summed over processes on the device (no host sync)
+        n_target = all_sum(torch.tensor(float(n_target), dtype=torch.float64, device=device)).clamp(min=1).float()
+    else:
+        n_target = max(1, n_target)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for x, y, mask in batches:
         x, y, mask = (t.to(device, non_blocking=True) for t in (x, y, mask))
         with autocast(device):
             logits = (forward or model)(x)  # (b, L-1, V)
         per_tok = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
-        loss = (per_tok * mask).sum() / max(1, n_target)
+        loss = (per_tok * mask).sum() / n_target
         loss.backward()
         total += loss.detach()
     sync_grads(model)
@@ -221,40 +225,41 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
                                 block_size=model.cfg.block_size)
 
     t0, tokens_seen, last = time.time(), 0, time.time()
-    pending = []  # (step, lr, loss, grad norm, skipped) of steps not yet read back from the device
+    # With fused AdamW (CUDA) no step waits for the device: the optimizer skips a non-finite step itself, and
+    # each step's loss, grad norm and skip flag stay on the device until a log line, an evaluation, a
+    # checkpoint or the 100th pending step reads them all at once. Elsewhere every step is read at once.
+    defer = all(g.get("fused") for g in opt.param_groups)
+    pending = []  # (step, lr, loss, grad norm, skipped) of steps not yet read back
 
-    def read_back() -> dict:  # one host sync for every pending step; each one's record, in order
+    def read_back() -> dict:  # one host sync for every pending step; writes their records but the last's
         values = torch.stack([torch.stack([v.double() for v in p[2:]]) for p in pending]).tolist()
-        recs = []
-        for (d, lr_d, *_), (loss_d, gnorm_d, skipped_d) in zip(pending, values):
+        steps, _ = list(pending), pending.clear()
+        for i, ((d, lr_d, *_), (loss_d, gnorm_d, skipped_d)) in enumerate(zip(steps, values)):
             guard.update(int(skipped_d), d, "SFT")  # raises after max_skipped skipped steps in a row
-            recs.append({"step": d, "loss": loss_d, "lr": lr_d, "grad_norm": gnorm_d, "skipped_steps": guard.total})
-        pending.clear()
-        for r in recs[:-1]:
+            r = {"step": d, "loss": loss_d, "lr": lr_d, "grad_norm": gnorm_d, "skipped_steps": guard.total}
+            if i == len(steps) - 1:
+                return r
             log.write(r)
-        return recs[-1]
 
     for step, (batches, n_real) in zip(range(start, cfg.sft_steps), prefetch(step_batches, range(start, cfg.sft_steps))):
         model.train()
         lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
         opt.zero_grad(set_to_none=True)
         loss = sft_backward(model, batches, device, forward)
-        # on CUDA (fused AdamW) no step waits for the device: losses and norms are read at log lines,
-        # evaluations and checkpoints (and every 100 steps), the records written then, in order
         done = step + 1
         pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
-        tokens_seen += all_sum(n_real)
+        tokens_seen += n_real  # this process's; summed over processes at the log line
         do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
         save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at
         show = done % cfg.log_every == 0 or done == start + 1 or do_eval
-        if not (do_eval or save or show or len(pending) >= 100):
+        if defer and not (do_eval or save or show or len(pending) >= 100):
             continue
         rec = read_back()
         if do_eval:
             rec.update(heldout_eval(model, tok, val, cfg))
         if show:
             el = time.time() - t0
-            rec["tokens_per_s"] = tokens_seen / max(1e-9, time.time() - last)
+            rec["tokens_per_s"] = all_sum(tokens_seen) / max(1e-9, time.time() - last)
             tokens_seen, last = 0, time.time()
             eta = el / (done - start) * (cfg.sft_steps - done)
             msg = (f"sft {done:5d}/{cfg.sft_steps} loss {rec['loss']:.4f} lr {lr:.2e} "

@@ -12,8 +12,9 @@
 #   STAGE_LIMIT=300 ...  # and no stage runs longer than this (default 600)
 #   BENCH=0 ...          # leave out the bench stage
 #   COMPARE=1 ...        # also GRPO from the same SFT checkpoint (the two RL stages share the time left), and
-#                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small preset
-#   BENCH=0 COMPARE=1 bash scripts/gpu_check.sh out/gpu_study   # ~9 min: SFT, LaSeR and GRPO, evaluation
+#                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small
+#                        # preset; no bench stage unless BENCH=1 (the two would not fit in one budget)
+#   COMPARE=1 bash scripts/gpu_check.sh out/gpu_study   # ~9 min: SFT, LaSeR and GRPO, evaluation
 # A stage that fails or runs out of time is marked in the summary. A stage cut short leaves its last
 # checkpoint (RL here saves one every 100 steps), and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
@@ -43,8 +44,9 @@ stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left
 }
 
 COMPARE=${COMPARE:-0}
+[[ $COMPARE == [01] ]] || { echo "gpu_check.sh: COMPARE must be 0 or 1" >&2; exit 2; }
 # shellcheck disable=SC2086
-[[ ${BENCH:-1} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
+[[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
 stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
 eval_runs=("$RUNS/laser") names=laser
 if [[ -f $RUNS/sft/ckpt.pt ]]; then

@@ -186,9 +186,11 @@ def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
     assert steps == list(range(1, 31))
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys, fused):
-    """fused: AdamW as on CUDA, where the skip is the optimizer's (found_inf) and nothing is read per step."""
+@pytest.mark.parametrize("fused,ckpt_every", [(False, 1), (True, 1), (False, 10), (True, 10)])
+def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeypatch, capsys, fused, ckpt_every):
+    """fused: AdamW as on CUDA, where the skip is the optimizer's (found_inf) and the steps are read back only
+    at log lines (every 10 steps here) and checkpoints: the stop then comes at the next read-back, naming the
+    same step, with every record before it written."""
     if fused:
         monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
     real = train.sft_backward
@@ -205,13 +207,15 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
 
     monkeypatch.setattr(train, "sft_backward", flaky)
     run = str(tmp_path / "r")
-    _train_fails(capsys, T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "1", "--max_skipped", "4"],
-                 "SFT stopped at step 23: 4 steps in a row")
+    _train_fails(capsys, T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", str(ckpt_every),
+                              "--max_skipped", "4"], "SFT stopped at step 23: 4 steps in a row")
     ck = runs.load_checkpoint(run)
-    assert ck["step"] == 22 and ck["skipped_steps"] >= 1  # the last checkpoint is from before the run of NaNs
-    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert ck["step"] == (22 if ckpt_every == 1 else 20)  # the last checkpoint is from before the stop
+    assert ck["skipped_steps"] >= 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["step"] for r in recs] == list(range(1, 23))  # every step before the stop, in order
     assert recs[3]["skipped_steps"] == 1 and recs[4]["skipped_steps"] == 1  # step 4 skipped, step 5 not
+    assert all(r["loss"] is None for r in recs[19:]) and recs[18]["loss"] > 0  # NaN is logged as null
 
 
 def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, capsys):
