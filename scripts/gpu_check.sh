@@ -24,6 +24,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_check}
 RUNS=${RUNS:-$OUT/small}
 LIMIT=${STAGE_LIMIT:-600}
+COMPARE=${COMPARE:-0}
+[[ $COMPARE == [01] ]] || { echo "gpu_check.sh: COMPARE must be 0 or 1" >&2; exit 2; }
 END=$(( EPOCHSECONDS + ${BUDGET:-540} ))
 mkdir -p "$OUT"
 rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
@@ -43,8 +45,6 @@ stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left
   tail -3 "$OUT/$name.log"
 }
 
-COMPARE=${COMPARE:-0}
-[[ $COMPARE == [01] ]] || { echo "gpu_check.sh: COMPARE must be 0 or 1" >&2; exit 2; }
 # shellcheck disable=SC2086
 [[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
 stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
