@@ -233,7 +233,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
 
     def read_back() -> dict:  # one host sync for every pending step; writes their records but the last's
         values = torch.stack([torch.stack([v.double() for v in p[2:]]) for p in pending]).tolist()
-        steps, _ = list(pending), pending.clear()
+        steps = pending[:]
+        pending.clear()
         for i, ((d, lr_d, *_), (loss_d, gnorm_d, skipped_d)) in enumerate(zip(steps, values)):
             guard.update(int(skipped_d), d, "SFT")  # raises after max_skipped skipped steps in a row
             r = {"step": d, "loss": loss_d, "lr": lr_d, "grad_norm": gnorm_d, "skipped_steps": guard.total}
