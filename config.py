@@ -265,6 +265,16 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# sequence lengths on CUDA (SFT batches, the RL update's scoring) are rounded up to a multiple of this: a run
+# then meets a dozen shapes, not a hundred (each new one costs a compile and attention kernel plans)
+CUDA_LENGTH_MULTIPLE = 16
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; plain float32 on CPU."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()

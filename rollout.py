@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from config import UserError, autocast, train_problems
+from config import CUDA_LENGTH_MULTIPLE, UserError, autocast, round_up, train_problems
 
 
 @dataclass
@@ -180,8 +180,8 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     N = P * K
     fixed = fixed if fixed is not None else dev.type == "cuda"
     need = Tp + max_new_tokens + 1
-    # the fixed loop's cache length in multiples of 64: steps whose longest prompts differ share one graph
-    cache = model.new_cache(P, -(-need // 64) * 64 if fixed else need)
+    # the fixed loop's cache length in multiples of WINDOW: steps whose longest prompts differ share one graph
+    cache = model.new_cache(P, round_up(need, WINDOW) if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
     rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
     logits = logits[rows]  # every row samples its own first token from its prompt's last logits
@@ -354,7 +354,7 @@ class _FixedDecoder:
         calling again."""
         if not self.graphs:
             return model.decode_step(tok, self.cache, slot)
-        window = min(-(-used // WINDOW) * WINDOW, self.cache.max_len)
+        window = min(round_up(used, WINDOW), self.cache.max_len)
         graph, out = self.graphs[window]
         self.tok.copy_(tok)
         self.slot.copy_(slot)
@@ -408,8 +408,8 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     N, T = ro.response.shape
     prompts = [ro.prompts[i // ro.group_size] for i in range(N)]
     L = max(len(p) + n for p, n in zip(prompts, ro.lengths.tolist()))
-    if dev.type == "cuda":  # a multiple of 16 (a run meets a dozen shapes, not a hundred: compiles, kernel
-        L = min(-(-L // 16) * 16, max(map(len, prompts)) + T + 1)  # plans), within what the sampler allowed
+    if dev.type == "cuda":  # (config.CUDA_LENGTH_MULTIPLE) within what the sampler allowed
+        L = min(round_up(L, CUDA_LENGTH_MULTIPLE), max(map(len, prompts)) + T + 1)
     # right-padded rows: prompt, then response (with its EOS); the prompts are laid out on the host and
     # copied to the device at once
     seq = torch.tensor([p + [pad_id] * (L - len(p)) for p in prompts], dtype=torch.long).to(dev, non_blocking=True)

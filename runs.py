@@ -308,19 +308,18 @@ def clip_and_step_deferred(model, opt, grad_clip: float, losses) -> tuple[torch.
     step's kernels while this one runs. Other optimizers decide on the host."""
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     losses = [torch.as_tensor(v, dtype=torch.float64, device=gnorm.device) for v in losses]
-    bad = ~torch.isfinite(torch.stack([gnorm.double(), *losses])).all()
+    skipped = (~torch.isfinite(torch.stack([gnorm.double(), *losses])).all()).float()  # 1.0: skip this step
     if all(g.get("fused") for g in opt.param_groups):
-        opt.found_inf = bad.float()
+        opt.found_inf = skipped
         try:
             opt.step()
         finally:
             del opt.found_inf  # a later plain step must not see it
-        return gnorm, bad.float()
-    if bad:
+    elif skipped:
         opt.zero_grad(set_to_none=True)
     else:
         opt.step()
-    return gnorm, bad.float()
+    return gnorm, skipped
 
 
 def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:

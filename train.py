@@ -40,9 +40,9 @@ import torch
 
 import tasks
 import verify
-from config import (Config, UserError, autocast, check_config, check_lengths, corpus_for_tokenizer,
-                    get_device, heldout_problems, load_outside, outside_data_that_fits, outside_train_data,
-                    prompts_that_fit, resolve_config, train_problems)
+from config import (CUDA_LENGTH_MULTIPLE, Config, UserError, autocast, check_config, check_lengths,
+                    corpus_for_tokenizer, get_device, heldout_problems, load_outside, outside_data_that_fits,
+                    outside_train_data, prompts_that_fit, resolve_config, round_up, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
@@ -115,7 +115,7 @@ def _sft_tensors(rows, pad_id: int, pin: bool = False, pad_to: int = 1, cap: int
     target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to` but not
     past `cap` (the model's block size) when given. On the host (in pinned memory with `pin`)."""
     longest = max(len(r) for r, _ in rows) - 1
-    L = max(longest, min(-(-longest // pad_to) * pad_to, cap or longest + pad_to)) + 1
+    L = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to)) + 1
     seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
@@ -146,11 +146,11 @@ def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: i
                      block_size: int = 0):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
     input tokens: each row minus its last token). With `pin` (for CUDA) in pinned memory, and lengths
-    rounded up to a multiple of 16 (within `block_size`): a run then meets a dozen shapes, not a hundred
-    (each new one costs a compile and attention kernel plans)."""
+    rounded up to a multiple of config.CUDA_LENGTH_MULTIPLE (within `block_size`)."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
-    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, 16 if pin else 1, block_size)
+    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, CUDA_LENGTH_MULTIPLE if pin else 1,
+                         block_size)
             for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
 
 
