@@ -28,6 +28,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -242,40 +243,51 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
                 return r
             log.write(r)
 
-    for step, (batches, n_real) in zip(range(start, cfg.sft_steps), prefetch(step_batches, range(start, cfg.sft_steps))):
-        model.train()
-        lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
-        opt.zero_grad(set_to_none=True)
-        loss = sft_backward(model, batches, device, forward)
-        done = step + 1
-        pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
-        tokens_seen += n_real  # this process's; summed over processes at the log line
-        do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
-        save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at
-        show = done % cfg.log_every == 0 or done == start + 1 or do_eval
-        if defer and not (do_eval or save or show or len(pending) >= 100):
-            continue
-        rec = read_back()
-        if do_eval:
-            rec.update(heldout_eval(model, tok, val, cfg))
-        if show:
-            el = time.time() - t0
-            rec["tokens_per_s"] = all_sum(tokens_seen) / max(1e-9, time.time() - last)
-            tokens_seen, last = 0, time.time()
-            eta = el / (done - start) * (cfg.sft_steps - done)
-            msg = (f"sft {done:5d}/{cfg.sft_steps} loss {rec['loss']:.4f} lr {lr:.2e} "
-                   f"tok/s {rec['tokens_per_s']:.0f} elapsed {fmt_time(el)} eta {fmt_time(eta)}")
-            if "eval_acc" in rec:
-                msg += f" | val acc {rec['eval_acc']:.3f} (" + " ".join(
-                    f"{k[9:12]} {v:.2f}" for k, v in rec.items() if k.startswith("eval_acc_")) + ")"
-            print(msg, flush=True)
-        log.write(rec)
-        if save:
-            checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
-                       extra={"stage": "sft", **guard.state()})
-        if done == cfg.halt_at:
-            print(f"halted after step {done} (--halt_at)")
-            break
+    def keep_pending():  # the run is ending early (an error, Ctrl-C, SIGTERM): write the steps it has done
+        if pending:
+            try:
+                log.write(read_back())
+            except Exception as e:  # e.g. the device itself failed, or the skip guard stops here
+                print(f"note: {len(pending)} SFT steps before the stop were not written to metrics.jsonl: {e}")
+
+    steps = range(start, cfg.sft_steps)
+    try:
+        for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps)):
+            model.train()
+            lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
+            opt.zero_grad(set_to_none=True)
+            loss = sft_backward(model, batches, device, forward)
+            done = step + 1
+            pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
+            tokens_seen += n_real  # this process's; summed over processes at the log line
+            do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
+            save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at
+            show = done % cfg.log_every == 0 or done == start + 1 or do_eval
+            if defer and not (do_eval or save or show or len(pending) >= 100):
+                continue
+            rec = read_back()
+            if do_eval:
+                rec.update(heldout_eval(model, tok, val, cfg))
+            if show:
+                el = time.time() - t0
+                rec["tokens_per_s"] = all_sum(tokens_seen) / max(1e-9, time.time() - last)
+                tokens_seen, last = 0, time.time()
+                eta = el / (done - start) * (cfg.sft_steps - done)
+                msg = (f"sft {done:5d}/{cfg.sft_steps} loss {rec['loss']:.4f} lr {lr:.2e} "
+                       f"tok/s {rec['tokens_per_s']:.0f} elapsed {fmt_time(el)} eta {fmt_time(eta)}")
+                if "eval_acc" in rec:
+                    msg += f" | val acc {rec['eval_acc']:.3f} (" + " ".join(
+                        f"{k[9:12]} {v:.2f}" for k, v in rec.items() if k.startswith("eval_acc_")) + ")"
+                print(msg, flush=True)
+            log.write(rec)
+            if save:
+                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
+                           extra={"stage": "sft", **guard.state()})
+            if done == cfg.halt_at:
+                print(f"halted after step {done} (--halt_at)")
+                break
+    finally:
+        keep_pending()
     return cfg.out_dir
 
 
@@ -563,5 +575,10 @@ def main(argv=None) -> str:
         close_distributed(wait=False)  # on an error: leave at once (a no-op after the line above)
 
 
+def exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the SFT loop writes the steps it has done
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # `timeout`, a job scheduler, torchrun stopping a worker
     main()

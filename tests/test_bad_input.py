@@ -6,6 +6,7 @@ with the test preset, most in well under a second."""
 import functools
 import json
 import os
+import signal
 import shutil
 
 import pytest
@@ -216,6 +217,34 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
     assert [r["step"] for r in recs] == list(range(1, 23))  # every step before the stop, in order
     assert recs[3]["skipped_steps"] == 1 and recs[4]["skipped_steps"] == 1  # step 4 skipped, step 5 not
     assert all(r["loss"] is None for r in recs[19:]) and recs[18]["loss"] > 0  # NaN is logged as null
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_sft_stopped_by_sigterm_writes_every_step_it_finished(tmp_path, monkeypatch, fused):
+    """`timeout` or a scheduler ends a run with SIGTERM. With fused AdamW (CUDA) the steps since the last log
+    line (every 10 here) are still on the device; they must reach metrics.jsonl before the process exits."""
+    if fused:
+        monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
+    real, calls = train.sft_backward, []
+
+    def killed_at_15(model, batches, device, forward=None):
+        calls.append(1)
+        if len(calls) == 15:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(model, batches, device, forward)
+
+    monkeypatch.setattr(train, "sft_backward", killed_at_15)
+    previous = signal.signal(signal.SIGTERM, train.exit_on_sigterm)  # as `python train.py` installs it
+    run = str(tmp_path / "r")
+    try:
+        with pytest.raises(SystemExit) as e:
+            train.main(T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "100"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert e.value.code == 128 + signal.SIGTERM
+    recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["step"] for r in recs] == list(range(1, 15))  # the 15th was cut short by the signal
+    assert all(r["loss"] > 0 for r in recs)
 
 
 def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, capsys):
