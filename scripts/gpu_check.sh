@@ -15,6 +15,10 @@
 #                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small
 #                        # preset; no bench stage unless BENCH=1 (the two would not fit in one budget)
 #   COMPARE=1 bash scripts/gpu_check.sh out/gpu_study   # ~9 min: SFT, LaSeR and GRPO, evaluation
+#   REUSE=1 ...          # after a check in the same OUT: only GRPO from its SFT checkpoint, stopped at the step of
+#                        # its LaSeR checkpoint (same schedule), then SFT, GRPO and LaSeR evaluated together; the
+#                        # summary keeps the first check's stages. Both in one GPU session of 15 minutes:
+#                        #   bash scripts/gpu_check.sh out/gpu_check && REUSE=1 BUDGET=240 bash scripts/gpu_check.sh out/gpu_check
 # A stage that fails or runs out of time is marked in the summary. A stage cut short leaves its last
 # checkpoint (RL here saves one every 100 steps), and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
@@ -24,12 +28,22 @@ cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_check}
 RUNS=${RUNS:-$OUT/small}
 LIMIT=${STAGE_LIMIT:-600}
-COMPARE=${COMPARE:-0}
-[[ $COMPARE == [01] ]] || { echo "gpu_check.sh: COMPARE must be 0 or 1" >&2; exit 2; }
+COMPARE=${COMPARE:-0} REUSE=${REUSE:-0}
+[[ $COMPARE == [01] && $REUSE == [01] ]] || { echo "gpu_check.sh: COMPARE and REUSE must be 0 or 1" >&2; exit 2; }
 END=$(( EPOCHSECONDS + ${BUDGET:-540} ))
+for run in sft laser; do
+  (( REUSE == 0 )) || [[ -f $RUNS/$run/ckpt.pt ]] ||
+    { echo "gpu_check.sh: REUSE=1 needs $RUNS/$run/ckpt.pt from an earlier check" >&2; exit 2; }
+done
 mkdir -p "$OUT"
-rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
-: > "$OUT/times.tsv"
+if (( REUSE )); then  # keep the earlier check's SFT and LaSeR runs, logs and times; redo GRPO and the evaluation
+  COMPARE=1
+  rm -rf "$RUNS/grpo" "$OUT/eval"
+  sed -i '/^grpo\t\|^evaluate\t/d' "$OUT/times.tsv"
+else
+  rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
+  : > "$OUT/times.tsv"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
 
 stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left - RESERVE) seconds, log to
@@ -46,16 +60,21 @@ stage() {  # stage NAME RESERVE COMMAND...: run for at most min(LIMIT, time left
 }
 
 # shellcheck disable=SC2086
-[[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
-stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
+halt=()
+if (( REUSE )); then  # GRPO stops where the LaSeR run's checkpoint is, on the same learning-rate schedule
+  halt=(--halt_at "$(python -c 'import runs, sys; print(runs.load_checkpoint(sys.argv[1])["step"])' "$RUNS/laser")")
+else
+  [[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
+  stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
+fi
 eval_runs=("$RUNS/laser") names=laser
 if [[ -f $RUNS/sft/ckpt.pt ]]; then
   # with COMPARE=1 LaSeR gets half of what is left after the evaluation's reserve, GRPO the rest
-  stage rl $(( COMPARE == 1 ? (END - EPOCHSECONDS + 80) / 2 : 50 )) python train.py --config small --stage rl \
-    --init "$RUNS/sft" --out_dir "$RUNS/laser" --ckpt_every 100 ${TRAIN_FLAGS:-}
+  (( REUSE )) || stage rl $(( COMPARE == 1 ? (END - EPOCHSECONDS + 80) / 2 : 50 )) python train.py --config small \
+    --stage rl --init "$RUNS/sft" --out_dir "$RUNS/laser" --ckpt_every 100 ${TRAIN_FLAGS:-}
   if (( COMPARE == 1 )); then
     stage grpo 80 python train.py --config small --stage rl --algo grpo --init "$RUNS/sft" --out_dir "$RUNS/grpo" \
-      --ckpt_every 100 ${TRAIN_FLAGS:-}
+      --ckpt_every 100 ${TRAIN_FLAGS:-} "${halt[@]}"
     eval_runs=("$RUNS/sft" "$RUNS/grpo" "$RUNS/laser") names=sft,grpo,laser
   fi
 fi
