@@ -35,6 +35,12 @@ from verify import extract_answer, reward
 
 # ----------------------------------------------------------------------------------------- records
 
+def verdict(text: str, gold: str, finished: bool) -> dict:
+    """A response's answer and whether it is right. One cut off at the length limit is not a solution: no
+    answer (so it votes for nothing) and incorrect, whatever it boxed before the cut (as in RL's reward)."""
+    return {"answer": extract_answer(text) if finished else None, "correct": reward(text, gold, finished) == 1.0}
+
+
 def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = None, seed: int = 0,
                     max_new_tokens: int | None = None, batch_size: int = 64, device=None,
                     split: str = "test", outside: list | None = None, data_jsonl: str = "") -> list[dict]:
@@ -65,15 +71,14 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
         r_s = self_reward_score(ro.logp_zc, c_ref, beta_v).tolist()
         mean_logp = (ro.logprobs.sum(1) / ro.lengths.clamp(min=1)).tolist()
         lengths = ro.lengths.tolist()  # response tokens, EOS included
+        finished, greedy_finished = ro.finished.tolist(), greedy.finished.tolist()
         for j, p in enumerate(chunk):
             rows = range(j * n_samples, (j + 1) * n_samples)
             records.append({
                 "family": p.family, "level": p.level, "gold": p.answer, "problem": p.problem,
-                "greedy": {"answer": extract_answer(greedy.texts[j]),
-                           "correct": reward(greedy.texts[j], p.answer) == 1.0},
-                "samples": [{"answer": extract_answer(ro.texts[r]), "correct": reward(ro.texts[r], p.answer) == 1.0,
-                             "r_s": r_s[r], "mean_logp": mean_logp[r], "length": lengths[r],
-                             "finished": bool(ro.finished[r])}
+                "greedy": verdict(greedy.texts[j], p.answer, greedy_finished[j]),
+                "samples": [{**verdict(ro.texts[r], p.answer, finished[r]),
+                             "r_s": r_s[r], "mean_logp": mean_logp[r], "length": lengths[r], "finished": finished[r]}
                             for r in rows]})
         print(f"  {run_dir}: sampled {len(records)}/{len(problems)} problems", flush=True)
     return records

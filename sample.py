@@ -57,12 +57,12 @@ def main(argv=None) -> int:
         print(f"sample.py: error: {e}", file=sys.stderr)
         return 2
     r_s = self_reward_score(ro.logp_zc, c_ref, beta_v).tolist()
-    answers = [verify.extract_answer(t) for t in ro.texts]
+    finished = ro.finished.tolist()
+    answers = [verify.extract_answer(t) if f else None for t, f in zip(ro.texts, finished)]  # cut off: no answer
     for i, text in enumerate(ro.texts):
-        mark = "" if args.gold is None else ("  right" if verify.reward(text, args.gold) == 1.0 else "  wrong")
-        end = "" if ro.finished[i] else "  (no EOS: cut at the length limit, r_s not read)"
+        mark = "" if args.gold is None else ("  right" if verify.reward(text, args.gold, finished[i]) else "  wrong")
+        end = "" if finished[i] else "  (no EOS: cut at the length limit, so no answer and r_s not read)"
         print(f"--- sample {i + 1}: r_s {r_s[i]:+.3f}  answer {answers[i]!r}{mark}{end}\n{text.strip()}")
-    finished = [bool(f) for f in ro.finished]
     weights = [max(r, 0.0) if f and math.isfinite(r) else 0.0 for r, f in zip(r_s, finished)]
     if not any(w > 0 for a, w in zip(answers, weights) if a is not None):  # as metrics.vote does
         print("(no answered sample has r_s > 0: the weighted vote falls back to the majority)")

@@ -87,7 +87,7 @@ def heldout_eval(model, tok, problems, cfg: Config, c_ref: float | None = None) 
     correct, finished, logp_zc = [], [], []
     for chunk, ro in sample_chunks(model, tok, problems, num_samples=1, max_new_tokens=cfg.max_new_tokens,
                                    prompts_per_call=cfg.eval_batch, generator=g, temperature=1.0):
-        correct += [verify.reward(t, p.answer) == 1.0 for t, p in zip(ro.texts, chunk)]
+        correct += [verify.reward(t, p.answer, f) == 1.0 for t, p, f in zip(ro.texts, chunk, ro.finished.tolist())]
         finished += ro.finished.tolist()
         logp_zc += ro.logp_zc.tolist()
     out = {"eval_acc": float(np.mean(correct)), "eval_truncated": 1 - float(np.mean(finished))}
@@ -380,17 +380,19 @@ def verifier_pool(workers: int):
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else nullcontext()
 
 
-def verify_rollouts(texts: list[str], answers: list[str], pool=None) -> list[tuple[float, str]]:
-    """verify.reward_with_reason of each (response, gold answer), in order: in this process, or spread over
-    `pool`'s processes (the same results; the verifier is pure and has its own time budget per answer).
+def verify_rollouts(texts: list[str], answers: list[str], pool=None, finished=None) -> list[tuple[float, str]]:
+    """verify.reward_with_reason of each (response, gold answer, finished?), in order: in this process, or
+    spread over `pool`'s processes (the same results; the verifier is pure and has its own time budget per
+    answer). `finished` (default: all): a response cut off at the length limit gets reward 0.
     A pool whose worker died is given up for this process, with a notice."""
+    finished = [True] * len(texts) if finished is None else [bool(f) for f in finished]
     if pool is not None and not getattr(pool, "_broken", False):
         try:
             chunk = max(1, len(texts) // (4 * pool._max_workers))
-            return list(pool.map(verify.reward_with_reason, texts, answers, chunksize=chunk))
+            return list(pool.map(verify.reward_with_reason, texts, answers, finished, chunksize=chunk))
         except BrokenProcessPool as e:
             print(f"note: a verifier process died ({e}); verifying in the training process", file=sys.stderr)
-    return [verify.reward_with_reason(t, a) for t, a in zip(texts, answers)]
+    return [verify.reward_with_reason(t, a, f) for t, a, f in zip(texts, answers, finished)]
 
 
 def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=None, outside=(), forward=None,
@@ -405,7 +407,7 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
     t0 = time.time()
     probs, ro = rollout_step(model, tok, cfg, step, outside)
     t1 = time.time()
-    rr = verify_rollouts(ro.texts, [p.answer for p in probs for _ in range(K)], pool)
+    rr = verify_rollouts(ro.texts, [p.answer for p in probs for _ in range(K)], pool, ro.finished.tolist())
     r_v = torch.tensor([r for r, _ in rr], dtype=torch.float32, device=ro.response.device)  # (N,)
     reasons = [why for _, why in rr]
     t2 = time.time()

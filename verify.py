@@ -38,6 +38,7 @@ __all__ = ["extract_answer", "is_equivalent", "reward", "reward_with_reason",
            "NO_ANSWER", "UNPARSABLE", "WRONG", "RIGHT", "REASONS", "REL_TOL"]
 
 NO_ANSWER, UNPARSABLE, WRONG, RIGHT = "no_answer", "unparsable", "wrong", "right"
+TRUNCATED = "truncated"  # cut off at the length limit (no EOS): not a finished solution, whatever it boxed
 REASONS = (NO_ANSWER, UNPARSABLE, WRONG, RIGHT)
 
 REL_TOL = Fraction(1, 10**6)        # decimal vs non-terminating value
@@ -1497,8 +1498,11 @@ def is_equivalent(pred: str, gold: str) -> bool:
         return False
     return _judge(pred, gold) == RIGHT
 
-def reward_with_reason(completion: str, gold: str) -> tuple[float, str]:
-    """(1.0, RIGHT) if the completion's extracted answer equals gold, else (0.0, reason)."""
+def reward_with_reason(completion: str, gold: str, finished: bool = True) -> tuple[float, str]:
+    """(1.0, RIGHT) if the completion's extracted answer equals gold, else (0.0, reason). `finished`: the
+    response ended with EOS; one cut off at the length limit gets (0.0, TRUNCATED) even if it boxed the answer."""
+    if not finished:
+        return 0.0, TRUNCATED
     gold = _clean_arg(gold, unbox=True)
     ans = extract_answer(_clean_arg(completion))
     if ans is None:
@@ -1510,6 +1514,6 @@ def reward_with_reason(completion: str, gold: str) -> tuple[float, str]:
     r = _judge(ans, gold)
     return (1.0 if r == RIGHT else 0.0), r
 
-def reward(completion: str, gold: str) -> float:
-    """1.0 if the completion's final answer is equivalent to gold, else 0.0."""
-    return reward_with_reason(completion, gold)[0]
+def reward(completion: str, gold: str, finished: bool = True) -> float:
+    """1.0 if the (finished) completion's final answer is equivalent to gold, else 0.0."""
+    return reward_with_reason(completion, gold, finished)[0]

@@ -175,6 +175,14 @@ def test_vote_conventions():
     assert mt.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) is False
 
 
+def test_a_cut_off_response_has_no_answer_and_is_incorrect():
+    """(Before: a response cut at the length limit after a right \\boxed{} counted as correct and voted.)"""
+    text = "4 * 7 = 28\n\\boxed{28}\n28 - 10 = 1"  # the length limit struck after a complete box
+    assert ev.verdict(text, "28", True) == {"answer": "28", "correct": True}
+    assert ev.verdict(text, "28", False) == {"answer": None, "correct": False}
+    assert mt.vote([None, "5", "5"], [1, 1, 1], [False, False, False], num_equiv) is False  # it votes for nothing
+
+
 def test_best_of_nan_and_ties():
     assert mt.best_of([NAN, 0.3, 0.7, 0.7], [True, False, True, False]) is True  # first of the tied 0.7
     assert mt.best_of([NAN, 0.3, 0.7, 0.7], [True, False, False, True]) is False

@@ -237,6 +237,12 @@ def test_verifier_processes_give_the_in_process_verdicts():
     with train.verifier_pool(0) as pool:
         assert pool is None
     assert [r for r, _ in here[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    cut = [i % 2 == 0 for i in range(len(texts))]  # cut off at the length limit: reward 0 whatever it boxed
+    here = train.verify_rollouts(texts, golds, finished=[not c for c in cut])
+    with train.verifier_pool(2) as pool:
+        assert train.verify_rollouts(texts, golds, pool, [not c for c in cut]) == here
+    assert here[:6] == [(0.0, "truncated"), (1.0, "right"), (0.0, "truncated"), (1.0, "right"),
+                        (0.0, "truncated"), (0.0, "wrong")]
 
 
 def test_kl_to_the_reference_is_finite_under_top_k(tok):
@@ -295,8 +301,8 @@ def test_rl_steps_sample_different_rollouts(sft_dir):
     assert not torch.equal(one.response, two.response)
 
 
-def _fake_reward(text, gold):  # a reward with both outcomes even for an untrained model
-    return (1.0, "right") if len(text) % 2 == 0 else (0.0, "wrong")
+def _fake_reward(text, gold, finished=True):  # a reward with both outcomes even for an untrained model
+    return (1.0, "right") if finished and len(text) % 2 == 0 else (0.0, "wrong")
 
 
 def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path):

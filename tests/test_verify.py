@@ -238,6 +238,7 @@ REASON_CASES = [
 def test_reward_with_reason(completion, gold, value, reason):
     assert reward_with_reason(completion, gold) == (value, reason)
     assert reward(completion, gold) == value
+    assert reward_with_reason(completion, gold, finished=False) == (0.0, "truncated")  # cut at the length limit
 
 
 def test_reason_constants():
