@@ -69,7 +69,7 @@ class Config:
     top_p: float = 1.0            # 1.0: off
     rl_lr: float = 1e-4
     rl_warmup: int = 5
-    ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio == 1)
+    ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio 1 up to rounding)
     micro_batch: int = 64         # rows per forward/backward (gradient is the same for any value)
     verify_workers: int = 0       # processes that verify each step's rollouts (0: this process)
     clip_low: float = 0.2

@@ -15,8 +15,8 @@ rl   from an SFT checkpoint: measure c_ref on it (§5, on the step's problem mix
      --algo laser the MSE of r_s against the reward (§2) and advantage integration (§3), scheduled (§4).
 
 Simplifications: no KL term by default (as in the paper; no reference model then), no entropy bonus, no
-value model; with one update per batch (ppo_epochs=1) the PPO ratio is exactly 1 (ppo_epochs > 1 makes
-the clip real). A run directory holds config.json, tokenizer.json, ckpt.pt, metrics.jsonl and, for RL,
+value model; with one update per batch (ppo_epochs=1) the PPO ratio is 1 up to the rounding differences
+between sampler and trainer (ppo_epochs > 1 makes the clip real). A run directory holds config.json, tokenizer.json, ckpt.pt, metrics.jsonl and, for RL,
 samples.jsonl (runs.py). Under torchrun each process takes a share of every step (README). Problems and sampling
 seeds are pure functions of (seed, step): --resume is bit-identical on CPU to an uninterrupted run. Bad
 input and a diverged run (--max_skipped bad steps in a row) end in one line on stderr, exit code 2.

@@ -976,7 +976,8 @@ class _Parser:
         return s
 
     def number_atom(self, val):
-        """A number, with a repeating part (0.1\\overline{6}), a base (204_5) or a fraction (2\\frac12)."""
+        """A number, with a repeating part (0.1\\overline{6}), a base (204_5) or a fraction part: the mixed
+        numbers 2\\frac12 and 2\\frac{1}{2}."""
         v = _number(val)
         nkind, nval, nsp = self.peek()
         if (nkind, nval) == ("cmd", "overline") and not nsp and "." in val and "e" not in val.lower():
@@ -993,9 +994,10 @@ class _Parser:
             except ValueError:
                 raise _ParseError("bad digits for base") from None
         ahead = self.t[self.i + 1:self.i + 7]      # mixed number 2\frac{1}{2}: single-number groups only
-        if (nkind, nval) == ("cmd", "frac") and val.isdigit() and len(ahead) == 6 \
-                and [t[1] for t in ahead[::3]] == ["{", "{"] and [t[1] for t in ahead[2::3]] == ["}", "}"] \
-                and all(t[0] == "num" and t[1].isdigit() for t in ahead[1::3]):
+        braced = len(ahead) == 6 and [t[1] for t in ahead[::3]] == ["{", "{"] \
+            and [t[1] for t in ahead[2::3]] == ["}", "}"] and all(t[0] == "num" and t[1].isdigit() for t in ahead[1::3])
+        bare = ahead[:1] and ahead[0][0] == "num" and len(ahead[0][1]) == 2 and ahead[0][1].isdigit()  # 2\frac12
+        if (nkind, nval) == ("cmd", "frac") and val.isdigit() and (braced or bare):
             self.next()
             return _add(v, _div(self.group_arg(), self.group_arg()))
         return v
