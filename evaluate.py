@@ -192,7 +192,7 @@ def summary_markdown(summary: dict) -> str:
     seed_rows = [[name] + [pm(per_seed[p][name]) for p in per_seed] for name in CI_METRICS]
     return "\n".join([
         f"# Evaluation over {summary['n_seeds']} seeds", "",
-        "Mean ± std (ddof 1) over training seeds of each run's metric on the same test problems.", "",
+        "Mean ± std (ddof 1) over training seeds of each run's metric on the same held-out problems.", "",
         _md_table(["metric"] + runs, rows), "",
         _paired_markdown(summary["paired_pooled"], "Paired differences, pooled over (seed, problem)"),
         "## Paired differences per seed", "", "Mean ± std over seeds of each seed's difference.", "",
