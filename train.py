@@ -16,10 +16,11 @@ rl   from an SFT checkpoint: measure c_ref on it (§5, on the step's problem mix
 
 Simplifications: no KL term by default (as in the paper; no reference model then), no entropy bonus, no
 value model; with one update per batch (ppo_epochs=1) the PPO ratio is 1 up to the rounding differences
-between sampler and trainer (ppo_epochs > 1 makes the clip real). A run directory holds config.json, tokenizer.json, ckpt.pt, metrics.jsonl and, for RL,
-samples.jsonl (runs.py). Under torchrun each process takes a share of every step (README). Problems and sampling
-seeds are pure functions of (seed, step): --resume is bit-identical on CPU to an uninterrupted run. Bad
-input and a diverged run (--max_skipped bad steps in a row) end in one line on stderr, exit code 2.
+between sampler and trainer (ppo_epochs > 1 makes the clip real). A run directory holds config.json,
+tokenizer.json, ckpt.pt, metrics.jsonl and, for RL, samples.jsonl (runs.py). Under torchrun each process
+takes a share of every step (README). Problems and sampling seeds are pure functions of (seed, step):
+--resume is bit-identical on CPU to an uninterrupted run. Bad input and a diverged run (--max_skipped bad
+steps in a row) end in one line on stderr, exit code 2; SIGTERM or Ctrl-C first writes the steps done.
 """
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ def heldout_eval(model, tok, problems, cfg: Config, c_ref: float | None = None) 
     correct, finished, logp_zc = [], [], []
     for chunk, ro in sample_chunks(model, tok, problems, num_samples=1, max_new_tokens=cfg.max_new_tokens,
                                    prompts_per_call=cfg.eval_batch, generator=g, temperature=1.0):
-        correct += [verify.reward(t, p.answer, f) == 1.0 for t, p, f in zip(ro.texts, chunk, ro.finished.tolist())]
-        finished += ro.finished.tolist()
+        fin = ro.finished.tolist()
+        correct += [verify.reward(t, p.answer, f) == 1.0 for t, p, f in zip(ro.texts, chunk, fin)]
+        finished += fin
         logp_zc += ro.logp_zc.tolist()
     out = {"eval_acc": float(np.mean(correct)), "eval_truncated": 1 - float(np.mean(finished))}
     for fam in sorted({p.family for p in problems}):

@@ -35,11 +35,11 @@ from mpmath import libmp
 from sympy import Integer, Rational, S, Symbol
 
 __all__ = ["extract_answer", "is_equivalent", "reward", "reward_with_reason",
-           "NO_ANSWER", "UNPARSABLE", "WRONG", "RIGHT", "REASONS", "REL_TOL"]
+           "NO_ANSWER", "UNPARSABLE", "WRONG", "RIGHT", "TRUNCATED", "REASONS", "REL_TOL"]
 
 NO_ANSWER, UNPARSABLE, WRONG, RIGHT = "no_answer", "unparsable", "wrong", "right"
 TRUNCATED = "truncated"  # cut off at the length limit (no EOS): not a finished solution, whatever it boxed
-REASONS = (NO_ANSWER, UNPARSABLE, WRONG, RIGHT)
+REASONS = (NO_ANSWER, UNPARSABLE, WRONG, RIGHT, TRUNCATED)
 
 REL_TOL = Fraction(1, 10**6)        # decimal vs non-terminating value
 MAX_ANSWER_CHARS = 1500

@@ -244,7 +244,7 @@ def test_reward_with_reason(completion, gold, value, reason):
 
 
 def test_reason_constants():
-    assert set(REASONS) == {"no_answer", "unparsable", "wrong", "right"}
+    assert set(REASONS) == {"no_answer", "unparsable", "wrong", "right", "truncated"}
     assert (NO_ANSWER, UNPARSABLE, WRONG, RIGHT) == ("no_answer", "unparsable", "wrong", "right")
 
 
