@@ -30,7 +30,7 @@ from loss import self_reward_score
 from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
                      as_float, at_n, compute_metrics, same_problems)
 from rollout import run_c_ref, sample_chunks
-from verify import extract_answer, reward
+from verify import response_answer, reward
 
 
 # ----------------------------------------------------------------------------------------- records
@@ -38,7 +38,7 @@ from verify import extract_answer, reward
 def verdict(text: str, gold: str, finished: bool) -> dict:
     """A response's answer and whether it is right. One cut off at the length limit is not a solution: no
     answer (so it votes for nothing) and incorrect, whatever it boxed before the cut (as in RL's reward)."""
-    return {"answer": extract_answer(text) if finished else None, "correct": reward(text, gold, finished) == 1.0}
+    return {"answer": response_answer(text, finished), "correct": reward(text, gold, finished) == 1.0}
 
 
 def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = None, seed: int = 0,

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         return 2
     r_s = self_reward_score(ro.logp_zc, c_ref, beta_v).tolist()
     finished = ro.finished.tolist()
-    answers = [verify.extract_answer(t) if f else None for t, f in zip(ro.texts, finished)]  # cut off: no answer
+    answers = [verify.response_answer(t, f) for t, f in zip(ro.texts, finished)]  # cut off: no answer
     for i, text in enumerate(ro.texts):
         mark = "" if args.gold is None else ("  right" if verify.reward(text, args.gold, finished[i]) else "  wrong")
         end = "" if finished[i] else "  (no EOS: cut at the length limit, so no answer and r_s not read)"

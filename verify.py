@@ -34,7 +34,7 @@ import sympy
 from mpmath import libmp
 from sympy import Integer, Rational, S, Symbol
 
-__all__ = ["extract_answer", "is_equivalent", "reward", "reward_with_reason",
+__all__ = ["extract_answer", "response_answer", "is_equivalent", "reward", "reward_with_reason",
            "NO_ANSWER", "UNPARSABLE", "WRONG", "RIGHT", "TRUNCATED", "REASONS", "REL_TOL"]
 
 NO_ANSWER, UNPARSABLE, WRONG, RIGHT = "no_answer", "unparsable", "wrong", "right"
@@ -1499,6 +1499,12 @@ def is_equivalent(pred: str, gold: str) -> bool:
     if not pred.strip() or not gold.strip() or max(len(pred), len(gold)) > 4 * MAX_ANSWER_CHARS:
         return False
     return _judge(pred, gold) == RIGHT
+
+def response_answer(completion: str, finished: bool = True) -> str | None:
+    """The answer a response gives: extract_answer's, or None for one cut off at the length limit (not
+    finished: not a solution, whatever it boxed before the cut; reward_with_reason grades it TRUNCATED)."""
+    return extract_answer(completion) if finished else None
+
 
 def reward_with_reason(completion: str, gold: str, finished: bool = True) -> tuple[float, str]:
     """(1.0, RIGHT) if the completion's extracted answer equals gold, else (0.0, reason). `finished`: the
