@@ -285,6 +285,38 @@ def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
     return out
 
 
+def decode_step_ops(model, rows: int = 64) -> int:
+    """The device operations (aten kernels, views and other metadata-only ops excepted) one
+    `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with: what a
+    CUDA graph replays for every token, whose count sets a small model's decode time more than its FLOPs
+    do. Counted by a dispatch mode, so on any device (on CPU, attention and RMSNorm are several ops each
+    where CUDA has one fused kernel)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rollout import autocast_copy
+
+    free = {"view", "_unsafe_view", "t", "transpose", "slice", "expand", "split", "split_with_sizes", "unsqueeze",
+            "select", "alias", "detach", "permute", "squeeze", "as_strided", "unbind", "_reshape_alias", "lift_fresh"}
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += func._schema.name.split("::")[1] not in free
+            return func(*args, **(kwargs or {}))
+
+    dev = model.lm_head.weight.device
+    net, _ = autocast_copy(model, torch.bfloat16)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False):
+        cache = net.new_cache(rows, 128)
+        net(torch.ones(rows, 32, dtype=torch.long, device=dev), cache=cache)
+        tok, slot = torch.ones(rows, dtype=torch.long, device=dev), torch.tensor([32], device=dev)
+        with Count():
+            net.decode_step(tok, cache, slot, 64)
+    return Count.n
+
+
 def _eos_offset(model, tok, offset: float = 2.0):
     """Make a random model end its responses like a trained one: +offset on the EOS logit gives
     p(EOS) ~ 1/64 per step at init (V ~ 480), so lengths are spread out as in real rollouts."""
@@ -335,6 +367,9 @@ def bench_rollout(quick: bool) -> dict:
                          note=f"{shape}: in-pass scoring vs none")
         key = "rollout.separate_pass_ratio" + ("" if shape == "tiny" else f".{shape}")
         out[key] = metric(separate, "x", note=f"{shape}: sampling + separate scoring pass vs in-pass")
+    model, _ = _bench_model("small")
+    out["rollout.decode_step_ops.small"] = metric([decode_step_ops(model)], "ops",
+                                                  note="one decode step's kernels, small shape, bf16 (CPU ops)")
     model, tok = _bench_model("tiny")
     rows_list = (1, 16, 64) if quick else (1, 4, 16, 64, 256)
     for rows in rows_list:
@@ -544,6 +579,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
     # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
     model.eval()
+    out["gpu.decode_step_ops"] = metric([decode_step_ops(model)], "ops", note="kernels a decode step's graph replays")
     for rows in (1, 8) if dry else (1, 64, 512, 2048):
         P = max(1, rows // 8)
         prompts, K = _prompts(tok, P), rows // P

@@ -73,10 +73,6 @@ class GPTConfig:
             raise ValueError(f"mlp={self.mlp!r}: expected gelu or swiglu")
 
 
-def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-
-
 def swiglu_hidden(n_embd: int) -> int:
     """The SwiGLU hidden width with about the parameters of a 4x GELU MLP: 8/3 n_embd, rounded up to 16."""
     return 16 * math.ceil(8 * n_embd / 3 / 16)
@@ -91,15 +87,24 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim)) if weight else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = rms_norm(x.float(), self.eps).to(x.dtype)
+        # x * rsqrt(mean(x^2) + eps): one fused kernel on CUDA (torch's own), the same arithmetic elsewhere
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
         return y if self.weight is None else self.weight * y
 
 
+def rope_tables(pos: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation at positions pos (B, T), laid out for `apply_rope`: cos = (cos, cos) and
+    sin = (-sin, sin) over the head dimension, each (B, T, 1, D), made once per forward for every layer."""
+    ang = pos[:, :, None].float() * inv_freq  # (B, T, D/2)
+    cos, sin = ang.cos(), ang.sin()
+    return torch.cat([cos, cos], -1)[:, :, None], torch.cat([-sin, sin], -1)[:, :, None]
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (first half, second half) of the head dimension. x (B, H, T, D); cos/sin (B, 1, T, D/2)."""
-    d = x.shape[-1] // 2
-    x1, x2 = x[..., :d], x[..., d:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    """Rotate pairs (first half x1, second half x2) of the head dimension: (x1 cos - x2 sin, x2 cos + x1 sin),
+    written as x * cos + (x2, x1) * sin with `rope_tables`' layout, the same numbers in four kernels.
+    x (B, T, heads, D)."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * sin
 
 
 class KVCache:
@@ -153,9 +158,11 @@ class CausalSelfAttention(nn.Module):
                 slot: torch.Tensor | None = None):
         B, T, _ = x.shape
         H, G, hd = self.n_head, self.n_kv_head, self.hd
-        q, k, v = self.qkv(x).split([H * hd, G * hd, G * hd], dim=-1)
-        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))  # (B, heads, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qk, v = self.qkv(x).split([(H + G) * hd, G * hd], dim=-1)
+        # q and k rotated together, then back in the projection's dtype (the one attention runs in)
+        qk = apply_rope(qk.view(B, T, H + G, hd), cos, sin).to(v.dtype).transpose(1, 2)  # (B, H + G, T, hd)
+        q, k = qk.split([H, G], dim=1)
+        v = v.view(B, T, G, hd).transpose(1, 2)  # (B, G, T, hd)
         if slot is not None:  # case 4: write at the slot, attend over the cache's first mask.shape[-1] slots
             cache.k[layer].index_copy_(2, slot, k.to(cache.k[layer].dtype))
             cache.v[layer].index_copy_(2, slot, v.to(cache.v[layer].dtype))
@@ -169,7 +176,7 @@ class CausalSelfAttention(nn.Module):
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if mask is None:  # case 1: full causal sequence, no padding
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # cases 2 and 3: an explicit (B, 1, T, S) boolean mask
+        else:  # cases 2-4: an explicit (B, 1, T, S) additive mask (GPT._attn_bias)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, H * hd))
 
@@ -251,8 +258,7 @@ class GPT(nn.Module):
             raise ValueError("padding (valid=...) can only be given for a prefill into an empty cache")
         offset = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=dev)
         pos = offset[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T) RoPE positions
-        ang = pos[:, None, :, None].float() * self.inv_freq  # (B, 1, T, hd/2)
-        cos, sin = ang.cos(), ang.sin()
+        cos, sin = rope_tables(pos, self.inv_freq)
 
         padded = given_valid and not bool(valid.all())  # (no host sync when no padding was given)
         if cache is None and not padded:
@@ -266,7 +272,7 @@ class GPT(nn.Module):
             mask = causal[None] & key_valid[:, None, :]  # (B, T, S)
             # a padding query would see no key at all (NaN softmax): let every slot see itself
             mask = mask | (k_slot[None, :] == q_slot[:, None])[None]
-            mask = mask[:, None]  # (B, 1, T, S)
+            mask = self._attn_bias(mask[:, None])  # (B, 1, T, S)
             if cache is not None:
                 cache.valid[:, s0:s0 + T] = valid
 
@@ -277,6 +283,13 @@ class GPT(nn.Module):
             cache.length += T
             cache.next_pos = cache.next_pos + valid.long().sum(1)
         return self._head(x[:, -1:] if last_only else x)
+
+    def _attn_bias(self, mask: torch.Tensor) -> torch.Tensor:
+        """A boolean attention mask as the additive bias attention turns it into (0 where a key is seen,
+        -inf where not), in the dtype attention runs in: made once per forward, not once per layer."""
+        dev = mask.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else self.lm_head.weight.dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         # the head in float32 even under bf16 autocast: every log-prob (sampling, PPO ratio, the z_c
@@ -292,11 +305,9 @@ class GPT(nn.Module):
         Every shape is fixed by the cache and the window and nothing is read back to the host, so the
         call can be captured by a CUDA graph and replayed (the weights are read in place). The caller
         feeds slots in order after a prefill (`cache.length` is not advanced here)."""
-        pos = cache.next_pos  # (B,)
-        ang = pos[:, None, None, None].float() * self.inv_freq  # (B, 1, 1, hd/2)
-        cos, sin = ang.cos(), ang.sin()
+        cos, sin = rope_tables(cache.next_pos[:, None], self.inv_freq)
         cache.valid.index_fill_(1, slot, True)
-        mask = cache.valid[:, None, None, :window or cache.max_len]  # (B, 1, 1, W): written slots, this one too
+        mask = self._attn_bias(cache.valid[:, None, None, :window or cache.max_len])  # (B, 1, 1, W): written slots
         x = self.wte(tok[:, None])  # (B, 1, C)
         with sdpa_kernel(DECODE_ATTENTION):
             for i, block in enumerate(self.blocks):

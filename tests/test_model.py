@@ -15,6 +15,24 @@ ARCHS = [{}, dict(mlp="swiglu", mlp_hidden=48, norm_weight=True, n_kv_head=1, qk
                   rope_base=500000.0)]
 
 
+def test_rope_and_norm_are_the_textbook_formulas_exactly():
+    """The kernel-saving forms (one roll for q and k, torch's rms_norm) give the very numbers of the
+    plain formulas, in float32 and for bf16 inputs against float32 tables (autocast): no run changes."""
+    from model import RMSNorm, apply_rope, rope_tables
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randint(0, 300, (3, 5), generator=g)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 16, 2).float() / 16))
+    cos, sin = rope_tables(pos, inv_freq)
+    ang = pos[:, :, None, None].float() * inv_freq  # (B, T, 1, D/2)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 5, 4, 16, generator=g).to(dtype)
+        x1, x2 = x[..., :8], x[..., 8:]
+        want = torch.cat([x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], -1)
+        assert torch.equal(apply_rope(x, cos, sin), want)
+    x = torch.randn(4, 7, 32, generator=g) * 3
+    assert torch.equal(RMSNorm(32, 1e-6, False)(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_kv_cache_decode_matches_full_forward(arch):
     m = tiny_model(**arch)
