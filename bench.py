@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import datetime
 import functools
+import itertools
 import json
 import os
 import platform
@@ -553,7 +554,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     import tasks
     import train
     from config import autocast
-    from runs import _CompiledForward, make_optimizer, training_forward
+    from runs import _CompiledForward, make_optimizer, prefetch, training_forward
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -626,19 +627,22 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
     model.train()
 
+    def sft_step(batches, fwd):
+        opt.zero_grad(set_to_none=True)
+        train.sft_backward(model, batches, dev, fwd)
+        opt.step()
+
+    def step_batches(s):  # the batches of SFT step s, built on the host as the training loop builds them
+        return train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
+                                      cfg.micro_tokens, pin=cuda, block_size=model.cfg.block_size)
+
     def sft_throughput(fwd, tail: str = ""):  # gpu.sft_*: the preset's SFT step with this forward
-        def sft_step(batches):
-            opt.zero_grad(set_to_none=True)
-            train.sft_backward(model, batches, dev, fwd)
-            opt.step()
-        steps = [train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
-                                        cfg.micro_tokens, pin=cuda, block_size=model.cfg.block_size)
-                 for s in range(reps + 3)]
+        steps = [step_batches(s) for s in range(reps + 3)]
         for batches, _ in steps:  # a long run's steady state: compiled, kernel plans made for these shapes
-            sft_step(batches)
+            sft_step(batches, fwd)
         real, padded, mfu = [], [], []
         for batches, n_real in steps:
-            t = timed(lambda: sft_step(batches), 1)[0]
+            t = timed(lambda: sft_step(batches, fwd), 1)[0]
             real.append(n_real / t)
             padded.append(sum(x.numel() for x, _, _ in batches) / t)
             mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
@@ -650,6 +654,26 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     # the preset's micro-batching (smaller token budgets, length-sorted micro-batches with less padding,
     # measured slower on an H100: 355k real tokens/s at 16,384 and 331k at 8,192 against 559k)
     sft_throughput(fwd)
+    # steps back to back as in the training loop: their batches built beforehand, or built meanwhile by
+    # the loop's prefetch thread, whose Python work holds the GIL that the step's launches need. The
+    # ratio is what that thread costs a step bound by the host
+    n_row = 4 if dry else 20 if quick else 50
+
+    def in_a_row(batch_iter) -> float:  # real tokens/s over n_row steps
+        sync()
+        t, n_real = time.perf_counter(), 0
+        for batches, n in batch_iter:
+            sft_step(batches, fwd)
+            n_real += n
+        sync()
+        return n_real / (time.perf_counter() - t)
+    def prefetched():  # the thread's first batches before the clock, as in a loop that has been running
+        it = prefetch(step_batches, range(n_row))
+        return itertools.chain([next(it)], it)
+    ready = [step_batches(s) for s in range(n_row)]
+    thread_vs_ready = [in_a_row(prefetched()) / in_a_row(ready) for _ in range(reps)]
+    out["gpu.sft_prefetch_thread_ratio"] = metric(thread_vs_ready, "x",
+                                                  note=f"{n_row} steps in a row: prefetch thread vs batches ready")
 
     # in-pass z_c readout: the preset's RL sampling with the readout vs without
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []

@@ -94,7 +94,8 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         logits = logits.index_fill(-1, _index(suppressed, logits.device), float("-inf"))
     if temperature == 0:  # greedy: the argmax of what remains (top-k/top-p cannot change an argmax)
         return logits
-    logits = logits / temperature
+    if temperature != 1.0:  # (dividing by 1 changes no number: one kernel fewer per decode step)
+        logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
