@@ -399,8 +399,30 @@ def _rl_batch(shape: str, P: int, K: int, T: int):
     return model, tok, ro, r_v
 
 
+def _cold_compile_s(mode: str) -> float:
+    """Seconds a fresh process spends on the small shape's first two training steps (forward and backward,
+    at two sequence lengths: the first compile and the dynamic-shape one) with `--compile mode`
+    (runs.training_forward), on an inductor cache of its own, empty: what a fresh machine pays."""
+    import subprocess
+    import tempfile
+
+    code = ("import time, torch, bench, runs\n"
+            "model, _ = bench._bench_model('small')\n"
+            f"fwd = runs.training_forward(model.train(), {mode!r})\n"
+            "t = time.perf_counter()\n"
+            "for L in (64, 80):\n"
+            "    fwd(torch.randint(0, 300, (4, L))).float().mean().backward()\n"
+            "print(time.perf_counter() - t)\n")
+    with tempfile.TemporaryDirectory() as cache:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=os.path.dirname(os.path.abspath(__file__)),
+                           env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache})
+    return float(r.stdout.split()[-1])
+
+
 def bench_train(quick: bool) -> dict:
-    """LaSeR vs GRPO update cost, SFT throughput, and achieved FLOP/s against a plain matmul."""
+    """LaSeR vs GRPO update cost, SFT throughput, achieved FLOP/s against a plain matmul, and (full mode)
+    the compile time of the training forward per --compile mode."""
     import time
 
     import torch
@@ -462,6 +484,10 @@ def bench_train(quick: bool) -> dict:
     out["train.small_training_gflops"] = metric([f / 1e9 for f in flops], "GFLOP/s", note="small shape SFT, batch 8")
     out["train.matmul_fraction"] = metric([f / mm_med for f in flops], "", ">= 0.5",
                                          note="small-shape training FLOP/s over the matmul's")
+    if not quick:  # a minute or two of compiling; the CUDA compile is timed by the gpu section
+        for mode in ("on", "model"):
+            out[f"train.compile_s.{mode}"] = metric([_cold_compile_s(mode)], "s",
+                                                    note=f"--compile {mode}: small shape, 2 lengths, cold cache, CPU")
     return out
 
 
@@ -638,7 +664,9 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
     def sft_throughput(fwd, tail: str = ""):  # gpu.sft_*: the preset's SFT step with this forward
         steps = [step_batches(s) for s in range(reps + 3)]
-        for batches, _ in steps:  # a long run's steady state: compiled, kernel plans made for these shapes
+        first = timed(lambda: sft_step(steps[0][0], fwd), 1)  # with a compiled forward: its compile
+        out["gpu.sft_first_step_s" + tail] = metric(first, "s", note="compiles the forward and backward")
+        for batches, _ in steps[1:]:  # a long run's steady state: compiled, kernel plans made for these shapes
             sft_step(batches, fwd)
         real, padded, mfu = [], [], []
         for batches, n_real in steps:
@@ -719,14 +747,16 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     hook.remove()
     if cuda:
         out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB")
-    # last, as it may fail where the rest works: would SFT gain from replaying the compiled forward and
-    # backward from CUDA graphs (torch.compile's "reduce-overhead", one graph per shape)? Not a training
-    # option until this says so
-    try:
-        if cuda and not quick:  # (a compile of its own: not in --quick)
-            sft_throughput(_CompiledForward(model, "reduce-overhead"), ".reduce_overhead")
-    except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
-        print(f"[bench] reduce-overhead failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+    # last, as they may fail where the rest works: the SFT step with the whole model compiled as one
+    # graph (--compile model), and would it gain from replaying the compiled forward and backward from
+    # CUDA graphs (torch.compile's "reduce-overhead", one graph per shape)? Not a training option until
+    # this says so
+    for tail, mode in ((".whole_model", None), (".reduce_overhead", "reduce-overhead")):
+        try:
+            if cuda and not quick:  # (compiles of their own: not in --quick)
+                sft_throughput(_CompiledForward(model, mode, whole=True), tail)
+        except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
+            print(f"[bench] {tail[1:]} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     return out
 
 

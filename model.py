@@ -239,12 +239,13 @@ class GPT(nn.Module):
                        torch.get_autocast_dtype(p.device.type) if on else p.dtype)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, blocks=None) -> torch.Tensor:
         """Logits (B, T, V) for tokens idx (B, T); (B, 1, V) with `last_only`.
 
         valid (B, T) bool marks real tokens; False marks left padding. Padding is only meaningful when
         the whole prompt is given at once (no cache, or prefill into an empty cache). With a non-empty
-        cache, the new tokens are appended to every row and all count as valid.
+        cache, the new tokens are appended to every row and all count as valid. `blocks`: callables that
+        stand in for self.blocks (the training forward's compiled blocks, runs.py).
         """
         B, T = idx.shape
         if T > self.cfg.block_size or (cache is not None and cache.length + T > cache.max_len):
@@ -277,7 +278,7 @@ class GPT(nn.Module):
                 cache.valid[:, s0:s0 + T] = valid
 
         x = self.wte(idx)  # (B, T, C)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(blocks or self.blocks):
             x = block(x, cos, sin, i, cache, mask)
         if cache is not None:
             cache.length += T

@@ -183,17 +183,18 @@ def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
     assert got == [0, 1, 2]
 
 
-def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, monkeypatch, capsys):
+@pytest.mark.parametrize("mode", ["on", "model"])  # the blocks compiled, or the whole model
+def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, monkeypatch, capsys, mode):
     m = model_factory(seed=1)
     assert runs.training_forward(m, "auto") is m and runs.training_forward(m, "off") is m  # CPU: eager
     x = torch.tensor([tok.encode_prompt(p.problem) for p in tasks.make_split("test", 1, 0)])
 
-    def broken(model, **kw):
+    def broken(module, **kw):
         def call(*a):
             raise RuntimeError("no compiler here\nsecond line")
         return call
     monkeypatch.setattr(torch, "compile", broken)
-    fwd = runs.training_forward(m, "on")
+    fwd = runs.training_forward(m, mode)
     torch.testing.assert_close(fwd(x), m(x))
     assert "torch.compile failed (RuntimeError: no compiler here); training runs eagerly" in capsys.readouterr().err
     torch.testing.assert_close(fwd(x), m(x))  # and stays eager, without a second notice
@@ -207,8 +208,8 @@ def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, m
         @staticmethod
         def backward(ctx, g):
             raise RuntimeError("backward compile failed")
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: lambda idx: FailsBackward.apply(model(idx)))
-    fwd = runs.training_forward(m, "on")
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: lambda *a: FailsBackward.apply(module(*a)))
+    fwd = runs.training_forward(m, mode)
     out = fwd(x)
     assert "torch.compile failed (RuntimeError: backward compile failed)" in capsys.readouterr().err
     out.sum().backward()  # the eager output trains
@@ -225,6 +226,27 @@ def test_training_forward_traces_as_one_graph(tok, model_factory):
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=0)
     torch.testing.assert_close(compiled(x[:1, :-3]), m(x[:1, :-3]), atol=1e-5, rtol=0)  # dynamic shapes too
+    torch._dynamo.reset()
+
+
+def test_compiled_blocks_share_one_graph(tok, model_factory):
+    """--compile on compiles each block, and the blocks share one compiled graph (one compile per shape
+    regime, not one per block: what halves the compile time); the sampler's calls stay eager."""
+    import torch._dynamo
+    m = model_factory(seed=1)
+    assert len(m.blocks) > 1
+    x = torch.tensor([tok.encode_prompt(tasks.make_split("test", 1, 0)[0].problem)] * 2)
+    graphs = []
+
+    def backend(gm, example_inputs):  # counts what Dynamo hands to a compiler; runs the graph as traced
+        graphs.append(gm)
+        return gm.forward
+    torch._dynamo.reset()
+    blocks = [torch.compile(b, backend=backend, fullgraph=True) for b in m.blocks]
+    torch.testing.assert_close(m(x, blocks=blocks), m(x), atol=1e-5, rtol=0)
+    assert len(graphs) == 1
+    torch.testing.assert_close(m(x[:1, :-3], blocks=blocks), m(x[:1, :-3]), atol=1e-5, rtol=0)
+    assert len(graphs) == 2  # the second shape: one dynamic-shape compile for every block
     torch._dynamo.reset()
 
 
