@@ -52,7 +52,7 @@ class Config:
     sft_batch_size: int = 32
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
-    compile: str = "auto"         # torch.compile for training: auto (on, on CUDA) | on (per block) | model (one graph) | off
+    compile: str = "auto"         # torch.compile in training: auto (CUDA: on) | on (per block) | model (one graph) | off
     sft_lr: float = 2e-3
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
     min_lr_frac: float = 0.1

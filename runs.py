@@ -222,13 +222,14 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float, fused: bool | Non
 
 
 class _CompiledForward:
-    """model's training forward through torch.compile: each transformer block compiled (the blocks share
-    their code and shapes, so they share one compiled graph and compiling costs about one block's time),
-    or with `whole` the model as one graph (fusion across blocks, at about twice the compile time: on a
-    2-core CPU, small shape, cold caches, 47 s against 26 s). The first call also compiles the backward (a
-    gradient taken aside, so nothing accumulates): if either fails, e.g. where no compiler toolchain is
-    installed, training goes on eagerly with a one-line notice. Later errors (a recompile for a new shape,
-    out of memory) surface as they are. `mode`: torch.compile's (e.g. "reduce-overhead": CUDA graphs)."""
+    """model's training forward through torch.compile: each transformer block compiled, or with `whole`
+    the model as one graph. The blocks share their code and shapes, so they share one compiled graph
+    (torch >= 2.5 inlines modules; an older one compiles each block): a cold compile took 60% of the whole
+    model's time on CPU (bench.py's train.compile_s.*). The whole model fuses across blocks.
+    The first call also compiles the backward (a gradient taken aside, so nothing accumulates): if either
+    fails, e.g. where no compiler toolchain is installed, training goes on eagerly with a one-line notice.
+    Later errors (a recompile for a new shape, out of memory) surface as they are. `mode`: torch.compile's
+    (e.g. "reduce-overhead": CUDA graphs)."""
 
     def __init__(self, model: GPT, mode: str | None = None, whole: bool = False):
         self.model, self.checked = model, False
