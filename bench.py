@@ -1,13 +1,15 @@
 """Benchmark harness.
 
-    python bench.py                 # every section, full repeats
-    python bench.py --quick         # every section, few repeats (whole run well under a minute)
+    python bench.py                 # every CPU section, full repeats
+    python bench.py --quick         # every CPU section, few repeats (whole run well under a minute)
     python bench.py --only verify   # one section (repeatable: --only verify --only train)
     python bench.py --out path.json # default: bench.json in the current directory
     python bench.py --device cuda   # the gpu section: the small preset on one CUDA card (see its docstring)
+    python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step under each way of compiling it
 
 A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
-("<name>.<metric>") to `metric(samples, unit, target)` records:
+("<name>.<metric>"; gpu_sft writes the gpu section's gpu.sft_* keys, variants named by a suffix) to
+`metric(samples, unit, target)` records:
     {"median": float, "spread": [min, max], "unit": str, "target": str | None, "n": int}
 Register a section by appending it to SECTIONS at the bottom of this file. Sections import their
 heavy dependencies (torch, the model, ...) lazily inside the function, so running one section never
@@ -566,6 +568,137 @@ def bench_hf(quick: bool) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # the GPU section (python bench.py --device cuda): the small preset's shapes on one card
 
+def _matmul_peak(dev, n: int, repeats: int, out: dict) -> float:
+    """The bf16 matmul peak of this card, in this run (TFLOP/s, the MFU denominator); recorded in out."""
+    import torch
+
+    timed = functools.partial(_timed, sync=torch.cuda.synchronize if dev.type == "cuda" else lambda: None)
+    ab = [torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+    timed(lambda: ab[0] @ ab[1], 3)
+    mm = [2 * n ** 3 / t / 1e12 for t in timed(lambda: ab[0] @ ab[1], repeats)]
+    out["gpu.matmul_bf16_tflops"] = metric(mm, "TFLOP/s", note=f"{n}^3 bf16 matmul")
+    return statistics.median(mm)
+
+
+class _GpuSFT:
+    """A preset's SFT step on a device as the training loop runs it (its batches, fused AdamW on CUDA, a
+    given training forward), measured into `out`: gpu.sft_* keys, with `tail` naming a variant."""
+
+    def __init__(self, model, tok, cfg, dev, peak: float, reps: int, out: dict):
+        import torch
+
+        from runs import make_optimizer
+
+        self.model, self.tok, self.cfg, self.dev, self.peak, self.reps, self.out = model, tok, cfg, dev, peak, reps, out
+        self.opt = make_optimizer(model, 1e-4, 0.1)
+        self.sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        self.n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
+        model.train()
+
+    def step(self, batches, fwd):
+        import train
+
+        self.opt.zero_grad(set_to_none=True)
+        train.sft_backward(self.model, batches, self.dev, fwd)
+        self.opt.step()
+
+    def batches(self, s: int):  # the batches of SFT step s, built on the host as the training loop builds them
+        import tasks
+        import train
+
+        return train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
+                                      self.cfg.sft_micro_batch, self.cfg.micro_tokens, pin=self.dev.type == "cuda",
+                                      block_size=self.model.cfg.block_size)
+
+    def throughput(self, fwd, tail: str = ""):
+        """The first step (with a compiled forward: its compile), then real and padded tokens/s and MFU
+        at a long run's steady state (compiled, kernel plans made for these shapes)."""
+        timed, out = functools.partial(_timed, sync=self.sync), self.out
+        steps = [self.batches(s) for s in range(self.reps + 3)]
+        first = timed(lambda: self.step(steps[0][0], fwd), 1)
+        out["gpu.sft_first_step_s" + tail] = metric(first, "s", note="compiles forward and backward at one shape "
+                                                    "(the dynamic-shape compile comes later; kernels compiled "
+                                                    "earlier in this process are reused)")
+        for batches, _ in steps[1:]:
+            self.step(batches, fwd)
+        real, padded, mfu = [], [], []
+        for batches, n_real in steps:
+            t = timed(lambda: self.step(batches, fwd), 1)[0]
+            real.append(n_real / t)
+            padded.append(sum(x.numel() for x, _, _ in batches) / t)
+            mfu.append(6 * self.n_mat * n_real / t / (self.peak * 1e12))
+        note = f"batch {self.cfg.sft_batch_size}, micro_tokens {self.cfg.micro_tokens}"
+        out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
+        out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
+        out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
+                                           note="6 N x real tokens/s over this run's bf16 matmul peak")
+
+    def prefetch_ratio(self, fwd, n_row: int):
+        """n_row steps back to back as in the training loop: their batches built beforehand, or built
+        meanwhile by the loop's prefetch thread, whose Python work holds the GIL that the step's launches
+        need. The ratio is what that thread costs a step bound by the host. The weights these steps
+        train are put back."""
+        from runs import prefetch
+
+        def in_a_row(batch_iter) -> float:  # real tokens/s
+            self.sync()
+            t, n_real = time.perf_counter(), 0
+            for batches, n in batch_iter:
+                self.step(batches, fwd)
+                n_real += n
+            self.sync()
+            return n_real / (time.perf_counter() - t)
+
+        def prefetched():  # the thread's first batches before the clock, as in a loop that has been running
+            it = prefetch(self.batches, range(n_row))
+            return itertools.chain([next(it)], it)
+        ready = [self.batches(s) for s in range(n_row)]
+        weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        in_a_row(ready)  # untimed: kernel plans for these batches' shapes
+        ratio = [in_a_row(prefetched()) / in_a_row(ready) for _ in range(self.reps)]
+        self.out["gpu.sft_prefetch_thread_ratio"] = metric(ratio, "x", note=f"{n_row} steps in a row: "
+                                                           "prefetch thread vs batches ready")
+        self.model.load_state_dict(weights)
+
+
+def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
+    """The small preset's SFT step on one CUDA device under each way of compiling its forward: per block
+    (--compile on, the default), the whole model as one graph (--compile model), and the whole model
+    replayed from CUDA graphs (torch.compile's "reduce-overhead", one graph per shape: not a training
+    option until this says so), each with its compile time. Dynamo is reset between variants (inductor's
+    kernel cache is not). `dry`: the test preset, forwards not compiled."""
+    import torch
+    import torch._dynamo
+
+    import config
+    from runs import _CompiledForward, training_forward
+
+    out = _Printed()
+    preset = "test" if dry else "small"
+    peak = _matmul_peak(dev, 256 if dry else 8192, 3 if dry else 10, out)
+    cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
+    model, tok = _bench_model(preset)
+    sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, 1 if dry else 2 if quick else 5, out)
+    variants = [("", lambda: training_forward(model, "off" if dry else "on")),
+                (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True)),
+                (".reduce_overhead", lambda: model if dry else _CompiledForward(model, "reduce-overhead", whole=True))]
+    for tail, make in variants:
+        torch._dynamo.reset()
+        try:
+            sft.throughput(make(), tail)
+        except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
+            print(f"[bench] sft{tail or ' (per block)'} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                  flush=True)
+    return out
+
+
+def bench_gpu_sft(quick: bool) -> dict:
+    """The small preset's SFT on one CUDA device per way of compiling it: see gpu_sft_metrics."""
+    import torch
+
+    return gpu_sft_metrics(torch.device("cuda"), quick)
+
+
 def bench_gpu(quick: bool) -> dict:
     """The small preset on one CUDA device: see gpu_metrics."""
     import torch
@@ -587,7 +720,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     import tasks
     import train
     from config import autocast
-    from runs import _CompiledForward, make_optimizer, prefetch, training_forward
+    from runs import make_optimizer, training_forward
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -598,18 +731,11 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     out = _Printed()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    # the bf16 matmul peak of this card, in this run
-    ab = [torch.randn(n_mm, n_mm, device=dev, dtype=torch.bfloat16) for _ in range(2)]
-    timed(lambda: ab[0] @ ab[1], 3)
-    mm = [2 * n_mm ** 3 / t / 1e12 for t in timed(lambda: ab[0] @ ab[1], 3 if dry else 10 if quick else 30)]
-    peak = statistics.median(mm)
-    out["gpu.matmul_bf16_tflops"] = metric(mm, "TFLOP/s", note=f"{n_mm}^3 bf16 matmul")
-    ab.clear()
+    peak = _matmul_peak(dev, n_mm, 3 if dry else 10 if quick else 30, out)
 
     cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
     model, tok = _bench_model(preset)
     model = model.to(dev)
-    n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
 
     # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
     model.eval()
@@ -657,64 +783,10 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     rollout._DECODERS.pop(model, None)
     torch._dynamo.reset()
     # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
-    opt, fwd = make_optimizer(model, 1e-4, 0.1), training_forward(model, cfg.compile)
-    model.train()
-
-    def sft_step(batches, fwd):
-        opt.zero_grad(set_to_none=True)
-        train.sft_backward(model, batches, dev, fwd)
-        opt.step()
-
-    def step_batches(s):  # the batches of SFT step s, built on the host as the training loop builds them
-        return train.sft_step_batches(tok, tasks.train_batch(s, cfg.sft_batch_size, 0), cfg.sft_micro_batch,
-                                      cfg.micro_tokens, pin=cuda, block_size=model.cfg.block_size)
-
-    def sft_throughput(fwd, tail: str = ""):  # gpu.sft_*: the preset's SFT step with this forward
-        steps = [step_batches(s) for s in range(reps + 3)]
-        first = timed(lambda: sft_step(steps[0][0], fwd), 1)  # with a compiled forward: its compile
-        out["gpu.sft_first_step_s" + tail] = metric(first, "s", note="compiles forward and backward at one shape "
-                                                    "(the dynamic-shape compile comes later; kernels an earlier "
-                                                    "variant compiled are reused)")
-        for batches, _ in steps[1:]:  # a long run's steady state: compiled, kernel plans made for these shapes
-            sft_step(batches, fwd)
-        real, padded, mfu = [], [], []
-        for batches, n_real in steps:
-            t = timed(lambda: sft_step(batches, fwd), 1)[0]
-            real.append(n_real / t)
-            padded.append(sum(x.numel() for x, _, _ in batches) / t)
-            mfu.append(6 * n_mat * n_real / t / (peak * 1e12))
-        note = f"{preset}, batch {cfg.sft_batch_size}, micro_tokens {cfg.micro_tokens}"
-        out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
-        out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
-        out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
-                                           note="6 N x real tokens/s over this run's bf16 matmul peak")
-    # the preset's micro-batching (smaller token budgets, length-sorted micro-batches with less padding,
-    # measured slower on an H100: 355k real tokens/s at 16,384 and 331k at 8,192 against 559k)
-    sft_throughput(fwd)
-    # steps back to back as in the training loop: their batches built beforehand, or built meanwhile by
-    # the loop's prefetch thread, whose Python work holds the GIL that the step's launches need. The
-    # ratio is what that thread costs a step bound by the host
-    n_row = 4 if dry else 20 if quick else 50
-
-    def in_a_row(batch_iter) -> float:  # real tokens/s over n_row steps
-        sync()
-        t, n_real = time.perf_counter(), 0
-        for batches, n in batch_iter:
-            sft_step(batches, fwd)
-            n_real += n
-        sync()
-        return n_real / (time.perf_counter() - t)
-    def prefetched():  # the thread's first batches before the clock, as in a loop that has been running
-        it = prefetch(step_batches, range(n_row))
-        return itertools.chain([next(it)], it)
-    ready = [step_batches(s) for s in range(n_row)]
-    weights = {k: v.clone() for k, v in model.state_dict().items()}  # these steps train: undone below
-    in_a_row(ready)  # untimed: kernel plans for these batches' shapes
-    thread_vs_ready = [in_a_row(prefetched()) / in_a_row(ready) for _ in range(reps)]
-    out["gpu.sft_prefetch_thread_ratio"] = metric(thread_vs_ready, "x",
-                                                  note=f"{n_row} steps in a row: prefetch thread vs batches ready")
-    model.load_state_dict(weights)  # what follows measures the random-weight model, as before
-    del weights, ready
+    fwd = training_forward(model, cfg.compile)
+    sft = _GpuSFT(model, tok, cfg, dev, peak, reps, out)
+    sft.throughput(fwd)
+    sft.prefetch_ratio(fwd, 4 if dry else 20 if quick else 50)
 
     # in-pass z_c readout: the preset's RL sampling with the readout vs without
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
@@ -760,20 +832,10 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     hook.remove()
     if cuda:
         out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB")
-    # last, as they may fail where the rest works: the SFT step with the whole model compiled as one
-    # graph (--compile model), and would it gain from replaying the compiled forward and backward from
-    # CUDA graphs (torch.compile's "reduce-overhead", one graph per shape)? Not a training option until
-    # this says so
-    for tail, mode in ((".whole_model", None), (".reduce_overhead", "reduce-overhead")):
-        try:
-            if cuda and not quick:  # (compiles of their own: not in --quick)
-                sft_throughput(_CompiledForward(model, mode, whole=True), tail)
-        except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
-            print(f"[bench] {tail[1:]} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     return out
 
 
-SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu]
+SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft]
 
 
 def _cuda_available() -> bool:
@@ -815,7 +877,8 @@ def main(argv=None) -> int:
                     help="run only this section (repeatable; names: %s)" % ", ".join(_section_name(f) for f in SECTIONS))
     ap.add_argument("--out", default="bench.json", help="where to write the JSON results")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cpu: every section but gpu (default); cuda: the gpu section (the small preset on one card)")
+                    help="cpu: every section but the gpu ones (default); cuda: the gpu section (the small preset "
+                         "on one card; --only gpu_sft: its SFT under each way of compiling)")
     args = ap.parse_args(argv)
 
     names = {_section_name(f): f for f in SECTIONS}
@@ -823,9 +886,9 @@ def main(argv=None) -> int:
     unknown = [n for n in wanted if n not in names]
     if unknown:
         ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}")
-    if ("gpu" in wanted or args.device == "cuda") and not _cuda_available():
-        ap.error("the gpu section needs a CUDA device (--device cuda), and none is available")
-    default = ["gpu"] if args.device == "cuda" else [n for n in names if n != "gpu"]
+    if (any(n.startswith("gpu") for n in wanted) or args.device == "cuda") and not _cuda_available():
+        ap.error("the gpu sections: each needs a CUDA device (--device cuda), and none is available")
+    default = ["gpu"] if args.device == "cuda" else [n for n in names if not n.startswith("gpu")]
     selected = [f for f in SECTIONS if _section_name(f) in (wanted or default)]
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -20,9 +20,20 @@ def test_gpu_section_rehearsal_on_cpu():
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU
 
 
+def test_gpu_sft_section_rehearsal_on_cpu():
+    out = bench.gpu_sft_metrics(torch.device("cpu"), quick=True, dry=True)
+    for tail in ("", ".whole_model", ".reduce_overhead"):  # every variant measured (uncompiled in the rehearsal)
+        for key in ("gpu.sft_first_step_s", "gpu.sft_real_tokens_per_s", "gpu.sft_mfu"):
+            assert math.isfinite(out[key + tail]["median"]) and out[key + tail]["median"] > 0, key + tail
+    assert out["gpu.sft_real_tokens_per_s"]["target"] == ">= 1e6" and out["gpu.sft_mfu.whole_model"]["target"] is None
+
+
 def test_device_cuda_without_cuda_is_one_line(capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the error path cannot happen")
     with pytest.raises(SystemExit) as e:
         bench.main(["--device", "cuda"])
+    assert e.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # the SFT variants' section too
+        bench.main(["--only", "gpu_sft"])
     assert e.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
