@@ -5,6 +5,7 @@
 #   2. python train.py --config small --stage sft      (the mission's command, stage by stage, each timed)
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
+#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT per way of compiling its forward)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
@@ -41,7 +42,7 @@ if (( REUSE )); then  # keep the earlier check's SFT and LaSeR runs, logs and ti
   rm -rf "$RUNS/grpo" "$OUT/eval"
   sed -i '/^grpo\t\|^evaluate\t/d' "$OUT/times.tsv"
 else
-  rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT/bench.json" "$OUT"/*.log  # nothing of an earlier check
+  rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT"/*.json "$OUT"/*.log  # nothing of an earlier check
   : > "$OUT/times.tsv"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
@@ -80,6 +81,9 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
+# the time left, if it is enough: the SFT step under each way of compiling its forward
+(( COMPARE || END - EPOCHSECONDS < 150 )) ||
+  stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 
 python - "$OUT" "$RUNS" <<'PY'
 import json, os, re, statistics, sys
@@ -94,6 +98,8 @@ def streamed(log):  # the metrics a bench cut short had printed (a line cut in t
         except ValueError:
             pass
 metrics = bench.get("metrics") or dict(streamed(read(f"{out}/bench.log")))
+variants = json.loads(read(f"{out}/gpu_sft.json") or "{}").get("metrics") or dict(streamed(read(f"{out}/gpu_sft.log")))
+metrics.update({f"{k} (gpu_sft)": v for k, v in variants.items()})
 m = bench.get("machine", {})
 records = lambda run: [json.loads(x) for x in read(f"{runs}/{run}/metrics.jsonl").splitlines() if x.strip()]
 sft = records("sft")
@@ -104,7 +110,8 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
          f"CUDA {m.get('cuda', '?')}", "", "| stage | wall-clock (s) | status |", "|---|---|---|"]
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
-                          ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None)):
+                          ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
+                          ("gpu_sft", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
