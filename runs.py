@@ -224,7 +224,7 @@ def make_optimizer(model: GPT, lr: float, weight_decay: float, fused: bool | Non
 class _CompiledForward:
     """model's training forward through torch.compile: each transformer block compiled, or with `whole`
     the model as one graph. The blocks share their code and shapes, so they share one compiled graph
-    (torch >= 2.5 inlines modules; an older one compiles each block): a cold compile took 60% of the whole
+    (torch >= 2.5 inlines modules: no recompile per block), and a cold compile took 60% of the whole
     model's time on CPU (bench.py's train.compile_s.*). The whole model fuses across blocks.
     The first call also compiles the backward (a gradient taken aside, so nothing accumulates): if either
     fails, e.g. where no compiler toolchain is installed, training goes on eagerly with a one-line notice.
