@@ -312,6 +312,12 @@ def clip_and_step(model, opt, grad_clip: float, losses) -> tuple[float, int]:
     return float(gnorm), int(skipped)
 
 
+def skips_on_device(opt) -> bool:
+    """Whether `opt` (fused AdamW, on CUDA) decides on the device to skip a non-finite step, so that no step
+    needs to read anything back (clip_and_step_deferred)."""
+    return all(g.get("fused") for g in opt.param_groups)
+
+
 def clip_and_step_deferred(model, opt, grad_clip: float, losses) -> tuple[torch.Tensor, torch.Tensor]:
     """clip_and_step with (grad norm, skipped) as 0-dim tensors, to be read later. With a fused optimizer
     (CUDA) nothing waits for the device: the optimizer skips a non-finite step itself, through the found_inf
@@ -320,7 +326,7 @@ def clip_and_step_deferred(model, opt, grad_clip: float, losses) -> tuple[torch.
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     losses = [torch.as_tensor(v, dtype=torch.float64, device=gnorm.device) for v in losses]
     skipped = (~torch.isfinite(torch.stack([gnorm.double(), *losses])).all()).float()  # 1.0: skip this step
-    if all(g.get("fused") for g in opt.param_groups):
+    if skips_on_device(opt):
         opt.found_inf = skipped
         try:
             opt.step()

@@ -52,8 +52,8 @@ from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
 from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, clip_and_step_deferred,
                   close_distributed, gather, init_distributed, load_run, make_optimizer, make_run_dir, new_model,
-                  prefetch, rank, resume_run, saved_config, seed_everything, shard, sync_grads, training_forward,
-                  world_size, write_json, write_text)
+                  prefetch, rank, resume_run, saved_config, seed_everything, shard, skips_on_device, sync_grads,
+                  training_forward, world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -231,7 +231,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
     # With fused AdamW (CUDA) no step waits for the device: the optimizer skips a non-finite step itself, and
     # each step's loss, grad norm and skip flag stay on the device until a log line, an evaluation, a
     # checkpoint or the 100th pending step reads them all at once. Elsewhere every step is read at once.
-    defer = all(g.get("fused") for g in opt.param_groups)
+    defer = skips_on_device(opt)
     pending = []  # (step, lr, loss, grad norm, skipped) of steps not yet read back
 
     def read_back() -> dict:  # one host sync for every pending step; writes their records but the last's
