@@ -203,7 +203,7 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
         if calls["n"] in nan_at or calls["n"] >= 20:
             for p in model.parameters():
                 p.grad = torch.full_like(p, float("nan"))
-            return torch.tensor(float("nan"), dtype=torch.float64)
+            return torch.full_like(loss, float("nan"))  # on the device, as sft_backward's
         return loss
 
     monkeypatch.setattr(train, "sft_backward", flaky)
