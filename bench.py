@@ -602,13 +602,16 @@ class _GpuSFT:
         train.sft_backward(self.model, batches, self.dev, fwd)
         self.opt.step()
 
-    def batches(self, s: int):  # the batches of SFT step s, built on the host as the training loop builds them
+    def batches(self, s: int, pin: bool = True):  # SFT step s's batches, built on the host as the loop builds them
         import tasks
         import train
+        from config import CUDA_LENGTH_MULTIPLE
 
-        return train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
-                                      self.cfg.sft_micro_batch, self.cfg.micro_tokens, pin=self.dev.type == "cuda",
-                                      block_size=self.model.cfg.block_size)
+        cuda = self.dev.type == "cuda"
+        batches, n_real = train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
+                                                 self.cfg.sft_micro_batch, self.cfg.micro_tokens,
+                                                 CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size)
+        return train.pinned(batches) if cuda and pin else batches, n_real
 
     def throughput(self, fwd, tail: str = ""):
         """The first step (with a compiled forward: its compile), then real and padded tokens/s and MFU
@@ -635,29 +638,32 @@ class _GpuSFT:
 
     def prefetch_ratio(self, fwd, n_row: int):
         """n_row steps back to back as in the training loop: their batches built beforehand, or built
-        meanwhile by the loop's prefetch thread, whose Python work holds the GIL that the step's launches
-        need. The ratio is what that thread costs a step bound by the host. The weights these steps
-        train are put back."""
+        meanwhile by runs.prefetch, in a thread (whose Python holds the GIL that the step's launches need)
+        or in a worker process (the loop's way on CUDA; the batches pinned as they arrive). Each ratio is
+        what that way costs a step bound by the host. The weights these steps train are put back."""
+        import train
         from runs import prefetch
 
-        def in_a_row(batch_iter) -> float:  # real tokens/s
+        def in_a_row(batch_iter, pin=False) -> float:  # real tokens/s
             self.sync()
             t, n_real = time.perf_counter(), 0
             for batches, n in batch_iter:
-                self.step(batches, fwd)
+                self.step(train.pinned(batches) if pin else batches, fwd)
                 n_real += n
             self.sync()
             return n_real / (time.perf_counter() - t)
 
-        def prefetched():  # the thread's first batches before the clock, as in a loop that has been running
-            it = prefetch(self.batches, range(n_row))
+        def prefetched(process):  # the first batches before the clock, as in a loop that has been running
+            it = prefetch(functools.partial(self.batches, pin=not process), range(n_row), process=process)
             return itertools.chain([next(it)], it)
         ready = [self.batches(s) for s in range(n_row)]
         weights = {k: v.clone() for k, v in self.model.state_dict().items()}
         in_a_row(ready)  # untimed: kernel plans for these batches' shapes
-        ratio = [in_a_row(prefetched()) / in_a_row(ready) for _ in range(self.reps)]
-        self.out["gpu.sft_prefetch_thread_ratio"] = metric(ratio, "x", note=f"{n_row} steps in a row: "
-                                                           "prefetch thread vs batches ready")
+        for way, process in (("thread", False), ("process", True)):
+            ratio = [in_a_row(prefetched(process), pin=process and self.dev.type == "cuda") / in_a_row(ready)
+                     for _ in range(self.reps)]
+            self.out[f"gpu.sft_prefetch_{way}_ratio"] = metric(ratio, "x", note=f"{n_row} steps in a row: "
+                                                               f"prefetch {way} vs batches ready")
         self.model.load_state_dict(weights)
 
 

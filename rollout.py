@@ -339,7 +339,7 @@ class _FixedDecoder:
         for window in range(WINDOW, max_len + WINDOW, WINDOW):
             window = min(window, max_len)
             graph = torch.cuda.CUDAGraph()
-            # thread_local: the SFT prefetch thread may pin host memory meanwhile, which is not part of the graph
+            # thread_local: another thread (a prefetch thread) may pin host memory meanwhile, not part of the graph
             with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
                 self.graphs[window] = graph, net.decode_step(self.tok, self.cache, self.slot, window)
 

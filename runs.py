@@ -10,15 +10,18 @@ line (config.UserError).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import random
+import signal
 import sys
 import tempfile
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, fields
 from typing import Callable
 
@@ -271,18 +274,46 @@ def training_forward(model: GPT, mode: str):
     return model
 
 
-def prefetch(make: Callable, items, ahead: int = 2):
-    """make(item) for each item, in order, each computed up to `ahead` items early in a background thread:
-    host work (tokenizing and padding the next SFT batches) off the training step's critical path. `make`
-    must be a pure function of its item, so the results are those of a plain loop."""
-    with ThreadPoolExecutor(1) as pool:
+def prefetch(make: Callable, items, ahead: int = 2, process: bool = False):
+    """make(item) for each item, in order, each computed up to `ahead` items early: host work (tokenizing
+    and padding the next SFT batches) off the training step's critical path. `make` must be a pure
+    function of its item, so the results are those of a plain loop. By default in a thread; with
+    `process`, in one forked worker process, whose Python does not hold the GIL the training step's
+    kernel launches need (on an H100 the thread cost a step-bound loop 37%: bench.py's
+    gpu.sft_prefetch_thread_ratio). `make` reaches the worker by the fork, not by pickling, so a closure
+    will do; it must not touch CUDA there, and its results come back pickled (tensors in shared memory)."""
+    if process:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
+                                   initargs=(make,))
+        call = functools.partial(pool.submit, _worker_call)
+    else:
+        pool = ThreadPoolExecutor(1)
+        call = functools.partial(pool.submit, make)
+    try:
         items = iter(items)
-        queue = deque(pool.submit(make, item) for item in itertools.islice(items, ahead))
+        queue = deque(call(item) for item in itertools.islice(items, ahead))
         while queue:
             result = queue.popleft().result()
             for item in itertools.islice(items, 1):
-                queue.append(pool.submit(make, item))
+                queue.append(call(item))
             yield result
+    finally:  # also when the loop stops early: what is still queued is dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_worker_make: Callable | None = None  # prefetch's `make` in its worker process
+
+
+def _worker_init(make: Callable) -> None:
+    global _worker_make
+    _worker_make = make
+    torch.set_num_threads(1)  # host work for one batch; the training process keeps the cores
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and `timeout` reach the whole process group:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the training process handles them, the worker just ends
+
+
+def _worker_call(item):
+    return _worker_make(item)
 
 
 class SkipGuard:

@@ -113,18 +113,23 @@ def sft_rows(tok: Tokenizer, problems) -> list[tuple[list[int], int]]:
     return out
 
 
-def _sft_tensors(rows, pad_id: int, pin: bool = False, pad_to: int = 1, cap: int = 0) -> tuple[torch.Tensor, ...]:
+def _sft_tensors(rows, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[torch.Tensor, ...]:
     """Right-padded rows as inputs (B, L-1), targets (B, L-1) and the loss mask (B, L-1): True where the
     target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to` but not
-    past `cap` (the model's block size) when given. On the host (in pinned memory with `pin`)."""
+    past `cap` (the model's block size) when given. On the host."""
     longest = max(len(r) for r, _ in rows) - 1
     L = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to)) + 1
     seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
     mask = (pos >= torch.tensor([s for _, s in rows])[:, None]) & (pos < lens)  # (B, L-1)
-    out = (seq[:, :-1], seq[:, 1:], mask)
-    return tuple(t.contiguous().pin_memory() for t in out) if pin else out  # (a pinned view copies unpinned)
+    return seq[:, :-1], seq[:, 1:], mask
+
+
+def pinned(batches: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
+    """The micro-batches in pinned host memory, from which a non-blocking copy to CUDA does not wait for
+    the device (from pageable memory it would)."""
+    return [tuple(t.contiguous().pin_memory() for t in b) for b in batches]  # (a pinned view copies unpinned)
 
 
 def sft_batch(tok: Tokenizer, problems, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,15 +150,14 @@ def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> lis
     return out + [cur] if cur else out
 
 
-def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pin: bool = False,
+def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pad_to: int = 1,
                      block_size: int = 0):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
-    input tokens: each row minus its last token). With `pin` (for CUDA) in pinned memory, and lengths
-    rounded up to a multiple of config.CUDA_LENGTH_MULTIPLE (within `block_size`)."""
+    input tokens: each row minus its last token). Lengths rounded up to a multiple of `pad_to` (for
+    CUDA, config.CUDA_LENGTH_MULTIPLE), within `block_size`."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
-    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pin, CUDA_LENGTH_MULTIPLE if pin else 1,
-                         block_size)
+    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pad_to, block_size)
             for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
 
 
@@ -221,11 +225,13 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     forward = training_forward(model, cfg.compile)
 
-    def step_batches(step):  # built ahead on the host, in a thread (a pure function of the step)
+    cuda, block_size = device.type == "cuda", model.cfg.block_size
+
+    def step_batches(step):  # a pure function of the step, built ahead (runs.prefetch): on CUDA in a process
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
-        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens, pin=device.type == "cuda",
-                                block_size=model.cfg.block_size)
+        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
+                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size)
 
     t0, tokens_seen, last = time.time(), 0, time.time()
     # With fused AdamW (CUDA) no step waits for the device: the optimizer skips a non-finite step itself, and
@@ -254,7 +260,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
 
     steps = range(start, cfg.sft_steps)
     try:
-        for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps)):
+        for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps, process=cuda)):
+            batches = pinned(batches) if cuda else batches
             model.train()
             lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
             opt.zero_grad(set_to_none=True)

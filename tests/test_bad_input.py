@@ -5,6 +5,7 @@ checkpoints, tokenizers, configs and data files, for train.py and evaluate.py. T
 with the test preset, most in well under a second."""
 import functools
 import json
+import multiprocessing
 import os
 import signal
 import shutil
@@ -219,17 +220,24 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
     assert all(r["loss"] is None for r in recs[19:]) and recs[18]["loss"] > 0  # NaN is logged as null
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_sft_stopped_by_sigterm_writes_every_step_it_finished(tmp_path, monkeypatch, fused):
+@pytest.mark.parametrize("fused,process", [(False, False), (True, False), (True, True)])
+def test_sft_stopped_by_sigterm_writes_every_step_it_finished(tmp_path, monkeypatch, fused, process):
     """`timeout` or a scheduler ends a run with SIGTERM. With fused AdamW (CUDA) the steps since the last log
-    line (every 10 here) are still on the device; they must reach metrics.jsonl before the process exits."""
+    line (every 10 here) are still on the device; they must reach metrics.jsonl before the process exits.
+    process: the batches built in a worker process, as on CUDA; `timeout` signals it too (its process group)."""
     if fused:
         monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
+    if process:
+        monkeypatch.setattr(train, "prefetch", lambda make, items, process: runs.prefetch(make, items, process=True))
     real, calls = train.sft_backward, []
 
     def killed_at_15(model, batches, device, forward=None):
         calls.append(1)
         if len(calls) == 15:
+            workers = multiprocessing.active_children()
+            assert len(workers) == (1 if process else 0)
+            for w in workers:
+                os.kill(w.pid, signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)
         return real(model, batches, device, forward)
 

@@ -183,6 +183,29 @@ def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
     assert got == [0, 1, 2]
 
 
+def test_prefetch_in_a_worker_process_gives_a_plain_loops_results(tok):
+    """The process way (the SFT loop's on CUDA): a closure reaches the worker by the fork; tensors come
+    back equal; an error is raised where a plain loop would raise it; a loop that stops early does not hang."""
+    probs = {s: tasks.train_batch(s, 5, seed=0) for s in range(6)}
+
+    def make(s):  # a closure over local state, as run_sft's step_batches is
+        if s == 4:
+            raise ValueError("step 4")
+        return train.sft_step_batches(tok, probs[s], 2, 0, 16)
+    got = []
+    with pytest.raises(ValueError, match="step 4"):
+        for batches, n_real in runs.prefetch(make, range(6), process=True):
+            got.append((batches, n_real))
+    assert len(got) == 4
+    for s, (batches, n_real) in enumerate(got):
+        want, want_n = train.sft_step_batches(tok, probs[s], 2, 0, 16)
+        assert n_real == want_n and len(batches) == len(want) == 3
+        assert all(torch.equal(a, b) for mb, wmb in zip(batches, want) for a, b in zip(mb, wmb))
+    it = runs.prefetch(make, range(3), process=True)
+    assert next(it)[1] == got[0][1]
+    it.close()  # the worker is shut down, its queued item dropped
+
+
 @pytest.mark.parametrize("mode", ["on", "model"])  # the blocks compiled, or the whole model
 def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, monkeypatch, capsys, mode):
     m = model_factory(seed=1)
@@ -327,11 +350,14 @@ def _fake_reward(text, gold, finished=True):  # a reward with both outcomes even
     return (1.0, "right") if finished and len(text) % 2 == 0 else (0.0, "wrong")
 
 
-def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path):
+def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path, monkeypatch):
+    """Stopped and resumed, with its batches built in a worker process (as on CUDA) where sft_dir's were
+    built in a thread: the same weights, bit for bit."""
     for f in ("ckpt.pt", "config.json", "tokenizer.json", "metrics.jsonl"):
         assert os.path.exists(os.path.join(sft_dir, f))
     ck = runs.load_checkpoint(sft_dir)
     assert ck["step"] == 30 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
+    monkeypatch.setattr(train, "prefetch", lambda make, items, process: runs.prefetch(make, items, process=True))
     half = str(tmp_path / "half")
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "13"])
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--resume", "true"])
