@@ -428,12 +428,14 @@ def _cold_compile_s(mode: str) -> float:
 
 
 def bench_train(quick: bool) -> dict:
-    """LaSeR vs GRPO update cost, SFT throughput, achieved FLOP/s against a plain matmul, and (full mode)
-    the compile time of the training forward per --compile mode."""
+    """LaSeR vs GRPO update cost, SFT throughput (rows padded or packed: the tiny preset, and in full mode
+    the small one), achieved FLOP/s against a plain matmul, and (full mode) the compile time of the
+    training forward per --compile mode."""
     import time
 
     import torch
 
+    import config
     import tasks
     import train
     from config import Config
@@ -481,6 +483,32 @@ def bench_train(quick: bool) -> dict:
 
     rates, _ = sft_steps("tiny", 32, reps)
     out["train.sft_tokens_per_s"] = metric(rates, "tok/s", note="tiny shape, batch 32, fwd+bwd+AdamW")
+
+    def pack_vs_pad(shape, steps):  # a preset's SFT step as the loop runs it (its micro-batches), rows padded
+        model, tok = _bench_model(shape)  # or packed (--sft_pack), interleaved; the first pair warms up
+        model.train()
+        opt, p = make_optimizer(model, 1e-3, 0.0), dataclasses.replace(Config(), **config.PRESETS[shape])
+        real = {False: [], True: []}
+        for s in range(steps + 1):
+            for pack in (False, True):
+                batches, n_real = train.sft_step_batches(tok, tasks.train_batch(s, p.sft_batch_size, 0),
+                                                         p.sft_micro_batch, p.micro_tokens, 1, model.cfg.block_size,
+                                                         pack)
+                t = time.perf_counter()
+                opt.zero_grad()
+                train.sft_backward(model, batches, "cpu")
+                opt.step()
+                if s:
+                    real[pack].append(n_real / (time.perf_counter() - t))
+        return real
+
+    for shape in ("tiny",) if quick else ("tiny", "small"):  # small: about 20 s a padded step on 2 cores
+        real, sfx = pack_vs_pad(shape, reps if shape == "tiny" else 2), "" if shape == "tiny" else ".small"
+        for pack, tail in ((False, "padded"), (True, "packed")):
+            out[f"train.sft_real_tokens_per_s.{tail}{sfx}"] = metric(real[pack], "tok/s",
+                                                                    note=f"the {shape} preset's SFT step")
+        out["train.sft_pack_speedup" + sfx] = metric([b / a for a, b in zip(real[False], real[True])], "x",
+                                                     note=f"{shape}: --sft_pack over padded rows, real tokens/s")
     _, flops = sft_steps("small", 8, 2 if quick else 4)
     a = torch.randn(1024, 1024)
     b = torch.randn(1024, 1024)
@@ -610,7 +638,8 @@ class _GpuSFT:
         cuda = self.dev.type == "cuda"
         batches, n_real = train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
                                                  self.cfg.sft_micro_batch, self.cfg.micro_tokens,
-                                                 CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size)
+                                                 CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size,
+                                                 self.cfg.sft_pack)
         return train.pinned(batches) if cuda and pin else batches, n_real
 
     def throughput(self, fwd, tail: str = ""):
@@ -628,7 +657,7 @@ class _GpuSFT:
         for batches, n_real in steps:
             t = timed(lambda: self.step(batches, fwd), 1)[0]
             real.append(n_real / t)
-            padded.append(sum(x.numel() for x, _, _ in batches) / t)
+            padded.append(sum(b[0].numel() for b in batches) / t)
             mfu.append(6 * self.n_mat * n_real / t / (self.peak * 1e12))
         note = f"batch {self.cfg.sft_batch_size}, micro_tokens {self.cfg.micro_tokens}"
         out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
@@ -668,11 +697,12 @@ class _GpuSFT:
 
 
 def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
-    """The small preset's SFT step on one CUDA device under each way of compiling its forward: per block
-    (--compile on, the default), the whole model as one graph (--compile model), and the whole model
-    replayed from CUDA graphs (torch.compile's "reduce-overhead", one graph per shape: not a training
-    option until this says so), each with its compile time. Dynamo is reset between variants (inductor's
-    kernel cache is not). `dry`: the test preset, forwards not compiled."""
+    """The small preset's SFT step on one CUDA device, its rows packed (--sft_pack) and per block compiled
+    (--compile on, the default), against two variants: rows padded instead (.padded), and the whole
+    model compiled as one graph (--compile model, .whole_model); each with its compile time. Dynamo is
+    reset between variants (inductor's kernel cache is not). (The whole model replayed from CUDA graphs,
+    torch.compile's "reduce-overhead", was measured on an H100 on 2026-11-27 and gained nothing.)
+    `dry`: the test preset, forwards not compiled."""
     import torch
     import torch._dynamo
 
@@ -685,11 +715,12 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
     model, tok = _bench_model(preset)
     sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, 1 if dry else 2 if quick else 5, out)
-    variants = [("", lambda: training_forward(model, "off" if dry else "on")),
-                (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True)),
-                (".reduce_overhead", lambda: model if dry else _CompiledForward(model, "reduce-overhead", whole=True))]
-    for tail, make in variants:
+    per_block = lambda: training_forward(model, "off" if dry else "on")
+    variants = [("", per_block, True), (".padded", per_block, False),
+                (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True), True)]
+    for tail, make, pack in variants:
         torch._dynamo.reset()
+        sft.cfg = dataclasses.replace(cfg, sft_pack=pack)
         try:
             sft.throughput(make(), tail)
         except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)

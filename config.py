@@ -52,6 +52,7 @@ class Config:
     sft_batch_size: int = 32
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
+    sft_pack: bool = False        # SFT: pack rows into rows of block_size tokens, each kept to itself (no padding)
     compile: str = "auto"         # torch.compile in training: auto (CUDA: on) | on (per block) | model (one graph) | off
     sft_lr: float = 2e-3
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
@@ -116,9 +117,11 @@ PRESETS: dict[str, dict] = {
                  reasoning_warmup=0, self_reward_warmup=60, rl_eval_every=50),
     # one GPU: ~20M parameters; whole batches per forward (a token cap for the longest), large sampling calls.
     # SFT 1,000 steps: after 6,000 (measured on an H100) the policy solved 98% of validation problems and
-    # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from
+    # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from.
+    # SFT rows packed: a padded batch of 128 rows was half padding; packed, a step ran 2.3x faster on CPU
+    # (the tiny preset's length-sorted micro-batches of 8 rows are 85% real tokens; packed, 0.94x)
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
-                  sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_lr=1e-3, sft_warmup=200,
+                  sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_pack=True, sft_lr=1e-3, sft_warmup=200,
                   weight_decay=0.1, eval_every=500, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
                   prompts_per_step=64, group_size=8, max_new_tokens=192, rl_lr=2e-5, micro_batch=512,
                   micro_tokens=65536, eval_batch=512, reasoning_warmup=50,

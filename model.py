@@ -239,13 +239,15 @@ class GPT(nn.Module):
                        torch.get_autocast_dtype(p.device.type) if on else p.dtype)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None,
-                last_only: bool = False, blocks=None) -> torch.Tensor:
+                last_only: bool = False, blocks=None, segments: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for tokens idx (B, T); (B, 1, V) with `last_only`.
 
         valid (B, T) bool marks real tokens; False marks left padding. Padding is only meaningful when
         the whole prompt is given at once (no cache, or prefill into an empty cache). With a non-empty
-        cache, the new tokens are appended to every row and all count as valid. `blocks`: callables that
-        stand in for self.blocks (the training forward's compiled blocks, runs.py).
+        cache, the new tokens are appended to every row and all count as valid. segments (B, T) long, for
+        packed rows (SFT, no cache, no `valid`): each run of equal ids is a sequence of its own, at
+        positions from 0 and attending only within itself, so its logits are those it has alone.
+        `blocks`: callables that stand in for self.blocks (the training forward's compiled blocks, runs.py).
         """
         B, T = idx.shape
         if T > self.cfg.block_size or (cache is not None and cache.length + T > cache.max_len):
@@ -259,10 +261,18 @@ class GPT(nn.Module):
             raise ValueError("padding (valid=...) can only be given for a prefill into an empty cache")
         offset = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=dev)
         pos = offset[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T) RoPE positions
-        cos, sin = rope_tables(pos, self.inv_freq)
 
         padded = given_valid and not bool(valid.all())  # (no host sync when no padding was given)
-        if cache is None and not padded:
+        if segments is not None:  # packed rows: causal within each segment
+            if cache is not None or given_valid:
+                raise ValueError("segments (packed rows) are for a full forward without a cache or padding")
+            t = torch.arange(T, device=dev)
+            starts = torch.ones_like(segments, dtype=torch.bool)
+            starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+            pos = t - torch.where(starts, t, 0).cummax(1).values  # each token's distance from its segment's start
+            mask = (t[None, :] <= t[:, None])[None] & (segments[:, :, None] == segments[:, None, :])  # (B, T, T)
+            mask = self._attn_bias(mask[:, None])
+        elif cache is None and not padded:
             mask = None  # case 1
         else:
             s0 = 0 if cache is None else cache.length
@@ -277,6 +287,7 @@ class GPT(nn.Module):
             if cache is not None:
                 cache.valid[:, s0:s0 + T] = valid
 
+        cos, sin = rope_tables(pos, self.inv_freq)
         x = self.wte(idx)  # (B, T, C)
         for i, block in enumerate(blocks or self.blocks):
             x = block(x, cos, sin, i, cache, mask)

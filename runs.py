@@ -240,24 +240,24 @@ class _CompiledForward:
             self.compiled = torch.compile(model, mode=mode)
         else:  # new modules around the blocks: the sampler's calls of model.blocks stay eager
             blocks = [torch.compile(b, mode=mode) for b in model.blocks]
-            self.compiled = lambda idx: model(idx, blocks=blocks)
+            self.compiled = lambda idx, **kw: model(idx, blocks=blocks, **kw)
 
-    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+    def __call__(self, idx: torch.Tensor, **kw) -> torch.Tensor:  # kw: GPT.forward's (segments)
         if self.compiled is None:
-            return self.model(idx)
+            return self.model(idx, **kw)
         if not self.checked:
             self.checked = True
             try:
                 params = [p for p in self.model.parameters() if p.requires_grad]
-                torch.autograd.grad(self.compiled(idx).float().mean(), params, allow_unused=True)
+                torch.autograd.grad(self.compiled(idx, **kw).float().mean(), params, allow_unused=True)
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:  # noqa: BLE001 (any compiler failure; eager gives the same numbers)
                 print(f"note: torch.compile failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
                       f"training runs eagerly", file=sys.stderr)
                 self.compiled = None
-                return self.model(idx)
-        return self.compiled(idx)
+                return self.model(idx, **kw)
+        return self.compiled(idx, **kw)
 
 
 def training_forward(model: GPT, mode: str):

@@ -126,6 +126,41 @@ def _sft_tensors(rows, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[torc
     return seq[:, :-1], seq[:, 1:], mask
 
 
+def _packed_tensors(packs, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[torch.Tensor, ...]:
+    """Packed rows, each a list of (row, prompt length): per packed row its rows' inputs one after another,
+    their targets and loss mask (each row's as in _sft_tensors) and segment ids (1, 2, ... per row; 0 on the
+    padding at the end), right-padded to a common length as _sft_tensors pads. (B, L-1) each."""
+    cols = []
+    for pack in packs:
+        x, y, m, seg = [], [], [], []
+        for k, (r, s) in enumerate(pack, 1):
+            x += r[:-1]
+            y += r[1:]
+            m += [j >= s for j in range(1, len(r))]
+            seg += [k] * (len(r) - 1)
+        cols.append((x, y, m, seg))
+    longest = max(len(c[0]) for c in cols)
+    n = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to))
+    return tuple(torch.tensor([c[i] + [fill] * (n - len(c[i])) for c in cols], dtype=dtype)
+                 for i, (fill, dtype) in enumerate(((pad_id, torch.long), (pad_id, torch.long), (False, torch.bool),
+                                                    (0, torch.long))))
+
+
+def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Row indices grouped into packs of at most `capacity` tokens in all (first fit, longest first; a row
+    longer than `capacity` goes alone)."""
+    packs, room = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fit = next((b for b, r in enumerate(room) if lengths[i] <= r), None)
+        if fit is None:
+            packs.append([i])
+            room.append(capacity - lengths[i])
+        else:
+            packs[fit].append(i)
+            room[fit] -= lengths[i]
+    return packs
+
+
 def pinned(batches: list[tuple[torch.Tensor, ...]]) -> list[tuple[torch.Tensor, ...]]:
     """The micro-batches in pinned host memory, from which a non-blocking copy to CUDA does not wait for
     the device (from pageable memory it would)."""
@@ -151,14 +186,22 @@ def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> lis
 
 
 def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pad_to: int = 1,
-                     block_size: int = 0):
+                     block_size: int = 0, pack: bool = False):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
     input tokens: each row minus its last token). Lengths rounded up to a multiple of `pad_to` (for
-    CUDA, config.CUDA_LENGTH_MULTIPLE), within `block_size`."""
+    CUDA, config.CUDA_LENGTH_MULTIPLE), within `block_size`. Batches are (inputs, targets, loss mask), or
+    with `pack` (inputs, targets, loss mask, segments): the rows packed into rows of at most `block_size`
+    tokens (pack_rows), so that a batch is nearly all real tokens, not half padding (model.GPT.forward's
+    `segments` keeps each row to itself); the micro-batch caps then count packed rows."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
-    return [_sft_tensors([rows[i] for i in c], tok.pad_id, pad_to, block_size)
-            for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
+    if not pack:
+        return [_sft_tensors([rows[i] for i in c], tok.pad_id, pad_to, block_size)
+                for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
+    packs = [[rows[i] for i in p] for p in pack_rows(lengths, block_size)]
+    packed = [sum(len(r) - 1 for r, _ in p) for p in packs]
+    return [_packed_tensors([packs[i] for i in c], tok.pad_id, pad_to, block_size)
+            for c in micro_batches(packed, micro_batch, micro_tokens)], sum(lengths)
 
 
 def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device, micro_tokens: int = 0,
@@ -175,16 +218,16 @@ def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
     is normalised by the whole batch's count of trained tokens (over all processes under torchrun, whose
     gradients are then summed). `forward`: the training forward (runs.training_forward; default the
     model). Returns the loss (summed over processes) as a 0-dim float64 tensor on the device: no host sync."""
-    n_target = sum(int(m.sum()) for _, _, m in batches)  # counted on the host
+    n_target = sum(int(b[2].sum()) for b in batches)  # the loss masks, counted on the host
     if world_size() > 1:  # summed over processes on the device (no host sync)
         n_target = all_sum(torch.tensor(float(n_target), dtype=torch.float64, device=device)).clamp(min=1).float()
     else:
         n_target = max(1, n_target)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y, mask in batches:
-        x, y, mask = (t.to(device, non_blocking=True) for t in (x, y, mask))
+    for x, y, mask, *seg in batches:  # seg: the segments of packed rows
+        x, y, mask, *seg = (t.to(device, non_blocking=True) for t in (x, y, mask, *seg))
         with autocast(device):
-            logits = (forward or model)(x)  # (b, L-1, V)
+            logits = (forward or model)(x, **({"segments": seg[0]} if seg else {}))  # (b, L-1, V)
         per_tok = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
         loss = (per_tok * mask).sum() / n_target
         loss.backward()
@@ -231,7 +274,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
         return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
-                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size)
+                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack)
 
     t0, tokens_seen, last = time.time(), 0, time.time()
     # With fused AdamW (CUDA) no step waits for the device: the optimizer skips a non-finite step itself, and

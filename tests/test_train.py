@@ -169,6 +169,53 @@ def test_sft_token_budget_and_rounded_lengths_give_the_full_batch_gradient(tok, 
         assert got == min(-(-longest // 16) * 16, cap)
 
 
+def test_pack_rows_fills_packs_first_fit_longest_first():
+    lengths = [5, 9, 3, 7, 2, 10, 4]
+    packs = train.pack_rows(lengths, 12)
+    assert sorted(i for p in packs for i in p) == list(range(len(lengths)))  # every row once
+    assert all(sum(lengths[i] for i in p) <= 12 for p in packs)
+    assert packs == [[5, 4], [1, 2], [3, 0], [6]]  # 10+2, 9+3, 7+5, 4
+    assert train.pack_rows([15, 3], 12) == [[0], [1]]  # too long for a pack: alone
+
+
+def test_packed_sft_gives_the_padded_batchs_loss_and_gradient(tok, model_factory):
+    """Packing (--sft_pack): rows one after another in rows of block_size tokens, each row at positions
+    from 0 and attending only within itself, give each row the logits it has alone, so the loss and the
+    gradient are those of the padded batch, and almost no token is padding."""
+    probs = tasks.train_batch(5, 12, seed=0)
+    rows = train.sft_rows(tok, probs)
+    out = []
+    for pack, pad_to in ((False, 1), (True, 1), (True, 16)):
+        m = model_factory(seed=2, block_size=256)
+        batches, n_real = train.sft_step_batches(tok, probs, 12, 0, pad_to, 256, pack)
+        assert len(batches[0]) == (4 if pack else 3)
+        loss_value = train.sft_backward(m, batches, "cpu")
+        padded = sum(b[0].numel() for b in batches)
+        out.append((float(loss_value), torch.cat([p.grad.flatten() for p in m.parameters()]), padded))
+    assert n_real == sum(len(r) - 1 for r, _ in rows)
+    assert out[1][2] < 0.7 * out[0][2] and out[1][2] < n_real + 256  # packed: at most a pack's room unfilled
+    for loss_value, grad, _ in out[1:]:
+        assert abs(out[0][0] - loss_value) < 1e-5
+        torch.testing.assert_close(out[0][1], grad, atol=1e-6, rtol=1e-4)
+    x, y, mask, seg = train.sft_step_batches(tok, probs, 100, 0, 16, 256, True)[0][0]
+    assert x.shape[1] % 16 == 0 and x.shape[1] <= 256
+    assert int(mask.sum()) == sum(len(r) - s for r, s in rows) and not mask[seg == 0].any()
+
+
+def test_segments_give_each_packed_row_its_own_logits(tok, model_factory):
+    m = model_factory(seed=3, block_size=64).eval()
+    a, b = [5, 9, 2, 7, 7, 3], [4, 4, 8]
+    packed = torch.tensor([a + b + [0, 0]])
+    seg = torch.tensor([[1] * len(a) + [2] * len(b) + [0, 0]])
+    with torch.no_grad():
+        got = m(packed, segments=seg)[0]
+        torch.testing.assert_close(got[:len(a)], m(torch.tensor([a]))[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[len(a):len(a) + len(b)], m(torch.tensor([b]))[0], atol=1e-5, rtol=1e-5)
+        assert torch.isfinite(got).all()  # the padding segment too
+    with pytest.raises(ValueError, match="segments"):
+        m(packed, valid=seg > 0, segments=seg)
+
+
 def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
     assert list(runs.prefetch(lambda i: i * i, range(7))) == [i * i for i in range(7)]
 
@@ -249,6 +296,8 @@ def test_training_forward_traces_as_one_graph(tok, model_factory):
     compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=0)
     torch.testing.assert_close(compiled(x[:1, :-3]), m(x[:1, :-3]), atol=1e-5, rtol=0)  # dynamic shapes too
+    seg = (torch.arange(x.shape[1]) >= 5).long()[None].repeat(2, 1) + 1  # packed rows (--sft_pack): two segments
+    torch.testing.assert_close(compiled(x, segments=seg), m(x, segments=seg), atol=1e-5, rtol=0)
     torch._dynamo.reset()
 
 
