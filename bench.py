@@ -5,7 +5,7 @@
     python bench.py --only verify   # one section (repeatable: --only verify --only train)
     python bench.py --out path.json # default: bench.json in the current directory
     python bench.py --device cuda   # the gpu section: the small preset on one CUDA card (see its docstring)
-    python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step under each way of compiling it
+    python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step: packed or padded rows, blocks or model compiled
 
 A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
 ("<name>.<metric>"; gpu_sft writes the gpu section's gpu.sft_* keys, variants named by a suffix) to
@@ -730,7 +730,7 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 
 def bench_gpu_sft(quick: bool) -> dict:
-    """The small preset's SFT on one CUDA device per way of compiling it: see gpu_sft_metrics."""
+    """The small preset's SFT step on one CUDA device and its variants: see gpu_sft_metrics."""
     import torch
 
     return gpu_sft_metrics(torch.device("cuda"), quick)
@@ -915,7 +915,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench.json", help="where to write the JSON results")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cpu: every section but the gpu ones (default); cuda: the gpu section (the small preset "
-                         "on one card; --only gpu_sft: its SFT under each way of compiling)")
+                         "on one card; --only gpu_sft: its SFT step, packed or padded, blocks or model compiled)")
     args = ap.parse_args(argv)
 
     names = {_section_name(f): f for f in SECTIONS}

@@ -5,7 +5,7 @@
 #   2. python train.py --config small --stage sft      (the mission's command, stage by stage, each timed)
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
-#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT per way of compiling its forward)
+#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, blocks or model compiled)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
@@ -81,7 +81,7 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the SFT step under each way of compiling its forward
+# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled)
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 
