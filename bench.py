@@ -491,9 +491,8 @@ def bench_train(quick: bool) -> dict:
         real = {False: [], True: []}
         for s in range(steps + 1):
             for pack in (False, True):
-                batches, n_real = train.sft_step_batches(tok, tasks.train_batch(s, p.sft_batch_size, 0),
-                                                         p.sft_micro_batch, p.micro_tokens, 1, model.cfg.block_size,
-                                                         pack)
+                batches, n_real = train.sft_step_batches(tok, config.train_problems(p, s, p.sft_batch_size, 0),
+                                                         p.sft_micro_batch, p.micro_tokens, 1, p.block_size, pack)
                 t = time.perf_counter()
                 opt.zero_grad()
                 train.sft_backward(model, batches, "cpu")
@@ -682,15 +681,18 @@ class _GpuSFT:
             self.sync()
             return n_real / (time.perf_counter() - t)
 
-        def prefetched(process):  # the first batches before the clock, as in a loop that has been running
+        def prefetched(process) -> float:  # real tokens/s; the first batches come before the clock, as in a
             it = prefetch(functools.partial(self.batches, pin=not process), range(n_row), process=process)
-            return itertools.chain([next(it)], it)
+            first = next(it)  # loop that has been running, and the worker's shutdown after it
+            rate = in_a_row(itertools.islice(itertools.chain([first], it), n_row),
+                            pin=process and self.dev.type == "cuda")
+            it.close()
+            return rate
         ready = [self.batches(s) for s in range(n_row)]
         weights = {k: v.clone() for k, v in self.model.state_dict().items()}
         in_a_row(ready)  # untimed: kernel plans for these batches' shapes
         for way, process in (("thread", False), ("process", True)):
-            ratio = [in_a_row(prefetched(process), pin=process and self.dev.type == "cuda") / in_a_row(ready)
-                     for _ in range(self.reps)]
+            ratio = [prefetched(process) / in_a_row(ready) for _ in range(self.reps)]
             self.out[f"gpu.sft_prefetch_{way}_ratio"] = metric(ratio, "x", note=f"{n_row} steps in a row: "
                                                                f"prefetch {way} vs batches ready")
         self.model.load_state_dict(weights)

@@ -10,6 +10,7 @@ line (config.UserError).
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import itertools
 import json
@@ -284,7 +285,7 @@ def prefetch(make: Callable, items, ahead: int = 2, process: bool = False):
     will do; it must not touch CUDA there, and its results come back pickled (tensors in shared memory)."""
     if process:
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
-                                   initargs=(make,))
+                                   initargs=(make, os.getpid()))
         call = functools.partial(pool.submit, _worker_call)
     else:
         pool = ThreadPoolExecutor(1)
@@ -304,12 +305,18 @@ def prefetch(make: Callable, items, ahead: int = 2, process: bool = False):
 _worker_make: Callable | None = None  # prefetch's `make` in its worker process
 
 
-def _worker_init(make: Callable) -> None:
+def _worker_init(make: Callable, parent: int) -> None:
     global _worker_make
     _worker_make = make
     torch.set_num_threads(1)  # host work for one batch; the training process keeps the cores
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and `timeout` reach the whole process group:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the training process handles them, the worker just ends
+    try:  # and if the training process is killed outright (SIGKILL, out of memory), the worker goes too
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (AttributeError, OSError):  # not Linux: a worker left behind still ends when its queue is closed
+        pass
+    if os.getppid() != parent:  # killed before the prctl
+        os._exit(0)
 
 
 def _worker_call(item):

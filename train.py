@@ -198,6 +198,8 @@ def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: i
     if not pack:
         return [_sft_tensors([rows[i] for i in c], tok.pad_id, pad_to, block_size)
                 for c in micro_batches(lengths, micro_batch, micro_tokens)], sum(lengths)
+    if block_size < 1:
+        raise ValueError("packing SFT rows needs the model's block_size")
     packs = [[rows[i] for i in p] for p in pack_rows(lengths, block_size)]
     packed = [sum(len(r) - 1 for r, _ in p) for p in packs]
     return [_packed_tensors([packs[i] for i in c], tok.pad_id, pad_to, block_size)

@@ -2,8 +2,10 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -167,6 +169,31 @@ def test_sft_token_budget_and_rounded_lengths_give_the_full_batch_gradient(tok, 
         got = train._sft_tensors(rows, tok.pad_id, pad_to=16, cap=cap)[0].shape[1]
         assert longest <= got <= cap and (got % 16 == 0 or got == cap)
         assert got == min(-(-longest // 16) * 16, cap)
+
+
+def test_prefetch_worker_ends_with_a_training_process_killed_outright(tmp_path):
+    """SIGKILL or the out-of-memory killer give the training process no chance to shut its worker down;
+    the worker must not live on (on CUDA it would hold the dead run's device files)."""
+    script = tmp_path / "killed.py"
+    script.write_text(f"import multiprocessing, os, signal, sys\nsys.path.insert(0, {os.getcwd()!r})\n"
+                      "import runs\nit = runs.prefetch(abs, range(100), process=True)\nnext(it)\n"
+                      "print(multiprocessing.active_children()[0].pid, flush=True)\n"
+                      "os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    worker = int(r.stdout)
+
+    def alive():
+        try:
+            with open(f"/proc/{worker}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+    for _ in range(50):
+        if not alive():
+            break
+        time.sleep(0.1)
+    assert not alive()
 
 
 def test_pack_rows_fills_packs_first_fit_longest_first():
