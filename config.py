@@ -118,7 +118,7 @@ PRESETS: dict[str, dict] = {
     # one GPU: ~20M parameters; whole batches per forward (a token cap for the longest), large sampling calls.
     # SFT 1,000 steps: after 6,000 (measured on an H100) the policy solved 98% of validation problems and
     # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from.
-    # SFT rows packed: a padded batch of 128 rows was half padding; packed, a step took 2.6x less time on CPU
+    # SFT rows packed: a padded batch of 128 rows was half padding; packed, a step took 2.5x less time on CPU
     # (bench.py --only train; the tiny preset's length-sorted micro-batches of 8 rows gain nothing: 1.00x)
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
                   sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_pack=True, sft_lr=1e-3, sft_warmup=200,
