@@ -141,9 +141,11 @@ def _packed_tensors(packs, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[
         cols.append((x, y, m, seg))
     longest = max(len(c[0]) for c in cols)
     n = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to))
-    return tuple(torch.tensor([c[i] + [fill] * (n - len(c[i])) for c in cols], dtype=dtype)
-                 for i, (fill, dtype) in enumerate(((pad_id, torch.long), (pad_id, torch.long), (False, torch.bool),
-                                                    (0, torch.long))))
+
+    def padded(i: int, fill, dtype) -> torch.Tensor:  # column i of every packed row, filled up to n
+        return torch.tensor([c[i] + [fill] * (n - len(c[i])) for c in cols], dtype=dtype)
+    return (padded(0, pad_id, torch.long), padded(1, pad_id, torch.long), padded(2, False, torch.bool),
+            padded(3, 0, torch.long))
 
 
 def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
