@@ -6,6 +6,7 @@
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, blocks or model compiled)
+#   6. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
@@ -81,9 +82,12 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled)
+# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled), then
+# the test suite on the card, for what is left (each test's verdict is logged as it comes)
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
+(( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
+  stage tests 0 python -m pytest -v -p no:cacheprovider
 
 python - "$OUT" "$RUNS" <<'PY'
 import json, os, re, statistics, sys
@@ -111,7 +115,7 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
                           ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
-                          ("gpu_sft", None, None)):
+                          ("gpu_sft", None, None), ("tests", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
@@ -144,6 +148,12 @@ for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
               f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; "
               f"{'steps 3 on' if len(recs) > 2 else 'every step'}), "
               f"c_ref {last(recs, 'c_ref')}, last validation accuracy {last(recs, 'eval_acc')}"]
+verdicts = re.findall(r"^(tests/.*) (PASSED|FAILED|ERROR|SKIPPED) +\[ *\d+%\]$", read(f"{out}/tests.log"), re.M)
+if verdicts:  # the test suite on the card, as far as it got
+    count = lambda v: sum(x == v for _, x in verdicts)
+    bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
+    lines += ["", f"Tests on the card: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
+                  f"skipped" + "".join(f"\n- {name}" for name in bad)]
 ev = json.loads(read(f"{out}/eval/eval.json") or "{}")
 if ev:  # one column per evaluated run
     lines += ["", f"| test split (evaluate.py, 16 samples) | {' | '.join(ev)} |", "|---" * (len(ev) + 1) + "|"]
