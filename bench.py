@@ -827,10 +827,11 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     sft.throughput(fwd)
     sft.prefetch_ratio(fwd, 4 if dry else 20 if quick else 50)
 
-    # in-pass z_c readout: the preset's RL sampling with the readout vs without
+    # in-pass z_c readout: the preset's RL sampling with the readout vs without; a ratio near 1 against a
+    # target 2% above it, so at least 5 interleaved pairs even in quick mode (about 4 s on an H100)
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
     with autocast(dev):
-        for _ in range(reps + 1):
+        for _ in range(reps + 1 if dry else max(reps, 5) + 1):
             w, wo = (timed(lambda: rollout.sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
                                                   generator=torch.Generator(dev).manual_seed(0), score=s), 1)[0]
                      for s in (True, False))
