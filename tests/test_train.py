@@ -175,7 +175,7 @@ def test_prefetch_worker_ends_with_a_training_process_killed_outright(tmp_path):
     """SIGKILL or the out-of-memory killer give the training process no chance to shut its worker down;
     the worker must not live on (on CUDA it would hold the dead run's device files)."""
     script = tmp_path / "killed.py"
-    script.write_text(f"import multiprocessing, os, signal, sys\nsys.path.insert(0, {os.getcwd()!r})\n"
+    script.write_text(f"import multiprocessing, os, signal, sys\nsys.path.insert(0, {os.path.dirname(runs.__file__)!r})\n"
                       "import runs\nit = runs.prefetch(abs, range(100), process=True)\nnext(it)\n"
                       "print(multiprocessing.active_children()[0].pid, flush=True)\n"
                       "os.kill(os.getpid(), signal.SIGKILL)\n")
