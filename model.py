@@ -259,33 +259,15 @@ class GPT(nn.Module):
             valid = torch.ones(B, T, dtype=torch.bool, device=dev)
         elif cache is not None and cache.length > 0:
             raise ValueError("padding (valid=...) can only be given for a prefill into an empty cache")
-        offset = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=dev)
-        pos = offset[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T) RoPE positions
-
-        padded = given_valid and not bool(valid.all())  # (no host sync when no padding was given)
-        if segments is not None:  # packed rows: causal within each segment
+        if segments is not None:  # packed rows: positions and causal attention within each segment
             if cache is not None or given_valid:
                 raise ValueError("segments (packed rows) are for a full forward without a cache or padding")
-            t = torch.arange(T, device=dev)
-            starts = torch.ones_like(segments, dtype=torch.bool)
-            starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
-            pos = t - torch.where(starts, t, 0).cummax(1).values  # each token's distance from its segment's start
-            mask = (t[None, :] <= t[:, None])[None] & (segments[:, :, None] == segments[:, None, :])  # (B, T, T)
-            mask = self._attn_bias(mask[:, None])
-        elif cache is None and not padded:
-            mask = None  # case 1
-        else:
-            s0 = 0 if cache is None else cache.length
-            key_valid = valid if cache is None else torch.cat([cache.valid[:, :s0], valid], dim=1)  # (B, S)
-            q_slot = torch.arange(s0, s0 + T, device=dev)
-            k_slot = torch.arange(s0 + T, device=dev)
-            causal = k_slot[None, :] <= q_slot[:, None]  # (T, S)
-            mask = causal[None] & key_valid[:, None, :]  # (B, T, S)
-            # a padding query would see no key at all (NaN softmax): let every slot see itself
-            mask = mask | (k_slot[None, :] == q_slot[:, None])[None]
-            mask = self._attn_bias(mask[:, None])  # (B, 1, T, S)
-            if cache is not None:
-                cache.valid[:, s0:s0 + T] = valid
+            pos, mask = self._packed(segments)
+        else:  # (B, T) RoPE positions: each row's count of real tokens before, after what the cache holds
+            offset = cache.next_pos if cache is not None else torch.zeros(B, dtype=torch.long, device=dev)
+            pos = offset[:, None] + (valid.long().cumsum(1) - 1).clamp(min=0)
+            padded = given_valid and not bool(valid.all())  # (no host sync when no padding was given)
+            mask = None if cache is None and not padded else self._padding_mask(valid, cache)  # case 1: None
 
         cos, sin = rope_tables(pos, self.inv_freq)
         x = self.wte(idx)  # (B, T, C)
@@ -295,6 +277,33 @@ class GPT(nn.Module):
             cache.length += T
             cache.next_pos = cache.next_pos + valid.long().sum(1)
         return self._head(x[:, -1:] if last_only else x)
+
+    def _padding_mask(self, valid: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """Cases 2-3: the (B, 1, T, S) attention bias of T new tokens (valid (B, T): False on left padding)
+        over what the cache holds and themselves, causal; records their validity in the cache."""
+        T = valid.shape[1]
+        s0 = 0 if cache is None else cache.length
+        key_valid = valid if cache is None else torch.cat([cache.valid[:, :s0], valid], dim=1)  # (B, S)
+        q_slot = torch.arange(s0, s0 + T, device=valid.device)
+        k_slot = torch.arange(s0 + T, device=valid.device)
+        causal = k_slot[None, :] <= q_slot[:, None]  # (T, S)
+        mask = causal[None] & key_valid[:, None, :]  # (B, T, S)
+        # a padding query would see no key at all (NaN softmax): let every slot see itself
+        mask = mask | (k_slot[None, :] == q_slot[:, None])[None]
+        if cache is not None:
+            cache.valid[:, s0:s0 + T] = valid
+        return self._attn_bias(mask[:, None])
+
+    def _packed(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed rows (segments (B, T): equal ids for one sequence): each token's position within its
+        segment, and the (B, 1, T, T) attention bias that is causal within each segment."""
+        T = segments.shape[1]
+        t = torch.arange(T, device=segments.device)
+        starts = torch.ones_like(segments, dtype=torch.bool)
+        starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+        pos = t - torch.where(starts, t, 0).cummax(1).values  # each token's distance from its segment's start
+        mask = (t[None, :] <= t[:, None])[None] & (segments[:, :, None] == segments[:, None, :])  # (B, T, T)
+        return pos, self._attn_bias(mask[:, None])
 
     def _attn_bias(self, mask: torch.Tensor) -> torch.Tensor:
         """A boolean attention mask as the additive bias attention turns it into (0 where a key is seen,

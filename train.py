@@ -113,12 +113,17 @@ def sft_rows(tok: Tokenizer, problems) -> list[tuple[list[int], int]]:
     return out
 
 
+def _padded_length(longest: int, pad_to: int, cap: int) -> int:
+    """`longest` rounded up to a multiple of `pad_to`, but not past `cap` (the model's block size) when given."""
+    return max(longest, min(round_up(longest, pad_to), cap or longest + pad_to))
+
+
 def _sft_tensors(rows, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[torch.Tensor, ...]:
     """Right-padded rows as inputs (B, L-1), targets (B, L-1) and the loss mask (B, L-1): True where the
     target is a solution token or the EOS (by position), L-1 rounded up to a multiple of `pad_to` but not
     past `cap` (the model's block size) when given. On the host."""
     longest = max(len(r) for r, _ in rows) - 1
-    L = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to)) + 1
+    L = _padded_length(longest, pad_to, cap) + 1
     seq = torch.tensor([r + [pad_id] * (L - len(r)) for r, _ in rows], dtype=torch.long)
     pos = torch.arange(1, L)[None, :]  # position of each target
     lens = torch.tensor([len(r) for r, _ in rows])[:, None]
@@ -140,7 +145,7 @@ def _packed_tensors(packs, pad_id: int, pad_to: int = 1, cap: int = 0) -> tuple[
             seg += [k] * (len(r) - 1)
         cols.append((x, y, m, seg))
     longest = max(len(c[0]) for c in cols)
-    n = max(longest, min(round_up(longest, pad_to), cap or longest + pad_to))
+    n = _padded_length(longest, pad_to, cap)
 
     def padded(i: int, fill, dtype) -> torch.Tensor:  # column i of every packed row, filled up to n
         return torch.tensor([c[i] + [fill] * (n - len(c[i])) for c in cols], dtype=dtype)

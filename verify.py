@@ -1500,6 +1500,7 @@ def is_equivalent(pred: str, gold: str) -> bool:
         return False
     return _judge(pred, gold) == RIGHT
 
+
 def response_answer(completion: str, finished: bool = True) -> str | None:
     """The answer a response gives: extract_answer's, or None for one cut off at the length limit (not
     finished: not a solution, whatever it boxed before the cut; reward_with_reason grades it TRUNCATED)."""
