@@ -290,10 +290,10 @@ def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
 
 
 def decode_step_ops(model, rows: int = 64) -> int:
-    """The device operations (aten kernels, views and other metadata-only ops excepted) one
+    """The device operations (aten kernels, views and other metadata-only ops excepted) one eager
     `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with: what a
-    CUDA graph replays for every token, whose count sets a small model's decode time more than its FLOPs
-    do. Counted by a dispatch mode, so on any device (on CPU, attention and RMSNorm are several ops each
+    CUDA graph replays for every token when the blocks are not compiled (rollout.COMPILE_DECODE off),
+    whose count sets a small model's decode time more than its FLOPs do. Counted by a dispatch mode, so on any device (on CPU, attention and RMSNorm are several ops each
     where CUDA has one fused kernel)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -776,45 +776,65 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     model, tok = _bench_model(preset)
     model = model.to(dev)
 
-    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph
+    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph,
+    # its blocks compiled by inductor; ".eager_blocks": the same graphs of eager kernels (COMPILE_DECODE off)
     model.eval()
-    out["gpu.decode_step_ops"] = metric([decode_step_ops(model)], "ops", note="kernels a decode step's graph replays")
-    for rows in (1, 8) if dry else (1, 64, 512, 2048):
-        P = max(1, rows // 8)
-        prompts, K = _prompts(tok, P), rows // P
-        run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
-                                     tokenizer=tok)
-        with autocast(dev):
-            run()  # graph capture
-            t = timed(run, reps)
-        out[f"gpu.decode_ms_per_step.{rows}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
-        out[f"gpu.decode_tokens_per_s.{rows}"] = metric([rows * T / x for x in t], "tok/s",
-                                                        ">= 5e5" if rows == 512 else None)
-    # the graph replays the eager fixed-shape step (the same tokens), and decode_step agrees with the
-    # cached forward of the CPU loop (case 3) up to bf16 rounding
+    out["gpu.decode_step_ops"] = metric([decode_step_ops(model)], "ops",
+                                        note="kernels a decode step's graph replays with eager blocks")
+    for compiled, tail in ((True, ""), (False, ".eager_blocks")):
+        rollout.COMPILE_DECODE = compiled
+        for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
+            P = max(1, rows // 8)
+            prompts, K = _prompts(tok, P), rows // P
+            run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
+                                         tokenizer=tok)
+            with autocast(dev):
+                t0 = time.perf_counter()
+                run()  # compile (the first rows only) and graph capture
+                if rows == 1:
+                    sync()
+                    out[f"gpu.decode_first_call_s{tail}"] = metric([time.perf_counter() - t0], "s",
+                                                                   note="compile and capture, 1 row")
+                t = timed(run, reps)
+            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
+            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * T / x for x in t], "tok/s",
+                                                                  ">= 5e5" if rows == 512 and compiled else None)
+    rollout.COMPILE_DECODE = True
+    # the graph replays the eager fixed-shape step (the same tokens); with compiled blocks, the tokens may
+    # part where bf16 rounding tips a draw; decode_step agrees with the cached forward of the CPU loop
+    # (case 3) and with its compiled blocks up to bf16 rounding
     prompts = _prompts(tok, 8 if dry else 64)
     with autocast(dev):
         ros = []
-        for graphs in (True, False):
-            rollout.CUDA_GRAPHS = graphs
+        for graphs, compiled in ((True, False), (False, False), (True, True)):
+            rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = graphs, compiled
             ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
                                       tokenizer=tok))
         rollout.CUDA_GRAPHS = True
         idx, valid = rollout._left_pad(prompts, tok.pad_id, dev)
-        caches = [model.new_cache(len(prompts), idx.shape[1] + T) for _ in range(2)]
+        caches = [model.new_cache(len(prompts), idx.shape[1] + T) for _ in range(3)]
+        blocks = rollout.compiled_blocks(model)
         with torch.no_grad():
             for c in caches:
                 model(idx, cache=c, valid=valid)
-            nxt, diff = ros[0].response[::8, 0], 0.0
+            nxt, diff, diff_compiled = ros[0].response[::8, 0], 0.0, 0.0
             for t in range(T - 1):
                 want = model(nxt[:, None], cache=caches[0])[:, -1]
-                got = model.decode_step(nxt, caches[1], torch.tensor([idx.shape[1] + t], device=dev))
+                slot = torch.tensor([idx.shape[1] + t], device=dev)
+                got = model.decode_step(nxt, caches[1], slot)
                 diff = max(diff, float((got - want).abs().max()))
+                diff_compiled = max(diff_compiled, float((model.decode_step(nxt, caches[2], slot, blocks=blocks)
+                                                          - got).abs().max()))
                 nxt = ros[0].response[::8, t + 1]
-    out["gpu.graph_vs_eager_same_tokens"] = metric([float((ros[0].response == ros[1].response).float().mean())],
-                                                   "", "== 1", note=f"fraction of equal tokens, {len(ros[0])} rows")
+    same = lambda a, b: float((a.response == b.response).float().mean())
+    out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
+                                                   note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
+    out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
+                                                      note="fraction of equal tokens, graphs of compiled vs eager blocks")
     out["gpu.decode_step_vs_cached_forward"] = metric([diff], "max |logit diff|",
                                                       note=f"{len(prompts)} rows x {T - 1} steps, bf16")
+    out["gpu.decode_compiled_vs_eager"] = metric([diff_compiled], "max |logit diff|",
+                                                 note="decode_step, blocks compiled vs eager, bf16")
 
     # from here on an EOS bias spreads the lengths as in real rollouts; graphs and compiled code made
     # before it would not see the hook: start both afresh

@@ -53,7 +53,7 @@ class Config:
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
     sft_pack: bool = False        # SFT: pack rows into rows of block_size tokens, each kept to itself (no padding)
-    compile: str = "auto"         # torch.compile in training: auto (CUDA: on) | on (per block) | model (one graph) | off
+    compile: str = "auto"         # torch.compile of the training forward: auto (CUDA: on) | on (per block) | model (one graph) | off (nor the CUDA decode step)
     sft_lr: float = 2e-3
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
     min_lr_frac: float = 0.1

@@ -154,7 +154,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, mask: torch.Tensor | None,
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | tuple | None, mask: torch.Tensor | None,
                 slot: torch.Tensor | None = None):
         B, T, _ = x.shape
         H, G, hd = self.n_head, self.n_kv_head, self.hd
@@ -163,10 +163,11 @@ class CausalSelfAttention(nn.Module):
         qk = apply_rope(qk.view(B, T, H + G, hd), cos, sin).to(v.dtype).transpose(1, 2)  # (B, H + G, T, hd)
         q, k = qk.split([H, G], dim=1)
         v = v.view(B, T, G, hd).transpose(1, 2)  # (B, G, T, hd)
-        if slot is not None:  # case 4: write at the slot, attend over the cache's first mask.shape[-1] slots
-            cache.k[layer].index_copy_(2, slot, k.to(cache.k[layer].dtype))
-            cache.v[layer].index_copy_(2, slot, v.to(cache.v[layer].dtype))
-            k, v = cache.k[layer][:, :, :mask.shape[-1]], cache.v[layer][:, :, :mask.shape[-1]]  # (B, G, W, hd)
+        if slot is not None:  # case 4: `cache` is this layer's (keys, values): write at the slot, attend over
+            ck, cv = cache  # the first mask.shape[-1] slots (no layer index: a compiled block serves every layer)
+            ck.index_copy_(2, slot, k.to(ck.dtype))
+            cv.index_copy_(2, slot, v.to(cv.dtype))
+            k, v = ck[:, :, :mask.shape[-1]], cv[:, :, :mask.shape[-1]]  # (B, G, W, hd)
         elif cache is not None:
             s0 = cache.length
             cache.k[layer][:, :, s0:s0 + T] = k
@@ -319,20 +320,21 @@ class GPT(nn.Module):
             return self.lm_head(self.norm_f(x.float()))  # (B, T, V) float32
 
     def decode_step(self, tok: torch.Tensor, cache: KVCache, slot: torch.Tensor,
-                    window: int | None = None) -> torch.Tensor:
+                    window: int | None = None, blocks=None) -> torch.Tensor:
         """Attention case 4: one token per row, tok (B,), written at cache slot `slot` (a 1-element long
         tensor on the device) at each row's next position; returns the logits (B, V) in float32.
         Attention reads the cache's first `window` slots (default all; the slot must lie among them).
         Every shape is fixed by the cache and the window and nothing is read back to the host, so the
         call can be captured by a CUDA graph and replayed (the weights are read in place). The caller
-        feeds slots in order after a prefill (`cache.length` is not advanced here)."""
+        feeds slots in order after a prefill (`cache.length` is not advanced here). `blocks`: callables
+        that stand in for self.blocks (the sampler's compiled blocks, rollout.py)."""
         cos, sin = rope_tables(cache.next_pos[:, None], self.inv_freq)
         cache.valid.index_fill_(1, slot, True)
         mask = self._attn_bias(cache.valid[:, None, None, :window or cache.max_len])  # (B, 1, 1, W): written slots
         x = self.wte(tok[:, None])  # (B, 1, C)
         with sdpa_kernel(DECODE_ATTENTION):
-            for i, block in enumerate(self.blocks):
-                x = block(x, cos, sin, i, cache, mask, slot)
+            for i, block in enumerate(blocks or self.blocks):
+                x = block(x, cos, sin, i, (cache.k[i], cache.v[i]), mask, slot)
         cache.next_pos.add_(1)
         return self._head(x)[:, 0]
 

@@ -32,6 +32,7 @@ given size) and `calibrate_c_ref` (docs/laser.md §5, on the reference policy's 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -261,6 +262,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
 
 
 CUDA_GRAPHS = True  # replay the fixed-shape decode step from a CUDA graph on CUDA (False: run it eagerly)
+COMPILE_DECODE = True  # on CUDA, the fixed-shape decode step's blocks compiled by inductor (False: eager kernels)
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its _FixedDecoders, newest last
 
 
@@ -268,14 +270,15 @@ def _decoder(model, N: int, prefill) -> "_FixedDecoder":
     """The model's decoder for N rows on caches shaped like `prefill`, its weights brought up to date. The
     three last used are kept (an RL run samples one shape every step, and validates on another); the
     key holds the weights' addresses, which a graph reads in place."""
-    graph = CUDA_GRAPHS and model.lm_head.weight.device.type == "cuda"
-    key = (graph, N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
-           tuple(p.data_ptr() for p in model.parameters()))
+    cuda = model.lm_head.weight.device.type == "cuda"
+    graph, compiled = CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda
+    key = (graph, compiled, N, prefill.max_len, prefill.k[0].dtype,
+           torch.is_autocast_enabled(prefill.valid.device.type), tuple(p.data_ptr() for p in model.parameters()))
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key not in pool:
         while len(pool) >= 3:  # the oldest goes first: its cache is freed before the new one is made
             pool.popitem(last=False)
-        pool[key] = _FixedDecoder(model, N, prefill.max_len, graph)
+        pool[key] = _FixedDecoder(model, N, prefill.max_len, graph, compiled)
     pool.move_to_end(key)
     pool[key].refresh(model)
     return pool[key]
@@ -294,54 +297,105 @@ def autocast_copy(model, dtype: torch.dtype):
     return net, list(zip(net.parameters(), model.parameters()))
 
 
+def _block_step(block, x, cos, sin, layer, kv, mask, slot):
+    """One block of `decode_step`: the function the decoder compiles. A code object of its own (the
+    training forward compiles Block.forward, and the two would share torch.compile's limit on
+    recompiles), taking the block as an argument: one compiled graph serves every block of every
+    decoder's weight copy (`compiled_blocks`)."""
+    return block(x, cos, sin, layer, kv, mask, slot)
+
+
+def compiled_blocks(net) -> list:
+    """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
+    symbolic from the start (dynamic=True), so that one graph serves every batch and window (and a
+    second the window that spans the whole cache). Letting torch.compile mark sizes dynamic as they
+    change instead took 8 graphs, its recompile limit, for four batch and cache shapes on CPU."""
+    step = torch.compile(_block_step, dynamic=True, fullgraph=True)
+    return [functools.partial(step, block) for block in net.blocks]
+
+
 WINDOW = 64  # the fixed loop's attention reads the cache's first slots in multiples of this (one graph each)
 
 
 class _FixedDecoder:
-    """`model.decode_step` on a KV cache of its own, of one shape. On CUDA the step is captured as CUDA
-    graphs, one per attention window (the cache's first 64, 128, ... slots: a step reads only the slots
-    written so far, rounded up), and replayed: one launch per token instead of one per kernel. Under
-    autocast the graphs run a copy of the model whose Linear weights are already in the autocast dtype,
-    refreshed from the model before every rollout (`refresh`): the casts autocast would make at every
-    step are made once, and the graphs see every optimizer step. If capture fails, this and every later
-    step run eagerly (a notice)."""
+    """`model.decode_step` on a KV cache of its own, of one shape, attending over the cache's first 64,
+    128, ... slots (a step reads only the slots written so far, rounded up to a window). On CUDA:
+      * the step's blocks are compiled by inductor (`COMPILE_DECODE`): the norms, RoPE, cache writes,
+        casts and residual adds fuse into a few kernels between the matrix products, about half of the
+        eager step's kernels; if compiling fails, the blocks run eagerly from then on (a notice);
+      * the step is captured as CUDA graphs (`CUDA_GRAPHS`), one per window, and replayed: one launch
+        per token instead of one per kernel. If capture fails, this and every later step run without
+        graphs (a notice);
+      * under autocast the step runs a copy of the model whose Linear weights are already in the
+        autocast dtype, refreshed from the model before every rollout (`refresh`): the casts autocast
+        would make at every step are made once, and the graphs see every optimizer step."""
 
-    def __init__(self, model, N: int, max_len: int, graph: bool):
+    def __init__(self, model, N: int, max_len: int, graph: bool, compiled: bool = False):
+        global CUDA_GRAPHS, COMPILE_DECODE
         dev = model.lm_head.weight.device
         self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+        self.windows = [min(w, max_len) for w in range(WINDOW, max_len + WINDOW, WINDOW)]
         # the bf16 copy, if any (never the model itself: the pool holding this decoder is keyed weakly by it)
-        self.graphs, self.net, self.pairs = {}, None, []
-        if graph:
-            try:
-                self._capture(model, max_len)
-            except RuntimeError as e:  # a failed capture can leave the stream unusable: no more attempts
-                global CUDA_GRAPHS
-                CUDA_GRAPHS, self.graphs, self.net, self.pairs = False, {}, None, []
-                torch.cuda.synchronize()
-                print(f"note: CUDA graph capture of the decode step failed ({str(e).splitlines()[0][:160]}); "
-                      f"decoding eagerly from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
-
-    def _capture(self, model, max_len: int):
-        on = torch.is_autocast_enabled("cuda")
+        self.graphs, self.net, self.pairs, self.blocks = {}, None, [], None
+        on = graph and torch.is_autocast_enabled("cuda")
         if on and torch.get_autocast_dtype("cuda") != torch.float32:
             self.net, self.pairs = autocast_copy(model, torch.get_autocast_dtype("cuda"))
-        net = model if self.net is None else self.net
-        # autocast's cache of cast weights off: a cached copy would be stale after the next update
-        ctx = lambda: torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=on, cache_enabled=False)
+        ctx = (lambda: torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)) if on \
+            else contextlib.nullcontext
+        if compiled:
+            self._compile(self.net or model, ctx)
+        while graph:
+            try:
+                self._capture(self.net or model, ctx)
+                break
+            except RuntimeError as e:
+                self.graphs, why = {}, str(e).splitlines()[0][:160]
+                torch.cuda.synchronize()
+                if self.blocks is not None:  # compiled code that a graph cannot hold: once more with eager blocks
+                    COMPILE_DECODE, self.blocks = False, None
+                    print(f"note: CUDA graph capture of the compiled decode step failed ({why}); its blocks run "
+                          f"eagerly from now on (rollout.COMPILE_DECODE = False)", file=sys.stderr)
+                    continue
+                CUDA_GRAPHS = False  # a failed capture can leave the stream unusable: no more attempts
+                print(f"note: CUDA graph capture of the decode step failed ({why}); "
+                      f"decoding without graphs from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
+                break
+
+    def _run(self, net, window: int):
+        return net.decode_step(self.tok, self.cache, self.slot, window, self.blocks)
+
+    def _compile(self, net, ctx):
+        """The blocks compiled, and compiled for every window's shape now (a compile, and the first launch
+        that tunes a kernel, cannot happen inside a graph capture); eager blocks if that fails."""
+        global COMPILE_DECODE
+        self.blocks = compiled_blocks(net)
+        try:
+            with ctx():
+                for window in self.windows:
+                    self._run(net, window)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 (any compiler failure; eager blocks give the same numbers)
+            COMPILE_DECODE, self.blocks = False, None
+            print(f"note: torch.compile of the decode step failed ({type(e).__name__}: "
+                  f"{str(e).strip().splitlines()[0][:160]}); its blocks run eagerly from now on "
+                  f"(rollout.COMPILE_DECODE = False)", file=sys.stderr)
+
+    def _capture(self, net, ctx):
+        # autocast's cache of cast weights off (ctx): a cached copy would be stale after the next update
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), ctx():
-            for _ in range(2):  # warm-up outside the graph (workspaces, kernel selection)
-                net.decode_step(self.tok, self.cache, self.slot)
+            for window in self.windows[:1] + self.windows:  # warm-up outside the graph (workspaces, kernel choice)
+                self._run(net, window)
         torch.cuda.current_stream().wait_stream(side)
-        for window in range(WINDOW, max_len + WINDOW, WINDOW):
-            window = min(window, max_len)
+        for window in self.windows:
             graph = torch.cuda.CUDAGraph()
             # thread_local: another thread (a prefetch thread) may pin host memory meanwhile, not part of the graph
             with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
-                self.graphs[window] = graph, net.decode_step(self.tok, self.cache, self.slot, window)
+                self.graphs[window] = graph, self._run(net, window)
 
     @torch.no_grad()
     def refresh(self, model):
@@ -353,9 +407,9 @@ class _FixedDecoder:
         """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it.
         With graphs the result is a graph's output buffer, overwritten by its next replay: use it before
         calling again."""
-        if not self.graphs:
-            return model.decode_step(tok, self.cache, slot)
         window = min(round_up(used, WINDOW), self.cache.max_len)
+        if not self.graphs:
+            return (self.net or model).decode_step(tok, self.cache, slot, window, self.blocks)
         graph, out = self.graphs[window]
         self.tok.copy_(tok)
         self.slot.copy_(slot)

@@ -40,6 +40,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+import rollout
 import tasks
 import verify
 from config import (CUDA_LENGTH_MULTIPLE, Config, UserError, autocast, check_config, check_lengths,
@@ -622,6 +623,7 @@ def main(argv=None) -> str:
                             f"{world_size()} (each process takes a share of the step's problems)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        rollout.COMPILE_DECODE = cfg.compile != "off"  # the sampler's decode step on CUDA (rollout.py)
         print("config: " + json.dumps(asdict(cfg)))
         if cfg.stage != "all":
             out = run_sft(cfg) if cfg.stage == "sft" else run_rl(cfg)

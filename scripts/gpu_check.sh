@@ -154,6 +154,9 @@ if verdicts:  # the test suite on the card, as far as it got
     bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
     lines += ["", f"Tests on the card: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
                   f"skipped" + "".join(f"\n- {name}" for name in bad)]
+notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft")  # fallbacks, in order
+                      for ln in read(f"{out}/{log}.log").splitlines() if ln.startswith("note: "))
+lines += ["", "Notices in the logs:", *(f"- {n[6:]}" for n in notes)] if notes else []
 ev = json.loads(read(f"{out}/eval/eval.json") or "{}")
 if ev:  # one column per evaluated run
     lines += ["", f"| test split (evaluate.py, 16 samples) | {' | '.join(ev)} |", "|---" * (len(ev) + 1) + "|"]

@@ -279,3 +279,61 @@ def test_a_model_is_freed_with_its_decoders(tok, model_factory):
     del m
     gc.collect()
     assert alive() is None
+
+
+def _decoders_step_alike(m, tok, decoders, steps=80):
+    """Feed the same tokens to each decoder (on the same prefill) and return their logits, step by step:
+    the slots cross the first window's end (64), so both windows' code runs."""
+    import rollout
+    p = prompts_of(tok, 3, seed=2)
+    idx, valid = rollout._left_pad(p, tok.pad_id, torch.device("cpu"))
+    prefill = m.new_cache(len(p), 128)
+    with torch.no_grad():
+        m(idx, cache=prefill, valid=valid)
+        rows = torch.arange(len(p)).repeat_interleave(2)
+        out = [[] for _ in decoders]
+        for d in decoders:
+            d.cache.load(prefill, rows)
+        for t in range(steps):
+            nxt = torch.full((len(rows),), 7 + t % 50)
+            used = prefill.length + t + 1
+            for o, d in zip(out, decoders):
+                o.append(d.step(m, nxt, torch.tensor([prefill.length + t]), used).clone())
+    return out
+
+
+def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch):
+    """The fixed loop's decode step with its blocks compiled by inductor (what CUDA runs, here on CPU):
+    the eager step's logits up to float rounding, at every step across two attention windows, with the
+    compiled code ready for both windows before the first step (no compile can happen inside a CUDA
+    graph capture) and no fallback to eager blocks."""
+    import rollout
+    monkeypatch.setattr(rollout, "COMPILE_DECODE", True)  # (a fallback would turn it off)
+    m = model_factory(seed=4)
+    compiled = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
+    assert rollout.COMPILE_DECODE and compiled.blocks is not None and compiled.windows == [64, 128]
+    eager = rollout._FixedDecoder(m, 6, 128, graph=False)
+    got, want = _decoders_step_alike(m, tok, [compiled, eager])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=0)
+    torch.testing.assert_close(compiled.cache.k[1], eager.cache.k[1], atol=1e-5, rtol=0)  # the cache writes too
+
+
+def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, monkeypatch, capsys):
+    """Where inductor cannot compile (no compiler, an unsupported op), the decoder says so in one line and
+    its blocks run eagerly, with the same logits; later decoders no longer try."""
+    import rollout
+
+    def broken(fn, **kw):
+        def call(*a, **k):
+            raise RuntimeError("no compiler here\nsecond line")
+        return call
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(rollout, "COMPILE_DECODE", True)
+    m = model_factory(seed=4)
+    dec = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
+    assert dec.blocks is None and rollout.COMPILE_DECODE is False
+    assert "torch.compile of the decode step failed (RuntimeError: no compiler here)" in capsys.readouterr().err
+    got, want = _decoders_step_alike(m, tok, [dec, rollout._FixedDecoder(m, 6, 128, graph=False)], steps=5)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
