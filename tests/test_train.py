@@ -505,6 +505,8 @@ def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
     assert sft["step"] == 1 and rl["step"] == 1 and rl["c_ref"] == -20
     cfg = config.PRESETS[preset]
     assert sft["model_config"]["n_embd"] == cfg["n_embd"] and rl["config"]["block_size"] == cfg["block_size"]
+    import rollout
+    assert rollout.COMPILE_DECODE == (cfg.get("compile", "auto") != "off")  # --compile off: CUDA decoding too
 
 
 def test_resume_uses_this_devices_adamw_kernel(sft_dir, tmp_path):
