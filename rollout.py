@@ -366,6 +366,7 @@ class _FixedDecoder:
     def _run(self, net, window: int):
         return net.decode_step(self.tok, self.cache, self.slot, window, self.blocks)
 
+    @torch.no_grad()  # (as every step runs: grad mode is one of the compiled code's guards)
     def _compile(self, net, ctx):
         """The blocks compiled, and compiled for every window's shape now (a compile, and the first launch
         that tunes a kernel, cannot happen inside a graph capture); eager blocks if that fails."""
@@ -383,6 +384,7 @@ class _FixedDecoder:
                   f"{str(e).strip().splitlines()[0][:160]}); its blocks run eagerly from now on "
                   f"(rollout.COMPILE_DECODE = False)", file=sys.stderr)
 
+    @torch.no_grad()
     def _capture(self, net, ctx):
         # autocast's cache of cast weights off (ctx): a cached copy would be stale after the next update
         side = torch.cuda.Stream()
@@ -391,11 +393,13 @@ class _FixedDecoder:
             for window in self.windows[:1] + self.windows:  # warm-up outside the graph (workspaces, kernel choice)
                 self._run(net, window)
         torch.cuda.current_stream().wait_stream(side)
-        for window in self.windows:
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: another thread (a prefetch thread) may pin host memory meanwhile, not part of the graph
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
-                self.graphs[window] = graph, self._run(net, window)
+        # a compile cannot run inside a capture: a guard that fails now is an error (and eager blocks next)
+        with torch.compiler.set_stance("fail_on_recompile"):
+            for window in self.windows:
+                graph = torch.cuda.CUDAGraph()
+                # thread_local: another thread (a prefetch thread) may pin host memory meanwhile, not part of the graph
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"), ctx():
+                    self.graphs[window] = graph, self._run(net, window)
 
     @torch.no_grad()
     def refresh(self, model):
@@ -403,6 +407,7 @@ class _FixedDecoder:
         for mine, theirs in self.pairs:
             mine.copy_(theirs)
 
+    @torch.no_grad()
     def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int) -> torch.Tensor:
         """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it.
         With graphs the result is a graph's output buffer, overwritten by its next replay: use it before
