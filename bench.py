@@ -781,59 +781,11 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     model.eval()
     out["gpu.decode_step_ops"] = metric([decode_step_ops(model)], "ops",
                                         note="kernels a decode step's graph replays with eager blocks")
-    for compiled, tail in ((True, ""), (False, ".eager_blocks")):
-        rollout.COMPILE_DECODE = compiled
-        for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
-            P = max(1, rows // 8)
-            prompts, K = _prompts(tok, P), rows // P
-            run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
-                                         tokenizer=tok)
-            with autocast(dev):
-                t0 = time.perf_counter()
-                run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
-                sync()
-                out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
-                                                                      note="compile and capture included")
-                t = timed(run, reps)
-            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
-            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * T / x for x in t], "tok/s",
-                                                                  ">= 5e5" if rows == 512 and compiled else None)
-    rollout.COMPILE_DECODE = True
-    # the graph replays the eager fixed-shape step (the same tokens); with compiled blocks, the tokens may
-    # part where bf16 rounding tips a draw; decode_step agrees with the cached forward of the CPU loop
-    # (case 3) and with its compiled blocks up to bf16 rounding
-    prompts = _prompts(tok, 8 if dry else 64)
-    with autocast(dev):
-        ros = []
-        for graphs, compiled in ((True, False), (False, False), (True, True)):
-            rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = graphs, compiled
-            ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
-                                      tokenizer=tok))
-        rollout.CUDA_GRAPHS = True
-        idx, valid = rollout._left_pad(prompts, tok.pad_id, dev)
-        caches = [model.new_cache(len(prompts), idx.shape[1] + T) for _ in range(3)]
-        blocks = rollout.compiled_blocks(model)
-        with torch.no_grad():
-            for c in caches:
-                model(idx, cache=c, valid=valid)
-            nxt, diff, diff_compiled = ros[0].response[::8, 0], 0.0, 0.0
-            for t in range(T - 1):
-                want = model(nxt[:, None], cache=caches[0])[:, -1]
-                slot = torch.tensor([idx.shape[1] + t], device=dev)
-                got = model.decode_step(nxt, caches[1], slot)
-                diff = max(diff, float((got - want).abs().max()))
-                diff_compiled = max(diff_compiled, float((model.decode_step(nxt, caches[2], slot, blocks=blocks)
-                                                          - got).abs().max()))
-                nxt = ros[0].response[::8, t + 1]
-    same = lambda a, b: float((a.response == b.response).float().mean())
-    out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
-                                                   note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
-    out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
-                                                      note="fraction of equal tokens, graphs of compiled vs eager blocks")
-    out["gpu.decode_step_vs_cached_forward"] = metric([diff], "max |logit diff|",
-                                                      note=f"{len(prompts)} rows x {T - 1} steps, bf16")
-    out["gpu.decode_compiled_vs_eager"] = metric([diff_compiled], "max |logit diff|",
-                                                 note="decode_step, blocks compiled vs eager, bf16")
+    flags = rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE
+    try:
+        _decode_metrics(model, tok, dev, T, reps, dry, timed, sync, out)
+    finally:
+        rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = flags
 
     # from here on an EOS bias spreads the lengths as in real rollouts; graphs and compiled code made
     # before it would not see the hook: start both afresh
@@ -895,6 +847,73 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 
 SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft]
+
+def _decode_metrics(model, tok, dev, T: int, reps: int, dry: bool, timed, sync, out) -> None:
+    """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks, each first call's
+    compile and capture time, and the agreement of the graphs, the compiled blocks and the cached forward."""
+    import torch
+
+    import rollout
+    from config import autocast, round_up
+
+    for compiled, tail in ((True, ""), (False, ".eager_blocks")):
+        rollout.COMPILE_DECODE = compiled
+        for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
+            P = max(1, rows // 8)
+            prompts, K = _prompts(tok, P), rows // P
+            run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
+                                         tokenizer=tok)
+            with autocast(dev):
+                t0 = time.perf_counter()
+                run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
+                sync()
+                out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
+                                                                      note="compile and capture included")
+                t = timed(run, reps)
+            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
+            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * T / x for x in t], "tok/s",
+                                                                  ">= 5e5" if rows == 512 and compiled else None)
+        if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
+            out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
+                                                note="1: the timings above ran compiled blocks")
+    # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
+    # where bf16 rounding tips a draw); decode_step agrees with the CPU loop's cached forward (case 3), and the
+    # sampler's decoder with compiled blocks with the one with eager blocks, fed the same tokens
+    prompts = _prompts(tok, 8 if dry else 64)
+    with autocast(dev), torch.no_grad():
+        ros = []
+        for graphs, compiled in ((True, False), (False, False), (True, True)):
+            rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = graphs, compiled
+            ros.append(rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(1),
+                                      tokenizer=tok))
+        rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = True, True
+        idx, valid = rollout._left_pad(prompts, tok.pad_id, dev)
+        caches = [model.new_cache(len(prompts), round_up(idx.shape[1] + T, rollout.WINDOW)) for _ in range(3)]
+        for c in caches:  # the cached forward's, decode_step's, and the prefill the decoders load
+            model(idx, cache=c, valid=valid)
+        rows = torch.arange(len(prompts), device=dev).repeat_interleave(8)
+        decoders = [rollout._FixedDecoder(model, len(rows), caches[2].max_len, dev.type == "cuda", compiled)
+                    for compiled in (True, False)]
+        for d in decoders:
+            d.cache.load(caches[2], rows)
+        diff = diff_compiled = 0.0
+        for t in range(T - 1):
+            slot = torch.tensor([idx.shape[1] + t], device=dev)
+            nxt = ros[0].response[::8, t]
+            want = model(nxt[:, None], cache=caches[0])[:, -1]
+            diff = max(diff, float((model.decode_step(nxt, caches[1], slot) - want).abs().max()))
+            compiled, eager = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1) for d in decoders)
+            diff_compiled = max(diff_compiled, float((compiled - eager).abs().max()))
+    same = lambda a, b: float((a.response == b.response).float().mean())
+    out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
+                                                   note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
+    out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
+                                                      note="fraction of equal tokens, graphs of compiled vs eager blocks")
+    out["gpu.decode_step_vs_cached_forward"] = metric([diff], "max |logit diff|",
+                                                      note=f"{len(prompts)} rows x {T - 1} steps, bf16")
+    out["gpu.decode_compiled_vs_eager"] = metric([diff_compiled], "max |logit diff|",
+                                                 note="the sampler's decoders, compiled vs eager blocks, bf16")
+
 
 
 def _cuda_available() -> bool:

@@ -271,17 +271,20 @@ def _decoder(model, N: int, prefill) -> "_FixedDecoder":
     three last used are kept (an RL run samples one shape every step, and validates on another); the
     key holds the weights' addresses, which a graph reads in place."""
     cuda = model.lm_head.weight.device.type == "cuda"
-    graph, compiled = CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda
-    key = (graph, compiled, N, prefill.max_len, prefill.k[0].dtype,
-           torch.is_autocast_enabled(prefill.valid.device.type), tuple(p.data_ptr() for p in model.parameters()))
+    shape = (N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
+             tuple(p.data_ptr() for p in model.parameters()))
+    key = lambda: (CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda) + shape  # the flags as they stand now
     pool = _DECODERS.setdefault(model, OrderedDict())
-    if key not in pool:
+    if key() not in pool:
         while len(pool) >= 3:  # the oldest goes first: its cache is freed before the new one is made
             pool.popitem(last=False)
-        pool[key] = _FixedDecoder(model, N, prefill.max_len, graph, compiled)
-    pool.move_to_end(key)
-    pool[key].refresh(model)
-    return pool[key]
+        graph, compiled = key()[:2]
+        dec = _FixedDecoder(model, N, prefill.max_len, graph, compiled)
+        pool[key()] = dec  # (after a fallback, under the flags it turned off: what the decoder does)
+    k = key()
+    pool.move_to_end(k)
+    pool[k].refresh(model)
+    return pool[k]
 
 
 def autocast_copy(model, dtype: torch.dtype):
@@ -307,9 +310,11 @@ def _block_step(block, x, cos, sin, layer, kv, mask, slot):
 
 def compiled_blocks(net) -> list:
     """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
-    symbolic from the start (dynamic=True), so that one graph serves every batch and window (and a
-    second the window that spans the whole cache). Letting torch.compile mark sizes dynamic as they
-    change instead took 8 graphs, its recompile limit, for four batch and cache shapes on CPU."""
+    symbolic from the start (dynamic=True), so that one graph serves every batch and window, a second
+    the window that spans the whole cache, a pair more one row, and a few more any size that happens
+    to equal a fixed dimension (torch compiles such shapes apart). Letting torch.compile mark sizes
+    dynamic as they change instead took 8 graphs, its default limit, for four batch and cache shapes on
+    CPU. Every compile happens in `_FixedDecoder._compile`, never during a step."""
     step = torch.compile(_block_step, dynamic=True, fullgraph=True)
     return [functools.partial(step, block) for block in net.blocks]
 
@@ -326,7 +331,7 @@ class _FixedDecoder:
       * the step is captured as CUDA graphs (`CUDA_GRAPHS`), one per window, and replayed: one launch
         per token instead of one per kernel. If capture fails, this and every later step run without
         graphs (a notice);
-      * under autocast the step runs a copy of the model whose Linear weights are already in the
+      * with graphs under autocast the step runs a copy of the model whose Linear weights are already in the
         autocast dtype, refreshed from the model before every rollout (`refresh`): the casts autocast
         would make at every step are made once, and the graphs see every optimizer step."""
 
@@ -350,6 +355,9 @@ class _FixedDecoder:
             try:
                 self._capture(self.net or model, ctx)
                 break
+            except torch.cuda.OutOfMemoryError:
+                self.graphs = {}
+                raise
             except RuntimeError as e:
                 self.graphs, why = {}, str(e).splitlines()[0][:160]
                 torch.cuda.synchronize()
@@ -358,7 +366,7 @@ class _FixedDecoder:
                     print(f"note: CUDA graph capture of the compiled decode step failed ({why}); its blocks run "
                           f"eagerly from now on (rollout.COMPILE_DECODE = False)", file=sys.stderr)
                     continue
-                CUDA_GRAPHS = False  # a failed capture can leave the stream unusable: no more attempts
+                CUDA_GRAPHS = False  # a second failure: no more attempts (a failed capture can spoil the stream)
                 print(f"note: CUDA graph capture of the decode step failed ({why}); "
                       f"decoding without graphs from now on (rollout.CUDA_GRAPHS = False)", file=sys.stderr)
                 break
@@ -373,7 +381,8 @@ class _FixedDecoder:
         global COMPILE_DECODE
         self.blocks = compiled_blocks(net)
         try:
-            with ctx():
+            # room for the versions a process collects (compiled_blocks), above torch's default of 8
+            with ctx(), torch._dynamo.config.patch(recompile_limit=64):
                 for window in self.windows:
                     self._run(net, window)
         except torch.cuda.OutOfMemoryError:

@@ -338,3 +338,32 @@ def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, m
     got, want = _decoders_step_alike(m, tok, [dec, rollout._FixedDecoder(m, 6, 128, graph=False)], steps=5)
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+
+
+def test_a_failed_capture_of_compiled_blocks_retries_with_eager_blocks(tok, model_factory, monkeypatch, capsys):
+    """On CUDA a compiled step that a graph cannot hold is captured again with eager blocks (a notice;
+    graphs kept); if that capture fails too, graphs are off from then on. Rehearsed on CPU with a stand-in
+    capture that fails as many times as told, and the compile's cheap aot_eager backend."""
+    import functools
+
+    import rollout
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    calls, fails = [], [1]
+
+    def capture(self, net, ctx):
+        calls.append(self.blocks is not None)  # whether this attempt captures compiled blocks
+        if len(calls) <= fails[0]:
+            raise RuntimeError("operation not permitted when stream is capturing\nsecond line")
+    monkeypatch.setattr(rollout._FixedDecoder, "_capture", capture)
+    m = model_factory(seed=4)
+    for fails[0], graphs_after in ((1, True), (2, False)):
+        calls.clear()
+        monkeypatch.setattr(rollout, "COMPILE_DECODE", True)
+        monkeypatch.setattr(rollout, "CUDA_GRAPHS", True)
+        dec = rollout._FixedDecoder(m, 6, 128, graph=True, compiled=True)
+        assert calls == [True, False] and dec.blocks is None and dec.graphs == {}
+        assert rollout.COMPILE_DECODE is False and rollout.CUDA_GRAPHS is graphs_after
+        err = capsys.readouterr().err
+        assert "capture of the compiled decode step failed (operation not permitted when stream is capturing)" in err
+        assert ("decoding without graphs from now on" in err) is not graphs_after
