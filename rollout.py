@@ -311,7 +311,7 @@ def _block_step(block, x, cos, sin, layer, kv, mask, slot):
 def compiled_blocks(net) -> list:
     """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
     symbolic from the start (dynamic=True), so that one graph serves every batch and window, a second
-    the window that spans the whole cache, a pair more one row, and a few more any size that happens
+    the window that spans the whole cache, two more a single row, and a few more any size that happens
     to equal a fixed dimension (torch compiles such shapes apart). Letting torch.compile mark sizes
     dynamic as they change instead took 8 graphs, its default limit, for four batch and cache shapes on
     CPU. Every compile happens in `_FixedDecoder._compile`, never during a step."""
@@ -329,8 +329,9 @@ class _FixedDecoder:
         casts and residual adds fuse into a few kernels between the matrix products, about half of the
         eager step's kernels; if compiling fails, the blocks run eagerly from then on (a notice);
       * the step is captured as CUDA graphs (`CUDA_GRAPHS`), one per window, and replayed: one launch
-        per token instead of one per kernel. If capture fails, this and every later step run without
-        graphs (a notice);
+        per token instead of one per kernel. If capture fails, it is tried once more with eager blocks
+        (where they were compiled), and after that this and every later step run without graphs (a
+        notice each);
       * with graphs under autocast the step runs a copy of the model whose Linear weights are already in the
         autocast dtype, refreshed from the model before every rollout (`refresh`): the casts autocast
         would make at every step are made once, and the graphs see every optimizer step."""
@@ -387,7 +388,7 @@ class _FixedDecoder:
                     self._run(net, window)
         except torch.cuda.OutOfMemoryError:
             raise
-        except Exception as e:  # noqa: BLE001 (any compiler failure; eager blocks give the same numbers)
+        except Exception as e:  # noqa: BLE001 (any compiler failure; eager blocks: the same numbers up to rounding)
             COMPILE_DECODE, self.blocks = False, None
             print(f"note: torch.compile of the decode step failed ({type(e).__name__}: "
                   f"{str(e).strip().splitlines()[0][:160]}); its blocks run eagerly from now on "
