@@ -364,3 +364,13 @@ def prompts_that_fit(problems: list[tasks.Problem], tok: Tokenizer, block_size: 
     them never runs past block_size (the others are skipped, with a count): RL prompts, evaluation."""
     return _that_fit(problems, [len(tok.encode_prompt(p.problem)) + max_new_tokens + 1 for p in problems],
                      block_size, what, f"prompt + --max_new_tokens {max_new_tokens} + 1", path, hint)
+
+
+def rl_outside_data(cfg: Config, tok, block_size: int, kept=None) -> list[tasks.Problem]:
+    """The --data_jsonl problems RL draws prompts from: the train split's (`kept`, if already loaded),
+    those whose prompt + max_new_tokens + 1 fits the model (counts printed). None without the flag or
+    with --data_mix 0."""
+    if not cfg.data_jsonl or cfg.data_mix == 0:
+        return []
+    return prompts_that_fit(load_outside(cfg.data_jsonl) if kept is None else kept, tok, block_size,
+                            cfg.max_new_tokens, "RL", cfg.data_jsonl)

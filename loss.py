@@ -384,7 +384,7 @@ def check_c_ref(c_ref: float, c_std: float, beta_v: float, margin: float = 2.0,
                 max_spread: float = 0.1) -> str | None:
     """docs/laser.md §5: the log Z ~ 0 approximation needs c_ref + 1/beta_v well below 0, and the
     constant c_ref stands in for log pi_ref(z_c | x, y) only if beta_v * std is small against the 0..1
-    reward scale. Returns a warning naming both figures, or None."""
+    reward scale. Returns a warning naming both figures, or None. A NaN std (unknown) passes the second check."""
     problems = []
     if c_ref + 1.0 / beta_v > -margin:
         problems.append(f"c_ref + 1/beta_v = {c_ref + 1 / beta_v:.2f} is not below -{margin}: the target "

@@ -36,6 +36,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import os
 import sys
 import weakref
 from collections import OrderedDict
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from config import CUDA_LENGTH_MULTIPLE, UserError, autocast, round_up, train_problems
+from config import CUDA_LENGTH_MULTIPLE, UserError, autocast, rl_outside_data, round_up, train_problems
 
 
 @dataclass
@@ -553,6 +554,13 @@ def run_c_ref(model, tok, cfg, ck: dict, where: str) -> tuple[float, float]:
     none and is its own reference policy, so c_ref is measured on it (docs/laser.md §5), with a note."""
     beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
     if c_ref is None:
-        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg)
+        # on the problem mix an RL run from this checkpoint calibrates on, its --data_jsonl share included
+        outside = []
+        if cfg.data_jsonl and cfg.data_mix > 0 and os.path.exists(cfg.data_jsonl):
+            outside = rl_outside_data(cfg, tok, model.cfg.block_size)
+        elif cfg.data_jsonl and cfg.data_mix > 0:
+            print(f"{where}: note: this run's --data_jsonl {cfg.data_jsonl} is not here; c_ref is measured on "
+                  f"generated problems only")
+        c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg, outside)
         print(f"{where}: no c_ref in this {ck['stage']} checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
     return c_ref, beta_v

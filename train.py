@@ -44,8 +44,8 @@ import rollout
 import tasks
 import verify
 from config import (CUDA_LENGTH_MULTIPLE, Config, UserError, autocast, check_config, check_lengths,
-                    corpus_for_tokenizer, get_device, heldout_problems, load_outside, outside_data_that_fits,
-                    outside_train_data, prompts_that_fit, resolve_config, round_up, train_problems)
+                    corpus_for_tokenizer, get_device, heldout_problems, outside_data_that_fits, outside_train_data,
+                    resolve_config, rl_outside_data, round_up, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
@@ -506,16 +506,6 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
     return rec, samples
 
 
-def rl_outside_data(cfg: Config, tok, block_size: int, kept=None) -> list[tasks.Problem]:
-    """The --data_jsonl problems RL draws prompts from: the train split's (`kept`, if already loaded),
-    those whose prompt + max_new_tokens + 1 fits the model (counts printed). None without the flag or
-    with --data_mix 0."""
-    if not cfg.data_jsonl or cfg.data_mix == 0:
-        return []
-    return prompts_that_fit(load_outside(cfg.data_jsonl) if kept is None else kept, tok, block_size,
-                            cfg.max_new_tokens, "RL", cfg.data_jsonl)
-
-
 def start_rl(cfg: Config, device):
     """Model, tokenizer, optimizer, c_ref, the outside problems (rl_outside_data) and the resume state of
     an RL run: a fresh start from the SFT run cfg.init (c_ref measured on it, §5, on the RL prompt mix)
@@ -542,7 +532,8 @@ def start_rl(cfg: Config, device):
     opt = make_optimizer(model, cfg.rl_lr, cfg.weight_decay)
     if math.isfinite(cfg.c_ref):
         c_ref, c_std = cfg.c_ref, float("nan")
-        print(f"c_ref = {c_ref:.3f} given by --c_ref (docs/laser.md §5 recommends measuring it)")
+        print(f"c_ref = {c_ref:.3f} given by --c_ref (docs/laser.md §5 recommends measuring it; its spread over "
+              f"solutions is then unknown, and beta_v * std goes unchecked)")
     else:
         t = time.time()
         c_ref, c_std, n = broadcast(calibrate_c_ref(model, tok, cfg, outside) if rank() == 0 else None)
@@ -555,7 +546,7 @@ def run_rl(cfg: Config) -> str:
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
     model, tok, opt, c_ref, c_std, init_dir, start, guard, outside = start_rl(cfg, device)
-    warn = check_c_ref(c_ref, c_std if math.isfinite(c_std) else 0.0, cfg.beta_v)  # docs/laser.md §5
+    warn = check_c_ref(c_ref, c_std, cfg.beta_v)  # docs/laser.md §5 (a NaN std, --c_ref's, goes unchecked)
     if warn and rank() == 0:
         print("!" * 100 + "\n" + warn + "\n" + "!" * 100, file=sys.stderr)
     write_json(os.path.join(cfg.out_dir, "config.json"), asdict(cfg))

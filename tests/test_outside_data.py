@@ -148,6 +148,24 @@ def test_c_ref_is_calibrated_on_rls_mix(sft_dir, monkeypatch):
     assert len(seen) == cfg.calib_prompts and all(p in _outside() for p in seen)
 
 
+def test_an_sft_runs_c_ref_at_evaluation_is_measured_on_rls_mix(sft_dir, tmp_path, monkeypatch, capsys):
+    """evaluate.py and sample.py measure an SFT checkpoint's c_ref (rollout.run_c_ref) on the problems an RL
+    run from it would calibrate on: its --data_jsonl share included, generated only if the file is gone."""
+    model, tok, ck = runs.load_run(sft_dir)
+    seen = []
+    monkeypatch.setattr(rollout, "sample_chunks", lambda m, t, problems, **kw: seen.append(problems) or iter(()))
+    data = tmp_path / "d.jsonl"
+    data.write_text(open(SAMPLE).read())
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), data_jsonl=str(data), data_mix=1.0)
+    for c in (cfg, dataclasses.replace(cfg, data_jsonl=str(tmp_path / "gone.jsonl"))):
+        with pytest.raises(config.UserError, match="no calibration sample finished"):
+            rollout.run_c_ref(model, tok, c, ck, "run")
+    with_file, without = seen
+    assert len(with_file) == cfg.calib_prompts and all(p in _outside() for p in with_file)
+    assert not any(p in _outside() for p in without)
+    assert "gone.jsonl is not here; c_ref is measured on generated problems only" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------ training
 
 def test_sft_then_rl_on_outside_data_only(tmp_path, capsys):

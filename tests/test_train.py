@@ -399,6 +399,10 @@ def test_c_ref_warning():
     warn = loss.check_c_ref(-14.79, 3.26, 0.1)
     assert warn is not None and "beta_v * std = 0.326" in warn and "c_ref + 1/beta_v = -4.79" in warn
     assert loss.check_c_ref(-14.79, 0.9, 0.1) is None
+    # --c_ref given: the spread is unknown (NaN) and unchecked; the c_ref check still holds
+    assert loss.check_c_ref(-20.0, float("nan"), 0.1) is None
+    warn = loss.check_c_ref(-8.0, float("nan"), 0.1)
+    assert warn is not None and "std nan" in warn and "exceeds" not in warn
 
 
 def test_step_generators_differ_across_steps_seeds_and_stages():
