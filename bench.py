@@ -966,6 +966,13 @@ def main(argv=None) -> int:
         ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(names)}")
     if (any(n.startswith("gpu") for n in wanted) or args.device == "cuda") and not _cuda_available():
         ap.error("the gpu sections: each needs a CUDA device (--device cuda), and none is available")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(args.out) or not os.path.isdir(out_dir) and os.path.exists(out_dir):
+        ap.error(f"--out {args.out}: not a file path (a directory, or under a file)")
+    try:  # now, not after the benchmark
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out {args.out}: cannot create {out_dir}: {e.strerror}")
     default = ["gpu"] if args.device == "cuda" else [n for n in names if not n.startswith("gpu")]
     selected = [f for f in SECTIONS if _section_name(f) in (wanted or default)]
 
@@ -985,8 +992,8 @@ def main(argv=None) -> int:
     print()
     print_table(all_metrics)
     result = {"machine": machine_info(args.device), "quick": args.quick, "sections": sections, "metrics": all_metrics}
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    from runs import write_text
+    write_text(args.out, json.dumps(result, indent=2))  # atomically
     print(f"\nwrote {args.out}")
     return 0
 

@@ -30,8 +30,8 @@ class Config:
     seed: int = 0                 # seeds data, init and sampling
     device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on cuda)
     threads: int = 0              # torch CPU threads (0: torch's default)
-    resume: bool = False          # continue the run in out_dir from its ckpt.pt
-    halt_at: int = 0              # stop (with a checkpoint) after this step, as if interrupted; 0: off
+    resume: bool = False          # continue the run in out_dir from its ckpt.pt (--stage all: OUT/sft, then OUT/<algo>)
+    halt_at: int = 0              # stop each stage (with a checkpoint) after this step, as if interrupted; 0: off
     # --- data
     families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
     levels: str = "1,2,3"         # comma-separated difficulty levels
@@ -41,40 +41,40 @@ class Config:
     n_test: int = 150             # test problems (evaluate.py's default; never seen in training)
     bpe_merges: int = 256         # BPE merges learned from the task corpus
     # --- model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 256
+    n_layer: int = 4              # transformer blocks
+    n_head: int = 4               # attention heads
+    n_embd: int = 128             # residual width (a multiple of 2 * n_head)
+    block_size: int = 256         # longest sequence, prompt + response + the z_c readout
     arch: str = "ours"            # ours (GELU MLP, RMSNorm without gains) | llama (SwiGLU, RMSNorm gains; exportable)
     init_hf: str = ""             # a local Hugging Face Llama/Qwen2 directory SFT starts from (replaces the model flags)
     # --- SFT
-    sft_steps: int = 1000
-    sft_batch_size: int = 32
+    sft_steps: int = 1000         # SFT optimizer steps
+    sft_batch_size: int = 32      # problems (worked solutions) per SFT step
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
     sft_pack: bool = False        # SFT: pack rows into rows of block_size tokens, each kept to itself (no padding)
     compile: str = "auto"         # torch.compile of the training forward: auto (CUDA: on) | on (per block) | model (one graph) | off (nor the CUDA decode step)
-    sft_lr: float = 2e-3
+    sft_lr: float = 2e-3          # SFT peak learning rate (AdamW)
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
-    min_lr_frac: float = 0.1
-    weight_decay: float = 0.0
+    min_lr_frac: float = 0.1      # the cosine decay ends at this fraction of the peak learning rate (SFT and RL)
+    weight_decay: float = 0.0     # AdamW weight decay on the weight matrices but the input embedding, SFT and RL
     # --- RL (shared by grpo and laser)
     algo: str = "laser"           # grpo | laser
     init: str = ""                # SFT run directory RL starts from (--stage rl)
-    rl_steps: int = 100
+    rl_steps: int = 100           # RL steps (one rollout batch and one update each)
     prompts_per_step: int = 16    # problems per RL step
     group_size: int = 8           # K rollouts per problem
-    max_new_tokens: int = 128
-    temperature: float = 1.0
+    max_new_tokens: int = 128     # response length limit; a response without EOS by then is truncated
+    temperature: float = 1.0      # RL sampling temperature (r_s is read from untempered logits)
     top_k: int = 0                # 0: off
     top_p: float = 1.0            # 1.0: off
-    rl_lr: float = 1e-4
-    rl_warmup: int = 5
+    rl_lr: float = 1e-4           # RL peak learning rate (AdamW)
+    rl_warmup: int = 5            # RL linear warm-up steps, then cosine decay
     ppo_epochs: int = 1           # optimizer passes over each rollout batch (1: ratio 1 up to rounding)
     micro_batch: int = 64         # rows per forward/backward (gradient is the same for any value)
     verify_workers: int = 0       # processes that verify each step's rollouts (0: this process)
-    clip_low: float = 0.2
-    clip_high: float = 0.28
+    clip_low: float = 0.2         # PPO ratio clip: 1 - clip_low
+    clip_high: float = 0.28       # and 1 + clip_high (asymmetric, as DAPO)
     loss_agg: str = "token_mean"  # token_mean | seq_mean
     adv_mode: str = "grpo"        # grpo (z-score) | drgrpo (mean-only)
     kl_coef: float = 0.0          # KL(pi || pi_ref) coefficient; 0 skips the reference model
@@ -93,7 +93,7 @@ class Config:
     self_reward_warmup: int = 20  # further steps before advantage integration starts
     c_ref: float = float("nan")   # NaN: measure on the reference policy (never copy one)
     calib_prompts: int = 64       # problems x samples used to measure c_ref
-    calib_samples: int = 4
+    calib_samples: int = 4        # samples per calibration problem
     # --- logging / evaluation / checkpoints
     log_every: int = 10           # SFT: steps per progress line (RL prints every step)
     eval_every: int = 200         # SFT steps between validation evaluations (0: only at the end)
@@ -161,23 +161,31 @@ CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": (
            "sr_weighting": ("batch", "group"), "compile": ("auto", "on", "model", "off")}
 
 
+def _defaults(f) -> str:
+    """A field's default as --help shows it: Config's, then each preset's own value where it sets one."""
+    own = [f"{name} {preset[f.name]}" for name, preset in PRESETS.items() if f.name in preset]
+    return f"{f.default}" + (f"; {', '.join(own)}" if own else "")
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    p = ArgParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                  epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5.")
+    p = ArgParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                  epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5. [Defaults] "
+                         "are Config's, then the value each preset sets instead (--config tiny unless given).")
     p.add_argument("--config", default="tiny", choices=list(PRESETS), help="named preset (default tiny)")
     helps = _field_comments()
     for f in fields(Config):
         kind = {bool: _parse_bool, int: int, float: float, str: str}[type(f.default)]
         flag = dict(nargs="?", const=True) if kind is _parse_bool else {}  # `--resume` == `--resume true`
         p.add_argument(f"--{f.name}", type=kind, default=argparse.SUPPRESS, choices=CHOICES.get(f.name),
-                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{f.default}]",
+                       metavar=type(f.default).__name__.upper(), help=f"{helps.get(f.name, '')} [{_defaults(f)}]",
                        **flag)
     return p
 
 
-def resolve_config(argv=None, description: str = "") -> tuple[Config, dict]:
-    """Preset, then explicit CLI overrides. Returns the checked config and the overrides given."""
-    args = vars(build_parser(description).parse_args(argv))
+def resolve_config(argv=None, description: str = "", parser=None) -> tuple[Config, dict]:
+    """Preset, then explicit CLI overrides. Returns the checked config and the overrides given. `parser`:
+    build_parser()'s, its errors handled otherwise (study.py's grid entries)."""
+    args = vars((parser or build_parser(description)).parse_args(argv))
     cfg = dataclasses.replace(Config(), **PRESETS[args.pop("config")])
     cfg = dataclasses.replace(cfg, **args)
     check_config(cfg)
@@ -188,13 +196,35 @@ class UserError(Exception):
     """Bad input (a flag, a file) or a run that cannot go on: reported as one line, exit code 2."""
 
 
+PATH_FIELDS = ("init", "init_hf", "data_jsonl")  # Config fields that name a file or directory
+
+
+def same_setting(name: str, a, b) -> bool:
+    """Whether two values of Config field `name` are the same setting: NaN equals NaN (c_ref: measure it),
+    and a path equals itself however it is spelled."""
+    if a == b or isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return name in PATH_FIELDS and bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_dir_path(path: str, what: str) -> None:
+    """`path` is a directory or can be made one (nothing above it is a file): checked before any work, so
+    that the outputs are not lost at the end. A UserError naming `what` (a flag, say) otherwise."""
+    here = os.path.abspath(path)
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise UserError(f"{what} {path}: {here} is a file, not a directory")
+
+
 _finite = math.isfinite
 # Every numeric field and its allowed range, checked in one place: (fields, test, what it must be).
 RANGES = [
-    (("sft_steps", "rl_steps", "sft_batch_size", "sft_micro_batch", "prompts_per_step", "group_size",
+    (("sft_steps", "rl_steps", "sft_batch_size", "sft_micro_batch", "prompts_per_step",
       "max_new_tokens", "micro_batch", "ppo_epochs", "n_layer", "n_head", "n_embd", "block_size", "n_val",
       "n_test", "calib_prompts", "calib_samples", "log_every", "ckpt_every", "eval_batch", "max_skipped"),
      lambda v: v >= 1, ">= 1"),
+    (("group_size",), lambda v: v >= 2, ">= 2 (one rollout per problem has no group to compare with: no advantage)"),
     (("threads", "halt_at", "bpe_merges", "micro_tokens", "verify_workers", "sft_warmup", "rl_warmup",
       "eval_every", "rl_eval_every",
       "n_log_samples", "top_k", "reasoning_warmup", "self_reward_warmup"), lambda v: v >= 0, ">= 0"),
@@ -334,6 +364,9 @@ def outside_train_data(cfg: Config) -> list[tasks.Problem]:
     """The --data_jsonl problems whose canonical key is in the train split; a problem without a solution
     is trained on its boxed answer."""
     kept = load_outside(cfg.data_jsonl, "train")
+    if not kept and cfg.data_mix > 0:
+        raise UserError(f"--data_jsonl {cfg.data_jsonl}: none of its problems is in the train split (each is held "
+                        f"out by its key), so --data_mix {cfg.data_mix} has nothing to draw from")
     return [p if p.solution else dataclasses.replace(p, solution=f"\\boxed{{{p.answer}}}") for p in kept]
 
 

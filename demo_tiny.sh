@@ -9,6 +9,7 @@
 #
 # Runs go to $OUT/seed<S>/{sft,grpo,laser} (default out/tiny); reports, plots, each run's
 # metrics.jsonl and timing.json to $RESULTS/seed<S> (default $OUT/results), the summary to $RESULTS.
+# train.py never overwrites a run: to run a seed again, delete $OUT/seed<S> first.
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-out/tiny}

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from config import ArgParser, UserError, get_device, heldout_problems, load_outside, prompts_that_fit
-from runs import atomic_write, load_run, run_config, to_jsonable, write_json, write_text
+from runs import atomic_write, load_run, make_run_dir, run_config, to_jsonable, write_json, write_text
 from loss import self_reward_score
 from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
                      as_float, at_n, compute_metrics, same_problems)
@@ -331,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out:
             return fail("--aggregate needs --out DIR")
         try:
+            make_run_dir(args.out)
             per_seed = [load_records(os.path.join(d, "records.json")) for d in args.aggregate]
             summary = aggregate_seeds(per_seed, n_boot=args.n_boot, seed=args.seed)
+        except UserError as e:
+            return fail(str(e))
         except (OSError, ValueError, KeyError) as e:
             return fail(f"cannot aggregate {args.aggregate}: {e}")
         write_json(os.path.join(args.out, "summary.json"), summary)
@@ -348,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             return fail(f"cannot read records from {args.records}: {e}")
         out_dir = args.out or os.path.dirname(os.path.abspath(args.records))
+        try:
+            make_run_dir(out_dir)
+        except UserError as e:
+            return fail(str(e))
     else:
         if not args.run_dirs:
             return fail("give at least one RUN_DIR (or --records FILE.json); see --help")
@@ -370,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
               f"batch_size={args.batch_size} n_boot={args.n_boot} out={out_dir}"
               + (f" data_jsonl={args.data_jsonl}" if args.data_jsonl is not None else ""))
         try:
+            make_run_dir(out_dir)  # (a bad --out found now, not after the sampling)
             outside = None if args.data_jsonl is None else load_outside(args.data_jsonl, args.split)
         except UserError as e:
             return fail(str(e))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -183,6 +184,12 @@ def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
     return ck
 
 
+def tokenizer_digest(tok: Tokenizer) -> str:
+    """A fingerprint of the tokenizer, saved in each checkpoint: another run's tokenizer.json with the same
+    vocabulary size would load without an error and map every id to the wrong text."""
+    return hashlib.sha256(tok.to_json().encode("utf-8")).hexdigest()
+
+
 def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
     ck = load_checkpoint(run_dir)
@@ -201,6 +208,8 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
                         f"({str(e).splitlines()[0][:160]})") from None
     if model.cfg.vocab_size != tok.vocab_size:
         raise UserError(f"{run_dir}: checkpoint vocab {model.cfg.vocab_size} != tokenizer vocab {tok.vocab_size}")
+    if ck.get("tokenizer_sha256", tokenizer_digest(tok)) != tokenizer_digest(tok):  # (older checkpoints: none)
+        raise UserError(f"{tok_path}: not the tokenizer this checkpoint was trained with (another run's?)")
     return model.to(device).eval(), tok, ck
 
 
@@ -309,10 +318,12 @@ def _worker_init(make: Callable, parent: int) -> None:
     global _worker_make
     _worker_make = make
     torch.set_num_threads(1)  # host work for one batch; the training process keeps the cores
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and `timeout` reach the whole process group:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the training process handles them, the worker just ends
+    # Ctrl-C and `timeout` reach the whole process group: the training process handles them (it finishes its
+    # step and saves a checkpoint, for which it may need the batch being built), and ends the worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:  # and if the training process is killed outright (SIGKILL, out of memory), the worker goes too
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
     except (AttributeError, OSError):  # not Linux: a worker left behind still ends when its queue is closed
         pass
     if os.getppid() != parent:  # killed before the prctl
@@ -377,15 +388,15 @@ def clip_and_step_deferred(model, opt, grad_clip: float, losses) -> tuple[torch.
     return gnorm, skipped
 
 
-def checkpoint(path, model, opt, step, cfg, extra: dict) -> None:
-    """Weights, optimizer, step (= data cursor), RNG states, configs and `extra`; fsync'd, then renamed
-    into place. Non-finite weights are never written over a good checkpoint."""
+def checkpoint(path, model, opt, step, cfg, tok: Tokenizer, extra: dict) -> None:
+    """Weights, optimizer, step (= data cursor), RNG states, configs, the tokenizer's digest and `extra`;
+    fsync'd, then renamed into place. Non-finite weights are never written over a good checkpoint."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise UserError(f"the weights are not finite after step {step}: not overwriting {path}; "
                         f"lower the learning rate")
     ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "data_cursor": step,
           "rng": rng_state(), "config": asdict(cfg), "model_config": asdict(model.cfg), "world_size": world_size(),
-          **extra}
+          "tokenizer_sha256": tokenizer_digest(tok), **extra}
     atomic_write(path, lambda tmp: torch.save(ck, tmp))
 
 
@@ -408,10 +419,11 @@ def saved_config(out_dir: str) -> Config:
 
 
 def make_run_dir(path: str) -> None:
+    """Create the directory `path` (a run's, or a report's) if it is not there; a UserError if it cannot be."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
+        raise UserError(f"cannot create directory {path}: {e.strerror}") from None
 
 
 def run_config(ck: dict) -> Config:
@@ -466,6 +478,36 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+_STOP = {"signum": 0}  # the signal that asked the training loop to stop, 0: none
+
+
+def stop_gracefully(signum, frame) -> None:
+    """train.py's handler of Ctrl-C (SIGINT) and SIGTERM (`timeout`, a job scheduler): the first one lets the
+    step in progress finish, then the training loop saves a checkpoint and exits with 128 + the signal
+    (`stop_requested`); a second one stops at once, as does the first under torchrun (its processes would
+    not agree on which step to stop after)."""
+    if _STOP["signum"] or world_size() > 1:
+        raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+    _STOP["signum"] = signum
+    print(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a checkpoint "
+          f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+
+def stop_requested() -> int:
+    """The signal that asked for a stop (see stop_gracefully), or 0."""
+    return _STOP["signum"]
+
+
+class Stopped(SystemExit):
+    """The training loop stopped on a signal after step `done`, its checkpoint written (train.main says how
+    to resume); exit code 128 + the signal."""
+
+    def __init__(self, done: int, stage: str):
+        signum, _STOP["signum"] = _STOP["signum"], 0
+        super().__init__(128 + signum)
+        self.done, self.stage, self.signal = done, stage, signal.Signals(signum).name
 
 
 def shard(items: list) -> list:

@@ -1,9 +1,10 @@
 """Train a small GPT on synthetic math: SFT warm start, then RL with GRPO or LaSeR (docs/laser.md).
 
-    python train.py --config tiny                          # SFT, then LaSeR RL (out/tiny/sft, out/tiny/laser)
-    python train.py --config tiny --stage sft              # SFT only, into --out_dir
+    python train.py --config tiny                          # SFT, then LaSeR RL (out/run/sft, out/run/laser)
+    python train.py --resume                               # continue it (its saved config), after Ctrl-C, say
+    python train.py --config tiny --stage sft --out_dir out/tiny/sft   # SFT only
     python train.py --config tiny --stage rl --algo grpo --init out/tiny/sft --out_dir out/tiny/grpo
-    python train.py --stage rl --resume --out_dir out/tiny/grpo   # continue a run (its saved config)
+    python train.py --stage rl --resume --out_dir out/tiny/grpo   # continue one stage's run
     python train.py --config tiny --data_jsonl mine.jsonl --data_mix 0.5   # outside problems (README): their
         # train-split share of every SFT batch and RL step; validation during training stays on generated ones
     python train.py --help                                 # every knob, with its meaning
@@ -20,7 +21,9 @@ between sampler and trainer (ppo_epochs > 1 makes the clip real). A run director
 tokenizer.json, ckpt.pt, metrics.jsonl and, for RL, samples.jsonl (runs.py). Under torchrun each process
 takes a share of every step (README). Problems and sampling seeds are pure functions of (seed, step):
 --resume is bit-identical on CPU to an uninterrupted run. Bad input and a diverged run (--max_skipped bad
-steps in a row) end in one line on stderr, exit code 2; SIGTERM or Ctrl-C first writes the steps done.
+steps in a row) end in one line on stderr, exit code 2. Ctrl-C or SIGTERM: the step in progress finishes,
+a checkpoint is saved, and a line says how to resume (a second signal stops at once). A directory that holds
+a run is never overwritten: --resume, or another --out_dir.
 """
 from __future__ import annotations
 
@@ -45,16 +48,16 @@ import tasks
 import verify
 from config import (CUDA_LENGTH_MULTIPLE, Config, UserError, autocast, check_config, check_lengths,
                     corpus_for_tokenizer, get_device, heldout_problems, outside_data_that_fits, outside_train_data,
-                    resolve_config, rl_outside_data, round_up, train_problems)
+                    resolve_config, rl_outside_data, round_up, same_setting, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, SkipGuard, all_sum, broadcast, checkpoint, clip_and_step, clip_and_step_deferred,
-                  close_distributed, gather, init_distributed, load_run, make_optimizer, make_run_dir, new_model,
-                  prefetch, rank, resume_run, saved_config, seed_everything, shard, skips_on_device, sync_grads,
-                  training_forward, world_size, write_json, write_text)
+from runs import (MetricsLog, SkipGuard, Stopped, all_sum, broadcast, checkpoint, clip_and_step, clip_and_step_deferred,
+                  close_distributed, gather, init_distributed, load_run, make_optimizer, make_run_dir,
+                  new_model, prefetch, rank, resume_run, saved_config, seed_everything, shard, skips_on_device,
+                  stop_gracefully, stop_requested, sync_grads, training_forward, world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -246,7 +249,8 @@ def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
     return all_sum(total)
 
 
-def run_sft(cfg: Config, then_rl: bool = False) -> str:
+def run_sft(cfg: Config, then_rl: bool = False) -> int:
+    """SFT in cfg.out_dir (afresh, or --resume); returns the step it stopped after (sft_steps, or --halt_at)."""
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
     extra_data = outside_train_data(cfg) if cfg.data_jsonl else []
@@ -311,7 +315,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
             except Exception as e:  # e.g. the device itself failed, or the skip guard stops here
                 print(f"note: {len(pending)} SFT steps before the stop were not written to metrics.jsonl: {e}")
 
-    steps = range(start, cfg.sft_steps)
+    steps, done = range(start, cfg.sft_steps), start
     try:
         for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps, process=cuda)):
             batches = pinned(batches) if cuda else batches
@@ -323,7 +327,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
             pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
             tokens_seen += n_real  # this process's; summed over processes at the log line
             do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
-            save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at
+            stop = stop_requested()  # Ctrl-C or SIGTERM during the step: stop after it, with a checkpoint
+            save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at or stop
             show = done % cfg.log_every == 0 or done == start + 1 or do_eval
             if defer and not (do_eval or save or show or len(pending) >= 100):
                 continue
@@ -343,14 +348,16 @@ def run_sft(cfg: Config, then_rl: bool = False) -> str:
                 print(msg, flush=True)
             log.write(rec)
             if save:
-                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
+                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "sft", **guard.state()})
+            if stop:
+                raise Stopped(done, "SFT")
             if done == cfg.halt_at:
                 print(f"halted after step {done} (--halt_at)")
                 break
     finally:
         keep_pending()
-    return cfg.out_dir
+    return done
 
 
 # ============================================================================ RL
@@ -587,10 +594,13 @@ def run_rl(cfg: Config) -> str:
                   f"{rec['time_update']:.1f}s eta {fmt_time(eta)}"
                   + (f" | val acc {rec['eval_acc']:.3f}" if "eval_acc" in rec else ""), flush=True)
             # checkpoint: weights, optimizer, RNG, c_ref and beta_v (docs/laser.md §8)
-            if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at:
-                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg,
+            stop = stop_requested()  # Ctrl-C or SIGTERM during the step: stop after it, with a checkpoint
+            if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at or stop:
+                checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
                             **guard.state(), "init": init_dir, "algo": cfg.algo})
+            if stop:
+                raise Stopped(done, "RL")
             if done == cfg.halt_at:
                 print(f"halted after step {done} (--halt_at)")
                 break
@@ -599,13 +609,71 @@ def run_rl(cfg: Config) -> str:
 
 # ============================================================================ main
 
+# fields that make the model and its tokenizer: a run resumed, or RL from --init, has them already
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "arch", "bpe_merges", "init_hf")
+# and what else a resumed run cannot change without becoming another run
+RUN_FIELDS = MODEL_FIELDS + ("seed", "algo", "init", "c_ref", "beta_v", "families", "levels", "data_jsonl")
+
+
+def _kept(given: dict, saved: Config, names, why: str) -> None:
+    """A UserError for the first flag in `given` that differs from `saved`'s value of it."""
+    for k in names:
+        if k in given and not same_setting(k, given[k], getattr(saved, k)):
+            raise UserError(f"--{k} {given[k]}: {why} (it has {getattr(saved, k)})")
+
+
+def run_config_for(cfg: Config, given: dict) -> Config:
+    """The config the command runs with. --resume: the run's saved config (for --stage all, that of OUT/sft),
+    with the flags given applied, except those that would make it another run (RUN_FIELDS). RL from --init:
+    the model fields of the run it starts from, not the preset's, so that config.json describes the model."""
+    if cfg.resume:  # --stage all's parent directory, or (--stage not given) any run directory
+        whole = given.get("stage") == "all" or "stage" not in given and not os.path.exists(
+            os.path.join(cfg.out_dir, "config.json"))
+        where = os.path.join(cfg.out_dir, "sft") if whole else cfg.out_dir
+        saved = saved_config(where)
+        _kept(given, saved, RUN_FIELDS, f"a resumed run keeps its setting; {where} was run with another")
+        cfg = dataclasses.replace(saved, **{**given, **({"stage": "all", "out_dir": cfg.out_dir} if whole else {})})
+        check_config(cfg)
+    elif cfg.stage == "rl" and os.path.exists(os.path.join(cfg.init, "config.json")):
+        source = saved_config(cfg.init)
+        _kept(given, source, MODEL_FIELDS, f"RL trains the model of --init {cfg.init}, made with another")
+        cfg = dataclasses.replace(cfg, **{k: getattr(source, k) for k in MODEL_FIELDS})
+    return cfg
+
+
+def refuse_to_overwrite(*run_dirs: str) -> None:
+    """A fresh start must not wipe a run: its checkpoint, logs and config would be replaced."""
+    for d in run_dirs:
+        if os.path.exists(os.path.join(d, "ckpt.pt")):
+            raise UserError(f"{d} already holds a run (ckpt.pt): --resume continues it; to start afresh, delete "
+                            f"it or choose another --out_dir")
+
+
+def run_all(cfg: Config) -> str:
+    """--stage all: SFT into OUT/sft, then RL from it into OUT/<algo>; with --resume, each from where it
+    stopped (RL afresh if it never saved a checkpoint). SFT halted early (--halt_at) stops the command."""
+    sft_dir, rl_dir = os.path.join(cfg.out_dir, "sft"), os.path.join(cfg.out_dir, cfg.algo)
+    done = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=sft_dir), then_rl=True)
+    if done < cfg.sft_steps:
+        print(f"SFT halted after step {done} of {cfg.sft_steps}: RL not started "
+              f"(python train.py --out_dir {cfg.out_dir} --resume continues the run)")
+        return sft_dir
+    if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
+        raise Stopped(done, "SFT")
+    resume = cfg.resume and os.path.exists(os.path.join(rl_dir, "ckpt.pt"))
+    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume))
+
+
 def main(argv=None) -> str:
-    """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2."""
+    """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2; a run
+    stopped by a signal (`stop_gracefully`) ends with a checkpoint, a line that says how to resume it, and
+    exit code 128 + the signal. Returns the run directory."""
     try:
         cfg, given = resolve_config(argv, __doc__.split("\n\n")[0])
-        if cfg.resume:  # a resumed run keeps its saved config; explicit flags still apply
-            cfg = dataclasses.replace(saved_config(cfg.out_dir), **given)
-            check_config(cfg)
+        cfg = run_config_for(cfg, given)
+        if not cfg.resume:
+            refuse_to_overwrite(*([os.path.join(cfg.out_dir, "sft"), os.path.join(cfg.out_dir, cfg.algo)]
+                                  if cfg.stage == "all" else [cfg.out_dir]))
         init_distributed()  # under torchrun: one process per device, rank 0 writes and prints
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")
@@ -616,25 +684,22 @@ def main(argv=None) -> str:
             torch.set_num_threads(cfg.threads)
         rollout.COMPILE_DECODE = cfg.compile != "off"  # the sampler's decode step on CUDA (rollout.py)
         print("config: " + json.dumps(asdict(cfg)))
-        if cfg.stage != "all":
-            out = run_sft(cfg) if cfg.stage == "sft" else run_rl(cfg)
-        else:
-            sft_dir = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=os.path.join(cfg.out_dir, "sft")),
-                              then_rl=True)
-            out = run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=os.path.join(cfg.out_dir, cfg.algo)))
+        {"sft": run_sft, "rl": run_rl, "all": run_all}[cfg.stage](cfg)
         close_distributed()  # every process waits for the others, then leaves
-        return out
+        return cfg.out_dir
     except UserError as e:
         sys.stderr.write(f"train.py: error: {e}\n")
         raise SystemExit(2) from None
+    except Stopped as e:
+        stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
+        print(f"{e.stage} stopped after step {e.done} ({e.signal}), its checkpoint saved; "
+              f"python train.py{stage} --out_dir {cfg.out_dir} --resume continues the run", flush=True)
+        raise
     finally:
         close_distributed(wait=False)  # on an error: leave at once (a no-op after the line above)
 
 
-def exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so the SFT loop writes the steps it has done
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, exit_on_sigterm)  # `timeout`, a job scheduler, torchrun stopping a worker
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C; `timeout`, a job scheduler, torchrun stopping a worker
+        signal.signal(sig, stop_gracefully)
     main()

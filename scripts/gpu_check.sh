@@ -21,8 +21,8 @@
 #                        # its LaSeR checkpoint (same schedule), then SFT, GRPO and LaSeR evaluated together; the
 #                        # summary keeps the first check's stages. Both in one GPU session of 15 minutes:
 #                        #   bash scripts/gpu_check.sh out/gpu_check && REUSE=1 BUDGET=300 bash scripts/gpu_check.sh out/gpu_check
-# A stage that fails or runs out of time is marked in the summary. A stage cut short leaves its last
-# checkpoint (RL here saves one every 100 steps), and the next stage starts from it, marked "partial";
+# A stage that fails or runs out of time is marked in the summary. A stage cut short (timeout's SIGTERM)
+# finishes its step and saves a checkpoint there, and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
 set -uo pipefail
 [[ -n ${EPOCHSECONDS:-} ]] || { echo "gpu_check.sh: needs bash >= 5 (EPOCHSECONDS)" >&2; exit 2; }

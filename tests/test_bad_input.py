@@ -220,39 +220,82 @@ def test_sft_skips_non_finite_steps_and_stops_on_a_run_of_them(tmp_path, monkeyp
     assert all(r["loss"] is None for r in recs[19:]) and recs[18]["loss"] > 0  # NaN is logged as null
 
 
-@pytest.mark.parametrize("fused,process", [(False, False), (True, False), (True, True)])
-def test_sft_stopped_by_sigterm_writes_every_step_it_finished(tmp_path, monkeypatch, fused, process):
-    """`timeout` or a scheduler ends a run with SIGTERM. With fused AdamW (CUDA) the steps since the last log
-    line (every 10 here) are still on the device; they must reach metrics.jsonl before the process exits.
-    process: the batches built in a worker process, as on CUDA; `timeout` signals it too (its process group)."""
+@pytest.mark.parametrize("fused,process,signals", [(False, False, 1), (True, False, 1), (True, True, 1),
+                                                    (False, False, 2), (True, True, 2)])
+def test_sft_stopped_by_sigterm(tmp_path, monkeypatch, capsys, fused, process, signals):
+    """`timeout` or a scheduler ends a run with SIGTERM (Ctrl-C is SIGINT, handled alike). The first signal lets
+    the step finish, then the run saves a checkpoint, says how to resume, and exits 143; a second one stops at
+    once, and then too every finished step reaches metrics.jsonl (with fused AdamW, CUDA's, the steps since the
+    last log line, every 10 here, are still on the device). process: the batches built in a worker process,
+    as on CUDA; `timeout` signals it too (its process group), and it must outlive the signal."""
     if fused:
         monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
     if process:
         monkeypatch.setattr(train, "prefetch", lambda make, items, process: runs.prefetch(make, items, process=True))
     real, calls = train.sft_backward, []
 
-    def killed_at_15(model, batches, device, forward=None):
+    def signalled_at_15(model, batches, device, forward=None):
         calls.append(1)
         if len(calls) == 15:
             workers = multiprocessing.active_children()
             assert len(workers) == (1 if process else 0)
             for w in workers:
                 os.kill(w.pid, signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
         return real(model, batches, device, forward)
 
-    monkeypatch.setattr(train, "sft_backward", killed_at_15)
-    previous = signal.signal(signal.SIGTERM, train.exit_on_sigterm)  # as `python train.py` installs it
+    monkeypatch.setattr(train, "sft_backward", signalled_at_15)
+    previous = signal.signal(signal.SIGTERM, runs.stop_gracefully)  # as `python train.py` installs it
     run = str(tmp_path / "r")
     try:
         with pytest.raises(SystemExit) as e:
             train.main(T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "100"])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        runs._STOP["signum"] = 0  # (a stop cut short leaves its request behind)
     assert e.value.code == 128 + signal.SIGTERM
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
-    assert [r["step"] for r in recs] == list(range(1, 15))  # the 15th was cut short by the signal
-    assert all(r["loss"] > 0 for r in recs)
+    printed = capsys.readouterr()
+    assert "SIGTERM: stopping after the step in progress" in printed.err
+    if signals == 2:  # the 15th step was cut short by the second signal; no checkpoint was due
+        assert [r["step"] for r in recs] == list(range(1, 15)) and all(r["loss"] > 0 for r in recs)
+        assert not os.path.exists(os.path.join(run, "ckpt.pt"))
+        return
+    assert [r["step"] for r in recs] == list(range(1, 16)) and all(r["loss"] > 0 for r in recs)
+    assert runs.load_checkpoint(run)["step"] == 15
+    assert (f"SFT stopped after step 15 (SIGTERM), its checkpoint saved; python train.py --stage sft --out_dir "
+            f"{run} --resume continues the run") in printed.out
+    train.main(["--stage", "sft", "--out_dir", run, "--resume"])
+    recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
+    assert [r["step"] for r in recs] == list(range(1, 31)) and runs.load_checkpoint(run)["step"] == 30
+
+
+def test_ctrl_c_stops_train_py_with_a_checkpoint_it_resumes_from(tmp_path):
+    """`python train.py` and Ctrl-C (SIGINT), as a user does it: exit 130 after the step in progress, a
+    checkpoint at the last step logged (the old handler left a traceback and no checkpoint, 342 steps
+    lost), and a line with the command that resumes."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    run = str(tmp_path / "r")
+    p = subprocess.Popen([sys.executable, "train.py", *T, "--stage", "sft", "--out_dir", run, "--sft_steps", "100000",
+                          "--ckpt_every", "100000", "--log_every", "1"], cwd=root, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if line.startswith("sft     3/"):
+                p.send_signal(signal.SIGINT)
+                break
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err
+    step = runs.load_checkpoint(run)["step"]
+    recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
+    assert step >= 3 and [r["step"] for r in recs] == list(range(1, step + 1))
+    assert "SIGINT: stopping after the step in progress" in err and "Traceback" not in err
+    assert f"SFT stopped after step {step} (SIGINT)" in out and f"--out_dir {run} --resume continues the run" in out
 
 
 def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, capsys):

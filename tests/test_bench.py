@@ -41,3 +41,16 @@ def test_device_cuda_without_cuda_is_one_line(capsys):
     with pytest.raises(SystemExit) as e:  # the SFT variants' section too
         bench.main(["--only", "gpu_sft"])
     assert e.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_a_bad_out_path_is_refused_before_the_benchmark_runs(tmp_path, monkeypatch, capsys):
+    """(Before: a traceback at the very end, the results lost.)"""
+    monkeypatch.setattr(bench, "SECTIONS", [])  # nothing would run anyway: the check comes first
+    afile = tmp_path / "f"
+    afile.write_text("")
+    for out in (str(tmp_path), str(afile / "x.json")):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--out", out])
+        assert e.value.code == 2 and f"--out {out}: not a file path" in capsys.readouterr().err
+    assert bench.main(["--out", str(tmp_path / "new" / "b.json")]) == 0  # a new directory is made
+    assert '"metrics": {}' in (tmp_path / "new" / "b.json").read_text()

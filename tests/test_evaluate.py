@@ -355,6 +355,13 @@ def test_cli_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         ev.main(["--help"])
     assert exc.value.code == 0 and "--records" in capsys.readouterr().out
+    afile = tmp_path / "f"
+    afile.write_text("")
+    for argv in ([str(tmp_path), "--out", str(afile)], [str(tmp_path), "--out", str(afile / "sub")],
+                 ["--aggregate", str(tmp_path), "--out", str(afile)]):  # refused before any sampling
+        assert ev.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot create directory {afile}" in err, argv
 
 
 def test_cli_subprocess_missing_run_dir(tmp_path):

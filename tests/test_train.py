@@ -469,6 +469,78 @@ def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
     assert any(r.get("mse_on") for r in rows[0]) and any(r.get("integrated_groups") is not None for r in rows[0])
 
 
+def test_the_main_command_halts_resumes_and_never_overwrites_a_run(tmp_path, capsys):
+    """--stage all (the README's main command): --halt_at stops the command after SFT's step, not RL from a
+    half-trained model; `--out_dir OUT --resume` continues SFT, then RL (afresh, as it never started, then
+    from its checkpoint); a fresh start in OUT refuses to wipe the runs there."""
+    out = str(tmp_path / "run")
+    T = ["--config", "test", "--out_dir", out, "--c_ref", "-20"]
+    train.main(T + ["--halt_at", "1"])
+    assert "SFT halted after step 1 of 30: RL not started" in capsys.readouterr().out
+    assert runs.load_checkpoint(os.path.join(out, "sft"))["step"] == 1 and not os.path.exists(os.path.join(out, "laser"))
+    train.main(["--out_dir", out, "--resume"])  # SFT to 30; RL from it halts at step 1 (the run's --halt_at)
+    assert runs.load_checkpoint(os.path.join(out, "sft"))["step"] == 30
+    assert runs.load_checkpoint(os.path.join(out, "laser"))["step"] == 1
+    train.main(["--out_dir", out, "--resume"])
+    ck = runs.load_checkpoint(os.path.join(out, "laser"))
+    assert ck["step"] == 2 and ck["init"] == os.path.join(out, "sft")
+    logs = {d: open(os.path.join(out, d, "metrics.jsonl")).read() for d in ("sft", "laser")}
+    for argv in (T, ["--config", "test", "--stage", "sft", "--out_dir", os.path.join(out, "sft")]):
+        with pytest.raises(SystemExit) as e:
+            train.main(argv)
+        assert e.value.code == 2 and "already holds a run (ckpt.pt): --resume continues it" in capsys.readouterr().err
+    assert logs == {d: open(os.path.join(out, d, "metrics.jsonl")).read() for d in ("sft", "laser")}
+
+
+def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, tmp_path):
+    """Flags that would make another model or another run are refused on --resume (before: taken into
+    config.json while the model stayed as it was); RL from --init records the model fields of the run it
+    starts from, not its own preset's."""
+    resolve = lambda *argv: train.run_config_for(*config.resolve_config(list(argv)))
+    with pytest.raises(config.UserError, match=r"--n_embd 64: a resumed run keeps its setting.*\(it has 32\)"):
+        resolve("--stage", "sft", "--out_dir", sft_dir, "--resume", "--n_embd", "64")
+    with pytest.raises(config.UserError, match=r"--seed 3: a resumed run keeps"):
+        resolve("--out_dir", sft_dir, "--resume", "--seed", "3")  # (--stage not given: the run's own)
+    cfg = resolve("--out_dir", sft_dir, "--resume", "--sft_steps", "60", "--n_embd", "32")  # the same: fine
+    assert (cfg.stage, cfg.sft_steps, cfg.n_layer) == ("sft", 60, 1)
+    with pytest.raises(config.UserError, match=r"--n_layer 8: RL trains the model of --init"):
+        resolve("--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "rl"), "--n_layer", "8")
+    cfg = resolve("--config", "small", "--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "rl"))
+    assert (cfg.n_layer, cfg.n_embd, cfg.block_size, cfg.bpe_merges) == (1, 32, 192, 64)  # sft_dir's
+    assert cfg.group_size == config.PRESETS["small"]["group_size"]  # RL's own settings are the preset's
+
+
+def test_a_checkpoint_refuses_another_runs_tokenizer(sft_dir, tmp_path):
+    """Another tokenizer with the same vocabulary size used to load without an error and decode every id
+    to the wrong text; the checkpoint's digest of its tokenizer now tells them apart."""
+    import shutil
+
+    from tokenizer import build_tokenizer
+    run = str(tmp_path / "r")
+    shutil.copytree(sft_dir, run)
+    mine = runs.load_run(run)[1]
+    cfg = config.Config(**config.PRESETS["test"])
+    other = build_tokenizer(config.corpus_for_tokenizer(dataclasses.replace(cfg, seed=1)), cfg.bpe_merges)  # seed 1's
+    assert other.vocab_size == mine.vocab_size and other.to_json() != mine.to_json()
+    with open(os.path.join(run, "tokenizer.json"), "w") as f:
+        f.write(other.to_json())
+    with pytest.raises(config.UserError, match="not the tokenizer this checkpoint was trained with"):
+        runs.load_run(run)
+
+
+def test_outside_data_with_nothing_in_the_train_split_is_refused(tmp_path):
+    sample = os.path.join(ROOT, "tests", "data", "outside_sample.jsonl")
+    rows, keys = open(sample).read().splitlines(), [p.key for p in tasks.load_jsonl(sample)]
+    held_out = [r + "\n" for r, k in zip(rows, keys) if tasks.split_of(k) != "train"]
+    assert len(held_out) == 4  # 3 test problems and 1 validation problem
+    data = tmp_path / "held_out.jsonl"
+    data.write_text("".join(held_out))
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), data_jsonl=str(data))
+    with pytest.raises(config.UserError, match="none of its problems is in the train split"):
+        config.outside_train_data(cfg)
+    assert config.outside_train_data(dataclasses.replace(cfg, data_mix=0.0)) == []  # the tokenizer's only
+
+
 def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     """evaluate.py samples a real run directory: records have the documented shape and the report
     has the keys the README table reads."""
