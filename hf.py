@@ -24,8 +24,9 @@ import struct
 
 import torch
 
-from config import UserError
+from config import UserError, check_dir_path
 from model import GPT, GPTConfig
+from runs import atomic_write, write_json, write_text
 from tokenizer import Tokenizer
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -41,23 +42,43 @@ GPT2_PAT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(
 def read_safetensors(path: str) -> dict[str, torch.Tensor]:
     """The tensors of one safetensors file, read one at a time (no second copy of the whole file)."""
     out = {}
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
         try:
             (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:  # a corrupt length: read no further (it may be beyond any memory)
+                raise ValueError(f"header length {n} but the file has {size} bytes")
             header = json.loads(f.read(n))
-        except (struct.error, ValueError) as e:
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
+        except (struct.error, ValueError) as e:  # JSON and UTF-8 errors are ValueErrors
             raise UserError(f"{path}: not a safetensors file ({e})") from None
         for name, info in header.items():
             if name == "__metadata__":
                 continue
-            if info["dtype"] not in DTYPES:
-                raise UserError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-            a, b = info["data_offsets"]
+            try:
+                dtype = DTYPES.get(info["dtype"])
+                if dtype is None:
+                    raise UserError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+                a, b = (int(x) for x in info["data_offsets"])
+                shape = [int(x) for x in info["shape"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise UserError(f"{path}: tensor {name} has a malformed header entry ({type(e).__name__}: {e})") from None
+            if not 0 <= a <= b or 8 + n + b > size:
+                raise UserError(f"{path}: tensor {name} lies beyond the end of the file ({size} bytes): "
+                                f"the file is truncated or corrupt")
             f.seek(8 + n + a)
             buf = bytearray(f.read(b - a))
-            dtype = DTYPES[info["dtype"]]
-            t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
-            out[name] = t.reshape(info["shape"])
+            try:
+                t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+                out[name] = t.reshape(shape)
+            except (RuntimeError, ValueError) as e:
+                raise UserError(f"{path}: tensor {name}'s {b - a} bytes are not a {info['dtype']} tensor of "
+                                f"shape {shape} ({str(e).splitlines()[0][:120]})") from None
     return out
 
 
@@ -73,17 +94,22 @@ def write_safetensors(path: str, tensors: dict[str, torch.Tensor], metadata: dic
         header["__metadata__"] = metadata
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for raw in chunks:
-            f.write(raw)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            for raw in chunks:
+                f.write(raw)
+
+    atomic_write(path, write)
 
 
 def read_weights(hf_dir: str) -> dict[str, torch.Tensor]:
     index = os.path.join(hf_dir, "model.safetensors.index.json")
     if os.path.exists(index):
-        with open(index) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise UserError(f"{index}: no weight_map of tensor names to files")
+        files = sorted(set(weight_map.values()))
     else:
         files = sorted(f for f in os.listdir(hf_dir) if f.endswith(".safetensors"))
     if not files:
@@ -96,8 +122,11 @@ def read_weights(hf_dir: str) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------- architecture and weights
 
-def model_config(hf: dict, block_size: int) -> GPTConfig:
-    """Our GPTConfig for a Hugging Face config.json (model_type llama or qwen2)."""
+REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
+def model_config(hf: dict, block_size: int, where: str = "config.json") -> GPTConfig:
+    """Our GPTConfig for a Hugging Face config.json (model_type llama or qwen2); `where` names it in errors."""
     kind = hf.get("model_type")
     if kind not in ("llama", "qwen2"):
         raise UserError(f"model_type {kind!r} is not supported (llama and qwen2 are)")
@@ -108,6 +137,12 @@ def model_config(hf: dict, block_size: int) -> GPTConfig:
         raise UserError(f"RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported (only plain RoPE)")
     if kind == "qwen2" and hf.get("use_sliding_window"):
         raise UserError("Qwen2 sliding-window attention is not supported")
+    for key in REQUIRED + ("num_key_value_heads", "head_dim"):
+        v = hf.get(key)
+        if key in REQUIRED and v is None:
+            raise UserError(f"{where}: no {key!r} (a {kind} config needs {', '.join(REQUIRED)})")
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise UserError(f"{where}: {key} should be a positive integer, got {v!r}")
     n_head = hf["num_attention_heads"]
     return GPTConfig(vocab_size=hf["vocab_size"], block_size=block_size,
                      n_layer=hf["num_hidden_layers"], n_head=n_head, n_embd=hf["hidden_size"],
@@ -227,6 +262,8 @@ def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
             spec = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the tokenizer ({e})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(spec).__name__}")
     m = spec.get("model") or {}
     if m.get("type") != "BPE" or m.get("byte_fallback"):
         raise UserError(f"{path}: only byte-level BPE tokenizers are supported (Llama 3, Qwen2, GPT-2 style)")
@@ -305,9 +342,12 @@ def _read_json(path: str, missing_ok: bool = False) -> dict:
         return {}
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            obj = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 # ---------------------------------------------------------------------------- loading
@@ -317,10 +357,15 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
     if not os.path.isfile(os.path.join(hf_dir, "config.json")):
         raise UserError(f"--init_hf {hf_dir}: no config.json there (expected a Hugging Face model directory)")
     hf = _read_json(os.path.join(hf_dir, "config.json"))
-    cfg = model_config(hf, block_size)  # an architecture we cannot hold is refused before anything else
+    # an architecture we cannot hold is refused before anything else
+    cfg = model_config(hf, block_size, os.path.join(hf_dir, "config.json"))
     tok, vocab = load_hf_tokenizer(hf_dir, hf["vocab_size"])
     cfg.vocab_size = vocab
-    sd = ours_from_hf(read_weights(hf_dir), cfg)
+    weights = read_weights(hf_dir)
+    try:
+        sd = ours_from_hf(weights, cfg)
+    except RuntimeError as e:  # q/k/v or gate/up projections of shapes that do not concatenate
+        raise UserError(f"{hf_dir}: the weights do not fit config.json ({str(e).splitlines()[0][:200]})") from None
     if vocab > hf["vocab_size"]:  # z_c got a new row: the mean of the others (a typical, untrained token)
         for key in ("wte.weight", "lm_head.weight"):
             sd[key] = torch.cat([sd[key], sd[key].mean(0, keepdim=True)])
@@ -341,21 +386,49 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
     return model.to(device), tok
 
 
-def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict) -> str:
+EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def check_export_dir(out_dir: str, force: bool = False) -> None:
+    """Where export() may write: a new or empty directory; a non-empty one only with `force` (the
+    EXPORT_FILES there are replaced, nothing else is touched); never a training run's directory (it
+    holds a ckpt.pt, and its config.json and tokenizer.json are the run's), nor one holding other weight
+    files, which transformers or --init_hf would read beside or instead of the exported ones."""
+    check_dir_path(out_dir, "OUT_DIR")
+    if not os.path.isdir(out_dir):
+        return
+    names = sorted(os.listdir(out_dir))
+    if "ckpt.pt" in names:
+        raise UserError(f"{out_dir} is a training run's directory (it holds ckpt.pt): export into another "
+                        f"directory, such as {os.path.join(out_dir, 'hf')}")
+    if names and not force:
+        raise UserError(f"{out_dir} is not empty ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): "
+                        f"choose a new directory, or pass --force to replace the files export writes there")
+    stale = [n for n in names if n not in EXPORT_FILES and (n.endswith((".safetensors", ".index.json"))
+                                                           or n.startswith("pytorch_model") and n.endswith(".bin"))]
+    if stale:
+        raise UserError(f"{out_dir} holds other weights ({', '.join(stale[:3])}) that would be read beside or "
+                        f"instead of the exported model.safetensors: export into another directory")
+
+
+def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict, force: bool = False) -> str:
     """Write `out_dir` for transformers: model.safetensors, config.json (with the LaSeR readout:
-    z_c id, c_ref, beta_v), tokenizer.json and tokenizer_config.json. Returns the transformers class."""
-    os.makedirs(out_dir, exist_ok=True)
-    write_safetensors(os.path.join(out_dir, "model.safetensors"), hf_from_ours(model), {"format": "pt"})
+    z_c id, c_ref, beta_v), tokenizer.json and tokenizer_config.json, each atomically; where
+    check_export_dir allows (a non-empty directory only with `force`). Returns the transformers class."""
+    check_export_dir(out_dir, force)
+    weights = hf_from_ours(model)  # refuses our own architecture before anything is written
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out_dir}: {e.strerror}") from None
+    write_safetensors(os.path.join(out_dir, "model.safetensors"), weights, {"format": "pt"})
     config = hf_config(model, tok, {"laser": laser})
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    with open(os.path.join(out_dir, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(hf_tokenizer_json(tok), f, ensure_ascii=False)
+    write_json(os.path.join(out_dir, "config.json"), config)
+    write_text(os.path.join(out_dir, "tokenizer.json"), json.dumps(hf_tokenizer_json(tok), ensure_ascii=False))
     names = {i: s for s, i in tok.specials.items()}
-    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.cfg.block_size,
-                   "bos_token": names.get(tok.bos_id), "eos_token": names[tok.eos_id],
-                   "pad_token": names.get(tok.pad_id)}, f, indent=1)
+    write_json(os.path.join(out_dir, "tokenizer_config.json"),
+               {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model.cfg.block_size,
+                "bos_token": names.get(tok.bos_id), "eos_token": names[tok.eos_id], "pad_token": names.get(tok.pad_id)})
     return config["architectures"][0]
 
 

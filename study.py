@@ -6,7 +6,9 @@
     python study.py diagnose results/tiny/seed0 results/tiny/seed1 results/tiny/seed2 --out results/tiny
 
 `run` trains one LaSeR RL run per grid entry and SFT checkpoint (the SFT run's seed; a run directory whose
-checkpoint already reached --rl_steps is reused), evaluates each on the split with evaluate.py (an
+checkpoint already reached --rl_steps is reused; one holding a run with other settings than its entry asks
+for, the execution flags such as --device or --micro_batch aside, is refused, never reused or trained over:
+delete it or use another --out), evaluates each on the split with evaluate.py (an
 evaluation newer than the run's checkpoint is reused: it is seeded, so rerunning it gives the same), and writes
 study_<split>.md/json: headline metrics as mean +- std over the seeds, and study_<split>.png (with
 matplotlib). Tune on validation; evaluate the chosen setting on test once.
@@ -27,6 +29,7 @@ only: nothing is sampled or re-verified, and answers are grouped by verify.is_eq
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,9 +38,11 @@ import sys
 
 import numpy as np
 
-from config import ArgParser, UserError
-from metrics import as_float, at_n, auroc, best_of, group_answers
-from runs import load_checkpoint, run_config, saved_config, write_json, write_text
+from config import PRESETS, ArgParser, Config, UserError, build_parser, check_dir_path, resolve_config, same_setting
+from metrics import as_float, at_n, auroc, best_of, group_answers, validate_records
+from runs import config_from, load_checkpoint, read_json, run_config, saved_config, write_json, write_text
+
+HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and evaluate.py sit beside this file
 
 WINDOW = 25  # RL steps per window of the r_s-over-training table
 PROBE_SEED = "probe"  # the probe's training problems: a stream of their own (tasks.train_batch)
@@ -132,9 +137,13 @@ def diagnose(problems: list, equiv=None) -> dict:
 
 def rs_over_training(log_path: str) -> list[dict]:
     """Per WINDOW-step window of an RL metrics.jsonl: mean r_s of correct and incorrect rollouts, AUROC."""
-    with open(log_path, encoding="utf-8") as f:
-        recs = [json.loads(ln) for ln in f if ln.strip()]
-    recs = [r for r in recs if r.get("step", 0) > 0 and "rs_correct" in r]
+    try:
+        with open(log_path, encoding="utf-8") as f:
+            recs = [json.loads(ln) for ln in f if ln.strip()]
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{log_path}: unreadable metrics log ({e})") from None
+    recs = [r for r in recs if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] > 0
+            and "rs_correct" in r]
     out = []
     for start in range(0, len(recs), WINDOW):
         w = recs[start:start + WINDOW]
@@ -209,32 +218,100 @@ def parse_grid(entries: list[str]) -> dict[str, list[str]]:
             if not eq:
                 raise ValueError(f"grid entry {entry!r}: expected key=value, got {item!r}")
             flags += [f"--{key.strip()}", value.strip()]
+        if name in grid:
+            raise ValueError(f"grid entry {entry!r}: the name {name!r} is given twice")
         grid[name] = flags
     return grid
 
 
-def run_grid(sft_dirs: list[str], grid: dict[str, list[str]], out: str, preset: str, split: str) -> dict:
-    """Train (or reuse) and evaluate every (grid entry, SFT checkpoint); returns {name: {metric: stats}}."""
-    table = {}
+# Config fields that say how a run was executed, not what it learns: runs that differ only in these are
+# the same setting (a run linked in from elsewhere, as the README's base runs, keeps its own out_dir).
+HOW_FIELDS = ("out_dir", "resume", "halt_at", "device", "threads", "compile", "verify_workers", "micro_batch",
+              "micro_tokens", "sft_micro_batch", "eval_batch", "log_every", "ckpt_every", "n_log_samples",
+              "max_skipped")
+
+
+def train_config(train_args: list[str], name: str) -> Config:
+    """The Config train.py resolves from `train_args` (config.resolve_config: the preset, then the flags,
+    checked); a bad flag is a UserError naming the grid entry."""
+    def error(message):
+        raise UserError(message)
+
+    p = build_parser()
+    p.error = error
+    try:
+        return resolve_config(train_args, parser=p)[0]
+    except UserError as e:
+        raise UserError(f"grid entry {name!r}: {e}") from None
+
+
+def config_differences(saved: Config, wanted: Config) -> dict[str, tuple]:
+    """{field: (saved value, wanted value)} of the fields that differ (config.same_setting), but HOW_FIELDS."""
+    return {f.name: (getattr(saved, f.name), getattr(wanted, f.name)) for f in dataclasses.fields(Config)
+            if f.name not in HOW_FIELDS and not same_setting(f.name, getattr(saved, f.name), getattr(wanted, f.name))}
+
+
+def existing_run(run: str, wanted: Config, name: str) -> int | None:
+    """The step of the checkpoint in `run` (None: nothing trained there yet). A run trained (or started)
+    with other settings than `wanted` is a UserError: it is neither reused nor trained over."""
+    ck_path, cfg_path = os.path.join(run, "ckpt.pt"), os.path.join(run, "config.json")
+    if os.path.exists(run) and not os.path.isdir(run):
+        raise UserError(f"{run}: exists and is not a run directory")
+    step, saved = None, None
+    if os.path.exists(ck_path):
+        ck = load_checkpoint(run)
+        step, saved = ck["step"], run_config(ck)
+    elif os.path.exists(cfg_path):
+        saved = config_from(read_json(cfg_path, "run config"), cfg_path)
+    if saved is not None:
+        diff = config_differences(saved, wanted)
+        if diff:
+            what = "; ".join(f"{k} {a!r} there, {b!r} asked" for k, (a, b) in diff.items())
+            raise UserError(f"{run} holds a run with other settings than grid entry {name!r} asks for ({what}): "
+                            f"delete that run directory or use another --out")
+    return step
+
+
+def plan_grid(sft_dirs: list[str], grid: dict[str, list[str]], out: str, preset: str) -> list[tuple]:
+    """(name, seed, run directory, train.py flags, Config, checkpoint step or None) of every (grid entry,
+    SFT checkpoint), all checked before anything is trained: the SFT runs, the flags, the runs already there."""
+    seeds = {}
+    for sft in sft_dirs:
+        seed = saved_config(sft).seed
+        if seed in seeds.values():
+            other = next(d for d, s in seeds.items() if s == seed)
+            raise UserError(f"--sft {other} and {sft} are both seed {seed}: their runs would share one directory")
+        seeds[sft] = seed
+    plan = []
     for name, flags in grid.items():
-        per_seed = []
-        for sft in sft_dirs:
-            seed = saved_config(sft).seed
+        if not name or name in (".", "..") or os.sep in name:
+            raise UserError(f"grid entry {name!r}: a name must be a plain directory name")
+        for sft, seed in seeds.items():
             run = os.path.join(out, name, f"seed{seed}")
             train_args = ["--config", preset, "--stage", "rl", "--algo", "laser", "--seed", str(seed),
                           "--init", sft, "--out_dir", run, *flags]
-            ck = load_checkpoint(run) if os.path.exists(os.path.join(run, "ckpt.pt")) else None
-            if ck is None or ck["step"] < run_config(ck).rl_steps:  # not trained yet, or unfinished
-                print(f"=== {name} seed {seed}: python train.py {' '.join(train_args)}", flush=True)
-                subprocess.run([sys.executable, "train.py", *train_args], check=True)
-            report = os.path.join(run, f"eval_{split}")
-            done = os.path.join(report, "eval.json")
-            if not (os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(os.path.join(run, "ckpt.pt"))):
-                subprocess.run([sys.executable, "evaluate.py", run, "--split", split, "--out", report], check=True)
-            with open(os.path.join(report, "eval.json"), encoding="utf-8") as f:
-                per_seed.append(next(iter(json.load(f).values())))
-        table[name] = {k: [as_float(at_n(m, k)) for m in per_seed] for k in STUDY_METRICS}
-    return table
+            wanted = train_config(train_args, name)
+            plan.append((name, seed, run, train_args, wanted, existing_run(run, wanted, name)))
+    return plan
+
+
+def run_grid(sft_dirs: list[str], grid: dict[str, list[str]], out: str, preset: str, split: str) -> dict:
+    """Train (or reuse) and evaluate every (grid entry, SFT checkpoint); returns {name: {metric: stats}}."""
+    per_name = {name: [] for name in grid}
+    for name, seed, run, train_args, wanted, step in plan_grid(sft_dirs, grid, out, preset):
+        if step is None or step < wanted.rl_steps:  # not trained yet, or unfinished (then resumed)
+            train_args += [] if step is None else ["--resume"]
+            print(f"=== {name} seed {seed}: python train.py {' '.join(train_args)}", flush=True)
+            subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *train_args], check=True)
+        report = os.path.join(run, f"eval_{split}")
+        done = os.path.join(report, "eval.json")
+        if not (os.path.exists(done) and os.path.getmtime(done) >= os.path.getmtime(os.path.join(run, "ckpt.pt"))):
+            subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), run, "--split", split, "--out", report],
+                           check=True)
+        with open(done, encoding="utf-8") as f:
+            per_name[name].append(next(iter(json.load(f).values())))
+    return {name: {k: [as_float(at_n(m, k)) for m in per_seed] for k in STUDY_METRICS}
+            for name, per_seed in per_name.items()}
 
 
 def grid_markdown(table: dict, split: str) -> str:
@@ -378,6 +455,10 @@ def probe(run_dir: str, n_fit: int, split: str, n_samples: int = 16, seed: int =
     fit = eos_features(model, tok, cfg, tasks.train_batch(0, n_fit, PROBE_SEED, fam, lv), n_samples, seed,
                        label=run_dir)
     ev = eos_features(model, tok, cfg, heldout_problems(cfg, split), n_samples, seed + 1, label=run_dir)
+    for what, feats in (("fitting", fit), (split, ev)):
+        if not len(feats["correct"]):
+            raise UserError(f"{run_dir}: none of the {what} problems' samples finished within max_new_tokens "
+                            f"{cfg.max_new_tokens}: no EOS state to probe")
     probes = {"probe": fit_probe(fit["h"], fit["correct"]), "probe_within": fit_probe(fit["h"], fit["correct"], fit["problem"])}
     scores = {"r_s": ev["logp_zc"], **{name: f(ev["h"]) for name, f in probes.items()}}
     out = {"run": run_dir, "split": split, "n_fit_samples": len(fit["correct"]), "fit_accuracy": float(fit["correct"].mean()),
@@ -413,6 +494,45 @@ def probe_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_diagnose_records(directory: str) -> dict[str, list]:
+    """DIR/records.json as evaluate.py reads it (evaluate.load_records), every run's records checked
+    (metrics.validate_records, and the fields diagnose reads); malformed or empty: a UserError."""
+    from evaluate import load_records
+
+    path = os.path.join(directory, "records.json")
+    try:
+        records = load_records(path)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{path}: {e}" if path not in str(e) else str(e)) from None
+    except (AttributeError, TypeError):  # a problem record or sample that is not a JSON object
+        raise UserError(f"{path}: expected problem records as JSON objects with a 'samples' list") from None
+    if not records:
+        raise UserError(f"{path}: no runs' records in it")
+    for run, problems in records.items():
+        try:
+            if not all(isinstance(r, dict) and isinstance(r.get("samples"), list)
+                       and all(isinstance(x, dict) for x in r["samples"]) for r in problems):
+                raise ValueError("expected problem records as JSON objects with a 'samples' list")
+            validate_records(problems)
+            missing = next((k for r in problems for k in ("level", "gold") if k not in r), None)
+            if missing:
+                raise ValueError(f"a problem record has no '{missing}' field")
+        except ValueError as e:
+            raise UserError(f"{path}: run {run!r}: {e}") from None
+    return records
+
+
+def diagnose_dir(directory: str) -> dict:
+    """{run: diagnose(its records)} of DIR/records.json."""
+    out = {}
+    for run, problems in load_diagnose_records(directory).items():
+        try:
+            out[run] = diagnose(problems)
+        except (ValueError, TypeError) as e:  # a value of the wrong kind (a string where a score should be)
+            raise UserError(f"{os.path.join(directory, 'records.json')}: run {run!r}: malformed records ({e})") from None
+    return out
+
+
 def main(argv=None) -> int:
     p = ArgParser(prog="study.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -423,55 +543,59 @@ def main(argv=None) -> int:
     r.add_argument("--sft", nargs="+", required=True, metavar="DIR", help="SFT run directories, one per seed")
     r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]", help="settings (train.py flags)")
     r.add_argument("--out", required=True, help="directory for the runs and the study table")
-    r.add_argument("--config", default="tiny", help="the train.py preset the settings change (default tiny)")
+    r.add_argument("--config", default="tiny", choices=list(PRESETS),
+                   help="the train.py preset the settings change (default tiny)")
     r.add_argument("--split", choices=("validation", "test"), default="validation", help="evaluation split")
     q = sub.add_parser("probe", help="linear probes of correctness on the EOS hidden state, against r_s")
     q.add_argument("runs", nargs="+", metavar="RUN", help="run directories (an SFT and a LaSeR run, say)")
-    q.add_argument("--n_fit", type=int, default=400, help="training problems the probes are fitted on")
-    q.add_argument("--n_samples", type=int, default=16, help="samples per problem")
+    q.add_argument("--n_fit", type=int, default=400, help="training problems the probes are fitted on (>= 1)")
+    q.add_argument("--n_samples", type=int, default=16, help="samples per problem (>= 1)")
     q.add_argument("--split", choices=("validation", "test"), default="validation", help="problems scored")
     q.add_argument("--out", required=True, help="directory for probe.json and probe.md")
     args = p.parse_args(argv)
-    if args.command == "probe":
-        try:
+    try:
+        if args.out is not None:
+            check_dir_path(args.out, "--out")
+        if args.command == "probe":
+            for flag in ("n_fit", "n_samples"):
+                if getattr(args, flag) < 1:
+                    raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+            missing = [run for run in args.runs if not os.path.exists(run)]
+            if missing:
+                raise UserError(f"{missing[0]}: no such run directory")
             rows = [probe(run, args.n_fit, args.split, args.n_samples) for run in args.runs]
-        except UserError as e:
-            print(f"study.py: error: {e}", file=sys.stderr)
-            return 2
-        write_json(os.path.join(args.out, "probe.json"), rows)
-        md = probe_markdown(rows)
-        write_text(os.path.join(args.out, "probe.md"), md)
-        print(md)
-        return 0
-    if args.command == "run":
-        try:
-            table = run_grid(args.sft, parse_grid(args.grid), args.out, args.config, args.split)
-        except (ValueError, UserError, subprocess.CalledProcessError) as e:
-            print(f"study.py: error: {e}", file=sys.stderr)
-            return 2
-        write_json(os.path.join(args.out, f"study_{args.split}.json"), table)
-        md = grid_markdown(table, args.split)
-        write_text(os.path.join(args.out, f"study_{args.split}.md"), md)
-        plot_grid(table, args.split, os.path.join(args.out, f"study_{args.split}.png"))
-        print(md)
-        return 0
-    per_seed = []
-    for directory in args.dirs:
-        path = os.path.join(directory, "records.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                records = json.load(f)
-        except (OSError, ValueError) as e:
-            print(f"study.py: error: {path}: {e}", file=sys.stderr)
-            return 2
-        per_seed.append({run: diagnose(problems) for run, problems in records.items()})
-    first = args.dirs[0]
-    training = {run: rs_over_training(os.path.join(first, f"{run}_metrics.jsonl")) for run in per_seed[0]
-                if run != "sft" and os.path.exists(os.path.join(first, f"{run}_metrics.jsonl"))}
-    out = args.out or first
-    write_json(os.path.join(out, "diagnostics.json"), {"per_seed": per_seed, "rs_over_training": training})
-    md = markdown(per_seed, training, first)
-    write_text(os.path.join(out, "diagnostics.md"), md)
+            write_json(os.path.join(args.out, "probe.json"), rows)
+            md = probe_markdown(rows)
+            write_text(os.path.join(args.out, "probe.md"), md)
+        elif args.command == "run":
+            try:
+                grid = parse_grid(args.grid)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            table = run_grid(args.sft, grid, args.out, args.config, args.split)
+            write_json(os.path.join(args.out, f"study_{args.split}.json"), table)
+            md = grid_markdown(table, args.split)
+            write_text(os.path.join(args.out, f"study_{args.split}.md"), md)
+            plot_grid(table, args.split, os.path.join(args.out, f"study_{args.split}.png"))
+        else:
+            per_seed = [diagnose_dir(directory) for directory in args.dirs]
+            first = args.dirs[0]
+            for directory, runs in zip(args.dirs, per_seed):
+                if list(runs) != list(per_seed[0]):
+                    raise UserError(f"{directory} holds the runs {list(runs)}, {first} {list(per_seed[0])}: "
+                                    f"every DIR must hold the same runs")
+            training = {run: rs_over_training(os.path.join(first, f"{run}_metrics.jsonl")) for run in per_seed[0]
+                        if run != "sft" and os.path.exists(os.path.join(first, f"{run}_metrics.jsonl"))}
+            out = args.out or first
+            write_json(os.path.join(out, "diagnostics.json"), {"per_seed": per_seed, "rs_over_training": training})
+            md = markdown(per_seed, training, first)
+            write_text(os.path.join(out, "diagnostics.md"), md)
+    except (UserError, subprocess.CalledProcessError) as e:
+        print(f"study.py: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing the outputs
+        print(f"study.py: error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(md)
     return 0
 

@@ -5,6 +5,12 @@ case: one-line error with a non-zero exit, traceback, or exit 0 (accepted). Issu
     python scripts/audit_bad_input.py .                                                # now
 """
 import json, os, subprocess, sys, tempfile
+if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+    print(__doc__); sys.exit(0)
+if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+    print("usage: python scripts/audit_bad_input.py REPO_DIR (a checkout of this repository"
+          + (f"; {sys.argv[1]} is not a directory)" if len(sys.argv) == 2 else ")"), file=sys.stderr)
+    sys.exit(2)
 repo = sys.argv[1]
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests")); sys.path.insert(0, HERE)

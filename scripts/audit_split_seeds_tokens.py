@@ -1,5 +1,11 @@
 """Measure issue 10's four defects on a checkout: python scripts/audit_split_seeds_tokens.py REPO_DIR (a worktree of 819cee2 to see them, . to see them fixed)."""
 import random, re, sys, os
+if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
+    print(__doc__); sys.exit(0)
+if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
+    print("usage: python scripts/audit_split_seeds_tokens.py REPO_DIR (a checkout of this repository"
+          + (f"; {sys.argv[1]} is not a directory)" if len(sys.argv) == 2 else ")"), file=sys.stderr)
+    sys.exit(2)
 repo = sys.argv[1]; sys.path.insert(0, repo); os.chdir(repo)
 import torch, tasks, train, rollout
 from rollout import sample

@@ -156,15 +156,14 @@ def main(argv=None) -> int:
     try:
         if os.path.abspath(args.out) == os.path.abspath(args.input):
             raise Fatal(f"--out {args.out} is the input file")
+        if os.path.isdir(args.out):
+            raise Fatal(f"--out {args.out} is a directory: give the file to write")
         rows, skipped, n = convert(args.input, args.format, args.strict)
         if not rows:
             raise Fatal(f"{args.input}: none of its {n} records could be converted"
                         + (f" (first: {skipped[0]})" if skipped else ""))
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        os.replace(tmp, args.out)
+        from runs import write_text  # atomically: a temporary file beside it, renamed into place (removed on failure)
+        write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     except (Fatal, OSError) as e:
         sys.stderr.write(f"convert_data.py: error: {e}\n")
         return 2

@@ -4,6 +4,7 @@ with --init_hf; runs of the test preset (--arch llama, and --init_hf Qwen2) expo
 
     python scripts/hf_parity.py        # needs the test requirements (pip install -r requirements-dev.txt)
 """
+import argparse
 import contextlib
 import io
 import os
@@ -19,6 +20,7 @@ import make_tiny_hf  # noqa: E402
 import runs  # noqa: E402
 import tasks  # noqa: E402
 import train  # noqa: E402
+from config import ArgParser  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
@@ -29,7 +31,9 @@ def logits(model_dir, ids):
         return ref(ids).logits
 
 
-def main():
+def main(argv=None):
+    ArgParser(prog="hf_parity.py", description=__doc__.split("\n\n")[0],
+              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]).parse_args(argv)
     d = tempfile.mkdtemp()
     texts = [p.problem + "\n" + (p.solution or "") for s in range(40) for p in tasks.train_batch(s, 50, "hf")]
     for kind, pad, tie in (("llama", 0, False), ("qwen2", 8, True)):

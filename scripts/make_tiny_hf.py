@@ -10,7 +10,6 @@ with this script's `save_tiny`.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -19,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tasks  # noqa: E402
+from config import ArgParser, UserError, check_dir_path  # noqa: E402
 
 # Llama 3's pre-tokenizer regex
 PAT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -78,13 +78,29 @@ def save_tiny(path: str, kind: str = "llama", pad_vocab: int = 0, tie: bool = Fa
     return path
 
 
+def check_out_dir(out_dir: str) -> None:
+    """The directory to write: a new one or a directory (not a file, nor a training run's directory)."""
+    check_dir_path(out_dir, "OUT_DIR")
+    if os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+        raise UserError(f"{out_dir} is a training run's directory (it holds ckpt.pt): write the model elsewhere")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out_dir", help="the model directory to write")
+    p = ArgParser(prog="make_tiny_hf.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir", help="the model directory to write (its config.json, model.safetensors and "
+                                   "tokenizer.json are replaced)")
     p.add_argument("--kind", choices=("llama", "qwen2"), default="qwen2")
     p.add_argument("--pad_vocab", type=int, default=8, help="unused embedding rows (default 8)")
     p.add_argument("--tie", action="store_true", help="tie the output head to the input embedding")
     args = p.parse_args(argv)
+    try:
+        check_out_dir(args.out_dir)
+    except UserError as e:
+        print(f"make_tiny_hf.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.pad_vocab < 0:
+        print(f"make_tiny_hf.py: error: --pad_vocab must be >= 0, got {args.pad_vocab}", file=sys.stderr)
+        return 2
     if not all(importlib.util.find_spec(m) for m in ("tokenizers", "transformers")):
         print("make_tiny_hf.py: error: needs transformers and tokenizers (pip install -r requirements-dev.txt)",
               file=sys.stderr)

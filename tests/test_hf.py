@@ -3,6 +3,8 @@ transformers and tokenizers offline: tiny random Llama and Qwen2 models with a b
 trained here, loaded with --init_hf; runs exported and loaded back in transformers with the same logits."""
 import json
 import os
+import shutil
+import struct
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import torch
 import transformers  # test requirements (requirements-dev.txt); the runtime never imports them
 from tokenizers import Tokenizer as HFTokenizer
 
+import export
 import hf
 import runs
 import tasks
@@ -184,3 +187,84 @@ def test_bad_pretrained_directories_end_in_one_line(tmp_path, llama_dir):
     conf["model_type"] = "gpt_neox"
     (spm / "config.json").write_text(json.dumps(conf))
     assert "not supported" in run("--init_hf", str(spm))
+
+
+def test_corrupt_pretrained_files_are_one_line_errors_naming_the_file(tmp_path, llama_dir):
+    d = str(tmp_path / "d")
+    shutil.copytree(llama_dir, d)
+    st, conf_path = os.path.join(d, "model.safetensors"), os.path.join(d, "config.json")
+    good = open(st, "rb").read()
+
+    def refused(fragment, name):
+        with pytest.raises(hf.UserError, match=fragment) as e:
+            hf.load_pretrained(d, 64, "cpu")
+        assert os.path.join(d, name) in str(e.value) and "\n" not in str(e.value)
+
+    for blob, fragment in ((b"\xff" * 8 + good[8:], "not a safetensors file"),  # a header length past 2**63
+                           (struct.pack("<Q", 10 ** 12) + good[8:], "not a safetensors file"),  # past the file's end
+                           (good[:-100], "truncated"),  # the last tensor's bytes are missing
+                           (good[:len(good) // 2], "truncated")):
+        open(st, "wb").write(blob)
+        refused(fragment, "model.safetensors")
+    open(st, "wb").write(good)
+    conf = json.load(open(conf_path))
+    for key in ("hidden_size", "num_attention_heads", "vocab_size"):
+        json.dump({k: v for k, v in conf.items() if k != key}, open(conf_path, "w"))
+        refused(f"no '{key}'", "config.json")
+    json.dump({**conf, "hidden_size": "64"}, open(conf_path, "w"))
+    refused("hidden_size should be a positive integer", "config.json")
+    json.dump([conf], open(conf_path, "w"))
+    refused("expected a JSON object", "config.json")
+    json.dump(conf, open(conf_path, "w"))
+    assert hf.load_pretrained(d, 64, "cpu")[0].cfg.n_embd == 64  # the copy itself was fine
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory):
+    """An exportable run: two SFT steps of the test preset with the Llama layer."""
+    run = str(tmp_path_factory.mktemp("llama_run"))
+    train.main(["--config", "test", "--arch", "llama", "--stage", "sft", "--sft_steps", "2", "--out_dir", run])
+    return run
+
+
+def _export(capsys, *argv):
+    capsys.readouterr()
+    code = export.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("export.py: error: ")), err
+    return code, err
+
+
+def test_export_writes_atomically_and_only_where_it_may(llama_run, tmp_path, capsys, monkeypatch):
+    before = {n: open(os.path.join(llama_run, n), "rb").read() for n in os.listdir(llama_run) if n != "ckpt.pt"}
+    for argv in ([llama_run, llama_run], [llama_run, llama_run, "--force"],
+                 [os.path.join(llama_run, "ckpt.pt"), llama_run + os.sep, "--force"]):
+        code, err = _export(capsys, *argv)
+        assert code == 2 and "a training run's directory (it holds ckpt.pt)" in err
+    assert {n: open(os.path.join(llama_run, n), "rb").read() for n in before} == before  # the run is untouched
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (afile, afile / "hf"):
+        code, err = _export(capsys, llama_run, out)
+        assert code == 2 and "is a file, not a directory" in err
+    written = []
+    real = runs.atomic_write
+
+    def recorded(path, write):
+        written.append(os.path.basename(path))
+        real(path, write)
+    monkeypatch.setattr(runs, "atomic_write", recorded)  # runs.write_json / write_text
+    monkeypatch.setattr(hf, "atomic_write", recorded)  # write_safetensors
+    out = tmp_path / "hf"
+    assert _export(capsys, llama_run, out)[0] == 0
+    assert sorted(written) == sorted(hf.EXPORT_FILES) and sorted(os.listdir(out)) == sorted(hf.EXPORT_FILES)
+    code, err = _export(capsys, llama_run, out)  # a second export into the first: only with --force
+    assert code == 2 and "not empty" in err and "--force" in err
+    (out / "README.md").write_text("mine")
+    stamp = (out / "config.json").stat().st_mtime_ns
+    assert _export(capsys, llama_run, out, "--force")[0] == 0
+    assert (out / "README.md").read_text() == "mine" and (out / "config.json").stat().st_mtime_ns > stamp
+    assert json.load(open(out / "config.json"))["laser"]["stage"] == "sft"
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"")  # an HF directory's own shards: never mixed with ours
+    code, err = _export(capsys, llama_run, out, "--force")
+    assert code == 2 and "other weights (model-00001-of-00002.safetensors)" in err

@@ -118,6 +118,18 @@ def _outside():
     return [p for p in tasks.load_jsonl(SAMPLE) if tasks.split_of(p.key) == "train"]
 
 
+def test_out_that_is_a_directory_is_refused_and_leaves_nothing_behind(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    code, printed, err = _convert(capsys, "--format", "gsm8k", os.path.join(DATA, "gsm8k_sample.jsonl"), "--out", str(out))
+    assert code == 2 and err.startswith("convert_data.py: error: ") and "is a directory" in err
+    assert len(err.strip().splitlines()) == 1 and printed == ""
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(out) == []  # no <out>.tmp nor any temporary file
+    code, _, err = _convert(capsys, "--format", "gsm8k", os.path.join(DATA, "gsm8k_sample.jsonl"),
+                            "--out", str(tmp_path / "g.jsonl"))
+    assert code == 0 and sorted(os.listdir(tmp_path)) == ["g.jsonl", "out"]  # written atomically, nothing beside it
+
+
 def test_train_problems_mix_is_a_pure_function_of_stream_and_step():
     cfg, outside = config.Config(**config.PRESETS["test"]), _outside()
     fam, lv = config.families_levels(cfg)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 import study
+from runs import load_checkpoint
 
 
 def _record(scores, correct, answers, logp=None, family="arithmetic", level=1):
@@ -93,8 +94,9 @@ def test_grid_entries_become_train_flags():
         raise AssertionError("a grid entry without '=' must be refused")
 
 
-def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path):
-    out = str(tmp_path / "study")
+def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # not the repository root: train.py and evaluate.py are found beside study.py
+    out = "study"
     argv = ["run", "--sft", sft_dir, "--grid", "one:rl_steps=1,n_val=4", "--out", out, "--config", "test"]
     assert study.main(argv) == 0
     table = json.loads((tmp_path / "study" / "study_validation.json").read_text())
@@ -107,6 +109,138 @@ def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path):
     os.utime(ckpt)  # a checkpoint newer than its evaluation is evaluated again
     assert study.main(argv) == 0 and report.stat().st_mtime_ns > evaluated
     assert "| one |" in (tmp_path / "study" / "study_validation.md").read_text()
+    # the same entry name asking for other settings: refused, the run neither reused nor trained over
+    stamp = ckpt.stat().st_mtime_ns
+    capsys.readouterr()
+    argv[4] = "one:rl_steps=1,n_val=4,alpha=0.5"
+    err = _fails(capsys, argv)
+    assert "alpha 0.1 there, 0.5 asked" in err and os.path.join("study", "one", "seed0") in err
+    assert "delete that run directory or use another --out" in err and ckpt.stat().st_mtime_ns == stamp
+
+
+def test_run_resumes_an_unfinished_run(sft_dir, tmp_path, capsys):
+    """A run stopped before its --rl_steps (here by --halt_at, an execution flag) is resumed, not refused
+    (train.py never starts afresh over a run) nor reused as it is."""
+    out = str(tmp_path / "study")
+    argv = ["run", "--sft", sft_dir, "--grid", "two:rl_steps=2,n_val=4,halt_at=1", "--out", out, "--config", "test"]
+    assert study.main(argv) == 0
+    run = os.path.join(out, "two", "seed0")
+    assert load_checkpoint(run)["step"] == 1
+    argv[4] = "two:rl_steps=2,n_val=4"
+    assert study.main(argv) == 0 and load_checkpoint(run)["step"] == 2
+    assert "--resume" in capsys.readouterr().out
+
+
+def _fails(capsys, argv):
+    """study.main(argv) ends in one line on stderr and exit code 2; returns that line."""
+    capsys.readouterr()
+    assert study.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("study.py: error: "), err
+    return err
+
+
+def _no_subprocess(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError(f"nothing should run: {a}")
+    monkeypatch.setattr(study.subprocess, "run", refuse)
+
+
+def test_run_compares_a_runs_saved_settings_but_how_it_ran(sft_dir, tmp_path, monkeypatch, capsys):
+    """A run directory already there is reused only with the settings its grid entry asks for; flags of
+    how a run executes (device, threads, micro-batches, its own out_dir) and the spelling of paths aside."""
+    import dataclasses
+
+    import torch
+
+    from runs import load_checkpoint, write_json
+
+    run = tmp_path / "study" / "one" / "seed0"
+    args = ["--config", "test", "--stage", "rl", "--algo", "laser", "--seed", "0", "--init", sft_dir,
+            "--out_dir", str(run), "--rl_steps", "1"]
+    wanted = study.train_config(args, "one")
+    assert wanted.rl_steps == 1 and wanted.n_layer == 1 and wanted.init == sft_dir  # the preset, then the flags
+    same = dataclasses.replace(wanted, out_dir="elsewhere/laser", device="cpu", threads=1, micro_batch=2,
+                               init=sft_dir + os.sep + ".")
+    ck = {**load_checkpoint(sft_dir), "stage": "rl", "step": 1, "config": dataclasses.asdict(same)}
+    run.mkdir(parents=True)
+    torch.save(ck, run / "ckpt.pt")
+    assert study.existing_run(str(run), wanted, "one") == 1  # reused as it is
+    other = dataclasses.replace(same, alpha=0.5, group_size=2, init=str(tmp_path))
+    torch.save({**ck, "config": dataclasses.asdict(other)}, run / "ckpt.pt")
+    _no_subprocess(monkeypatch)
+    err = _fails(capsys, ["run", "--sft", sft_dir, "--grid", "one:rl_steps=1", "--out", str(tmp_path / "study"),
+                          "--config", "test"])
+    assert "alpha 0.5 there, 0.1 asked" in err and "group_size 2 there, 4 asked" in err and "init" in err
+    # a run that has a config.json but no checkpoint yet is compared too (not trained over)
+    (run / "ckpt.pt").unlink()
+    write_json(str(run / "config.json"), dataclasses.asdict(other))
+    assert "alpha 0.5 there" in _fails(capsys, ["run", "--sft", sft_dir, "--grid", "one:rl_steps=1",
+                                                 "--out", str(tmp_path / "study"), "--config", "test"])
+
+
+def test_run_checks_every_entry_before_training(sft_dir, tmp_path, monkeypatch, capsys):
+    _no_subprocess(monkeypatch)
+    base = ["run", "--sft", sft_dir, "--out", str(tmp_path / "s"), "--config", "test", "--grid", "fine:alpha=0.5"]
+    assert "grid entry 'bad'" in _fails(capsys, base + ["bad:no_such_flag=1"])  # an unknown flag, in the last entry
+    assert "grid entry 'bad'" in _fails(capsys, base + ["bad:alpha=-1"])  # a value out of range
+    assert "key=value" in _fails(capsys, base + ["bad:alpha"])
+    assert "given twice" in _fails(capsys, base + ["fine:alpha=1"])
+    assert "both seed 0" in _fails(capsys, ["run", "--sft", sft_dir, sft_dir, "--grid", "a", "--out",
+                                            str(tmp_path / "s"), "--config", "test"])
+    assert not (tmp_path / "s").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(sft_dir, tmp_path, monkeypatch, capsys):
+    _no_subprocess(monkeypatch)
+    monkeypatch.setattr(study, "probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("no sampling")))
+    recs = {"laser": [_record([0.9, 0.1], [True, False], ["1", "2"])]}
+    (tmp_path / "records.json").write_text(json.dumps(recs))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out in (str(afile), str(afile / "below")):
+        for argv in (["diagnose", str(tmp_path)], ["run", "--sft", sft_dir, "--grid", "a", "--config", "test"],
+                     ["probe", sft_dir]):
+            assert "is a file, not a directory" in _fails(capsys, argv + ["--out", out])
+    assert afile.read_text() == "x"
+
+
+def test_probe_counts_are_checked_up_front(sft_dir, tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "p")
+    for flag, value in (("--n_fit", "0"), ("--n_fit", "-3"), ("--n_samples", "0")):
+        assert f"{flag} must be >= 1" in _fails(capsys, ["probe", sft_dir, flag, value, "--out", out])
+    assert "no such run directory" in _fails(capsys, ["probe", sft_dir, str(tmp_path / "nope"), "--out", out])
+    # a model whose samples never finish leaves no EOS state to fit on: one line, not a numpy error
+    empty = {"problem": np.zeros(0, int), "correct": np.zeros(0, bool), "logp_zc": np.zeros(0),
+             "h": np.zeros((0, 32)), "blocks": np.zeros((0, 1, 32))}
+    monkeypatch.setattr(study, "eos_features", lambda *a, **k: empty)
+    assert "none of the fitting problems' samples finished" in _fails(capsys, ["probe", sft_dir, "--n_fit", "2",
+                                                                               "--out", out])
+    assert not os.path.exists(out)
+
+
+def test_diagnose_refuses_malformed_and_empty_records(tmp_path, capsys):
+    good = _record([0.9, 0.1, 0.2, 0.3], [True, False, False, False], ["1", "2", "2", "2"])
+    cases = [([good], "expected a JSON object"),
+             ({}, "no runs' records"),
+             ({"laser": []}, "non-empty list"),
+             ({"laser": [1, 2]}, "JSON objects with a 'samples' list"),
+             ({"laser": [{k: v for k, v in good.items() if k != "samples"}]}, "'samples'"),
+             ({"laser": [{**good, "samples": [{"answer": "1"}]}]}, "has no 'correct' field"),
+             ({"laser": [{k: v for k, v in good.items() if k != "level"}]}, "no 'level' field"),
+             ({"laser": [{**good, "samples": [{**good["samples"][0], "r_s": "high"}]}]}, "high")]
+    for i, (recs, fragment) in enumerate(cases):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        (d / "records.json").write_text(json.dumps(recs))
+        err = _fails(capsys, ["diagnose", str(d)])
+        assert fragment in err and "records.json" in err, (recs, err)
+        assert not (d / "diagnostics.json").exists()
+    (tmp_path / "d0" / "records.json").write_text(json.dumps({"grpo": [good]}))
+    (tmp_path / "d1" / "records.json").write_text(json.dumps({"laser": [good]}))
+    assert "every DIR must hold the same runs" in _fails(capsys, ["diagnose", str(tmp_path / "d0"), str(tmp_path / "d1")])
+    (tmp_path / "d1" / "laser_metrics.jsonl").write_text('{"step": 1, "rs_correct": 0.5}\n{"step": 2, trunc\n')
+    assert "laser_metrics.jsonl: unreadable metrics log" in _fails(capsys, ["diagnose", str(tmp_path / "d1")])
 
 
 def test_study_plot_and_its_notice_without_matplotlib(tmp_path, monkeypatch, capsys):

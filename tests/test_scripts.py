@@ -1,0 +1,49 @@
+"""scripts/: bad command lines end in one line on stderr and exit code 2 (make_tiny_hf.py, the audits),
+and hf_parity.py answers --help without running."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import make_tiny_hf  # noqa: E402
+
+
+def _script(name, *args, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", name), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_make_tiny_hf_refuses_a_file_and_a_training_run(tmp_path, sft_dir, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    before = {n: open(os.path.join(sft_dir, n), "rb").read() for n in ("config.json", "tokenizer.json")}
+    for out, fragment in ((afile, "is a file, not a directory"), (afile / "model", "is a file, not a directory"),
+                          (sft_dir, "a training run's directory")):
+        capsys.readouterr()
+        assert make_tiny_hf.main([str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("make_tiny_hf.py: error: ") and fragment in err and len(err.strip().splitlines()) == 1
+    assert afile.read_text() == "x"
+    assert {n: open(os.path.join(sft_dir, n), "rb").read() for n in before} == before
+
+
+@pytest.mark.parametrize("name", ["audit_split_seeds_tokens.py", "audit_bad_input.py"])
+def test_audits_without_a_checkout_print_their_usage(name, tmp_path):
+    for args in ((), (str(tmp_path / "missing"),), (ROOT, ROOT)):
+        r = _script(name, *args)
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        assert r.stderr.startswith(f"usage: python scripts/{name} REPO_DIR") and len(r.stderr.strip().splitlines()) == 1
+    r = _script(name, "--help")
+    assert r.returncode == 0 and "checkout" in r.stdout  # the docstring
+
+
+def test_hf_parity_answers_help_without_running():
+    r = _script("hf_parity.py", "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: hf_parity.py") and "Print the parity figures" in r.stdout
+    assert "max |logit difference|" not in r.stdout  # nothing was built or compared
+    r = _script("hf_parity.py", "--no_such_flag")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unrecognized arguments" in r.stderr
