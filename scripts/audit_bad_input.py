@@ -4,14 +4,11 @@ case: one-line error with a non-zero exit, traceback, or exit 0 (accepted). Issu
     git worktree add /tmp/old 819cee2 && python scripts/audit_bad_input.py /tmp/old   # before
     python scripts/audit_bad_input.py .                                                # now
 """
-import json, os, subprocess, sys, tempfile
-if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
-    print(__doc__); sys.exit(0)
-if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-    print("usage: python scripts/audit_bad_input.py REPO_DIR (a checkout of this repository"
-          + (f"; {sys.argv[1]} is not a directory)" if len(sys.argv) == 2 else ")"), file=sys.stderr)
-    sys.exit(2)
-repo = sys.argv[1]
+import argparse, json, os, subprocess, sys, tempfile
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("repo", metavar="REPO_DIR", help="a checkout of this repository (a worktree of an old commit, or .)")
+repo = ap.parse_args().repo
+if not os.path.isdir(repo): ap.error(f"{repo} is not a directory")
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests")); sys.path.insert(0, HERE)
 import test_bad_input as t

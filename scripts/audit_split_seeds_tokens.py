@@ -1,12 +1,10 @@
 """Measure issue 10's four defects on a checkout: python scripts/audit_split_seeds_tokens.py REPO_DIR (a worktree of 819cee2 to see them, . to see them fixed)."""
-import random, re, sys, os
-if len(sys.argv) == 2 and sys.argv[1] in ("-h", "--help"):
-    print(__doc__); sys.exit(0)
-if len(sys.argv) != 2 or not os.path.isdir(sys.argv[1]):
-    print("usage: python scripts/audit_split_seeds_tokens.py REPO_DIR (a checkout of this repository"
-          + (f"; {sys.argv[1]} is not a directory)" if len(sys.argv) == 2 else ")"), file=sys.stderr)
-    sys.exit(2)
-repo = sys.argv[1]; sys.path.insert(0, repo); os.chdir(repo)
+import argparse, random, re, sys, os
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("repo", metavar="REPO_DIR", help="a checkout of this repository (a worktree of an old commit, or .)")
+repo = ap.parse_args().repo
+if not os.path.isdir(repo): ap.error(f"{repo} is not a directory")
+sys.path.insert(0, repo); os.chdir(repo)
 import torch, tasks, train, rollout
 from rollout import sample
 new = hasattr(tasks, "canonical_key")
