@@ -9,7 +9,7 @@
 #
 # Runs go to $OUT/seed<S>/{sft,grpo,laser} (default out/tiny); reports, plots, each run's
 # metrics.jsonl and timing.json to $RESULTS/seed<S> (default $OUT/results), the summary to $RESULTS.
-# train.py never overwrites a run: to run a seed again, delete $OUT/seed<S> first.
+# Run again, a seed's earlier runs are kept (train.py moves them aside: sft.1, grpo.1, laser.1).
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-out/tiny}

@@ -36,7 +36,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import os
 import sys
 import weakref
 from collections import OrderedDict
@@ -554,13 +553,11 @@ def run_c_ref(model, tok, cfg, ck: dict, where: str) -> tuple[float, float]:
     none and is its own reference policy, so c_ref is measured on it (docs/laser.md §5), with a note."""
     beta_v, c_ref = ck.get("beta_v", cfg.beta_v), ck.get("c_ref")
     if c_ref is None:
-        # on the problem mix an RL run from this checkpoint calibrates on, its --data_jsonl share included
-        outside = []
-        if cfg.data_jsonl and cfg.data_mix > 0 and os.path.exists(cfg.data_jsonl):
+        try:  # on the problem mix an RL run from this checkpoint calibrates on, its --data_jsonl share included
             outside = rl_outside_data(cfg, tok, model.cfg.block_size)
-        elif cfg.data_jsonl and cfg.data_mix > 0:
-            print(f"{where}: note: this run's --data_jsonl {cfg.data_jsonl} is not here; c_ref is measured on "
-                  f"generated problems only")
+        except UserError as e:  # the run's file is gone, or changed
+            outside = []
+            print(f"{where}: note: c_ref is measured on generated problems only ({e})")
         c_ref, c_std, _ = calibrate_c_ref(model, tok, cfg, outside)
         print(f"{where}: no c_ref in this {ck['stage']} checkpoint; measured on this model: {c_ref:.3f} (std {c_std:.3f})")
     return c_ref, beta_v

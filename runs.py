@@ -318,15 +318,21 @@ def _worker_init(make: Callable, parent: int) -> None:
     global _worker_make
     _worker_make = make
     torch.set_num_threads(1)  # host work for one batch; the training process keeps the cores
-    # Ctrl-C and `timeout` reach the whole process group: the training process handles them (it finishes its
-    # step and saves a checkpoint, for which it may need the batch being built), and ends the worker
+    helper_process_init(parent)
+
+
+def helper_process_init(parent: int) -> None:
+    """The start of a training process's helper (the prefetch worker, the verifier processes). Ctrl-C and
+    `timeout` reach the whole process group: the training process handles them (it finishes its step, for
+    which it may need the helper, and saves a checkpoint) and ends its helpers, which ignore them; if the
+    training process is killed outright (SIGKILL, out of memory), the helper goes too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:  # and if the training process is killed outright (SIGKILL, out of memory), the worker goes too
+    try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
-    except (AttributeError, OSError):  # not Linux: a worker left behind still ends when its queue is closed
+    except (AttributeError, OSError):  # not Linux: a helper left behind still ends when its queue is closed
         pass
-    if os.getppid() != parent:  # killed before the prctl
+    if os.getppid() != parent:  # the training process was killed before the prctl
         os._exit(0)
 
 
@@ -480,24 +486,34 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-_STOP = {"signum": 0}  # the signal that asked the training loop to stop, 0: none
+_STOP = {"signum": 0, "armed": False}  # the signal that asked the training loop to stop (0: none); whether it may
 
 
 def stop_gracefully(signum, frame) -> None:
-    """train.py's handler of Ctrl-C (SIGINT) and SIGTERM (`timeout`, a job scheduler): the first one lets the
-    step in progress finish, then the training loop saves a checkpoint and exits with 128 + the signal
-    (`stop_requested`); a second one stops at once, as does the first under torchrun (its processes would
-    not agree on which step to stop after)."""
-    if _STOP["signum"] or world_size() > 1:
+    """train.py's handler of Ctrl-C (SIGINT) and SIGTERM (`timeout`, a job scheduler): once a training loop
+    has finished a step (`arm_stop`), the first one lets the step in progress finish, then the loop saves a
+    checkpoint and exits with 128 + the signal (`stop_requested`). Otherwise it stops at once: before the
+    first step (nothing to save), at a second signal, and under torchrun (its processes would not agree on
+    which step to stop after)."""
+    if _STOP["signum"] or not _STOP["armed"] or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # (torchrun's)
         raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
     _STOP["signum"] = signum
-    print(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a checkpoint "
-          f"(send it again to stop at once)", file=sys.stderr, flush=True)
+    print(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a checkpoint; send it "
+          f"again to stop at once", file=sys.stderr, flush=True)
 
 
-def stop_requested() -> int:
-    """The signal that asked for a stop (see stop_gracefully), or 0."""
-    return _STOP["signum"]
+def arm_stop(on: bool) -> None:
+    """Whether a signal now asks the training loop to stop after its step (on: it has finished one since it
+    started) or stops at once (stop_gracefully)."""
+    _STOP["armed"] = on
+
+
+def stop_requested(clear: bool = False) -> int:
+    """The signal that asked for a stop (see stop_gracefully), or 0; `clear`: forget it (a new command)."""
+    signum = _STOP["signum"]
+    if clear:
+        _STOP["signum"] = 0
+    return signum
 
 
 class Stopped(SystemExit):

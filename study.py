@@ -232,15 +232,18 @@ HOW_FIELDS = ("out_dir", "resume", "halt_at", "device", "threads", "compile", "v
 
 
 def train_config(train_args: list[str], name: str) -> Config:
-    """The Config train.py resolves from `train_args` (config.resolve_config: the preset, then the flags,
-    checked); a bad flag is a UserError naming the grid entry."""
+    """The Config train.py runs with from `train_args` (config.resolve_config: the preset, then the flags,
+    checked; then train.run_config_for: the model fields of --init's run); a bad flag is a UserError naming
+    the grid entry."""
+    from train import run_config_for
+
     def error(message):
         raise UserError(message)
 
     p = build_parser()
     p.error = error
     try:
-        return resolve_config(train_args, parser=p)[0]
+        return run_config_for(*resolve_config(train_args, parser=p))
     except UserError as e:
         raise UserError(f"grid entry {name!r}: {e}") from None
 

@@ -22,12 +22,13 @@ tokenizer.json, ckpt.pt, metrics.jsonl and, for RL, samples.jsonl (runs.py). Und
 takes a share of every step (README). Problems and sampling seeds are pure functions of (seed, step):
 --resume is bit-identical on CPU to an uninterrupted run. Bad input and a diverged run (--max_skipped bad
 steps in a row) end in one line on stderr, exit code 2. Ctrl-C or SIGTERM: the step in progress finishes,
-a checkpoint is saved, and a line says how to resume (a second signal stops at once). A directory that holds
-a run is never overwritten: --resume, or another --out_dir.
+a checkpoint is saved, and a line says how to resume (a second signal stops at once). A run is never
+overwritten: a fresh start where one is moves it aside first (OUT.1, ...), with a notice.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import multiprocessing
@@ -54,10 +55,11 @@ from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_wei
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, SkipGuard, Stopped, all_sum, broadcast, checkpoint, clip_and_step, clip_and_step_deferred,
-                  close_distributed, gather, init_distributed, load_run, make_optimizer, make_run_dir,
-                  new_model, prefetch, rank, resume_run, saved_config, seed_everything, shard, skips_on_device,
-                  stop_gracefully, stop_requested, sync_grads, training_forward, world_size, write_json, write_text)
+from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, broadcast, checkpoint, clip_and_step,
+                  clip_and_step_deferred, close_distributed, gather, helper_process_init, init_distributed, load_run,
+                  make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run, saved_config, seed_everything,
+                  shard, skips_on_device, stop_gracefully, stop_requested, sync_grads, training_forward, world_size,
+                  write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -350,12 +352,14 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
             if save:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "sft", **guard.state()})
-            if stop:
+            if stop and done < cfg.sft_steps:  # (after the last step the run is done; --stage all stops before RL)
                 raise Stopped(done, "SFT")
+            arm_stop(True)  # a step is done that a checkpoint would keep: a signal now stops after the next
             if done == cfg.halt_at:
                 print(f"halted after step {done} (--halt_at)")
                 break
     finally:
+        arm_stop(False)
         keep_pending()
     return done
 
@@ -445,8 +449,13 @@ def _mean_or_nan(x: torch.Tensor) -> float:
 
 def verifier_pool(workers: int):
     """A context holding worker processes for verify_rollouts (None for 0: verify in this process),
-    started by spawn (safe beside CUDA and threads) and shut down on leaving it."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers else nullcontext()
+    started by spawn (safe beside CUDA and threads), deaf to Ctrl-C and SIGTERM (the training process
+    finishes its step, verification included, before it stops: runs.helper_process_init), and shut down
+    on leaving it."""
+    if not workers:
+        return nullcontext()
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=helper_process_init, initargs=(os.getpid(),))
 
 
 def verify_rollouts(texts: list[str], answers: list[str], pool=None, finished=None) -> list[tuple[float, str]]:
@@ -599,11 +608,13 @@ def run_rl(cfg: Config) -> str:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
                             **guard.state(), "init": init_dir, "algo": cfg.algo})
-            if stop:
+            if stop and done < cfg.rl_steps:
                 raise Stopped(done, "RL")
+            arm_stop(True)  # a step is done that a checkpoint would keep: a signal now stops after the next
             if done == cfg.halt_at:
                 print(f"halted after step {done} (--halt_at)")
                 break
+    arm_stop(False)
     return cfg.out_dir
 
 
@@ -641,12 +652,22 @@ def run_config_for(cfg: Config, given: dict) -> Config:
     return cfg
 
 
-def refuse_to_overwrite(*run_dirs: str) -> None:
-    """A fresh start must not wipe a run: its checkpoint, logs and config would be replaced."""
-    for d in run_dirs:
-        if os.path.exists(os.path.join(d, "ckpt.pt")):
-            raise UserError(f"{d} already holds a run (ckpt.pt): --resume continues it; to start afresh, delete "
-                            f"it or choose another --out_dir")
+def keep_previous_run(cfg: Config) -> None:
+    """A fresh start where a run is (a ckpt.pt in out_dir, or for --stage all in OUT/sft or OUT/<algo>) moves
+    that directory aside to the first free OUT.1, OUT.2, ... with a notice, so that the command starts and
+    nothing is lost. (Rank 0 moves it; the others wait.)"""
+    runs_there = [os.path.join(cfg.out_dir, d) for d in ("sft", cfg.algo)] if cfg.stage == "all" else [cfg.out_dir]
+    if rank() == 0 and any(os.path.exists(os.path.join(d, "ckpt.pt")) for d in runs_there):
+        out = os.path.normpath(cfg.out_dir)
+        kept = next(f"{out}.{i}" for i in itertools.count(1) if not os.path.exists(f"{out}.{i}"))
+        try:
+            os.rename(out, kept)
+        except OSError as e:
+            raise UserError(f"{out} holds a run, and it cannot be moved aside to {kept} ({e.strerror}): "
+                            f"--resume continues it, or choose another --out_dir") from None
+        print(f"note: {out} held a run; it is kept as {kept}, and this one starts afresh (--resume continues "
+              f"a run instead)")
+    broadcast(None)  # (under torchrun: the others wait for the move)
 
 
 def run_all(cfg: Config) -> str:
@@ -655,8 +676,8 @@ def run_all(cfg: Config) -> str:
     sft_dir, rl_dir = os.path.join(cfg.out_dir, "sft"), os.path.join(cfg.out_dir, cfg.algo)
     done = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=sft_dir), then_rl=True)
     if done < cfg.sft_steps:
-        print(f"SFT halted after step {done} of {cfg.sft_steps}: RL not started "
-              f"(python train.py --out_dir {cfg.out_dir} --resume continues the run)")
+        print(f"SFT halted after step {done} of {cfg.sft_steps}: RL not started (python train.py --out_dir "
+              f"{cfg.out_dir} --resume --halt_at 0 continues the run; without --halt_at 0, RL halts at step {done} too)")
         return sft_dir
     if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
         raise Stopped(done, "SFT")
@@ -668,18 +689,19 @@ def main(argv=None) -> str:
     """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2; a run
     stopped by a signal (`stop_gracefully`) ends with a checkpoint, a line that says how to resume it, and
     exit code 128 + the signal. Returns the run directory."""
+    stop_requested(clear=True)  # (a request that came after a previous command's last step)
+    arm_stop(False)
     try:
         cfg, given = resolve_config(argv, __doc__.split("\n\n")[0])
         cfg = run_config_for(cfg, given)
-        if not cfg.resume:
-            refuse_to_overwrite(*([os.path.join(cfg.out_dir, "sft"), os.path.join(cfg.out_dir, cfg.algo)]
-                                  if cfg.stage == "all" else [cfg.out_dir]))
         init_distributed()  # under torchrun: one process per device, rank 0 writes and prints
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")
         if min(cfg.prompts_per_step, cfg.sft_batch_size) < world_size():
             raise UserError(f"{world_size()} processes need --prompts_per_step and --sft_batch_size >= "
                             f"{world_size()} (each process takes a share of the step's problems)")
+        if not cfg.resume:
+            keep_previous_run(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         rollout.COMPILE_DECODE = cfg.compile != "off"  # the sampler's decode step on CUDA (rollout.py)
@@ -695,6 +717,9 @@ def main(argv=None) -> str:
         print(f"{e.stage} stopped after step {e.done} ({e.signal}), its checkpoint saved; "
               f"python train.py{stage} --out_dir {cfg.out_dir} --resume continues the run", flush=True)
         raise
+    except KeyboardInterrupt:  # Ctrl-C before the first step, or a second one: at once (the last checkpoint stays)
+        sys.stderr.write("train.py: interrupted\n")
+        raise SystemExit(128 + signal.SIGINT) from None
     finally:
         close_distributed(wait=False)  # on an error: leave at once (a no-op after the line above)
 

@@ -253,7 +253,7 @@ def test_sft_stopped_by_sigterm(tmp_path, monkeypatch, capsys, fused, process, s
             train.main(T + ["--stage", "sft", "--out_dir", run, "--ckpt_every", "100"])
     finally:
         signal.signal(signal.SIGTERM, previous)
-        runs._STOP["signum"] = 0  # (a stop cut short leaves its request behind)
+        runs.stop_requested(clear=True)  # (a stop cut short leaves its request behind)
     assert e.value.code == 128 + signal.SIGTERM
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
     printed = capsys.readouterr()
@@ -269,6 +269,31 @@ def test_sft_stopped_by_sigterm(tmp_path, monkeypatch, capsys, fused, process, s
     train.main(["--stage", "sft", "--out_dir", run, "--resume"])
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
     assert [r["step"] for r in recs] == list(range(1, 31)) and runs.load_checkpoint(run)["step"] == 30
+
+
+def test_a_signal_in_sfts_last_step_stops_the_main_command_before_rl(tmp_path, monkeypatch, capsys):
+    """SFT completes (its last step was under way), then --stage all stops instead of starting RL, and the
+    resume line is the main command's."""
+    real, calls = train.sft_backward, []
+
+    def signalled_at_30(model, batches, device, forward=None):
+        calls.append(1)
+        if len(calls) == 30:  # the test preset's last SFT step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(model, batches, device, forward)
+
+    monkeypatch.setattr(train, "sft_backward", signalled_at_30)
+    previous = signal.signal(signal.SIGTERM, runs.stop_gracefully)
+    out = str(tmp_path / "run")
+    try:
+        with pytest.raises(SystemExit) as e:
+            train.main(T + ["--out_dir", out])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert e.value.code == 128 + signal.SIGTERM and runs.stop_requested() == 0
+    assert runs.load_checkpoint(os.path.join(out, "sft"))["step"] == 30 and not os.path.exists(os.path.join(out, "laser"))
+    assert f"SFT stopped after step 30 (SIGTERM), its checkpoint saved; python train.py --out_dir {out} --resume" \
+        in capsys.readouterr().out
 
 
 def test_ctrl_c_stops_train_py_with_a_checkpoint_it_resumes_from(tmp_path):
@@ -296,6 +321,19 @@ def test_ctrl_c_stops_train_py_with_a_checkpoint_it_resumes_from(tmp_path):
     assert step >= 3 and [r["step"] for r in recs] == list(range(1, step + 1))
     assert "SIGINT: stopping after the step in progress" in err and "Traceback" not in err
     assert f"SFT stopped after step {step} (SIGINT)" in out and f"--out_dir {run} --resume continues the run" in out
+    # before the first step there is nothing to save: Ctrl-C stops at once, in one line
+    p = subprocess.Popen([sys.executable, "train.py", *T, "--stage", "sft", "--out_dir", str(tmp_path / "r2")],
+                         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if line.startswith("config: "):
+                p.send_signal(signal.SIGINT)
+                break
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 130 and err.strip() == "train.py: interrupted", err
+    assert not os.path.exists(tmp_path / "r2" / "ckpt.pt")
 
 
 def test_rl_stops_on_a_run_of_skipped_steps(sft_dir, tmp_path, monkeypatch, capsys):

@@ -185,6 +185,10 @@ def test_run_checks_every_entry_before_training(sft_dir, tmp_path, monkeypatch, 
     assert "grid entry 'bad'" in _fails(capsys, base + ["bad:no_such_flag=1"])  # an unknown flag, in the last entry
     assert "grid entry 'bad'" in _fails(capsys, base + ["bad:alpha=-1"])  # a value out of range
     assert "key=value" in _fails(capsys, base + ["bad:alpha"])
+    assert "RL trains the model of --init" in _fails(capsys, base + ["bad:n_layer=2"])  # train.py would refuse it
+    # the model fields train.py records for RL are --init's (the test preset's 32), not the tiny preset's 128
+    args = ["--config", "tiny", "--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "r")]
+    assert study.train_config(args, "x").n_embd == 32
     assert "given twice" in _fails(capsys, base + ["fine:alpha=1"])
     assert "both seed 0" in _fails(capsys, ["run", "--sft", sft_dir, sft_dir, "--grid", "a", "--out",
                                             str(tmp_path / "s"), "--config", "test"])

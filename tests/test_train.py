@@ -362,6 +362,11 @@ def test_verifier_processes_give_the_in_process_verdicts():
     here = train.verify_rollouts(texts, golds, finished=[not c for c in cut])
     with train.verifier_pool(2) as pool:
         assert train.verify_rollouts(texts, golds, pool, [not c for c in cut]) == here
+        # Ctrl-C reaches the whole process group: the workers ignore it (the training process finishes its step)
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert train.verify_rollouts(texts, golds, pool, [not c for c in cut]) == here and not pool._broken
     assert here[:6] == [(0.0, "truncated"), (1.0, "right"), (0.0, "truncated"), (1.0, "right"),
                         (0.0, "truncated"), (0.0, "wrong")]
 
@@ -472,7 +477,7 @@ def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
 def test_the_main_command_halts_resumes_and_never_overwrites_a_run(tmp_path, capsys):
     """--stage all (the README's main command): --halt_at stops the command after SFT's step, not RL from a
     half-trained model; `--out_dir OUT --resume` continues SFT, then RL (afresh, as it never started, then
-    from its checkpoint); a fresh start in OUT refuses to wipe the runs there."""
+    from its checkpoint); a fresh start in OUT moves the runs there aside (before: it wiped them)."""
     out = str(tmp_path / "run")
     T = ["--config", "test", "--out_dir", out, "--c_ref", "-20"]
     train.main(T + ["--halt_at", "1"])
@@ -485,11 +490,13 @@ def test_the_main_command_halts_resumes_and_never_overwrites_a_run(tmp_path, cap
     ck = runs.load_checkpoint(os.path.join(out, "laser"))
     assert ck["step"] == 2 and ck["init"] == os.path.join(out, "sft")
     logs = {d: open(os.path.join(out, d, "metrics.jsonl")).read() for d in ("sft", "laser")}
-    for argv in (T, ["--config", "test", "--stage", "sft", "--out_dir", os.path.join(out, "sft")]):
-        with pytest.raises(SystemExit) as e:
-            train.main(argv)
-        assert e.value.code == 2 and "already holds a run (ckpt.pt): --resume continues it" in capsys.readouterr().err
-    assert logs == {d: open(os.path.join(out, d, "metrics.jsonl")).read() for d in ("sft", "laser")}
+    capsys.readouterr()
+    train.main(T + ["--halt_at", "2"])  # afresh: the runs there are moved aside first, not overwritten
+    assert f"note: {out} held a run; it is kept as {out}.1" in capsys.readouterr().out
+    assert logs == {d: open(os.path.join(out + ".1", d, "metrics.jsonl")).read() for d in ("sft", "laser")}
+    assert runs.load_checkpoint(os.path.join(out, "sft"))["step"] == 2
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", os.path.join(out, "sft"), "--sft_steps", "1"])
+    assert os.path.exists(os.path.join(out, "sft.1", "ckpt.pt")) and os.path.exists(os.path.join(out + ".1", "sft"))
 
 
 def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, tmp_path):
