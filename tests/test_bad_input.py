@@ -296,43 +296,40 @@ def test_a_signal_in_sfts_last_step_stops_the_main_command_before_rl(tmp_path, m
         in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_train_py_with_a_checkpoint_it_resumes_from(tmp_path):
-    """`python train.py` and Ctrl-C (SIGINT), as a user does it: exit 130 after the step in progress, a
-    checkpoint at the last step logged (the old handler left a traceback and no checkpoint, 342 steps
-    lost), and a line with the command that resumes."""
+def _ctrl_c(argv, at: str) -> tuple[int, str, str]:
+    """`python train.py ARGV`, and Ctrl-C (SIGINT) once it prints a line starting with `at`, as a user does
+    it: (exit code, stdout after that line, stderr)."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    run = str(tmp_path / "r")
-    p = subprocess.Popen([sys.executable, "train.py", *T, "--stage", "sft", "--out_dir", run, "--sft_steps", "100000",
-                          "--ckpt_every", "100000", "--log_every", "1"], cwd=root, stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "train.py", *T, *argv], cwd=root, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         for line in p.stdout:
-            if line.startswith("sft     3/"):
+            if line.startswith(at):
                 p.send_signal(signal.SIGINT)
                 break
         out, err = p.communicate(timeout=60)
     finally:
         p.kill()
-    assert p.returncode == 130, err
+    return p.returncode, out, err
+
+
+def test_ctrl_c_stops_train_py_with_a_checkpoint_it_resumes_from(tmp_path):
+    """Ctrl-C: exit 130 after the step in progress, a checkpoint at the last step logged (the old handler left
+    a traceback and no checkpoint, 342 steps lost), and a line with the command that resumes. Before the
+    first step there is nothing to save: it stops at once, in one line."""
+    run = str(tmp_path / "r")
+    rc, out, err = _ctrl_c(["--stage", "sft", "--out_dir", run, "--sft_steps", "100000", "--ckpt_every", "100000",
+                            "--log_every", "1"], at="sft     3/")
+    assert rc == 130, err
     step = runs.load_checkpoint(run)["step"]
     recs = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))]
     assert step >= 3 and [r["step"] for r in recs] == list(range(1, step + 1))
     assert "SIGINT: stopping after the step in progress" in err and "Traceback" not in err
     assert f"SFT stopped after step {step} (SIGINT)" in out and f"--out_dir {run} --resume continues the run" in out
-    # before the first step there is nothing to save: Ctrl-C stops at once, in one line
-    p = subprocess.Popen([sys.executable, "train.py", *T, "--stage", "sft", "--out_dir", str(tmp_path / "r2")],
-                         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in p.stdout:
-            if line.startswith("config: "):
-                p.send_signal(signal.SIGINT)
-                break
-        out, err = p.communicate(timeout=60)
-    finally:
-        p.kill()
-    assert p.returncode == 130 and err.strip() == "train.py: interrupted", err
+    rc, out, err = _ctrl_c(["--stage", "sft", "--out_dir", str(tmp_path / "r2")], at="config: ")
+    assert rc == 130 and err.strip() == "train.py: interrupted", err
     assert not os.path.exists(tmp_path / "r2" / "ckpt.pt")
 
 
