@@ -277,7 +277,7 @@ def build_parser() -> ArgParser:
         "95% CIs, per family. Writes eval.json, eval.md, records.json (and with matplotlib two plots).",
         epilog="Output directory: with one RUN_DIR that run directory; with several RUN_DIRs --out is required; "
         "with --records the records file's directory (a records.json lets --records recompute the metrics).")
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run directories to evaluate")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="training run directories to evaluate (or their ckpt.pt)")
     p.add_argument("--records", metavar="FILE.json", help="skip sampling: load saved records "
                    "({run name: [problem records]}, e.g. a previous records.json) instead of RUN_DIRs")
     p.add_argument("--n_samples", "--n-samples", type=int, default=16,
@@ -358,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.run_dirs:
             return fail("give at least one RUN_DIR (or --records FILE.json); see --help")
+        args.run_dirs = [os.path.dirname(os.path.abspath(d)) if os.path.basename(d) == "ckpt.pt" and os.path.isfile(d)
+                         else d for d in args.run_dirs]  # a run's ckpt.pt names its run, as for export.py
         missing = [d for d in args.run_dirs if not os.path.isdir(d)]
         if missing:
             return fail(f"run directory not found: {missing[0]}")

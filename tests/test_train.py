@@ -557,8 +557,8 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     rl = str(tmp_path / "rl")
     train.main(["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "1", "--out_dir", rl])
     out = str(tmp_path / "report")
-    assert evaluate.main([sft_dir, rl, "--names", "sft,laser", "--out", out, "--n_samples", "2",
-                          "--n_problems", "4", "--n_boot", "10", "--batch_size", "8"]) == 0
+    assert evaluate.main([sft_dir, os.path.join(rl, "ckpt.pt"), "--names", "sft,laser", "--out", out, "--n_samples",
+                          "2", "--n_problems", "4", "--n_boot", "10", "--batch_size", "8"]) == 0  # a run, or its ckpt.pt
     with open(os.path.join(out, "eval.json")) as f:
         res = json.load(f)
     assert set(res) == {"sft", "laser"}
