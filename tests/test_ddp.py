@@ -99,6 +99,10 @@ def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_p
     logs = [[{k: v for k, v in json.loads(ln).items() if k not in drop} for ln in open(os.path.join(d, "metrics.jsonl"))]
             for d in (full, part)]
     assert logs[0] == logs[1] and [r["step"] for r in logs[0]] == [0, 1, 2, 3]
+    # a fresh start where a run is: rank 0 moves it aside while the others wait, then all train
+    r = _torchrun(*common, "--out_dir", full, "--halt_at", "1")
+    assert r.returncode == 0 and f"kept as {full}.1" in r.stdout, r.stderr[-2000:]
+    assert runs.load_checkpoint(full + ".1")["step"] == 3 and runs.load_checkpoint(full)["step"] == 1
     # the data shards depend on the number of processes: a resume with another one is refused in one line
     r = subprocess.run([sys.executable, "train.py", "--stage", "rl", "--resume", "--out_dir", part, "--rl_steps", "4"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
