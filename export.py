@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", help="a run directory (or its ckpt.pt) written by train.py")
     p.add_argument("out_dir", help="the Hugging Face model directory to write (new or empty, unless --force)")
     p.add_argument("--force", action="store_true",
-                   help="write into a non-empty OUT_DIR, replacing the four files above there (a previous export, "
-                        "say) and leaving the others; a training run's directory (with a ckpt.pt) or one holding "
+                   help="write into a non-empty OUT_DIR (a previous export, say), replacing the four files it "
+                        "writes and leaving the others; a training run's directory (with a ckpt.pt) or one holding "
                         "other weight files is refused even so")
     args = p.parse_args(argv)
     try:
