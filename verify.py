@@ -48,6 +48,7 @@ MAX_DEPTH = 40                      # parser nesting
 MAX_LITERAL_DIGITS = 120
 MAX_SCI_EXPONENT = 400
 MAX_POW_BITS = 20_000               # |exponent| * bits(base)
+MAX_ROOT_BITS = 2048                # bits of a rational whose root is taken exactly (larger: left unevaluated)
 MAX_SYMBOLIC_EXPONENT = 2000        # degree of a power of an expression in variables
 MAX_FACTORIAL = 500
 MAX_BINOM = 10_000
@@ -182,9 +183,12 @@ def _prenormalize(s: str) -> str:
     return f"{m.group(1)}\\frac{{{m.group(2)}}}{{{m.group(3)}}}" if m else s
 
 def _text_key(s: str) -> str:
-    """Loose textual form for non-math answers: markup, spaces and case removed."""
+    """Loose textual form for non-math answers: markup, spaces and case removed, except that digits kept
+    apart stay apart (one space), so that `1 2` is not the number 12."""
     s = _TEXT_KEY_CMD_RE.sub("", _unicode(s))
-    s = re.sub(r"\\[,;:! ]|[{}$\s~]|\\\\", "", s).lower().strip(".,;:")
+    s = re.sub(r"(?<=\d)(?:\\[,;:! ]|[{}$\s~]|\\\\)+(?=\d)", "\x00", s)  # (a mark the next line keeps)
+    s = re.sub(r"\\[,;:! ]|[{}$\s~]|\\\\", "", s).replace("\x00", " ")
+    s = s.lower().strip(".,;:")
     m = re.fullmatch(r"\(([a-z0-9]+)\)", s)
     return m.group(1) if m else s
 
@@ -399,9 +403,21 @@ def _pow(b, e):
             _reject_if(b.free_symbols and mag > MAX_SYMBOLIC_EXPONENT, "degree too large", _LimitError)
         _reject_if(b == 0 and e.is_negative, "division by zero")
         if isinstance(b, Rational) and (isinstance(e, Integer) or int(e.q) <= 64):
-            return _check_size(sympy.Pow(b, e))          # exact: 2^10, 8^(1/3), 12^(1/2)
+            if isinstance(e, Integer) or _rat_bits(b) <= MAX_ROOT_BITS:
+                return _check_size(sympy.Pow(b, e))      # exact: 2^10, 8^(1/3), 12^(1/2)
+            return _big_root(b, e)
         if e == 1:
             return b
+    return sympy.Pow(b, e, evaluate=False)
+
+def _big_root(b, e):
+    """b^e, e = p/q, for a rational b longer than MAX_ROOT_BITS, where sympy's search for a perfect power
+    factors b in time growing with the cube of its length (14 s for (3^9000+1)^(1/2)): exact if b > 0 is a
+    perfect q-th power (integer Newton steps: milliseconds), else left unevaluated (compared numerically)."""
+    q = int(e.q)
+    (rn, exact_n), (rd, exact_d) = sympy.integer_nthroot(abs(int(b.p)), q), sympy.integer_nthroot(int(b.q), q)
+    if b > 0 and exact_n and exact_d:
+        return _check_size(Rational(rn, rd) ** int(e.p))
     return sympy.Pow(b, e, evaluate=False)
 
 def _root(x, n):

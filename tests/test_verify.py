@@ -156,7 +156,9 @@ EQUAL = [
      "\\begin{pmatrix}\\frac{1}{3x^{2/3}}&0\\\\-\\sin(x)&0\\end{pmatrix}"),
     # text answers
     ("\\text{Evelyn}", "Evelyn"), ("\\text{yes}", "Yes"), ("\\text{(C)}", "C"), ("(B)", "B"),
-    ("\\text{no solution}", "No solution"), ("\\textbf{(A)}", "A"),
+    ("\\text{no solution}", "No solution"), ("\\textbf{(A)}", "A"), ("10 20", "10~20"),
+    # exact roots of long integers (a perfect power found without factoring)
+    ("\\sqrt{2^{10000}}", "2^{5000}"), ("\\sqrt[3]{-2^{9000}}", "-2^{3000}"), ("(2^{9000})^{-2/3}", "2^{-6000}"),
 ]
 
 NOT_EQUAL = [
@@ -189,6 +191,8 @@ NOT_EQUAL = [
     ("\\sqrt{2} + 10^{-60}", "\\sqrt{2}"), ("\\sin(x)", "\\sin(x + 10^{-40})"),
     ("{1,3}", "(3,1)"), ("y=x+1", "x=y+1"), ("(a+5)(b+2)", "(+5)(b+2)"), ("x+2n+1", "x+1"),
     ("4", "\\frac{34}{16}+\\frac{\\sqrt{1358}}{16}"), ("2", "\\frac{1+\\sqrt{5}}{2}"),
+    # digits kept apart are not one number (the text fallback used to drop the gap)
+    ("1 2", "12"), ("10 20", "1020"), ("$1$ $23$", "123"), ("1~2", "12"), ("1{}2", "12"),
 ]
 
 
@@ -356,6 +360,9 @@ HOSTILE = [
     ("x = \\arctan((\\frac{1}{3})^{(\\sqrt[3]{2^{100}})(1)}\\cdot \\tan(\\ln(1.5))\\%)", "\\lfloor 100 \\rfloor"),
     ("\\frac{\\lfloor \\sqrt[3]{\\log_{\\sqrt{i} \\pm 100}((\\infty)^{2})} \\rfloor}{\\sqrt{(\\tan(10\\cdot 2^{100}))(\\sqrt[3]{2})}}", "1"),
     ("\\sin(10^{300} x)", "\\cos(10^{300} x)"),
+    # roots of long integers: sympy's search for a perfect power factors them (14 s to minutes; found by fuzzing)
+    ("(3^{9000}+1)^{1/2}", "1"), ("(3^{9000}*5^{6000}+1)^{1/2}", "1"), ("\\sqrt[3]{\\binom{10000}{5000}+1}", "1"),
+    ("\\frac{2^{9000}+1}{7^{5000}}^{1/2}", "1"),
     ("e^{e^{e^{e^{x}}}}", "e^{e^{e^{e^{x}}}} + 1"),
     ("\\{" + ",".join(f"\\tan(\\arctan(x y + {k}))" for k in range(32)) + "\\}",
      "\\{" + ",".join(f"xy+{k + 1}" for k in range(32)) + "\\}"),
