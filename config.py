@@ -261,6 +261,8 @@ def check_config(cfg: Config) -> None:
                         f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
     if cfg.stage == "rl" and not cfg.init and not cfg.resume:
         raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
+    if cfg.stage == "rl" and not cfg.resume and same_setting("init", cfg.init, cfg.out_dir):
+        raise UserError(f"--out_dir {cfg.out_dir} is the --init run: RL writes a run directory of its own")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise UserError(f"--out_dir {cfg.out_dir} is a file, not a directory")
     if cfg.init_hf and not os.path.isfile(os.path.join(cfg.init_hf, "config.json")):
