@@ -657,17 +657,20 @@ def keep_previous_run(cfg: Config) -> None:
     that directory aside to the first free OUT.1, OUT.2, ... with a notice, so that the command starts and
     nothing is lost. (Rank 0 moves it; the others wait.)"""
     runs_there = [os.path.join(cfg.out_dir, d) for d in ("sft", cfg.algo)] if cfg.stage == "all" else [cfg.out_dir]
+    problem = None
     if rank() == 0 and any(os.path.exists(os.path.join(d, "ckpt.pt")) for d in runs_there):
         out = os.path.normpath(cfg.out_dir)
         kept = next(f"{out}.{i}" for i in itertools.count(1) if not os.path.exists(f"{out}.{i}"))
         try:
             os.rename(out, kept)
+            print(f"note: {out} held a run; it is kept as {kept}, and this one starts afresh (--resume "
+                  f"continues a run instead)")
         except OSError as e:
-            raise UserError(f"{out} holds a run, and it cannot be moved aside to {kept} ({e.strerror}): "
-                            f"--resume continues it, or choose another --out_dir") from None
-        print(f"note: {out} held a run; it is kept as {kept}, and this one starts afresh (--resume continues "
-              f"a run instead)")
-    broadcast(None)  # (under torchrun: the others wait for the move)
+            problem = (f"{out} holds a run, and it cannot be moved aside to {kept} ({e.strerror}): --resume "
+                       f"continues it, or choose another --out_dir")
+    problem = broadcast(problem)  # (under torchrun: the others wait for the move, and stop with rank 0)
+    if problem:
+        raise UserError(problem)
 
 
 def run_all(cfg: Config) -> str:

@@ -499,6 +499,22 @@ def test_the_main_command_halts_resumes_and_never_overwrites_a_run(tmp_path, cap
     assert os.path.exists(os.path.join(out, "sft.1", "ckpt.pt")) and os.path.exists(os.path.join(out + ".1", "sft"))
 
 
+def test_a_run_that_cannot_be_moved_aside_is_a_one_line_error(sft_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+    run = str(tmp_path / "r")
+    shutil.copytree(sft_dir, run)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refuse)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", "test", "--stage", "sft", "--out_dir", run])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"cannot be moved aside to {run}.1 (Permission denied)" in err
+    assert runs.load_checkpoint(run)["step"] == 30  # untouched
+
+
 def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, tmp_path):
     """Flags that would make another model or another run are refused on --resume (before: taken into
     config.json while the model stayed as it was); RL from --init records the model fields of the run it
