@@ -5,9 +5,9 @@ Qwen2ForCausalLM for a model with q/k/v biases) with the same logits.
     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('out/llama_run/hf')"
 
 Writes model.safetensors (float32), config.json, tokenizer.json and tokenizer_config.json, each atomically,
-into a new or empty directory (a non-empty one only with --force; never a training run's). Runs of our own
-small architecture (GELU MLP) have no transformers counterpart: train with --arch llama, or start from
---init_hf, to export.
+into a new or empty directory, or over an earlier export (another non-empty one only with --force; never a
+training run's). Runs of our own small architecture (GELU MLP) have no transformers counterpart: train with
+--arch llama, or start from --init_hf, to export.
 
 Reading the self-reward there (docs/laser.md §1, §6): config.json's "laser" entry holds zc_id, c_ref and
 beta_v. After a solution, feed the sequence up to and including its EOS token and take the logits at the
@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     p = ArgParser(prog="export.py", description=__doc__.split("\n\n")[0],
                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("run_dir", help="a run directory (or its ckpt.pt) written by train.py")
-    p.add_argument("out_dir", help="the Hugging Face model directory to write (new or empty, unless --force)")
+    p.add_argument("out_dir", help="the Hugging Face model directory to write (new, empty, or an earlier export; "
+                                   "else --force)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty OUT_DIR (a previous export, say), replacing the four files it "
                         "writes and leaving the others; a training run's directory (with a ckpt.pt) or one holding "

@@ -389,9 +389,19 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
 EXPORT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json")
 
 
+def _our_export(out_dir: str, names: list[str]) -> bool:
+    """Whether `out_dir` (listing `names`) holds an earlier export() and nothing else: its config.json has
+    the "laser" entry no other model's has."""
+    try:
+        return set(names) <= set(EXPORT_FILES) and "laser" in _read_json(os.path.join(out_dir, "config.json"))
+    except UserError:
+        return False
+
+
 def check_export_dir(out_dir: str, force: bool = False) -> None:
-    """Where export() may write: a new or empty directory; a non-empty one only with `force` (the
-    EXPORT_FILES there are replaced, nothing else is touched); never a training run's directory (it
+    """Where export() may write: a new or empty directory, or one holding an earlier export of ours and
+    nothing else; another non-empty one only with `force` (the EXPORT_FILES there are replaced, nothing
+    else is touched); never a training run's directory (it
     holds a ckpt.pt, and its config.json and tokenizer.json are the run's), nor one holding other weight
     files, which transformers or --init_hf would read beside or instead of the exported ones."""
     check_dir_path(out_dir, "OUT_DIR")
@@ -401,7 +411,7 @@ def check_export_dir(out_dir: str, force: bool = False) -> None:
     if "ckpt.pt" in names:
         raise UserError(f"{out_dir} is a training run's directory (it holds ckpt.pt): export into another "
                         f"directory, such as {os.path.join(out_dir, 'hf')}")
-    if names and not force:
+    if names and not force and not _our_export(out_dir, names):
         raise UserError(f"{out_dir} is not empty ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}): "
                         f"choose a new directory, or pass --force to replace the files export writes there")
     stale = [n for n in names if n not in EXPORT_FILES and (n.endswith((".safetensors", ".index.json"))

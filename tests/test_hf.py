@@ -258,9 +258,10 @@ def test_export_writes_atomically_and_only_where_it_may(llama_run, tmp_path, cap
     out = tmp_path / "hf"
     assert _export(capsys, llama_run, out)[0] == 0
     assert sorted(written) == sorted(hf.EXPORT_FILES) and sorted(os.listdir(out)) == sorted(hf.EXPORT_FILES)
-    code, err = _export(capsys, llama_run, out)  # a second export into the first: only with --force
-    assert code == 2 and "not empty" in err and "--force" in err
+    assert _export(capsys, llama_run, out)[0] == 0  # a second export into the first replaces it
     (out / "README.md").write_text("mine")
+    code, err = _export(capsys, llama_run, out)  # a directory holding something else: only with --force
+    assert code == 2 and "not empty" in err and "--force" in err
     stamp = (out / "config.json").stat().st_mtime_ns
     assert _export(capsys, llama_run, out, "--force")[0] == 0
     assert (out / "README.md").read_text() == "mine" and (out / "config.json").stat().st_mtime_ns > stamp
