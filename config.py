@@ -57,7 +57,7 @@ class Config:
     sft_lr: float = 2e-3          # SFT peak learning rate (AdamW)
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
     min_lr_frac: float = 0.1      # the cosine decay ends at this fraction of the peak learning rate (SFT and RL)
-    weight_decay: float = 0.0     # AdamW weight decay on the weight matrices but the input embedding, SFT and RL
+    weight_decay: float = 0.0     # AdamW weight decay on the weight matrices except the input embedding, SFT and RL
     # --- RL (shared by grpo and laser)
     algo: str = "laser"           # grpo | laser
     init: str = ""                # SFT run directory RL starts from (--stage rl)
@@ -403,7 +403,7 @@ def prompts_that_fit(problems: list[tasks.Problem], tok: Tokenizer, block_size: 
 
 def rl_outside_data(cfg: Config, tok, block_size: int, kept=None) -> list[tasks.Problem]:
     """The --data_jsonl problems RL draws prompts from: the train split's (`kept`, if already loaded),
-    those whose prompt + max_new_tokens + 1 fits the model (counts printed). None without the flag or
+    those whose prompt + max_new_tokens + 1 fits the model (counts printed). Empty without the flag or
     with --data_mix 0."""
     if not cfg.data_jsonl or cfg.data_mix == 0:
         return []

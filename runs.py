@@ -486,7 +486,8 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-_STOP = {"signum": 0, "armed": False}  # the signal that asked the training loop to stop (0: none); whether it may
+# signum: the signal that asked the training loop to stop (0: none); armed: whether a signal may (stop_gracefully)
+_STOP = {"signum": 0, "armed": False}
 
 
 def stop_gracefully(signum, frame) -> None:

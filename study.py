@@ -249,7 +249,7 @@ def train_config(train_args: list[str], name: str) -> Config:
 
 
 def config_differences(saved: Config, wanted: Config) -> dict[str, tuple]:
-    """{field: (saved value, wanted value)} of the fields that differ (config.same_setting), but HOW_FIELDS."""
+    """{field: (saved value, wanted value)} of the fields that differ (config.same_setting), except HOW_FIELDS."""
     return {f.name: (getattr(saved, f.name), getattr(wanted, f.name)) for f in dataclasses.fields(Config)
             if f.name not in HOW_FIELDS and not same_setting(f.name, getattr(saved, f.name), getattr(wanted, f.name))}
 
