@@ -184,9 +184,12 @@ def _prenormalize(s: str) -> str:
 
 def _text_key(s: str) -> str:
     """Loose textual form for non-math answers: markup, spaces and case removed, except that digits kept
-    apart stay apart (one space), so that `1 2` is not the number 12."""
+    apart stay apart (one space), so that `1 2` is not the number 12, unless three digits follow the gap
+    (a thousands separator: `1\\ 000` is 1000)."""
     s = _TEXT_KEY_CMD_RE.sub("", _unicode(s))
-    s = re.sub(r"(?<=\d)(?:\\[,;:! ]|[{}$\s~]|\\\\)+(?=\d)", "\x00", s)  # (a mark the next line keeps)
+    gap = r"(?<=\d)(?:\\[,;:! ]|[{}$\s~]|\\\\)+"
+    s = re.sub(gap + r"(?=\d{3}(?!\d))", "", s)
+    s = re.sub(gap + r"(?=\d)", "\x00", s)  # (a mark the next line keeps)
     s = re.sub(r"\\[,;:! ]|[{}$\s~]|\\\\", "", s).replace("\x00", " ")
     s = s.lower().strip(".,;:")
     m = re.fullmatch(r"\(([a-z0-9]+)\)", s)

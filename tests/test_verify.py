@@ -157,6 +157,9 @@ EQUAL = [
     # text answers
     ("\\text{Evelyn}", "Evelyn"), ("\\text{yes}", "Yes"), ("\\text{(C)}", "C"), ("(B)", "B"),
     ("\\text{no solution}", "No solution"), ("\\textbf{(A)}", "A"), ("10 20", "10~20"),
+    # a gap before three digits is a thousands separator, in the text fallback too
+    ("1\\ 000", "1000"), ("1\\ 000\\ 000", "1000000"), ("1~000", "1000"), ("1\\;000", "1000"),
+    ("\\text{1 000}", "1000"), ("1 000 dollars", "1000 dollars"),
     # exact roots of long integers (a perfect power found without factoring)
     ("\\sqrt{2^{10000}}", "2^{5000}"), ("\\sqrt[3]{-2^{9000}}", "-2^{3000}"), ("(2^{9000})^{-2/3}", "2^{-6000}"),
 ]
