@@ -31,7 +31,7 @@ class Config:
     device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on cuda)
     threads: int = 0              # torch CPU threads (0: torch's default)
     resume: bool = False          # continue the run in out_dir from its ckpt.pt (--stage all: OUT/sft, then OUT/<algo>)
-    halt_at: int = 0              # stop each stage (with a checkpoint) after this step, as if interrupted; 0: off
+    halt_at: int = 0              # stop each stage after this step, with a checkpoint (to try a resume); 0: off
     # --- data
     families: str = ",".join(tasks.FAMILIES)  # comma-separated task families
     levels: str = "1,2,3"         # comma-separated difficulty levels
@@ -207,6 +207,11 @@ def same_setting(name: str, a, b) -> bool:
     return name in PATH_FIELDS and bool(a and b) and os.path.realpath(a) == os.path.realpath(b)
 
 
+def run_dir_of(path: str) -> str:
+    """The run directory a path names: the path, or the directory of a run's ckpt.pt."""
+    return os.path.dirname(path) or "." if os.path.isfile(path) else path
+
+
 def check_dir_path(path: str, what: str) -> None:
     """`path` is a directory or can be made one (nothing above it is a file): checked before any work, so
     that the outputs are not lost at the end. A UserError naming `what` (a flag, say) otherwise."""
@@ -261,7 +266,7 @@ def check_config(cfg: Config) -> None:
                         f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
     if cfg.stage == "rl" and not cfg.init and not cfg.resume:
         raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
-    if cfg.stage == "rl" and not cfg.resume and same_setting("init", cfg.init, cfg.out_dir):
+    if cfg.stage == "rl" and not cfg.resume and same_setting("init", run_dir_of(cfg.init), cfg.out_dir):
         raise UserError(f"--out_dir {cfg.out_dir} is the --init run: RL writes a run directory of its own")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise UserError(f"--out_dir {cfg.out_dir} is a file, not a directory")

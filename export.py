@@ -5,8 +5,8 @@ Qwen2ForCausalLM for a model with q/k/v biases) with the same logits.
     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('out/llama_run/hf')"
 
 Writes model.safetensors (float32), config.json, tokenizer.json and tokenizer_config.json, each atomically,
-into a new or empty directory, or over an earlier export (another non-empty one only with --force; never a
-training run's). Runs of our own small architecture (GELU MLP) have no transformers counterpart: train with
+into a new or empty directory, or over an earlier export alone (another non-empty one only with --force;
+never a training run's). Runs of our own small architecture (GELU MLP) have no transformers counterpart: train with
 --arch llama, or start from --init_hf, to export.
 
 Reading the self-reward there (docs/laser.md §1, §6): config.json's "laser" entry holds zc_id, c_ref and
@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     p = ArgParser(prog="export.py", description=__doc__.split("\n\n")[0],
                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
     p.add_argument("run_dir", help="a run directory (or its ckpt.pt) written by train.py")
-    p.add_argument("out_dir", help="the Hugging Face model directory to write (new, empty, or an earlier export; "
-                                   "else --force)")
+    p.add_argument("out_dir", help="the Hugging Face model directory to write (new, empty, or holding only an "
+                                   "earlier export; else --force)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty OUT_DIR (a previous export, say), replacing the four files it "
                         "writes and leaving the others; a training run's directory (with a ckpt.pt) or one holding "

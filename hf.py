@@ -401,13 +401,14 @@ def _our_export(out_dir: str, names: list[str]) -> bool:
 def check_export_dir(out_dir: str, force: bool = False) -> None:
     """Where export() may write: a new or empty directory, or one holding an earlier export of ours and
     nothing else; another non-empty one only with `force` (the EXPORT_FILES there are replaced, nothing
-    else is touched); never a training run's directory (it
-    holds a ckpt.pt, and its config.json and tokenizer.json are the run's), nor one holding other weight
-    files, which transformers or --init_hf would read beside or instead of the exported ones."""
+    else is touched); never a training run's directory (it holds a ckpt.pt, and its config.json and
+    tokenizer.json are the run's), nor one holding other weight files, which transformers or --init_hf
+    would read beside or instead of the exported ones. (Temporary files an interrupted export left
+    behind, .tmp_*, do not count.)"""
     check_dir_path(out_dir, "OUT_DIR")
     if not os.path.isdir(out_dir):
         return
-    names = sorted(os.listdir(out_dir))
+    names = sorted(n for n in os.listdir(out_dir) if not n.startswith(".tmp_"))
     if "ckpt.pt" in names:
         raise UserError(f"{out_dir} is a training run's directory (it holds ckpt.pt): export into another "
                         f"directory, such as {os.path.join(out_dir, 'hf')}")

@@ -47,9 +47,9 @@ import torch
 import rollout
 import tasks
 import verify
-from config import (CUDA_LENGTH_MULTIPLE, Config, UserError, autocast, check_config, check_lengths,
+from config import (CUDA_LENGTH_MULTIPLE, PATH_FIELDS, Config, UserError, autocast, check_config, check_lengths,
                     corpus_for_tokenizer, get_device, heldout_problems, outside_data_that_fits, outside_train_data,
-                    resolve_config, rl_outside_data, round_up, same_setting, train_problems)
+                    resolve_config, rl_outside_data, round_up, run_dir_of, same_setting, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
@@ -454,8 +454,18 @@ def verifier_pool(workers: int):
     on leaving it."""
     if not workers:
         return nullcontext()
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=helper_process_init, initargs=(os.getpid(),))
+    # every worker started now, with the signals blocked (a mask survives the spawn): a signal while a worker
+    # imports this module, before helper_process_init, would end it with a traceback
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        list(pool.map(abs, range(workers)))  # (one task each: a task finds no idle worker, so each starts one)
+    except BrokenProcessPool:
+        pass  # (verify_rollouts says so, and verifies in this process)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return pool
 
 
 def verify_rollouts(texts: list[str], answers: list[str], pool=None, finished=None) -> list[tuple[float, str]]:
@@ -536,8 +546,9 @@ def start_rl(cfg: Config, device):
         print(f"resumed RL at step {ck['step']} (c_ref {ck['c_ref']:.3f})")
         check_lengths(cfg, tok, model.cfg.block_size)
         outside = rl_outside_data(cfg, tok, model.cfg.block_size)
-        return (model, tok, opt, ck["c_ref"], ck["c_ref_std"], ck["init"], ck["step"], SkipGuard(cfg.max_skipped, ck),
-                outside)
+        # the SFT run as it is named now (--stage all's OUT/sft, after OUT was moved aside, say), else as saved
+        return (model, tok, opt, ck["c_ref"], ck["c_ref_std"], cfg.init or ck["init"], ck["step"],
+                SkipGuard(cfg.max_skipped, ck), outside)
     seed_everything(cfg.seed)
     model, tok, ck = load_run(cfg.init, device)
     check_lengths(cfg, tok, model.cfg.block_size)
@@ -645,29 +656,42 @@ def run_config_for(cfg: Config, given: dict) -> Config:
         _kept(given, saved, RUN_FIELDS, f"a resumed run keeps its setting; {where} was run with another")
         cfg = dataclasses.replace(saved, **{**given, **({"stage": "all", "out_dir": cfg.out_dir} if whole else {})})
         check_config(cfg)
-    elif cfg.stage == "rl" and os.path.exists(os.path.join(cfg.init, "config.json")):
-        source = saved_config(cfg.init)
+    elif cfg.stage == "rl" and os.path.exists(os.path.join(run_dir_of(cfg.init), "config.json")):
+        source = saved_config(run_dir_of(cfg.init))
         _kept(given, source, MODEL_FIELDS, f"RL trains the model of --init {cfg.init}, made with another")
         cfg = dataclasses.replace(cfg, **{k: getattr(source, k) for k in MODEL_FIELDS})
     return cfg
 
 
 def keep_previous_run(cfg: Config) -> None:
-    """A fresh start where a run is (a ckpt.pt in out_dir, or for --stage all in OUT/sft or OUT/<algo>) moves
-    that directory aside to the first free OUT.1, OUT.2, ... with a notice, so that the command starts and
-    nothing is lost. (Rank 0 moves it; the others wait.)"""
-    runs_there = [os.path.join(cfg.out_dir, d) for d in ("sft", cfg.algo)] if cfg.stage == "all" else [cfg.out_dir]
-    problem = None
-    if rank() == 0 and any(os.path.exists(os.path.join(d, "ckpt.pt")) for d in runs_there):
-        out = os.path.normpath(cfg.out_dir)
+    """A fresh start where a run is (a checkpoint or a log in out_dir, or for --stage all in OUT/sft or
+    OUT/<algo>) moves that directory aside to the first free OUT.1, OUT.2, ... with a notice, so that the
+    command starts and nothing is lost; refused when the command's own inputs (--init, --init_hf,
+    --data_jsonl) or the working directory lie in it. (Rank 0 moves it; the others wait.)"""
+    def holds_run(d):  # a checkpoint, or a log with records in it
+        log = os.path.join(d, "metrics.jsonl")
+        return os.path.exists(os.path.join(d, "ckpt.pt")) or os.path.exists(log) and os.path.getsize(log) > 0
+
+    def inside(path):
+        return bool(path) and os.path.commonpath([os.path.realpath(path), os.path.realpath(out)]) == os.path.realpath(out)
+
+    out, problem = os.path.normpath(cfg.out_dir), None
+    runs_there = [os.path.join(out, d) for d in ("sft", cfg.algo)] if cfg.stage == "all" else [out]
+    if rank() == 0 and any(holds_run(d) for d in runs_there):
         kept = next(f"{out}.{i}" for i in itertools.count(1) if not os.path.exists(f"{out}.{i}"))
-        try:
-            os.rename(out, kept)
-            print(f"note: {out} held a run; it is kept as {kept}, and this one starts afresh (--resume "
-                  f"continues a run instead)")
-        except OSError as e:
-            problem = (f"{out} holds a run, and it cannot be moved aside to {kept} ({e.strerror}): --resume "
-                       f"continues it, or choose another --out_dir")
+        needed = [f"--{k} {getattr(cfg, k)}" for k in PATH_FIELDS if inside(getattr(cfg, k))]
+        needed += ["the working directory"] if inside(os.getcwd()) else []
+        if needed:
+            problem = (f"{out} holds a run, which a fresh start would move aside, but {needed[0]} lies in it: "
+                       f"--resume continues the run, or choose another --out_dir")
+        else:
+            try:
+                os.rename(out, kept)
+                print(f"note: {out} held a run; it is kept as {kept}, and this one starts afresh (--resume "
+                      f"continues a run instead)")
+            except OSError as e:
+                problem = (f"{out} holds a run, and it cannot be moved aside to {kept} ({e.strerror}): --resume "
+                           f"continues it, or choose another --out_dir")
     problem = broadcast(problem)  # (under torchrun: the others wait for the move, and stop with rank 0)
     if problem:
         raise UserError(problem)
@@ -723,6 +747,10 @@ def main(argv=None) -> str:
     except KeyboardInterrupt:  # Ctrl-C before the first step, or a second one: at once (the last checkpoint stays)
         sys.stderr.write("train.py: interrupted\n")
         raise SystemExit(128 + signal.SIGINT) from None
+    except SystemExit as e:  # (SIGTERM, likewise: stop_gracefully)
+        if e.code == 128 + signal.SIGTERM:
+            sys.stderr.write("train.py: terminated\n")
+        raise
     finally:
         close_distributed(wait=False)  # on an error: leave at once (a no-op after the line above)
 

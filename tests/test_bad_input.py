@@ -262,6 +262,7 @@ def test_sft_stopped_by_sigterm(tmp_path, monkeypatch, capsys, fused, process, s
     printed = capsys.readouterr()
     assert "SIGTERM: stopping after the step in progress" in printed.err
     if signals == 2:  # the 15th step was cut short by the second signal; no checkpoint was due
+        assert "train.py: terminated" in printed.err
         assert [r["step"] for r in recs] == list(range(1, 15)) and all(r["loss"] > 0 for r in recs)
         assert not os.path.exists(os.path.join(run, "ckpt.pt"))
         return

@@ -361,6 +361,7 @@ def test_verifier_processes_give_the_in_process_verdicts():
     cut = [i % 2 == 0 for i in range(len(texts))]  # cut off at the length limit: reward 0 whatever it boxed
     here = train.verify_rollouts(texts, golds, finished=[not c for c in cut])
     with train.verifier_pool(2) as pool:
+        assert len(pool._processes) == 2  # all started up front, signals blocked (none reaches one mid-import)
         assert train.verify_rollouts(texts, golds, pool, [not c for c in cut]) == here
         # Ctrl-C reaches the whole process group: the workers ignore it (the training process finishes its step)
         for pid in list(pool._processes):
@@ -515,6 +516,29 @@ def test_a_run_that_cannot_be_moved_aside_is_a_one_line_error(sft_dir, tmp_path,
     assert runs.load_checkpoint(run)["step"] == 30  # untouched
 
 
+def test_a_fresh_start_never_moves_its_own_inputs_aside(sft_dir, tmp_path, monkeypatch, capsys):
+    """A run directory that holds the command's --data_jsonl (or --init, --init_hf) or the working directory
+    is not moved aside (the command would then miss its inputs); a log without a checkpoint is a run too."""
+    import shutil
+    run = tmp_path / "r"
+    shutil.copytree(sft_dir, run)
+    shutil.copy(os.path.join(ROOT, "tests", "data", "outside_sample.jsonl"), run / "d.jsonl")
+    for argv, what in ((["--data_jsonl", str(run / "d.jsonl")], f"--data_jsonl {run}/d.jsonl"),
+                       ([], "the working directory")):
+        if not argv:
+            monkeypatch.chdir(run)
+        with pytest.raises(SystemExit) as e:
+            train.main(["--config", "test", "--stage", "sft", "--out_dir", str(run), *argv])
+        assert e.value.code == 2 and f"but {what} lies in it" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    os.remove(run / "ckpt.pt")  # the records of steps whose checkpoint never came (a second Ctrl-C, say)
+    train.main(["--config", "test", "--stage", "sft", "--out_dir", str(run), "--sft_steps", "1"])
+    assert f"kept as {run}.1" in capsys.readouterr().out and os.path.getsize(f"{run}.1/metrics.jsonl") > 0
+    with pytest.raises(config.UserError, match="is the --init run"):  # --init named by its ckpt.pt
+        config.check_config(dataclasses.replace(config.Config(**config.PRESETS["test"]), stage="rl",
+                                                init=str(run / "ckpt.pt"), out_dir=str(run)))
+
+
 def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, tmp_path):
     """Flags that would make another model or another run are refused on --resume (before: taken into
     config.json while the model stayed as it was); RL from --init records the model fields of the run it
@@ -526,8 +550,9 @@ def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, t
         resolve("--out_dir", sft_dir, "--resume", "--seed", "3")  # (--stage not given: the run's own)
     cfg = resolve("--out_dir", sft_dir, "--resume", "--sft_steps", "60", "--n_embd", "32")  # the same: fine
     assert (cfg.stage, cfg.sft_steps, cfg.n_layer) == ("sft", 60, 1)
-    with pytest.raises(config.UserError, match=r"--n_layer 8: RL trains the model of --init"):
-        resolve("--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "rl"), "--n_layer", "8")
+    for init in (sft_dir, os.path.join(sft_dir, "ckpt.pt")):  # a run, or its ckpt.pt
+        with pytest.raises(config.UserError, match=r"--n_layer 8: RL trains the model of --init"):
+            resolve("--stage", "rl", "--init", init, "--out_dir", str(tmp_path / "rl"), "--n_layer", "8")
     cfg = resolve("--config", "small", "--stage", "rl", "--init", sft_dir, "--out_dir", str(tmp_path / "rl"))
     assert (cfg.n_layer, cfg.n_embd, cfg.block_size, cfg.bpe_merges) == (1, 32, 192, 64)  # sft_dir's
     assert cfg.group_size == config.PRESETS["small"]["group_size"]  # RL's own settings are the preset's
