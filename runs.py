@@ -208,7 +208,7 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
                         f"({str(e).splitlines()[0][:160]})") from None
     if model.cfg.vocab_size != tok.vocab_size:
         raise UserError(f"{run_dir}: checkpoint vocab {model.cfg.vocab_size} != tokenizer vocab {tok.vocab_size}")
-    if ck.get("tokenizer_sha256", tokenizer_digest(tok)) != tokenizer_digest(tok):  # (older checkpoints: none)
+    if ck.get("tokenizer_sha256") not in (None, tokenizer_digest(tok)):  # (older checkpoints have none)
         raise UserError(f"{tok_path}: not the tokenizer this checkpoint was trained with (another run's?)")
     return model.to(device).eval(), tok, ck
 
