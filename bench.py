@@ -901,7 +901,7 @@ def _decode_metrics(model, tok, dev, T: int, reps: int, dry: bool, timed, sync, 
             nxt = ros[0].response[::8, t]
             want = model(nxt[:, None], cache=caches[0])[:, -1]
             diff = max(diff, float((model.decode_step(nxt, caches[1], slot) - want).abs().max()))
-            fused, plain = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1) for d in decoders)
+            fused, plain = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1)[0] for d in decoders)
             diff_compiled = max(diff_compiled, float((fused - plain).abs().max()))
     same = lambda a, b: float((a.response == b.response).float().mean())
     out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",

@@ -126,6 +126,12 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k, top_p, generato
     return tok, logp.gather(1, tok[:, None]).squeeze(1)
 
 
+def zc_logprob(logits: torch.Tensor, zc: int) -> torch.Tensor:
+    """log p(zc) under the raw (untempered, unfiltered) logits (..., V), in float32: the self-reward's
+    readout (docs/laser.md §1). (log_softmax is one fused kernel on CUDA; logsumexp would be several.)"""
+    return torch.log_softmax(logits.float(), -1)[..., zc]
+
+
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     T = max(len(p) for p in prompts)
     idx = torch.full((len(prompts), T), pad_id, dtype=torch.long)
@@ -226,7 +232,7 @@ def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact)
         # whose next-token distribution holds the self-reward (docs/laser.md §1)
         logits = model(tok[:, None], cache=cache)[:, -1]  # (A, V)
         if need_score:
-            logp_zc[active[just_done]] = torch.log_softmax(logits[just_done].float(), -1)[:, zc]
+            logp_zc[active[just_done]] = zc_logprob(logits[just_done], zc)
         if last_step or not alive.any():
             break
         if compact and (~alive).sum() * 2 >= len(alive):
@@ -243,7 +249,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
     tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
                                                                     "logp_zc"))
     N, max_new_tokens = tokens.shape
-    dec = _decoder(model, N, prefill)
+    dec = _decoder(model, N, prefill, zc if score else None)
     dec.cache.load(prefill, rows)  # the prompts' cache, copied to their K rows each
     slots = torch.arange(prefill.length, prefill.length + max_new_tokens, device=tokens.device)
     alive = torch.ones(N, dtype=torch.bool, device=tokens.device)
@@ -254,9 +260,10 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
         just_done = alive & (tok == eos)
         finished |= just_done
         alive &= ~just_done
-        logits = dec.step(model, tok, slots[t:t + 1], prefill.length + t + 1)  # rows that just sampled EOS: its position
-        if score:  # docs/laser.md §1: log p(z_c) at the EOS, for the rows that just finished
-            logp_zc.copy_(torch.where(just_done, torch.log_softmax(logits, -1)[:, zc], logp_zc))
+        # rows that just sampled EOS: the logits at its position, and (score) their log p(z_c), docs/laser.md §1
+        logits, zc_now = dec.step(model, tok, slots[t:t + 1], prefill.length + t + 1)
+        if score:  # kept for the rows that just finished (one kernel: the readout itself ran in the step)
+            torch.where(just_done, zc_now, logp_zc, out=logp_zc)
         if (t + 1) % check_every == 0 and not bool(alive.any()):
             break
 
@@ -266,20 +273,21 @@ COMPILE_DECODE = True  # on CUDA, the fixed-shape decode step's blocks compiled 
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its _FixedDecoders, newest last
 
 
-def _decoder(model, N: int, prefill) -> "_FixedDecoder":
-    """The model's decoder for N rows on caches shaped like `prefill`, its weights brought up to date. The
+def _decoder(model, N: int, prefill, zc: int | None = None) -> "_FixedDecoder":
+    """The model's decoder for N rows on caches shaped like `prefill` (reading log p(zc) at each step
+    unless zc is None), its weights brought up to date. The
     three last used are kept (an RL run samples one shape every step, and validates on another); the
     key holds the weights' addresses, which a graph reads in place."""
     cuda = model.lm_head.weight.device.type == "cuda"
     shape = (N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
-             tuple(p.data_ptr() for p in model.parameters()))
+             tuple(p.data_ptr() for p in model.parameters()), zc)
     key = lambda: (CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda) + shape  # the flags as they stand now
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key() not in pool:
         while len(pool) >= 3:  # the oldest goes first: its cache is freed before the new one is made
             pool.popitem(last=False)
         graph, compiled = key()[:2]
-        dec = _FixedDecoder(model, N, prefill.max_len, graph, compiled)
+        dec = _FixedDecoder(model, N, prefill.max_len, graph, compiled, zc)
         pool[key()] = dec  # (after a fallback, under the flags it turned off: what the decoder does)
     k = key()
     pool.move_to_end(k)
@@ -336,9 +344,10 @@ class _FixedDecoder:
         autocast dtype, refreshed from the model before every rollout (`refresh`): the casts autocast
         would make at every step are made once, and the graphs see every optimizer step."""
 
-    def __init__(self, model, N: int, max_len: int, graph: bool, compiled: bool = False):
+    def __init__(self, model, N: int, max_len: int, graph: bool, compiled: bool = False, zc: int | None = None):
         global CUDA_GRAPHS, COMPILE_DECODE
         dev = model.lm_head.weight.device
+        self.zc = zc  # each step also reads log p(zc) from its logits (in the graph, where there is one)
         self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
@@ -373,7 +382,10 @@ class _FixedDecoder:
                 break
 
     def _run(self, net, window: int):
-        return net.decode_step(self.tok, self.cache, self.slot, window, self.blocks)
+        return self._read(net.decode_step(self.tok, self.cache, self.slot, window, self.blocks))
+
+    def _read(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return logits, None if self.zc is None else zc_logprob(logits, self.zc)
 
     @torch.no_grad()  # (as every step runs: grad mode is one of the compiled code's guards)
     def _compile(self, net, ctx):
@@ -418,13 +430,13 @@ class _FixedDecoder:
             mine.copy_(theirs)
 
     @torch.no_grad()
-    def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int) -> torch.Tensor:
-        """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it.
-        With graphs the result is a graph's output buffer, overwritten by its next replay: use it before
-        calling again."""
+    def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it,
+        and log p(zc) (N,) from them (None if the decoder has no zc). With graphs these are a graph's
+        output buffers, overwritten by its next replay: use them before calling again."""
         window = min(round_up(used, WINDOW), self.cache.max_len)
         if not self.graphs:
-            return (self.net or model).decode_step(tok, self.cache, slot, window, self.blocks)
+            return self._read((self.net or model).decode_step(tok, self.cache, slot, window, self.blocks))
         graph, out = self.graphs[window]
         self.tok.copy_(tok)
         self.slot.copy_(slot)
@@ -453,7 +465,7 @@ def sample_naive(model, prompts: list[list[int]], num_samples: int, max_new_toke
     for t in range(max_new_tokens + 1):
         logits = model(idx, valid=valid)[:, -1].float()  # (N, V) full recompute
         just = finished & torch.isnan(logp_zc)  # rows whose EOS is the last input: score them
-        logp_zc[just] = torch.log_softmax(logits[just], -1)[:, zc]
+        logp_zc[just] = zc_logprob(logits[just], zc)
         if t == max_new_tokens or bool(finished.all()):
             break
         tok, lp = sample_next(logits, temperature, top_k, top_p, generator, suppressed)
@@ -495,8 +507,7 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
                                  -1)  # (N, T, V); temperature 0 (greedy rows): the untempered distribution
     logp = logp_all.gather(-1, ro.response[:, :, None]).squeeze(-1).masked_fill(~ro.mask, 0.0)  # (N, T)
     eos_pos = (plens + ro.lengths - 1).clamp(max=L - 1)  # (N,) the EOS position of finished rows
-    zc_logits = logits[torch.arange(N, device=dev), eos_pos].float()  # (N, V)
-    logp_zc = torch.log_softmax(zc_logits, -1)[:, zc_id]
+    logp_zc = zc_logprob(logits[torch.arange(N, device=dev), eos_pos], zc_id)  # (N,)
     logp_zc = torch.where(ro.finished, logp_zc, torch.full_like(logp_zc, float("nan")))
     return logp, logp_zc
 

@@ -298,7 +298,7 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
             nxt = torch.full((len(rows),), 7 + t % 50)
             used = prefill.length + t + 1
             for o, d in zip(out, decoders):
-                o.append(d.step(m, nxt, torch.tensor([prefill.length + t]), used).clone())
+                o.append(d.step(m, nxt, torch.tensor([prefill.length + t]), used)[0].clone())
     return out
 
 
