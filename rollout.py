@@ -252,20 +252,20 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
     dec = _decoder(model, N, prefill, zc if score else None)
     dec.cache.load(prefill, rows)  # the prompts' cache, copied to their K rows each
     slots = torch.arange(prefill.length, prefill.length + max_new_tokens, device=tokens.device)
-    alive = torch.ones(N, dtype=torch.bool, device=tokens.device)
+    alive = torch.ones(N, dtype=torch.bool, device=tokens.device)  # ~finished (kept so, one kernel fewer a step)
     for t in range(max_new_tokens):
         tok, lp = step(logits)  # (N,), (N,)
         tokens[:, t], logprobs[:, t] = tok, lp  # kept only up to each row's length (_finish)
         lengths += alive
-        just_done = alive & (tok == eos)
-        finished |= just_done
-        alive &= ~just_done
+        just_done = (tok == eos) & alive
+        alive ^= just_done
         # rows that just sampled EOS: the logits at its position, and (score) their log p(z_c), docs/laser.md §1
         logits, zc_now = dec.step(model, tok, slots[t:t + 1], prefill.length + t + 1)
         if score:  # kept for the rows that just finished (one kernel: the readout itself ran in the step)
             torch.where(just_done, zc_now, logp_zc, out=logp_zc)
         if (t + 1) % check_every == 0 and not bool(alive.any()):
             break
+    torch.logical_not(alive, out=finished)
 
 
 CUDA_GRAPHS = True  # replay the fixed-shape decode step from a CUDA graph on CUDA (False: run it eagerly)
