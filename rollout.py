@@ -275,9 +275,9 @@ _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model ->
 
 def _decoder(model, N: int, prefill, zc: int | None = None) -> "_FixedDecoder":
     """The model's decoder for N rows on caches shaped like `prefill` (reading log p(zc) at each step
-    unless zc is None), its weights brought up to date. The
-    three last used are kept (an RL run samples one shape every step, and validates on another); the
-    key holds the weights' addresses, which a graph reads in place."""
+    unless zc is None), its weights brought up to date. The three last used are kept (an RL run samples
+    one shape every step, and validates on another); the key holds the weights' addresses, which a graph
+    reads in place."""
     cuda = model.lm_head.weight.device.type == "cuda"
     shape = (N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
              tuple(p.data_ptr() for p in model.parameters()), zc)
@@ -430,7 +430,8 @@ class _FixedDecoder:
             mine.copy_(theirs)
 
     @torch.no_grad()
-    def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def step(self, model, tok: torch.Tensor, slot: torch.Tensor, used: int
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it,
         and log p(zc) (N,) from them (None if the decoder has no zc). With graphs these are a graph's
         output buffers, overwritten by its next replay: use them before calling again."""
