@@ -176,8 +176,9 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
     `fixed` picks the decode loop: the fixed-shape one (default on CUDA; `check_every` steps between its
     host checks for "every row finished") or the compacting one (default elsewhere); the fixed loop draws
-    the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward readout (only for measuring its
-    cost); `compact=False` keeps finished rows in the compacting loop's batch (tests and benchmarks).
+    the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward
+    readout (only for measuring its cost); `compact=False` keeps finished rows in the compacting loop's
+    batch (tests and benchmarks).
     """
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
