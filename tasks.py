@@ -22,12 +22,16 @@ Generators reject problems of other splits, so no seed or count can make two spl
 Validation problems are for in-training evaluation and any tuning; test problems only for evaluate.py.
 
 Outside data: `load_jsonl(path)` reads `{"problem": ..., "answer": ...[, "solution": ...]}` lines and
-names the line number of any malformed one; `keep_split` filters them by the same keys.
+names the line number of any malformed one; `keep_split` filters them by the same keys, with their
+answers written as the generators write them (`outside_key`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
+import math
 import os
 import random
 import re
@@ -184,7 +188,7 @@ def fraction(rng: random.Random, level: int) -> Problem:
     q = f"Compute {a}/{b} {op} {c}/{d}."
     if op == "*":
         num, den = a * c, b * d
-        steps = [f"{a}/{b} * {c}/{d} = {a}*{c} / {b}*{d} = {num}/{den}"]
+        steps = [f"{a}/{b} * {c}/{d} = ({a}*{c})/({b}*{d}) = {num}/{den}"]
         val = x * y
     else:
         den = b * d // gcd(b, d)
@@ -275,9 +279,10 @@ def make_problem(rng: random.Random, family: str, level: int) -> Problem:
 
 def canonical_key(problem_text: str, answer: str) -> str:
     """The computation behind a problem, with its surface removed: the sorted numbers of the text and
-    the gold answer without spaces. `Compute 34 + 12.` -> '12,34=46'."""
-    numbers = sorted(int(n) for n in re.findall(r"\d+", problem_text))
-    return ",".join(map(str, numbers)) + "=" + re.sub(r"\s+", "", answer)
+    the gold answer without spaces. `Compute 34 + 12.` -> '12,34=46'. (The numbers are compared as
+    digit strings, shortest first: the order of their values, for numbers of any length.)"""
+    numbers = sorted((n.lstrip("0") or "0" for n in re.findall(r"\d+", problem_text)), key=lambda n: (len(n), n))
+    return ",".join(numbers) + "=" + re.sub(r"\s+", "", answer)
 
 
 def split_of(key: str) -> str:
@@ -321,10 +326,47 @@ def make_split(split: str, n: int, seed: int = 0, families=FAMILIES, levels=LEVE
     return out
 
 
+@functools.lru_cache(maxsize=65536)
+def generator_form(answer: str) -> str | None:
+    """`answer`'s value written as the generators write their answers, where it is a value they could
+    give: an integer (`46.0`, `x = 46` -> `46`), a reduced fraction (`8/7`, `16/14` -> `\\frac{8}{7}`),
+    or a polynomial in x with integer coefficients (`(x-3)(x+2)`, `x**2-x-6` -> `x^2 - x - 6`); else
+    None. Every generated answer is its own generator form."""
+    m = re.fullmatch(r"\s*(-?)0*(\d+)\s*", answer)
+    if m:  # the common case, without a parse
+        return ("" if m[2] == "0" else m[1]) + m[2]
+    import sympy  # (here: sympy's import only for outside answers that are not plain integers)
+
+    import verify
+    v = verify.answer_value(answer)
+    try:
+        if v is None:
+            return None
+        if v.is_Rational:
+            return _frac(Fraction(int(v.p), int(v.q)))
+        (x, *more) = v.free_symbols or (None,)
+        small = sum(1 for _ in sympy.preorder_traversal(v)) <= 200 and all(
+            a.exp.is_Integer and 0 <= a.exp <= 12 for a in v.atoms(sympy.Pow))
+        if x is not None and not more and x.name == "x" and small:
+            poly = sympy.Poly(v.doit(), x)  # (the checker's parse leaves sums and products unevaluated)
+            if poly.domain.is_ZZ:
+                return _poly({deg: int(c) for (deg,), c in poly.terms()})
+    except (ValueError, TypeError, ArithmeticError, sympy.PolynomialError):  # (a 4,300-digit integer's str)
+        pass
+    return None
+
+
+def outside_key(problem_text: str, answer: str) -> str:
+    """The canonical key of an outside problem: `canonical_key` with its answer in the generators' form
+    where it has one, so that a held-out problem worded afresh, with its answer written another way
+    (`8/7` for `\\frac{8}{7}`), keeps the held-out problem's split."""
+    return canonical_key(problem_text, generator_form(answer) or answer)
+
+
 def keep_split(problems: list[Problem], split: str = "train") -> tuple[list[Problem], int]:
-    """The problems whose key belongs to `split` (e.g. outside data for training), and how many were
-    dropped."""
-    kept = [p for p in problems if split_of(p.key) == split]
+    """The outside problems whose key (`outside_key`) belongs to `split` (e.g. for training), and how
+    many were dropped."""
+    kept = [p for p in problems if split_of(outside_key(p.problem, p.answer)) == split]
     return kept, len(problems) - len(kept)
 
 
@@ -344,30 +386,41 @@ def load_jsonl(path: str) -> list[Problem]:
     naming the file and, where there is one, the line."""
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a directory, not a JSONL file")
-    out = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    out.append(_problem_from_line(line, f"{path}:{lineno}"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start} of a line); expected JSON lines") from None
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = data.count(b"\n", 0, e.start) + 1, e.start - data.rfind(b"\n", 0, e.start)
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {col} of the line); expected JSON lines") from None
+    out = []
+    for lineno, line in enumerate(io.StringIO(text, newline=None), 1):  # (universal newlines, as open's)
+        if line.strip():
+            out.append(_problem_from_line(line, f"{path}:{lineno}"))
     if not out:
         raise ValueError(f"{path}: no problems in the file (expected one JSON object per line)")
     return out
 
 
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a number this data can hold")
+
+
 def json_object(text: str) -> dict:
     """One JSON line as a dict; ValueError saying what is wrong with it (the caller says where)."""
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_not_a_number)
     except json.JSONDecodeError as e:
         raise ValueError(f"invalid JSON ({e.msg})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+_LONG_SPACE = re.compile(r"\s{100000}")  # (tiktoken's pre-tokenizer fails on a run of about a million)
 
 
 def _problem_from_line(line: str, where: str) -> Problem:
@@ -383,6 +436,12 @@ def _problem_from_line(line: str, where: str) -> Problem:
     ans = obj["answer"]
     if isinstance(ans, bool) or not isinstance(ans, (str, int, float)) or not str(ans).strip():
         raise ValueError(f"{where}: 'answer' must be a non-empty string or a number")
+    if isinstance(ans, float) and not math.isfinite(ans):
+        raise ValueError(f"{where}: 'answer' {ans} is not a finite number")
+    for key in ("problem", "answer", "solution"):
+        if _LONG_SPACE.search(str(obj.get(key) or "")):
+            raise ValueError(f"{where}: {key!r} holds a run of 100,000 or more whitespace characters, "
+                             "more than the tokenizer can take")
     sol = obj.get("solution")
     if sol is not None and not isinstance(sol, str):
         raise ValueError(f"{where}: 'solution' must be a string")

@@ -1520,6 +1520,17 @@ def is_equivalent(pred: str, gold: str) -> bool:
     return _judge(pred, gold) == RIGHT
 
 
+def answer_value(answer: str):
+    """The sympy value of an answer that is one expression (`8/7`, `x = 5` -> 5, `(x-3)(x+2)`, unexpanded),
+    else None: a list, a set, a relation, text, or what does not parse. Safe on any text, as is_equivalent."""
+    answer = _clean_arg(answer, unbox=True)
+    if not answer.strip() or len(answer) > 4 * MAX_ANSWER_CHARS:
+        return None
+    status, alts = _parse_cached(answer)
+    v = alts[0][0] if status == "ok" else None
+    return v.e if isinstance(v, _Scalar) and _is_expr(v.e) else None
+
+
 def response_answer(completion: str, finished: bool = True) -> str | None:
     """The answer a response gives: extract_answer's, or None for one cut off at the length limit (not
     finished: not a solution, whatever it boxed before the cut; reward_with_reason grades it TRUNCATED)."""

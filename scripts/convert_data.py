@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     except (Fatal, OSError) as e:
         sys.stderr.write(f"convert_data.py: error: {e}\n")
         return 2
-    splits = [tasks.split_of(tasks.canonical_key(r["problem"], r["answer"])) for r in rows]
+    splits = [tasks.split_of(tasks.outside_key(r["problem"], r["answer"])) for r in rows]
     print(f"convert_data.py: read {n} {args.format} records from {args.input}, wrote {len(rows)} to {args.out}, "
           f"skipped {len(skipped)}")
     for s in skipped[:MAX_SHOWN]:

@@ -81,6 +81,66 @@ def test_outside_data_is_filtered_by_key(tmp_path):
     assert dropped == 20 and len(kept) == 20  # reworded test problems never reach training
 
 
+def _written_otherwise(answer: str) -> str:
+    """The same value as another writer would put it: `46.0`, `8/7`, `x**2-x-6` (a test's own rules)."""
+    if re.fullmatch(r"-?\d+", answer):
+        return answer + ".0"
+    frac = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", answer)
+    if frac:
+        return f"{frac[1]}{frac[2]}/{frac[3]}"
+    return answer.replace("^", "**").replace(" ", "")
+
+
+def test_a_held_out_problem_reworded_with_its_answer_written_otherwise_is_not_trained_on(tmp_path):
+    """Outside data is keyed with its answer as the generators write it (tasks.outside_key), so a test
+    problem reworded and with `46.0`, `8/7` or `x**2-x-6` for its answer is still a test problem. (Before:
+    the answer's text was keyed as written, and 293 of 405 such problems went to training.)"""
+    held = tasks.make_split("test", 90, 0) + tasks.make_split("validation", 90, 0)
+    train = tasks.train_batch(0, 90, seed=0)
+    assert {p.family for p in held} == set(tasks.FAMILIES)
+    rows = [{"problem": "Please: " + p.problem, "answer": _written_otherwise(p.answer)} for p in held + train]
+    assert sum(r["answer"] != p.answer for r, p in zip(rows, held)) == len(held)  # every answer rewritten
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, dropped = tasks.keep_split(tasks.load_jsonl(str(f)), "train")
+    assert dropped == len(held) and len(kept) == len(train)  # and no training problem is lost by it
+    assert [tasks.generator_form(r["answer"]) for r in rows] == [p.answer for p in held + train]
+
+
+def test_every_generated_answer_is_its_own_generator_form():
+    """So an outside copy of a generated problem keys exactly as the problem does."""
+    for family in tasks.FAMILIES:
+        for level in tasks.LEVELS:
+            rng = random.Random(f"form-{family}{level}")
+            for _ in range(100):
+                p = tasks.make_problem(rng, family, level)
+                assert tasks.generator_form(p.answer) == p.answer, (family, level, p.answer)
+    for text in ("x^2 + y", "(1, 2)", "sqrt(2)", "x^2 - 1/2", "(x+1)^1000", "pens", "3" * 5000 + "/7"):
+        assert tasks.generator_form(text) is None  # no form a generator could give: keyed as written
+
+
+def test_canonical_key_orders_numbers_of_any_length():
+    assert tasks.canonical_key("Compute 100 + 007 + 25.", "132") == "7,25,100=132"
+    huge = "9" * 5000  # longer than Python converts to int by default
+    assert tasks.canonical_key(f"Last digit of {huge} + 12?", "1") == f"12,{huge}=1"
+
+
+def test_every_worked_step_of_a_fraction_problem_holds():
+    """Each `a = b = c` line of a fraction solution is a chain of equal values for the checker. (Before:
+    `1/5 * 5/5 = 1*5 / 5*5 = 5/25`, whose middle is 5 under the usual precedence.)"""
+    import verify
+    rng = random.Random("fraction-steps")
+    n = 0
+    for _ in range(60):
+        p = tasks.make_problem(rng, "fraction", 3)
+        for line in p.solution.splitlines()[:-1]:
+            parts = line.split(": ")[-1].split(", ")[0].split(" = ")
+            for a, b in zip(parts, parts[1:]):
+                n += 1
+                assert verify.is_equivalent(a, b), (line, a, b)
+    assert n > 60
+
+
 def test_split_capacity_error_is_clear():
     with pytest.raises(ValueError, match="polynomial level 1.*holds only about"):
         tasks.make_split("test", 600, 0, ["polynomial"], [1])
@@ -94,11 +154,23 @@ def test_load_jsonl_and_errors_name_the_line(tmp_path):
     assert [p.answer for p in out] == ["2", "3"] and out[1].solution == "\\boxed{3}"
     for line, msg in [("{not json", "invalid JSON"), ('{"answer": 1}', "missing required key 'problem'"),
                       ('[1, 2]', "expected a JSON object"), ('{"problem": "", "answer": 1}', "non-empty"),
-                      ('{"problem": "p", "answer": [1]}', "string or a number")]:
+                      ('{"problem": "p", "answer": [1]}', "string or a number"),
+                      ('{"problem": "p", "answer": NaN}', "NaN is not a number"),
+                      ('{"problem": "p", "answer": 1e999}', "not a finite number"),
+                      ('{"problem": "p' + " " * 100_000 + 'q", "answer": 1}', "100,000 or more whitespace")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text(json.dumps({"problem": "ok", "answer": 1}) + "\n" + line + "\n")
         with pytest.raises(ValueError, match=rf"bad.jsonl:2: .*{re.escape(msg)}"):
             tasks.load_jsonl(str(bad))
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    f = tmp_path / "latin1.jsonl"
+    f.write_bytes((json.dumps({"problem": "ok", "answer": 1}) + "\n").encode() * 500 + b'{"problem": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"latin1.jsonl:501: not UTF-8 text \(byte 17 of the line\)"):
+        tasks.load_jsonl(str(f))
+    f.write_bytes(b'{"problem": "a", "answer": 1}\r\n{"problem": "b", "answer": 2}\r{"problem": "c", "answer": 3}')
+    assert [p.answer for p in tasks.load_jsonl(str(f))] == ["1", "2", "3"]  # any newline, as text mode reads
 
 
 def test_bad_family_or_level():
