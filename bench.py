@@ -912,6 +912,40 @@ def _decode_metrics(model, tok, dev, T: int, reps: int, dry: bool, timed, sync, 
                                                       note=f"{len(prompts)} rows x {T - 1} steps, bf16")
     out["gpu.decode_compiled_vs_eager"] = metric([diff_compiled], "max |logit diff|",
                                                  note="the sampler's decoders, compiled vs eager blocks, bf16")
+    _decode_split(model, tok, dev, T, reps, dry, timed, out)
+
+
+def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> None:
+    """Where a fixed-loop decode step's time goes at 512 rows (8 in the rehearsal): the decoder's step
+    alone (on CUDA its graph: the model and the z_c readout), and the loop without it (the sampler, the
+    bookkeeping, the host's checks: what the graph does not hold), its decoder's step standing in with the
+    same logits every time (EOS ruled out, so that every row runs all T steps)."""
+    import torch
+
+    import rollout
+    from config import autocast
+
+    rows = 8 if dry else 512
+    prompts = _prompts(tok, rows // 8)
+    run = lambda: rollout.sample(model, prompts, 8, T, generator=torch.Generator(dev).manual_seed(0),
+                                 tokenizer=tok, fixed=True)
+    with autocast(dev), torch.no_grad():
+        run()  # the decoder of this shape, made (compiled, captured) if it was not
+        dec = next(reversed(rollout._DECODERS[model].values()))  # (the pool's newest: the one just used)
+        tok_in = torch.full((rows,), tok.eos_id, dtype=torch.long, device=dev)
+        slots = torch.arange(dec.cache.length, dec.cache.length + T, device=dev)
+        steps = lambda: [dec.step(model, tok_in, slots[t:t + 1], dec.cache.length + t + 1) for t in range(T)]
+        logits, zc = (x.clone() for x in dec.step(model, tok_in, slots[:1], dec.cache.length + 1))
+        logits[:, tok.eos_id] = float("-inf")
+        model_s = timed(steps, reps)
+        real_step, rollout._FixedDecoder.step = rollout._FixedDecoder.step, lambda *a: (logits, zc)
+        try:
+            loop_s = timed(run, reps)
+        finally:
+            rollout._FixedDecoder.step = real_step
+    note = f"{rows} rows, ms a step; the two add up to decode_ms_per_step where neither waits on the other"
+    out["gpu.decode_split_ms.model"] = metric([x / T * 1e3 for x in model_s], "ms", note="the decoder's step: " + note)
+    out["gpu.decode_split_ms.loop"] = metric([x / T * 1e3 for x in loop_s], "ms", note="the rest of the loop: " + note)
 
 
 SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft]

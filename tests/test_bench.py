@@ -14,7 +14,8 @@ def test_gpu_section_rehearsal_on_cpu():
                 "gpu.rl_sample_s", "gpu.rl_verify_s", "gpu.rl_update_s", "gpu.rl_step_s", "gpu.verify_step_s",
                 "gpu.self_reward_overhead", "gpu.eval_completions_per_s", "gpu.sft_prefetch_thread_ratio",
                 "gpu.sft_prefetch_process_ratio", "gpu.decode_step_ops", "gpu.decode_first_call_s.8",
-                "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks"):
+                "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks",
+                "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop"):
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
