@@ -173,14 +173,16 @@ def _markdown(results: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
-def _paired_markdown(paired: dict[str, dict], title: str) -> str:
-    """Rows: CI metrics; columns: "B - A" pairs, each cell diff [95% paired CI]."""
+def _paired_markdown(paired: dict[str, dict], title: str, intro: str = "Run B minus run A on the same problems, "
+                     "with 95% paired bootstrap CIs (one resample of problems applied to both runs).") -> str:
+    """Rows: CI metrics; columns: "B - A" pairs, each cell diff [95% paired CI] (and; [t-interval] where
+    the differences are over seeds)."""
     pairs = list(paired)
-    rows = [[name] + [f"{_fmt(paired[p][name]['diff'])} [{_fmt(paired[p][name]['ci'][0])}, "
-                      f"{_fmt(paired[p][name]['ci'][1])}]" for p in pairs] for name in CI_METRICS]
-    return "\n".join([f"## {title}", "", "Run B minus run A on the same problems, with 95% paired bootstrap "
-                      "CIs (one resample of problems applied to both runs).", "",
-                      _md_table(["metric"] + pairs, rows), ""])
+    span = lambda ci: f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    rows = [[name] + [f"{_fmt(paired[p][name]['diff'])} {span(paired[p][name]['ci'])}"
+                      + (f"; {span(paired[p][name]['t_ci'])}" if "t_ci" in paired[p][name] else "")
+                      for p in pairs] for name in CI_METRICS]
+    return "\n".join([f"## {title}", "", intro, "", _md_table(["metric"] + pairs, rows), ""])
 
 
 def summary_markdown(summary: dict) -> str:
@@ -194,7 +196,12 @@ def summary_markdown(summary: dict) -> str:
         f"# Evaluation over {summary['n_seeds']} seeds", "",
         "Mean ± std (ddof 1) over training seeds of each run's metric on the same held-out problems.", "",
         _md_table(["metric"] + runs, rows), "",
-        _paired_markdown(summary["paired_pooled"], "Paired differences, pooled over (seed, problem)"),
+        _paired_markdown(summary["paired_over_seeds"], "Paired differences over seeds",
+                         "Run B minus run A: the mean over seeds of each seed's difference on the same problems "
+                         "(every metric computed within a seed), then two 95% intervals: a paired bootstrap over "
+                         "problems (one resample of the problems for every seed's runs), which leaves out how much "
+                         "another training seed would move the result; and after the semicolon the t-interval "
+                         "over the seeds' differences, which includes it (with few seeds, a wide one)."),
         "## Paired differences per seed", "", "Mean ± std over seeds of each seed's difference.", "",
         _md_table(["metric"] + list(per_seed), seed_rows), ""])
 

@@ -140,24 +140,23 @@ def group_answers(
 
 
 def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Sequence[bool], equiv: Equiv,
-         cache: dict | None = None) -> bool:
-    """Weighted vote over equivalence groups; True iff the winner is correct. Weights: NaN -> 0, clipped
-    at 0; the heaviest group wins, ties -> the earliest group; correctness is that of the winner's heaviest
-    member (ties: earliest). No answer -> False; answers whose weights are all 0 -> plain majority."""
+         cache: dict | None = None) -> float:
+    """Weighted vote over equivalence groups: 1.0 if the heaviest group is correct, 0.0 if not, and where
+    groups tie for the most weight, the share of them that are correct (the expected result of a random
+    tie-break; a tie broken by sample order would add noise to every vote@k). Weights: NaN -> 0, clipped
+    at 0. A group is correct as its heaviest member is (ties: the earliest). No answer -> 0.0; answers
+    whose weights are all 0 -> plain majority."""
     w = np.asarray(weights, dtype=np.float64)
     w = np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
     answered = [i for i, a in enumerate(answers) if a is not None]
     if not answered:
-        return False
+        return 0.0
     if sum(w[i] for i in answered) <= 0:
         w = np.ones_like(w)
     groups = group_answers(answers, w, equiv, cache)
-    best = groups[0]
-    for g in groups[1:]:
-        if g[1] > best[1]:  # strict: a tie keeps the earlier group
-            best = g
-    member = max(best[2], key=lambda i: (w[i], -i))
-    return bool(correct[member])
+    top = max(g[1] for g in groups)
+    winners = [max(members, key=lambda i: (w[i], -i)) for _, total, members in groups if total == top]
+    return float(np.mean([bool(correct[i]) for i in winners]))
 
 
 def best_of(scores: Sequence[float], correct: Sequence[bool]) -> bool:
@@ -231,7 +230,7 @@ def _problem_table(problems: list, equiv: Equiv | None) -> dict:
             w_cert = np.exp(mlp)  # NaN stays NaN and is treated as weight 0 by vote()
         cache: dict = {}  # equivalence results shared by every vote of this problem
 
-        def voted(w):  # chunk slice -> is the w-weighted vote over that chunk correct?
+        def voted(w):  # chunk slice -> is the w-weighted vote over that chunk correct? (a tie: in part)
             return lambda sl: vote(ans[sl], w[sl], cor[sl], equiv, cache)
 
         def picked(score):  # chunk slice -> is the highest-scoring sample of that chunk correct?
@@ -275,18 +274,27 @@ def _aggregate(table: dict, w: np.ndarray) -> dict:
     return out
 
 
-def _bootstrap_ci(tables: list[dict], n_boot: int, seed: int) -> dict[str, list[float]]:
-    """Percentile CIs of CI_METRICS over n_boot resamples of the problems (with replacement): of the one
-    table's metric, or of the second table's minus the first's (paired: one resample applied to both).
-    Resamples where a metric is NaN are ignored; no resamples -> [NaN, NaN]."""
-    n_prob = len(tables[0]["acc_avg"])
+def _bootstrap_ci(pairs: list[tuple[dict | None, dict]], n_boot: int, seed: int,
+                  shared: bool = True) -> dict[str, list[float]]:
+    """Percentile CIs of CI_METRICS over n_boot resamples of the problems (with replacement). `pairs`:
+    (table A or None, table B), one per seed: the statistic is B's metric, or B's minus A's (paired: one
+    resample applied to both), averaged over the pairs. `shared`: the pairs hold the same problems, and
+    one resample of them serves every pair; else each pair draws its own. Resamples where a metric is NaN
+    are ignored; no resamples -> [NaN, NaN]."""
+    n_prob = len(pairs[0][1]["acc_avg"])
     rng = np.random.default_rng(seed)
     draws = {name: np.full(n_boot, np.nan) for name in CI_METRICS}
     for b in range(n_boot):
-        mult = np.bincount(rng.integers(0, n_prob, size=n_prob), minlength=n_prob).astype(np.float64)
-        res = [_aggregate(t, mult) for t in tables]
+        stats = {name: 0.0 for name in CI_METRICS}
+        for i, (ta, tb) in enumerate(pairs):
+            if i == 0 or not shared:
+                n = len(tb["acc_avg"])
+                mult = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(np.float64)
+            rb, ra = _aggregate(tb, mult), None if ta is None else _aggregate(ta, mult)
+            for name in CI_METRICS:
+                stats[name] += (rb[name] if ra is None else rb[name] - ra[name]) / len(pairs)
         for name in CI_METRICS:
-            draws[name][b] = res[1][name] - res[0][name] if len(res) == 2 else res[0][name]
+            draws[name][b] = stats[name]
     quantiles = (50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL))
     ci = {}
     for name, v in draws.items():
@@ -309,7 +317,7 @@ def compute_metrics(problems: list, n_boot: int = 1000, seed: int = 0, equiv: Eq
     out.update(n_problems=n_prob, n_samples=table["n"], n_samples_total=int(len(finished)),
                n_truncated=int(np.sum(~finished)), n_sv=int(np.sum(scored)),  # n_sv: the self-verification set
                n_sv_correct=int(np.sum(scored & table["correct"])), ks=table["ks"])
-    out["ci"] = _bootstrap_ci([table], n_boot, seed)
+    out["ci"] = _bootstrap_ci([(None, table)], n_boot, seed)
     out["bootstrap"] = {"n_boot": n_boot, "seed": seed, "level": CI_LEVEL}
     fam = np.array(table["family"])
     out["per_family"] = {}
@@ -335,8 +343,51 @@ def paired_differences(problems_a: list, problems_b: list, n_boot: int = 1000, s
     ta, tb = _problem_table(problems_a, equiv), _problem_table(problems_b, equiv)
     ones = np.ones(len(problems_a))
     full_a, full_b = _aggregate(ta, ones), _aggregate(tb, ones)
-    ci = _bootstrap_ci([ta, tb], n_boot, seed)
+    ci = _bootstrap_ci([(ta, tb)], n_boot, seed)
     return {name: {"diff": full_b[name] - full_a[name], "ci": ci[name]} for name in CI_METRICS}
+
+
+def paired_over_seeds(seeds_a: list[list], seeds_b: list[list], n_boot: int = 1000, seed: int = 0,
+                      equiv: Equiv | None = None) -> dict:
+    """CI_METRICS of run B minus run A over training seeds (seed s's two runs on the same problems):
+    {name: {"diff", "ci", "t_ci"}}. diff: the mean over seeds of each seed's difference (every metric,
+    self-verification included, is computed within a seed: the seeds' models have their own c_ref).
+    ci: percentile bootstrap over problems, one resample of the problems applied to every seed's pair
+    when the seeds share their problems (else one per seed): the uncertainty of having these problems.
+    t_ci: the t-interval of the seeds' differences: the uncertainty of having these training seeds too,
+    which the bootstrap leaves out (NaN for one seed)."""
+    if len(seeds_a) != len(seeds_b) or not seeds_a:
+        raise ValueError("paired_over_seeds needs the same number (>= 1) of seeds for both runs")
+    for a, b in zip(seeds_a, seeds_b):
+        if not same_problems(a, b):
+            raise ValueError("paired differences need two runs evaluated on the same problems in the same order")
+    tables = [(_problem_table(a, equiv), _problem_table(b, equiv)) for a, b in zip(seeds_a, seeds_b)]
+    ones = lambda t: np.ones(len(t["acc_avg"]))
+    diffs = {name: [_aggregate(tb, ones(tb))[name] - _aggregate(ta, ones(ta))[name] for ta, tb in tables]
+             for name in CI_METRICS}
+    shared = all(same_problems(seeds_a[0], a) for a in seeds_a[1:])
+    ci = _bootstrap_ci(tables, n_boot, seed, shared)
+    return {name: {"diff": float(np.mean(d)), "ci": ci[name], "t_ci": t_interval(d)} for name, d in diffs.items()}
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # Student's t, 0.975, df 1-10
+
+
+def t_interval(values: Sequence[float]) -> list[float]:
+    """The 95% t-interval of the mean of `values` (mean +- t(0.975, n - 1) * std / sqrt(n), std with ddof
+    1); [NaN, NaN] for fewer than two values or a NaN among them. Beyond df 10, t from its Cornish-Fisher
+    expansion around the normal quantile (error < 1e-3)."""
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    if n < 2 or not np.all(np.isfinite(v)):
+        return [math.nan, math.nan]
+    df, z = n - 1, 1.959964
+    if df <= len(_T975):
+        t = _T975[df - 1]
+    else:
+        t = z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    half = t * v.std(ddof=1) / math.sqrt(n)
+    return [float(v.mean() - half), float(v.mean() + half)]
 
 
 def _pairs(names: list[str]) -> list[tuple[str, str]]:
@@ -366,15 +417,16 @@ def _stats(values: list[float]) -> dict:
 def aggregate_seeds(per_seed: list[dict[str, list]], n_boot: int = 1000, seed: int = 0,
                     equiv: Equiv | None = None) -> dict:
     """Several seeds' records ({run: problems}, the same runs in each): per run and headline metric the
-    per-seed values, mean and std; paired differences per seed and pooled over (seed, problem) pairs."""
+    per-seed values, mean and std; per pair of runs, the paired differences over seeds
+    (`paired_over_seeds`) and each seed's own (mean and std)."""
     runs = list(per_seed[0])
     if any(list(r) != runs for r in per_seed):
         raise ValueError(f"every seed must hold the same runs {runs}")
     metrics = [{name: compute_metrics(rec[name], n_boot=0, equiv=equiv) for name in runs} for rec in per_seed]
     out: dict = {"n_seeds": len(per_seed), "runs": {
         name: {key: _stats([at_n(m[name], key) for m in metrics]) for key in HEADLINE} for name in runs}}
-    pooled = {name: [p for rec in per_seed for p in rec[name]] for name in runs}
-    out["paired_pooled"] = all_paired_differences(pooled, n_boot, seed, equiv)
+    out["paired_over_seeds"] = {f"{b} - {a}": paired_over_seeds([r[a] for r in per_seed], [r[b] for r in per_seed],
+                                                                n_boot, seed, equiv) for a, b in _pairs(runs)}
     out["paired_per_seed"] = {f"{b} - {a}": {k: _stats([m[b][k] - m[a][k] for m in metrics]) for k in CI_METRICS}
                               for a, b in _pairs(runs)}
     return out

@@ -157,11 +157,13 @@ def _fmt(x) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
+    """Mean ± std over seeds; where some seeds have no value (NaN), over the others, saying how many."""
+    have = [v for v in values if not math.isnan(v)]
+    if not have:
         return "-"
-    digits = 1 if all(float(v).is_integer() for v in values) else 3  # counts
-    return f"{np.mean(values):.{digits}f}" + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+    digits = 1 if all(float(v).is_integer() for v in have) else 3  # counts
+    text = f"{np.mean(have):.{digits}f}" + (f" ± {np.std(have, ddof=1):.{digits}f}" if len(have) > 1 else "")
+    return text + (f" ({len(have)} of {len(values)} seeds)" if len(have) < len(values) else "")
 
 
 def markdown(per_seed: list[dict], training: dict, first: str = "the first directory") -> str:

@@ -159,20 +159,23 @@ def test_group_answers_merges_equivalent_and_caches():
 
 def test_weights_change_the_winner():
     ans, cor, r_s = ["3", "3", "3", "5"], [False, False, False, True], [0.1, 0.2, 0.1, 0.9]
-    assert mt.vote(ans, [1, 1, 1, 1], cor, num_equiv) is False  # majority: "3"
-    assert mt.vote(ans, r_s, cor, num_equiv) is True  # weighted 0.4 vs 0.9: "5"
+    assert mt.vote(ans, [1, 1, 1, 1], cor, num_equiv) == 0.0  # majority: "3"
+    assert mt.vote(ans, r_s, cor, num_equiv) == 1.0  # weighted 0.4 vs 0.9: "5"
 
 
 def test_vote_conventions():
-    assert mt.vote(["a", "b"], [1, 1], [False, True], num_equiv) is False  # tie -> earliest group
-    assert mt.vote(["b", "a", "a", "b"], [1, 1, 1, 1], [True, False, False, True], num_equiv) is True
-    assert mt.vote([None, None], [1, 1], [False, False], num_equiv) is False  # no answer: fails
-    assert mt.vote(["3", "3", "5"], [0, 0, 0], [True, True, False], num_equiv) is True  # fallback majority
-    assert mt.vote(["5", None], [0, 1], [True, False], num_equiv) is True  # None's weight is ignored
-    assert mt.vote(["5", "7"], [NAN, 0.1], [False, True], num_equiv) is True  # NaN weight = 0
+    assert mt.vote(["a", "b"], [1, 1], [False, True], num_equiv) == 0.5  # a tie: the share of tied groups right
+    assert mt.vote(["b", "a", "a", "b"], [1, 1, 1, 1], [True, False, False, True], num_equiv) == 0.5
+    assert mt.vote(["b", "a", "c", "a", "b"], [1] * 5, [True, False, False, False, True], num_equiv) == 0.5
+    assert mt.vote(["a", "b", "c"], [1, 1, 1], [False, True, False], num_equiv) == pytest.approx(1 / 3)
+    assert mt.vote(["a", "b", "b"], [1, 1, 1], [False, True, True], num_equiv) == 1.0  # no tie
+    assert mt.vote([None, None], [1, 1], [False, False], num_equiv) == 0.0  # no answer: fails
+    assert mt.vote(["3", "3", "5"], [0, 0, 0], [True, True, False], num_equiv) == 1.0  # fallback majority
+    assert mt.vote(["5", None], [0, 1], [True, False], num_equiv) == 1.0  # None's weight is ignored
+    assert mt.vote(["5", "7"], [NAN, 0.1], [False, True], num_equiv) == 1.0  # NaN weight = 0
     # an (inconsistent) group: correctness from the heaviest member
-    assert mt.vote(["1/2", "0.5"], [0.2, 0.8], [False, True], num_equiv) is True
-    assert mt.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) is False
+    assert mt.vote(["1/2", "0.5"], [0.2, 0.8], [False, True], num_equiv) == 1.0
+    assert mt.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) == 0.0
 
 
 def test_a_cut_off_response_has_no_answer_and_is_incorrect():
@@ -180,7 +183,7 @@ def test_a_cut_off_response_has_no_answer_and_is_incorrect():
     text = "4 * 7 = 28\n\\boxed{28}\n28 - 10 = 1"  # the length limit struck after a complete box
     assert ev.verdict(text, "28", True) == {"answer": "28", "correct": True}
     assert ev.verdict(text, "28", False) == {"answer": None, "correct": False}
-    assert mt.vote([None, "5", "5"], [1, 1, 1], [False, False, False], num_equiv) is False  # it votes for nothing
+    assert mt.vote([None, "5", "5"], [1, 1, 1], [False, False, False], num_equiv) == 0.0  # it votes for nothing
 
 
 def test_best_of_nan_and_ties():
@@ -212,7 +215,9 @@ def test_compute_metrics_hand_computed():
         assert m[curve]["1"] == pytest.approx(m["accuracy_avg"]), curve
     # k = 2 (two chunks per problem) and k = 4, worked out chunk by chunk
     expected = {
-        "maj_at_k": {"2": 0.5, "4": 2 * third},  # A: tie->"2"(T), "3"(F); B: T, tie->"7"(F); C: F, tie->"6"(T)
+        # a tie between a right and a wrong group counts 1/2. k=2: A 1/2, 1/2; B 1, 1/2; C 0, 1/2.
+        # k=4: A "2" x2 vs "3" x2: 1/2; B "1/2" = "0.5" x2 vs "7": 1; C "4" x3: 0
+        "maj_at_k": {"2": 0.5, "4": 0.5},
         "weighted_at_k": {"2": 2.5 / 3, "4": 2 * third},  # C chunk 1 ("4","4") is wrong
         "best_of_k": {"2": 2.5 / 3, "4": 2 * third},
         "self_certainty_at_k": {"2": third, "4": third},
@@ -231,7 +236,7 @@ def test_compute_metrics_hand_computed():
     assert m["sv_ece"] == pytest.approx(3.45 / 11)
     fam = m["per_family"]
     assert set(fam) == {"add", "mul"} and fam["add"]["n_problems"] == 2
-    assert fam["add"]["accuracy_avg"] == pytest.approx(0.5) and fam["add"]["maj_at_n"] == 1.0
+    assert fam["add"]["accuracy_avg"] == pytest.approx(0.5) and fam["add"]["maj_at_n"] == 0.75  # A 1/2, B 1
     assert fam["mul"]["weighted_at_n"] == 0.0 and fam["mul"]["sv_f1"] == 0.0  # TPR 0, TNR 2/3
     assert fam["mul"]["sv_auroc"] == pytest.approx(1 / 3)
 
@@ -421,6 +426,41 @@ def test_aggregate_seeds_mean_std_and_pooled_pairs():
     acc = out["runs"]["laser"]["accuracy_avg"]
     assert acc["values"] == pytest.approx(vals) and acc["mean"] == pytest.approx(np.mean(vals))
     assert acc["std"] == pytest.approx(np.std(vals, ddof=1))
-    pooled = out["paired_pooled"]["laser - grpo"]["accuracy_avg"]["diff"]
-    assert pooled == pytest.approx(np.mean(vals) - np.mean(out["runs"]["grpo"]["accuracy_avg"]["values"]))
-    assert "laser - grpo" in ev.summary_markdown(to_jsonable(out))
+    over = out["paired_over_seeds"]["laser - grpo"]
+    per_seed = out["paired_per_seed"]["laser - grpo"]
+    for name in mt.CI_METRICS:  # every metric's difference computed within a seed, then averaged
+        assert over[name]["diff"] == pytest.approx(per_seed[name]["mean"]), name
+        assert over[name]["t_ci"] == pytest.approx(mt.t_interval(per_seed[name]["values"])), name
+    assert over["accuracy_avg"]["diff"] == pytest.approx(np.mean(vals) - np.mean(out["runs"]["grpo"]["accuracy_avg"]["values"]))
+    md = ev.summary_markdown(to_jsonable(out))
+    assert "laser - grpo" in md and "t-interval over the seeds" in md
+
+
+def test_t_interval_by_hand():
+    lo, hi = mt.t_interval([0.1, 0.2, 0.3])  # mean 0.2, std 0.1, t(0.975, df 2) = 4.303
+    assert lo == pytest.approx(0.2 - 4.303 * 0.1 / np.sqrt(3)) and hi == pytest.approx(0.2 + 4.303 * 0.1 / np.sqrt(3))
+    assert all(np.isnan(mt.t_interval([0.5]))) and all(np.isnan(mt.t_interval([0.1, np.nan])))
+    wide = mt.t_interval(np.arange(31) / 30)  # df 30: t = 2.042 (the expansion beyond the table)
+    assert (wide[1] - wide[0]) / 2 == pytest.approx(2.042 * np.std(np.arange(31) / 30, ddof=1) / np.sqrt(31), rel=1e-3)
+
+
+def test_paired_over_seeds_shares_one_problem_resample_across_seeds():
+    """Seeds holding the same problems get one resample of them per bootstrap draw: three identical seeds
+    give exactly one seed's paired interval (and a zero-width t-interval); seeds on other problems draw
+    their own."""
+    a, b = random_problems(12, 4, seed=1), random_problems(12, 4, seed=2)
+    for pa, pb in zip(a, b):
+        pa["problem"] = pb["problem"] = f"q-{id(pa)}"
+    one = mt.paired_differences(a, b, n_boot=50, seed=3, equiv=num_equiv)
+    three = mt.paired_over_seeds([a] * 3, [b] * 3, n_boot=50, seed=3, equiv=num_equiv)
+    for name in mt.CI_METRICS:
+        assert three[name]["diff"] == pytest.approx(one[name]["diff"])
+        assert three[name]["ci"] == pytest.approx(one[name]["ci"], nan_ok=True), name
+        assert three[name]["t_ci"] == pytest.approx([one[name]["diff"]] * 2, nan_ok=True)
+    c, d = random_problems(12, 4, seed=4), random_problems(12, 4, seed=5)
+    for pc, pd_ in zip(c, d):
+        pc["problem"] = pd_["problem"] = f"r-{id(pc)}"
+    mixed = mt.paired_over_seeds([a, c], [b, d], n_boot=50, seed=3, equiv=num_equiv)
+    assert np.all(np.isfinite(mixed["accuracy_avg"]["ci"]))
+    with pytest.raises(ValueError, match="same problems"):
+        mt.paired_over_seeds([a], [d], equiv=num_equiv)

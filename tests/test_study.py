@@ -290,3 +290,9 @@ def test_eos_features_are_the_hidden_state_the_readout_reads(sft_dir):
     with torch.no_grad():  # the last block's output, normed, is the final state
         np.testing.assert_allclose(model.norm_f(torch.tensor(f["blocks"][:, -1])).numpy(), f["h"], atol=1e-5)
     assert f["problem"].min() >= 0 and f["problem"].max() < 6
+
+
+def test_mean_std_over_seeds_says_when_a_seed_has_no_value():
+    assert study._mean_std([0.5, 0.7]) == "0.600 ± 0.141"
+    assert study._mean_std([0.5, float("nan"), 0.7]) == "0.600 ± 0.141 (2 of 3 seeds)"
+    assert study._mean_std([float("nan")] * 2) == "-"
