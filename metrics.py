@@ -281,7 +281,6 @@ def _bootstrap_ci(pairs: list[tuple[dict | None, dict]], n_boot: int, seed: int,
     resample applied to both), averaged over the pairs. `shared`: the pairs hold the same problems, and
     one resample of them serves every pair; else each pair draws its own. Resamples where a metric is NaN
     are ignored; no resamples -> [NaN, NaN]."""
-    n_prob = len(pairs[0][1]["acc_avg"])
     rng = np.random.default_rng(seed)
     draws = {name: np.full(n_boot, np.nan) for name in CI_METRICS}
     for b in range(n_boot):
