@@ -311,7 +311,7 @@ def build_parser() -> ArgParser:
                         "are skipped, with a count; --n_problems takes the first N")
     p.add_argument("--aggregate", nargs="+", metavar="DIR", default=None,
                    help="summarise several seeds: each DIR holds a records.json of the same runs; writes "
-                        "summary.json and summary.md (mean ± std, pooled paired differences) into --out")
+                        "summary.json and summary.md (mean ± std, paired differences over seeds) into --out")
     return p
 
 

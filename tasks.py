@@ -35,6 +35,7 @@ import math
 import os
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
@@ -281,7 +282,9 @@ def canonical_key(problem_text: str, answer: str) -> str:
     """The computation behind a problem, with its surface removed: the sorted numbers of the text and
     the gold answer without spaces. `Compute 34 + 12.` -> '12,34=46'. (The numbers are compared as
     digit strings, shortest first: the order of their values, for numbers of any length.)"""
-    numbers = sorted((n.lstrip("0") or "0" for n in re.findall(r"\d+", problem_text)), key=lambda n: (len(n), n))
+    numbers = [("".join(str(unicodedata.digit(c)) for c in n).lstrip("0") or "0")  # (any script's digits)
+               for n in re.findall(r"\d+", problem_text)]
+    numbers.sort(key=lambda n: (len(n), n))
     return ",".join(numbers) + "=" + re.sub(r"\s+", "", answer)
 
 
@@ -345,8 +348,7 @@ def generator_form(answer: str) -> str | None:
         if v.is_Rational:
             return _frac(Fraction(int(v.p), int(v.q)))
         (x, *more) = v.free_symbols or (None,)
-        small = sum(1 for _ in sympy.preorder_traversal(v)) <= 200 and all(
-            a.exp.is_Integer and 0 <= a.exp <= 12 for a in v.atoms(sympy.Pow))
+        small = sum(1 for _ in sympy.preorder_traversal(v)) <= 200 and _degree_bound(v) <= 12  # cheap to expand
         if x is not None and not more and x.name == "x" and small:
             poly = sympy.Poly(v.doit(), x)  # (the checker's parse leaves sums and products unevaluated)
             if poly.domain.is_ZZ:
@@ -354,6 +356,19 @@ def generator_form(answer: str) -> str | None:
     except (ValueError, TypeError, ArithmeticError, sympy.PolynomialError):  # (a 4,300-digit integer's str)
         pass
     return None
+
+
+def _degree_bound(e) -> float:
+    """An upper bound on the degree of expression `e` in its symbols, from its tree (inf where a power's
+    exponent is not a non-negative integer): what expanding it could cost, known before expanding."""
+    if e.is_Symbol:
+        return 1
+    if e.is_Number:
+        return 0
+    if e.is_Pow:
+        return _degree_bound(e.base) * int(e.exp) if e.exp.is_Integer and e.exp >= 0 else math.inf
+    parts = [_degree_bound(a) for a in e.args]
+    return sum(parts) if e.is_Mul else max(parts, default=math.inf) if e.is_Add else math.inf
 
 
 def outside_key(problem_text: str, answer: str) -> str:
@@ -394,7 +409,8 @@ def load_jsonl(path: str) -> list[Problem]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line, col = data.count(b"\n", 0, e.start) + 1, e.start - data.rfind(b"\n", 0, e.start)
+        before = io.StringIO(data[:e.start].decode("utf-8"), newline=None).read()  # (lines as parsing splits them)
+        line, col = before.count("\n") + 1, e.start - max(data.rfind(b"\n", 0, e.start), data.rfind(b"\r", 0, e.start))
         raise ValueError(f"{path}:{line}: not UTF-8 text (byte {col} of the line); expected JSON lines") from None
     out = []
     for lineno, line in enumerate(io.StringIO(text, newline=None), 1):  # (universal newlines, as open's)
@@ -420,7 +436,8 @@ def json_object(text: str) -> dict:
     return obj
 
 
-_LONG_SPACE = re.compile(r"\s{100000}")  # (tiktoken's pre-tokenizer fails on a run of about a million)
+# (tiktoken's pre-tokenizer fails on a run of about a million); tried only where a run starts: linear time
+_LONG_SPACE = re.compile(r"(?<!\s)\s{100000}|^\s{100000}")
 
 
 def _problem_from_line(line: str, where: str) -> Problem:

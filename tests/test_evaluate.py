@@ -440,8 +440,10 @@ def test_t_interval_by_hand():
     lo, hi = mt.t_interval([0.1, 0.2, 0.3])  # mean 0.2, std 0.1, t(0.975, df 2) = 4.303
     assert lo == pytest.approx(0.2 - 4.303 * 0.1 / np.sqrt(3)) and hi == pytest.approx(0.2 + 4.303 * 0.1 / np.sqrt(3))
     assert all(np.isnan(mt.t_interval([0.5]))) and all(np.isnan(mt.t_interval([0.1, np.nan])))
-    wide = mt.t_interval(np.arange(31) / 30)  # df 30: t = 2.042 (the expansion beyond the table)
-    assert (wide[1] - wide[0]) / 2 == pytest.approx(2.042 * np.std(np.arange(31) / 30, ddof=1) / np.sqrt(31), rel=1e-3)
+    for df, t in ((11, 2.201), (20, 2.086), (30, 2.042)):  # beyond the table: the expansion (tabled t values)
+        v = np.arange(df + 1) / df
+        lo, hi = mt.t_interval(v)
+        assert (hi - lo) / 2 == pytest.approx(t * np.std(v, ddof=1) / np.sqrt(df + 1), rel=2e-4), df
 
 
 def test_paired_over_seeds_shares_one_problem_resample_across_seeds():

@@ -115,12 +115,14 @@ def test_every_generated_answer_is_its_own_generator_form():
             for _ in range(100):
                 p = tasks.make_problem(rng, family, level)
                 assert tasks.generator_form(p.answer) == p.answer, (family, level, p.answer)
-    for text in ("x^2 + y", "(1, 2)", "sqrt(2)", "x^2 - 1/2", "(x+1)^1000", "pens", "3" * 5000 + "/7"):
-        assert tasks.generator_form(text) is None  # no form a generator could give: keyed as written
+    for text in ("x^2 + y", "(1, 2)", "sqrt(2)", "x^2 - 1/2", "(x+1)^1000", "pens", "3" * 5000 + "/7",
+                 "((((x+1)^12)^12)^12)^12", "(x^12+x^11+x^10+x^9+x^8+x^7+x^6+x^5+x^4+x^3+x^2+x+1)^12"):
+        assert tasks.generator_form(text) is None  # no form a generator could give (or too costly to expand)
 
 
 def test_canonical_key_orders_numbers_of_any_length():
     assert tasks.canonical_key("Compute 100 + 007 + 25.", "132") == "7,25,100=132"
+    assert tasks.canonical_key("Compute \uff15\uff19 + \u0661\u0667.", "76") == "17,59=76"  # full-width, Arabic-Indic
     huge = "9" * 5000  # longer than Python converts to int by default
     assert tasks.canonical_key(f"Last digit of {huge} + 12?", "1") == f"12,{huge}=1"
 
@@ -171,6 +173,9 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
         tasks.load_jsonl(str(f))
     f.write_bytes(b'{"problem": "a", "answer": 1}\r\n{"problem": "b", "answer": 2}\r{"problem": "c", "answer": 3}')
     assert [p.answer for p in tasks.load_jsonl(str(f))] == ["1", "2", "3"]  # any newline, as text mode reads
+    f.write_bytes(b'{"problem": "a", "answer": 1}\r{"problem": "b", "answer": 2}\r{"problem": "c\xff"}\r')
+    with pytest.raises(ValueError, match=r"latin1.jsonl:3: not UTF-8 text \(byte 15 of the line\)"):
+        tasks.load_jsonl(str(f))  # lines counted as they are parsed
 
 
 def test_bad_family_or_level():
