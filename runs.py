@@ -190,6 +190,23 @@ def tokenizer_digest(tok: Tokenizer) -> str:
     return hashlib.sha256(tok.to_json().encode("utf-8")).hexdigest()
 
 
+def data_digest(problems, solutions: bool = True) -> str:
+    """A fingerprint of the outside problems a stage trains on (text, answer and, where the stage reads
+    them, solutions; in order), saved in each checkpoint: a resumed run must draw from the same problems
+    to continue the same run."""
+    rows = [[p.problem, p.answer] + ([p.solution] if solutions else []) for p in problems]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def check_same_data(ck: dict, problems, path: str, solutions: bool = True) -> None:
+    """--resume: refuse outside problems other than those the run trained on until now (a checkpoint
+    from before this check has no digest and passes)."""
+    if ck.get("data_sha256") not in (None, data_digest(problems, solutions)):
+        raise UserError(f"--data_jsonl {path}: not the problems this run was trained on until now (the file, or "
+                        f"how it is read, changed): --resume would go on with other data; restore the file, or "
+                        f"start afresh")
+
+
 def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
     ck = load_checkpoint(run_dir)

@@ -55,11 +55,11 @@ from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_wei
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, broadcast, checkpoint, clip_and_step,
-                  clip_and_step_deferred, close_distributed, gather, helper_process_init, init_distributed, load_run,
-                  make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run, saved_config, seed_everything,
-                  shard, skips_on_device, stop_gracefully, stop_requested, sync_grads, training_forward, world_size,
-                  write_json, write_text)
+from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, broadcast, check_same_data, checkpoint,
+                  clip_and_step, clip_and_step_deferred, close_distributed, data_digest, gather, helper_process_init,
+                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run,
+                  saved_config, seed_everything, shard, skips_on_device, stop_gracefully, stop_requested, sync_grads,
+                  training_forward, world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -280,6 +280,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         extra_data = outside_data_that_fits(cfg, extra_data, tok, model.cfg.block_size)
     else:  # --data_mix 0: the outside problems only shaped the tokenizer
         extra_data = []
+    if cfg.resume:
+        check_same_data(ck, extra_data, cfg.data_jsonl)
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     forward = training_forward(model, cfg.compile)
@@ -351,7 +353,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
             log.write(rec)
             if save:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
-                           extra={"stage": "sft", **guard.state()})
+                           extra={"stage": "sft", "data_sha256": data_digest(extra_data), **guard.state()})
             if stop and done < cfg.sft_steps:  # (after the last step the run is done; --stage all stops before RL)
                 raise Stopped(done, "SFT")
             arm_stop(True)  # a step is done that a checkpoint would keep: a signal now stops after the next
@@ -546,6 +548,7 @@ def start_rl(cfg: Config, device):
         print(f"resumed RL at step {ck['step']} (c_ref {ck['c_ref']:.3f})")
         check_lengths(cfg, tok, model.cfg.block_size)
         outside = rl_outside_data(cfg, tok, model.cfg.block_size)
+        check_same_data(ck, outside, cfg.data_jsonl, solutions=False)  # (RL reads no solution)
         # the SFT run as it is named now (--stage all's OUT/sft, after OUT was moved aside, say), else as saved
         return (model, tok, opt, ck["c_ref"], ck["c_ref_std"], cfg.init or ck["init"], ck["step"],
                 SkipGuard(cfg.max_skipped, ck), outside)
@@ -618,7 +621,8 @@ def run_rl(cfg: Config) -> str:
             if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at or stop:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
-                            **guard.state(), "init": init_dir, "algo": cfg.algo})
+                                  "data_sha256": data_digest(outside, solutions=False), **guard.state(), "init": init_dir,
+                                  "algo": cfg.algo})
             if stop and done < cfg.rl_steps:
                 raise Stopped(done, "RL")
             arm_stop(True)  # a step is done that a checkpoint would keep: a signal now stops after the next

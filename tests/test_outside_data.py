@@ -213,6 +213,34 @@ def test_rl_mixes_outside_prompts_and_resumes_bit_identically(sft_dir, tmp_path,
     assert "7 of 8 problems used for RL" in capsys.readouterr().out
 
 
+def test_resume_refuses_outside_problems_that_changed(sft_dir, tmp_path, capsys):
+    """A run resumed on a --data_jsonl file that no longer holds the problems it trained on would go on as
+    another run: refused in one line, for SFT and for RL (the checkpoint keeps a digest of them)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(open(SAMPLE).read())
+    rl, sft = str(tmp_path / "rl"), str(tmp_path / "sft")
+    train.main(T + ["--stage", "rl", "--init", sft_dir, "--rl_steps", "3", "--data_jsonl", str(data), "--c_ref", "-20",
+                    "--out_dir", rl, "--halt_at", "1"])
+    train.main(T + ["--stage", "sft", "--sft_steps", "3", "--data_jsonl", str(data), "--out_dir", sft, "--halt_at", "1"])
+    lines = data.read_text().splitlines()
+    kept = {p.problem for p in tasks.keep_split(_outside(), "train")[0]}
+    i = next(i for i, ln in enumerate(lines) if json.loads(ln)["problem"] in kept
+             and len(json.loads(ln)["problem"]) < 200 and str(json.loads(ln)["answer"]).isdigit())
+    row = json.loads(lines[i])
+    row["answer"] = f"{row['answer']}.0"  # the same value, written otherwise: still a change to the data
+    data.write_text("\n".join(lines[:i] + [json.dumps(row)] + lines[i + 1:]) + "\n")
+    capsys.readouterr()
+    for out in (rl, sft):
+        stage = "rl" if out == rl else "sft"
+        with pytest.raises(SystemExit) as e:
+            train.main(["--stage", stage, "--out_dir", out, "--resume"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and "not the problems this run was trained on" in err[0], err
+    data.write_text(open(SAMPLE).read())  # the file restored: the runs resume
+    train.main(["--stage", "rl", "--out_dir", rl, "--resume"])
+    assert runs.load_checkpoint(rl)["step"] == 3
+
+
 # ------------------------------------------------------------------------------------------ evaluation
 
 def _long_problem(split: str) -> dict:
