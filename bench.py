@@ -602,8 +602,13 @@ def _matmul_peak(dev, n: int, repeats: int, out: dict) -> float:
 
     timed = functools.partial(_timed, sync=torch.cuda.synchronize if dev.type == "cuda" else lambda: None)
     ab = [torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2)]
-    timed(lambda: ab[0] @ ab[1], 3)
-    mm = [2 * n ** 3 / t / 1e12 for t in timed(lambda: ab[0] @ ab[1], repeats)]
+    per = 10  # matmuls a timed sample: one sync's latency spread over them
+
+    def matmuls():
+        for _ in range(per):
+            ab[0] @ ab[1]
+    timed(matmuls, 2)
+    mm = [per * 2 * n ** 3 / t / 1e12 for t in timed(matmuls, repeats)]
     out["gpu.matmul_bf16_tflops"] = metric(mm, "TFLOP/s", note=f"{n}^3 bf16 matmul")
     return statistics.median(mm)
 
@@ -653,13 +658,17 @@ class _GpuSFT:
                                                     "earlier in this process are reused)")
         for batches, _ in steps[1:]:
             self.step(batches, fwd)
+        # the steps back to back, as the loop runs them (a step's launches overlap the last one's kernels),
+        # one sync at each end; one sample per pass over the steps
+        n_real = sum(n for _, n in steps)
+        n_padded = sum(b[0].numel() for batches, _ in steps for b in batches)
         real, padded, mfu = [], [], []
-        for batches, n_real in steps:
-            t = timed(lambda: self.step(batches, fwd), 1)[0]
+        for _ in range(max(3, self.reps)):
+            t = timed(lambda: [self.step(batches, fwd) for batches, _ in steps], 1)[0]
             real.append(n_real / t)
-            padded.append(sum(b[0].numel() for b in batches) / t)
+            padded.append(n_padded / t)
             mfu.append(6 * self.n_mat * n_real / t / (self.peak * 1e12))
-        note = f"batch {self.cfg.sft_batch_size}, micro_tokens {self.cfg.micro_tokens}"
+        note = f"batch {self.cfg.sft_batch_size}, micro_tokens {self.cfg.micro_tokens}, {len(steps)} steps in a row"
         out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
         out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
@@ -777,16 +786,20 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     model, tok = _bench_model(preset)
     model = model.to(dev)
 
-    # decode: every row runs T steps (random weights do not end), the fixed-shape step from a CUDA graph,
-    # its blocks compiled by inductor; ".eager_blocks": the same graphs of eager kernels (COMPILE_DECODE off)
+    # decode: every row runs all its steps (a hook rules EOS out: a random model's row could end, and a
+    # check every 8 steps end the call, early), the fixed-shape step from a CUDA graph, its blocks compiled by
+    # inductor; ".eager_blocks": the same graphs of eager kernels (COMPILE_DECODE off). 512 rows (the target)
+    # run the preset's RL length, whose later steps attend over more of the cache
     model.eval()
     out["gpu.decode_step_ops"] = metric([decode_step_ops(model)], "ops",
                                         note="kernels a decode step's graph replays with eager blocks")
-    flags = rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE
+    # (-1e4, not -inf: the sections compare logits by their differences, and -inf - -inf is NaN)
+    flags, no_eos = (rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE), _eos_offset(model, tok, -1e4)
     try:
-        _decode_metrics(model, tok, dev, T, reps, dry, timed, sync, out)
+        _decode_metrics(model, tok, dev, T, T if dry else cfg.max_new_tokens, reps, dry, timed, sync, out)
     finally:
         rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = flags
+        no_eos.remove()
 
     # from here on an EOS bias spreads the lengths as in real rollouts; graphs and compiled code made
     # before it would not see the hook: start both afresh
@@ -803,17 +816,17 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     # target 2% above it, so at least 5 interleaved pairs even in quick mode (about 4 s on an H100)
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
     with autocast(dev):
-        for _ in range(reps + 1 if dry else max(reps, 5) + 1):
-            w, wo = (timed(lambda: rollout.sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
-                                                  generator=torch.Generator(dev).manual_seed(0), score=s), 1)[0]
-                     for s in (True, False))
-            ratio.append(w / wo)
+        for i in range(reps + 1 if dry else max(reps, 5) + 1):
+            order = (True, False) if i % 2 else (False, True)  # alternately first: no order effect in the ratio
+            t = {s: timed(lambda: rollout.sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
+                                                 generator=torch.Generator(dev).manual_seed(0), score=s), 1)[0]
+                 for s in order}
+            ratio.append(t[True] / t[False])
     out["gpu.self_reward_overhead"] = metric(ratio[1:], "x", "<= 1.02", note="in-pass readout vs none, RL sampling")
 
     # one RL step of the preset (64 x 8 x up to 192 tokens on small): sample / verify / update
     opt, times = make_optimizer(model, cfg.rl_lr, cfg.weight_decay), {"sample": [], "verify": [], "update": []}
     n = cfg.prompts_per_step * cfg.group_size
-    work = [w for _ in range(n // 200 + 1) for w in _verify_workload()][:n]  # realistic completions
     with train.verifier_pool(cfg.verify_workers) as pool:
         for s in range(reps + 2):
             sync()
@@ -822,13 +835,20 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
             if s >= 2:  # warm-up: compile, graph capture, pool start
                 for k, key in (("sample", "time_rollout"), ("verify", "time_verify"), ("update", "time_update")):
                     times[k].append(rec[key])
-        # the verifier on as many realistic completions as a step has rows (random weights write none)
-        verify_s = _timed(lambda: train.verify_rollouts([w[0] for w in work], [w[1] for w in work], pool), reps)
-    times["step"] = [sum(x) for x in zip(*times.values())]
+        # the verifier on as many realistic completions as a step has rows (random weights write none),
+        # other ones at each repeat (none met before: the verifier's caches, here or in its workers, miss)
+        verify_s = []
+        for r in range(reps):
+            work = _verify_workload(n_problems=-(-n // 8), seed=1000 + r)[:n]
+            verify_s += _timed(lambda: train.verify_rollouts([w[0] for w in work], [w[1] for w in work], pool), 1)
+    # a step: its sampling and update, and the verifier's time on realistic answers (not the in-step one)
+    times["step"] = [a + b + c for a, b, c in zip(times["sample"], times["update"], verify_s)]
     shape = f"{cfg.prompts_per_step}x{cfg.group_size} rows, <= {cfg.max_new_tokens} tokens"
     for k, v in times.items():
-        out[f"gpu.rl_{k}_s"] = metric(v, "s", "<= 0.5" if k == "step" else None, note=shape)
-    out["gpu.verify_step_s"] = metric(verify_s, "s", note=f"{n} completions, {cfg.verify_workers} worker processes")
+        out[f"gpu.rl_{k}_s"] = metric(v, "s", "<= 0.5" if k == "step" else None,
+                                      note=shape + ("; sample + update + gpu.verify_step_s" if k == "step" else ""))
+    out["gpu.verify_step_s"] = metric(verify_s, "s", note=f"{n} distinct realistic completions, "
+                                                          f"{cfg.verify_workers} worker processes")
 
     # evaluation sampling: 16 samples per problem in evaluate.py's CUDA calls (4,096 rows)
     probs = tasks.make_split("test", 8 if dry else 256 if quick else 512, 0)
@@ -847,9 +867,10 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     return out
 
 
-def _decode_metrics(model, tok, dev, T: int, reps: int, dry: bool, timed, sync, out) -> None:
-    """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks, each first call's
-    compile and capture time, and the agreement of the graphs, the compiled blocks and the cached forward."""
+def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out) -> None:
+    """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
+    at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
+    blocks and the cached forward. Every row must run all its steps (the caller rules EOS out)."""
     import torch
 
     import rollout
@@ -858,20 +879,23 @@ def _decode_metrics(model, tok, dev, T: int, reps: int, dry: bool, timed, sync, 
     for compiled, tail in ((True, ""), (False, ".eager_blocks")):
         rollout.COMPILE_DECODE = compiled
         for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
-            P = max(1, rows // 8)
+            P, steps = max(1, rows // 8), T512 if rows == 512 else T
             prompts, K = _prompts(tok, P), rows // P
-            run = lambda: rollout.sample(model, prompts, K, T, generator=torch.Generator(dev).manual_seed(0),
+            run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
                                          tokenizer=tok)
             with autocast(dev):
+                sync()
                 t0 = time.perf_counter()
                 run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
                 sync()
                 out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
                                                                       note="compile and capture included")
                 t = timed(run, reps)
-            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / T * 1e3 for x in t], "ms", note=f"{T} new tokens")
-            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * T / x for x in t], "tok/s",
-                                                                  ">= 5e5" if rows == 512 and compiled else None)
+            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / steps * 1e3 for x in t], "ms",
+                                                                 note=f"{steps} new tokens")
+            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * steps / x for x in t], "tok/s",
+                                                                  ">= 5e5" if rows == 512 and compiled else None,
+                                                                  note=f"{steps} new tokens")
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
