@@ -816,7 +816,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     # target 2% above it, so at least 5 interleaved pairs even in quick mode (about 4 s on an H100)
     prompts, ratio = _prompts(tok, cfg.prompts_per_step), []
     with autocast(dev):
-        for i in range(reps + 1 if dry else max(reps, 5) + 1):
+        for i in range(reps + 1 if dry else max(reps, 6) + 1):  # (the first pair dropped: an even count kept)
             order = (True, False) if i % 2 else (False, True)  # alternately first: no order effect in the ratio
             t = {s: timed(lambda: rollout.sample(model, prompts, cfg.group_size, cfg.max_new_tokens, tokenizer=tok,
                                                  generator=torch.Generator(dev).manual_seed(0), score=s), 1)[0]
@@ -836,7 +836,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
                 for k, key in (("sample", "time_rollout"), ("verify", "time_verify"), ("update", "time_update")):
                     times[k].append(rec[key])
         # the verifier on as many realistic completions as a step has rows (random weights write none),
-        # other ones at each repeat (none met before: the verifier's caches, here or in its workers, miss)
+        # other ones at each repeat (a group's answers repeat, as in a real step, but few from before)
         verify_s = []
         for r in range(reps):
             work = _verify_workload(n_problems=-(-n // 8), seed=1000 + r)[:n]
@@ -847,7 +847,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     for k, v in times.items():
         out[f"gpu.rl_{k}_s"] = metric(v, "s", "<= 0.5" if k == "step" else None,
                                       note=shape + ("; sample + update + gpu.verify_step_s" if k == "step" else ""))
-    out["gpu.verify_step_s"] = metric(verify_s, "s", note=f"{n} distinct realistic completions, "
+    out["gpu.verify_step_s"] = metric(verify_s, "s", note=f"{n} realistic completions, new at each repeat, "
                                                           f"{cfg.verify_workers} worker processes")
 
     # evaluation sampling: 16 samples per problem in evaluate.py's CUDA calls (4,096 rows)
@@ -937,7 +937,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
     out["gpu.decode_compiled_vs_eager"] = metric([diff_compiled], "max |logit diff|",
                                                  note="the sampler's decoders, compiled vs eager blocks, bf16")
     try:  # a diagnostic, first run on a card: if it fails there, say so and let the benchmark go on
-        _decode_split(model, tok, dev, T, reps, dry, timed, out)
+        _decode_split(model, tok, dev, T512, reps, dry, timed, out)
     except Exception as e:  # noqa: BLE001
         print(f"note: gpu.decode_split_ms not measured ({type(e).__name__}: {str(e).strip()[:200]})", file=sys.stderr)
 

@@ -48,8 +48,9 @@ import rollout
 import tasks
 import verify
 from config import (CUDA_LENGTH_MULTIPLE, PATH_FIELDS, Config, UserError, autocast, check_config, check_lengths,
-                    corpus_for_tokenizer, get_device, heldout_problems, outside_data_that_fits, outside_train_data,
-                    resolve_config, rl_outside_data, round_up, run_dir_of, same_setting, train_problems)
+                    corpus_for_tokenizer, get_device, heldout_problems, load_outside, outside_data_that_fits,
+                    outside_train_data, resolve_config, rl_outside_data, round_up, run_dir_of, same_setting,
+                    train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
@@ -256,8 +257,10 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
     extra_data = outside_train_data(cfg) if cfg.data_jsonl else []
+    data_sha = data_digest(extra_data)  # (before the length and --data_mix cuts, which a resume may change)
     if cfg.resume:
         model, tok, opt, ck = resume_run(cfg, "sft", cfg.sft_lr, device)
+        check_same_data(ck, extra_data, cfg.data_jsonl)  # (before config.json is written: a refusal leaves it)
         start, guard = ck["step"], SkipGuard(cfg.max_skipped, ck)
         print(f"resumed SFT at step {start}")
     else:
@@ -280,8 +283,6 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         extra_data = outside_data_that_fits(cfg, extra_data, tok, model.cfg.block_size)
     else:  # --data_mix 0: the outside problems only shaped the tokenizer
         extra_data = []
-    if cfg.resume:
-        check_same_data(ck, extra_data, cfg.data_jsonl)
     print(f"SFT: {model.num_params() / 1e6:.2f}M parameters, vocab {tok.vocab_size}, device {device}, "
           f"{cfg.sft_steps} steps x {cfg.sft_batch_size} problems")
     forward = training_forward(model, cfg.compile)
@@ -353,7 +354,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
             log.write(rec)
             if save:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
-                           extra={"stage": "sft", "data_sha256": data_digest(extra_data), **guard.state()})
+                           extra={"stage": "sft", "data_sha256": data_sha, **guard.state()})
             if stop and done < cfg.sft_steps:  # (after the last step the run is done; --stage all stops before RL)
                 raise Stopped(done, "SFT")
             arm_stop(True)  # a step is done that a checkpoint would keep: a signal now stops after the next
@@ -535,9 +536,11 @@ def rl_step(model, opt, tok, cfg: Config, *, step: int, c_ref: float, ref_model=
 
 
 def start_rl(cfg: Config, device):
-    """Model, tokenizer, optimizer, c_ref, the outside problems (rl_outside_data) and the resume state of
-    an RL run: a fresh start from the SFT run cfg.init (c_ref measured on it, §5, on the RL prompt mix)
-    or the run in cfg.out_dir continued."""
+    """Model, tokenizer, optimizer, c_ref, the outside problems (rl_outside_data), the resume state of an
+    RL run and the digest of its --data_jsonl problems: a fresh start from the SFT run cfg.init (c_ref
+    measured on it, §5, on the RL prompt mix) or the run in cfg.out_dir continued."""
+    kept = load_outside(cfg.data_jsonl) if cfg.data_jsonl else []  # the train split's, before the length cut
+    data_sha = data_digest(kept, solutions=False)  # (RL reads no solution)
     if cfg.resume:
         model, tok, opt, ck = resume_run(cfg, "rl", cfg.rl_lr, device)
         missing = [k for k in ("c_ref", "c_ref_std", "beta_v", "skipped_steps", "init") if k not in ck]
@@ -545,17 +548,17 @@ def start_rl(cfg: Config, device):
             raise UserError(f"{cfg.out_dir}: not a complete rl checkpoint (missing {', '.join(missing)})")
         if ck["beta_v"] != cfg.beta_v:
             raise UserError(f"checkpoint was trained with beta_v={ck['beta_v']}, config says {cfg.beta_v}")
+        check_same_data(ck, kept, cfg.data_jsonl, solutions=False)
         print(f"resumed RL at step {ck['step']} (c_ref {ck['c_ref']:.3f})")
         check_lengths(cfg, tok, model.cfg.block_size)
-        outside = rl_outside_data(cfg, tok, model.cfg.block_size)
-        check_same_data(ck, outside, cfg.data_jsonl, solutions=False)  # (RL reads no solution)
+        outside = rl_outside_data(cfg, tok, model.cfg.block_size, kept)
         # the SFT run as it is named now (--stage all's OUT/sft, after OUT was moved aside, say), else as saved
         return (model, tok, opt, ck["c_ref"], ck["c_ref_std"], cfg.init or ck["init"], ck["step"],
-                SkipGuard(cfg.max_skipped, ck), outside)
+                SkipGuard(cfg.max_skipped, ck), outside, data_sha)
     seed_everything(cfg.seed)
     model, tok, ck = load_run(cfg.init, device)
     check_lengths(cfg, tok, model.cfg.block_size)
-    outside = rl_outside_data(cfg, tok, model.cfg.block_size)
+    outside = rl_outside_data(cfg, tok, model.cfg.block_size, kept)
     if ck["stage"] != "sft":
         print(f"note: starting RL from a {ck['stage']} checkpoint in {cfg.init}")
     write_text(os.path.join(cfg.out_dir, "tokenizer.json"), tok.to_json())
@@ -569,13 +572,13 @@ def start_rl(cfg: Config, device):
         c_ref, c_std, n = broadcast(calibrate_c_ref(model, tok, cfg, outside) if rank() == 0 else None)
         print(f"c_ref calibrated on the reference policy: mean {c_ref:.3f}, std {c_std:.3f} over {n} "
               f"finished samples ({time.time() - t:.1f}s); beta_v * std = {cfg.beta_v * c_std:.3f}")
-    return model, tok, opt, c_ref, c_std, cfg.init, 0, SkipGuard(cfg.max_skipped), outside
+    return model, tok, opt, c_ref, c_std, cfg.init, 0, SkipGuard(cfg.max_skipped), outside, data_sha
 
 
 def run_rl(cfg: Config) -> str:
     device = get_device(cfg.device)
     make_run_dir(cfg.out_dir)
-    model, tok, opt, c_ref, c_std, init_dir, start, guard, outside = start_rl(cfg, device)
+    model, tok, opt, c_ref, c_std, init_dir, start, guard, outside, data_sha = start_rl(cfg, device)
     warn = check_c_ref(c_ref, c_std, cfg.beta_v)  # docs/laser.md §5 (a NaN std, --c_ref's, goes unchecked)
     if warn and rank() == 0:
         print("!" * 100 + "\n" + warn + "\n" + "!" * 100, file=sys.stderr)
@@ -621,7 +624,7 @@ def run_rl(cfg: Config) -> str:
             if done % cfg.ckpt_every == 0 or done == cfg.rl_steps or done == cfg.halt_at or stop:
                 checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"), model, opt, done, cfg, tok,
                            extra={"stage": "rl", "c_ref": c_ref, "c_ref_std": c_std, "beta_v": cfg.beta_v,
-                                  "data_sha256": data_digest(outside, solutions=False), **guard.state(), "init": init_dir,
+                                  "data_sha256": data_sha, **guard.state(), "init": init_dir,
                                   "algo": cfg.algo})
             if stop and done < cfg.rl_steps:
                 raise Stopped(done, "RL")

@@ -236,9 +236,11 @@ def test_resume_refuses_outside_problems_that_changed(sft_dir, tmp_path, capsys)
             train.main(["--stage", stage, "--out_dir", out, "--resume"])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and "not the problems this run was trained on" in err[0], err
-    data.write_text(open(SAMPLE).read())  # the file restored: the runs resume
-    train.main(["--stage", "rl", "--out_dir", rl, "--resume"])
+    data.write_text(open(SAMPLE).read())  # the file restored: the runs resume, with flags that a resume may
+    train.main(["--stage", "rl", "--out_dir", rl, "--resume", "--max_new_tokens", "40"])  # change (which prompts fit)
     assert runs.load_checkpoint(rl)["step"] == 3
+    train.main(["--stage", "sft", "--out_dir", sft, "--resume", "--data_mix", "0"])  # (config.json kept by the refusal)
+    assert runs.load_checkpoint(sft)["step"] == 3
 
 
 # ------------------------------------------------------------------------------------------ evaluation
