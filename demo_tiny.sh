@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tiny demo on a CPU, for each seed in $SEEDS: SFT once; GRPO and LaSeR from that same SFT
 # checkpoint (same seed, same budget); evaluate all three on the test split with paired differences.
-# With several seeds, a summary over seeds (mean ± std, pooled paired differences) follows.
+# With several seeds, a summary over seeds (mean ± std, paired differences over seeds) follows.
 #
 #   bash demo_tiny.sh                                   # seed 0, everything under out/tiny
 #   SEEDS="0 1 2" bash demo_tiny.sh                     # three seeds and their summary
