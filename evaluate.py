@@ -175,8 +175,8 @@ def _markdown(results: dict[str, dict]) -> str:
 
 def _paired_markdown(paired: dict[str, dict], title: str, intro: str = "Run B minus run A on the same problems, "
                      "with 95% paired bootstrap CIs (one resample of problems applied to both runs).") -> str:
-    """Rows: CI metrics; columns: "B - A" pairs, each cell diff [95% paired CI] (and; [t-interval] where
-    the differences are over seeds)."""
+    """Rows: CI metrics; columns: "B - A" pairs, each cell diff [95% paired CI], followed by "; [t-interval]"
+    where the differences are over seeds."""
     pairs = list(paired)
     span = lambda ci: f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
     rows = [[name] + [f"{_fmt(paired[p][name]['diff'])} {span(paired[p][name]['ci'])}"
