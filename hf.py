@@ -26,7 +26,7 @@ import torch
 
 from config import UserError, check_dir_path
 from model import GPT, GPTConfig
-from runs import atomic_write, write_json, write_text
+from runs import atomic_write, make_run_dir, write_json, write_text
 from tokenizer import Tokenizer
 
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
@@ -428,10 +428,7 @@ def export(model: GPT, tok: Tokenizer, out_dir: str, laser: dict, force: bool = 
     check_export_dir allows (a non-empty directory only with `force`). Returns the transformers class."""
     check_export_dir(out_dir, force)
     weights = hf_from_ours(model)  # refuses our own architecture before anything is written
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create {out_dir}: {e.strerror}") from None
+    make_run_dir(out_dir)
     write_safetensors(os.path.join(out_dir, "model.safetensors"), weights, {"format": "pt"})
     config = hf_config(model, tok, {"laser": laser})
     write_json(os.path.join(out_dir, "config.json"), config)

@@ -337,13 +337,8 @@ def same_problems(problems_a: list, problems_b: list) -> bool:
 def paired_differences(problems_a: list, problems_b: list, n_boot: int = 1000, seed: int = 0,
                        equiv: Equiv | None = None) -> dict:
     """CI_METRICS of run B minus run A on the same problems: {name: {"diff", "ci"}}, paired bootstrap CI."""
-    if not same_problems(problems_a, problems_b):
-        raise ValueError("paired differences need two runs evaluated on the same problems in the same order")
-    ta, tb = _problem_table(problems_a, equiv), _problem_table(problems_b, equiv)
-    ones = np.ones(len(problems_a))
-    full_a, full_b = _aggregate(ta, ones), _aggregate(tb, ones)
-    ci = _bootstrap_ci([(ta, tb)], n_boot, seed)
-    return {name: {"diff": full_b[name] - full_a[name], "ci": ci[name]} for name in CI_METRICS}
+    over = paired_over_seeds([problems_a], [problems_b], n_boot, seed, equiv)  # (one seed: no t-interval)
+    return {name: {"diff": d["diff"], "ci": d["ci"]} for name, d in over.items()}
 
 
 def paired_over_seeds(seeds_a: list[list], seeds_b: list[list], n_boot: int = 1000, seed: int = 0,

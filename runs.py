@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from config import Config, UserError
+from config import Config, UserError, run_dir_of
 from model import GPT, GPTConfig, swiglu_hidden
 from tokenizer import Tokenizer, load_tokenizer
 
@@ -210,7 +210,7 @@ def check_same_data(ck: dict, problems, path: str, solutions: bool = True) -> No
 def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint dict of a run directory: used by RL and evaluate.py."""
     ck = load_checkpoint(run_dir)
-    tok_path = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), "tokenizer.json")
+    tok_path = os.path.join(run_dir_of(run_dir), "tokenizer.json")
     try:
         tok = load_tokenizer(tok_path)
     except FileNotFoundError:
