@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from config import Config, UserError, run_dir_of
+from config import Config, UserError, get_device, run_dir_of
 from model import GPT, GPTConfig, swiglu_hidden
 from tokenizer import Tokenizer, load_tokenizer
 
@@ -478,12 +478,20 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
 
 # ---------------------------------------------------------------------------- processes (torchrun)
 
-def init_distributed() -> None:
-    """Join the process group when started by torchrun (NCCL on CUDA, gloo on CPU); nothing otherwise."""
+def init_distributed(device: str = "auto") -> None:
+    """Join the process group when started by torchrun: NCCL with one CUDA device per process when the run's
+    `device` (--device) is CUDA, gloo on CPU; nothing otherwise. More processes on a node than it has CUDA
+    devices are refused in one line (two processes on one card would fail inside NCCL)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = get_device(device).type == "cuda"
+        if cuda:
+            local, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local >= n:
+                raise UserError(f"torchrun started process {local} of this node, which has {n} CUDA "
+                                f"device{'s' * (n != 1)}: one process per device (--nproc_per_node {n}), or "
+                                f"--device cpu")
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
 
 
 def close_distributed(wait: bool = True) -> None:

@@ -728,7 +728,7 @@ def main(argv=None) -> str:
     try:
         cfg, given = resolve_config(argv, __doc__.split("\n\n")[0])
         cfg = run_config_for(cfg, given)
-        init_distributed()  # under torchrun: one process per device, rank 0 writes and prints
+        init_distributed(cfg.device)  # under torchrun: one process per device, rank 0 writes and prints
         if rank() != 0:
             sys.stdout = open(os.devnull, "w")
         if min(cfg.prompts_per_step, cfg.sft_batch_size) < world_size():

@@ -231,10 +231,8 @@ def test_sft_stopped_by_sigterm(tmp_path, monkeypatch, capsys, fused, process, s
     once, and then too every finished step reaches metrics.jsonl (with fused AdamW, CUDA's, the steps since the
     last log line, every 10 here, are still on the device). process: the batches built in a worker process,
     as on CUDA; `timeout` signals it too (its process group), and it must outlive the signal."""
-    if fused:
-        monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=True))
-    if process:
-        monkeypatch.setattr(train, "prefetch", lambda make, items, process: runs.prefetch(make, items, process=True))
+    monkeypatch.setattr(train, "make_optimizer", functools.partial(runs.make_optimizer, fused=fused))
+    monkeypatch.setattr(train, "prefetch", lambda make, items, **_: runs.prefetch(make, items, process=process))
     real, calls = train.sft_backward, []
 
     def signalled_at_15(model, batches, device, forward=None):

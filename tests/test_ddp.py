@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -80,9 +81,10 @@ def test_two_processes_give_the_gradient_of_the_union_batch(sft_dir, tmp_path):
     assert one["terms"]["mse"] > 0
 
 
-def _torchrun(*args):
+def _torchrun(*args):  # on CPU (gloo) even where there is a CUDA device
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "train.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "train.py", *args, "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_path):
@@ -104,6 +106,20 @@ def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_p
     assert r.returncode == 0 and f"kept as {full}.1" in r.stdout, r.stderr[-2000:]
     assert runs.load_checkpoint(full + ".1")["step"] == 3 and runs.load_checkpoint(full)["step"] == 1
     # the data shards depend on the number of processes: a resume with another one is refused in one line
-    r = subprocess.run([sys.executable, "train.py", "--stage", "rl", "--resume", "--out_dir", part, "--rl_steps", "4"],
+    r = subprocess.run([sys.executable, "train.py", "--stage", "rl", "--resume", "--out_dir", part, "--rl_steps", "4",
+                        "--device", "cpu"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "trained by 2 processes and this run has 1" in r.stderr, r.stderr
+
+
+def test_more_processes_than_cuda_devices_are_refused_in_one_line(monkeypatch):
+    """torchrun's second process on a one-card node: a clear error, not a failure inside NCCL."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("set_device on a device that is not there"))
+    with pytest.raises(config.UserError, match=r"process 1 of this node, which has 1 CUDA device: one process per "
+                                               r"device \(--nproc_per_node 1\), or --device cpu"):
+        runs.init_distributed("auto")
+    assert not dist.is_initialized()
