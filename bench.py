@@ -290,6 +290,40 @@ def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
     return out
 
 
+def _device_busy(fn, dev, label: str, top: int = 8) -> float:
+    """Run fn() once under torch.profiler and return the share of its wall time in which the device ran
+    a kernel (well below 1: the device waits for the host, whose launches set the pace); print the `top`
+    kernels by device time. On CUDA only device activity is traced (tracing the host's ops would slow the
+    host down and read as idle device); on CPU (the rehearsal) the top-level CPU ops stand in for kernels."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        fn()
+        sync()
+        wall_us = (time.perf_counter() - t) * 1e6
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if (e.device_type == DeviceType.CUDA if cuda else e.cpu_parent is None))
+    busy, end = 0.0, float("-inf")  # the union of the kernels' intervals
+    for a, b, _ in spans:
+        busy += max(0.0, b - max(a, end))
+        end = max(end, b)
+    per_name: dict[str, list[float]] = {}
+    for a, b, name in spans:
+        per_name.setdefault(name, []).append(b - a)
+    total = sum(map(sum, per_name.values())) or 1.0
+    print(f"[profile] {label}: wall {wall_us / 1e3:.1f} ms, device busy {busy / 1e3:.1f} ms "
+          f"({busy / wall_us:.0%}); top kernels by device time:", flush=True)
+    for name, ds in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        print(f"[profile]   {sum(ds) / total:6.1%} {sum(ds) / 1e3:8.2f} ms  x{len(ds):<6} {name[:100]}", flush=True)
+    return busy / wall_us
+
+
 def decode_step_ops(model, rows: int = 64) -> int:
     """The device operations (aten kernels, views and other metadata-only ops excepted) one eager
     `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with: what a
@@ -617,12 +651,13 @@ class _GpuSFT:
     """A preset's SFT step on a device as the training loop runs it (its batches, fused AdamW on CUDA, a
     given training forward), measured into `out`: gpu.sft_* keys, with `tail` naming a variant."""
 
-    def __init__(self, model, tok, cfg, dev, peak: float, reps: int, out: dict):
+    def __init__(self, model, tok, cfg, dev, peak: float, reps: int, n_steps: int, out: dict):
         import torch
 
         from runs import make_optimizer
 
         self.model, self.tok, self.cfg, self.dev, self.peak, self.reps, self.out = model, tok, cfg, dev, peak, reps, out
+        self.n_steps = n_steps  # the steps timed in a row (their shapes vary, as the loop's do)
         self.opt = make_optimizer(model, 1e-4, 0.1)
         self.sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         self.n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
@@ -651,7 +686,7 @@ class _GpuSFT:
         """The first step (with a compiled forward: its compile), then real and padded tokens/s and MFU
         at a long run's steady state (compiled, kernel plans made for these shapes)."""
         timed, out = functools.partial(_timed, sync=self.sync), self.out
-        steps = [self.batches(s) for s in range(self.reps + 3)]
+        steps = [self.batches(s) for s in range(self.n_steps)]
         first = timed(lambda: self.step(steps[0][0], fwd), 1)
         out["gpu.sft_first_step_s" + tail] = metric(first, "s", note="compiles forward and backward at one shape "
                                                     "(the dynamic-shape compile comes later; kernels compiled "
@@ -668,6 +703,10 @@ class _GpuSFT:
             real.append(n_real / t)
             padded.append(n_padded / t)
             mfu.append(6 * self.n_mat * n_real / t / (self.peak * 1e12))
+        busy = _device_busy(lambda: [self.step(batches, fwd) for batches, _ in steps], self.dev,
+                            f"SFT{tail or ''}, {len(steps)} steps in a row")
+        out["gpu.sft_device_busy" + tail] = metric([busy], "", note="share of the steps' wall time with a kernel "
+                                                   "running (torch.profiler); kernels in the log")
         note = f"batch {self.cfg.sft_batch_size}, micro_tokens {self.cfg.micro_tokens}, {len(steps)} steps in a row"
         out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
@@ -726,7 +765,8 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     peak = _matmul_peak(dev, 256 if dry else 8192, 3 if dry else 10, out)
     cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
     model, tok = _bench_model(preset)
-    sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, 1 if dry else 2 if quick else 5, out)
+    sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, 1 if dry else 2 if quick else 5, 4 if dry else 20 if quick else 50,
+                  out)
     per_block = lambda: training_forward(model, "off" if dry else "on")
     variants = [("", per_block, True), (".padded", per_block, False),
                 (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True), True)]
@@ -808,7 +848,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     torch._dynamo.reset()
     # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
     fwd = training_forward(model, cfg.compile)
-    sft = _GpuSFT(model, tok, cfg, dev, peak, reps, out)
+    sft = _GpuSFT(model, tok, cfg, dev, peak, reps, 4 if dry else 20 if quick else 50, out)
     sft.throughput(fwd)
     sft.prefetch_ratio(fwd, 4 if dry else 20 if quick else 50)
 
@@ -970,6 +1010,9 @@ def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> 
             loop_s = timed(run, reps)
         finally:
             rollout._FixedDecoder.step = real_step
+        busy = _device_busy(run, dev, f"decode, {rows} rows x {T} tokens")
+    out[f"gpu.decode_device_busy.{rows}"] = metric([busy], "", note=f"share of a {rows}-row decode call's wall time "
+                                                   "with a kernel running (torch.profiler); kernels in bench.log")
     note = f"{rows} rows, ms a step; the two add up to decode_ms_per_step where neither waits on the other"
     out["gpu.decode_split_ms.model"] = metric([x / T * 1e3 for x in model_s], "ms", note="the decoder's step: " + note)
     out["gpu.decode_split_ms.loop"] = metric([x / T * 1e3 for x in loop_s], "ms", note="the rest of the loop: " + note)

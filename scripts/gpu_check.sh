@@ -157,6 +157,9 @@ if verdicts:  # the test suite on the card, as far as it got
 notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft")  # fallbacks, in order
                       for ln in read(f"{out}/{log}.log").splitlines() if ln.startswith("note: "))
 lines += ["", "Notices in the logs:", *(f"- {n[6:]}" for n in notes)] if notes else []
+profiles = [ln[10:] for log in ("bench", "gpu_sft") for ln in read(f"{out}/{log}.log").splitlines()
+            if ln.startswith("[profile] ")]  # where the device's time goes (bench.py's _device_busy)
+lines += ["", "Profiles (torch.profiler, device time):", "```", *profiles, "```"] if profiles else []
 ev = json.loads(read(f"{out}/eval/eval.json") or "{}")
 if ev:  # one column per evaluated run
     lines += ["", f"| test split (evaluate.py, 16 samples) | {' | '.join(ev)} |", "|---" * (len(ev) + 1) + "|"]

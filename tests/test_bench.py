@@ -1,6 +1,7 @@
 """bench.py's GPU section, rehearsed on CPU at toy sizes (this machine has no GPU: the path a GPU session
 runs must have run before), and its device check."""
 import math
+import time
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ def test_gpu_section_rehearsal_on_cpu():
                 "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks",
                 "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop"):
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
+    for key in ("gpu.decode_device_busy.8", "gpu.sft_device_busy"):
+        assert 0 < out[key]["median"] <= 1, key
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
@@ -28,9 +31,26 @@ def test_gpu_section_rehearsal_on_cpu():
 def test_gpu_sft_section_rehearsal_on_cpu():
     out = bench.gpu_sft_metrics(torch.device("cpu"), quick=True, dry=True)
     for tail in ("", ".padded", ".whole_model"):  # every variant measured (uncompiled in the rehearsal)
-        for key in ("gpu.sft_first_step_s", "gpu.sft_real_tokens_per_s", "gpu.sft_mfu"):
+        for key in ("gpu.sft_first_step_s", "gpu.sft_real_tokens_per_s", "gpu.sft_mfu", "gpu.sft_device_busy"):
             assert math.isfinite(out[key + tail]["median"]) and out[key + tail]["median"] > 0, key + tail
     assert out["gpu.sft_real_tokens_per_s"]["target"] == ">= 1e6" and out["gpu.sft_mfu.whole_model"]["target"] is None
+
+
+def test_device_busy_is_the_share_of_wall_time_with_an_op_running(capsys):
+    """Half the call asleep (no op), half in matmuls: the busy share is the matmuls' share of the wall time."""
+    a, spent = torch.randn(256, 256), []
+
+    def half_idle():
+        time.sleep(0.1)
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.1:
+            a @ a
+        spent.append(time.perf_counter() - t)
+
+    busy = bench._device_busy(half_idle, torch.device("cpu"), "test")
+    assert abs(busy - spent[0] / (0.1 + spent[0])) < 0.1  # (the sleep takes at least its 0.1 s)
+    printed = capsys.readouterr().out
+    assert "[profile] test: wall" in printed and "aten::matmul" in printed
 
 
 def test_device_cuda_without_cuda_is_one_line(capsys):
