@@ -290,11 +290,13 @@ def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
     return out
 
 
-def _device_busy(fn, dev, label: str, top: int = 8) -> float:
+def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None) -> float:
     """Run fn() once under torch.profiler and return the share of its wall time in which the device ran
     a kernel (well below 1: the device waits for the host, whose launches set the pace); print the `top`
-    kernels by device time. On CUDA only device activity is traced (tracing the host's ops would slow the
-    host down and read as idle device); on CPU (the rehearsal) the top-level CPU ops stand in for kernels."""
+    kernels by device time. On CUDA only device activity is traced for this (tracing the host's ops would
+    slow the host down and read as idle device), then a second call traces the host's ops and prints the
+    `top` by self time (`host_ops`: whether to, default on CUDA); on CPU (the rehearsal) the top-level CPU
+    ops stand in for kernels."""
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -321,6 +323,16 @@ def _device_busy(fn, dev, label: str, top: int = 8) -> float:
           f"({busy / wall_us:.0%}); top kernels by device time:", flush=True)
     for name, ds in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]:
         print(f"[profile]   {sum(ds) / total:6.1%} {sum(ds) / 1e3:8.2f} ms  x{len(ds):<6} {name[:100]}", flush=True)
+    if cuda if host_ops is None else host_ops:  # and where the host's time goes: a second call, its host ops traced (which slows them down)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+            sync()
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        host = sum(e.self_cpu_time_total for e in ops) or 1.0
+        print(f"[profile] {label}, traced on the host: {host / 1e3:.1f} ms of host ops; top by self time:", flush=True)
+        for e in ops[:top]:
+            print(f"[profile]   {e.self_cpu_time_total / host:6.1%} {e.self_cpu_time_total / 1e3:8.2f} ms  "
+                  f"x{e.count:<6} {e.key[:100]}", flush=True)
     return busy / wall_us
 
 

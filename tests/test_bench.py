@@ -47,10 +47,11 @@ def test_device_busy_is_the_share_of_wall_time_with_an_op_running(capsys):
             a @ a
         spent.append(time.perf_counter() - t)
 
-    busy = bench._device_busy(half_idle, torch.device("cpu"), "test")
+    busy = bench._device_busy(half_idle, torch.device("cpu"), "test", host_ops=True)
     assert abs(busy - spent[0] / (0.1 + spent[0])) < 0.1  # (the sleep takes at least its 0.1 s)
     printed = capsys.readouterr().out
     assert "[profile] test: wall" in printed and "aten::matmul" in printed
+    assert "[profile] test, traced on the host:" in printed and "aten::mm" in printed  # (matmul's own time)
 
 
 def test_device_cuda_without_cuda_is_one_line(capsys):
