@@ -119,7 +119,8 @@ PRESETS: dict[str, dict] = {
     # SFT 1,000 steps: after 6,000 (measured on an H100) the policy solved 98% of validation problems and
     # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from.
     # SFT rows packed: a padded batch of 128 rows was half padding; packed, a step took 2.5x less time on CPU
-    # (bench.py --only train; the tiny preset's length-sorted micro-batches of 8 rows gain nothing: 1.00x)
+    # (bench.py --only train; the tiny preset's length-sorted micro-batches of 8 rows gain nothing: 1.00x);
+    # on an H100 packed and padded steps ran at the same real tokens/s (README, "On a GPU")
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
                   sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_pack=True, sft_lr=1e-3, sft_warmup=200,
                   weight_decay=0.1, eval_every=500, rl_eval_every=50, log_every=50, ckpt_every=500, rl_steps=400,
