@@ -323,7 +323,7 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
           f"({busy / wall_us:.0%}); top kernels by device time:", flush=True)
     for name, ds in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]:
         print(f"[profile]   {sum(ds) / total:6.1%} {sum(ds) / 1e3:8.2f} ms  x{len(ds):<6} {name[:100]}", flush=True)
-    if cuda if host_ops is None else host_ops:  # and where the host's time goes: a second call, its host ops traced (which slows them down)
+    if cuda if host_ops is None else host_ops:  # where the host's time goes: a second call, its ops traced
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             fn()
             sync()
@@ -777,8 +777,8 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     peak = _matmul_peak(dev, 256 if dry else 8192, 3 if dry else 10, out)
     cfg = dataclasses.replace(config.Config(), **config.PRESETS[preset], device=dev.type)
     model, tok = _bench_model(preset)
-    sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, 1 if dry else 2 if quick else 5, 4 if dry else 20 if quick else 50,
-                  out)
+    reps, n_steps = (1, 4) if dry else (2, 20) if quick else (5, 50)
+    sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, reps, n_steps, out)
     per_block = lambda: training_forward(model, "off" if dry else "on")
     variants = [("", per_block, True), (".padded", per_block, False),
                 (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True), True)]

@@ -123,3 +123,14 @@ def test_more_processes_than_cuda_devices_are_refused_in_one_line(monkeypatch):
                                                r"device \(--nproc_per_node 1\), or --device cpu"):
         runs.init_distributed("auto")
     assert not dist.is_initialized()
+
+
+def test_run_then_exit_keeps_exit_codes_output_and_tracebacks():
+    """Under torchrun train.py leaves by os._exit (runs.run_then_exit): what it printed still arrives, and
+    the exit code is the one Python's own exit would give."""
+    cases = {"print('done', end='')": (0, "done", ""), "sys.exit(3)": (3, "", ""),
+             "sys.exit('a message')": (1, "", "a message"), "raise ValueError('boom')": (1, "", "ValueError: boom")}
+    for body, (code, out, err) in cases.items():
+        script = f"import sys, runs\ndef main():\n    {body}\nruns.run_then_exit(main)\nprint('not reached')"
+        r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert (r.returncode, r.stdout) == (code, out) and err in r.stderr, (body, r)
