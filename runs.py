@@ -481,16 +481,16 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
 
 def init_distributed(device: str = "auto") -> None:
     """Join the process group when started by torchrun: NCCL with one CUDA device per process when the run's
-    `device` (--device) is CUDA, gloo on CPU; nothing otherwise. More processes on a node than it has CUDA
-    devices are refused in one line (two processes on one card would fail inside NCCL)."""
+    `device` (--device) is CUDA, gloo on CPU; nothing otherwise. A process whose local rank has no CUDA
+    device is refused in one line (exit code 2; torchrun then stops the others, which wait for it)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         cuda = get_device(device).type == "cuda"
         if cuda:
             local, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
             if local >= n:
                 raise UserError(f"torchrun started process {local} of this node, which has {n} CUDA "
-                                f"device{'s' * (n != 1)}: one process per device (--nproc_per_node {n}), or "
-                                f"--device cpu")
+                                f"device{'s' * (n != 1)} (as CUDA_VISIBLE_DEVICES shows them): one process per "
+                                f"device (--nproc_per_node {n}), or --device cpu")
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if cuda else "gloo")
 
@@ -509,21 +509,32 @@ def run_then_exit(main: Callable) -> None:
     interpreter's own teardown, in which gloo's threads could abort a run that had finished
     ("terminate called without an active exception", SIGABRT with no Python frame: 2 of 100 two-process
     CPU runs). By then every file a run writes is closed (each write opens and closes its file), so
-    only stdout and stderr need a flush. An exception that main() leaves unhandled prints its traceback
-    and gives exit code 1, as Python's own exit would."""
+    only stdout and stderr need a flush (C's stdio too, for a library's output). Exit codes as Python's
+    own exit gives them (an int modulo 256, None 0, another object printed and 1), an unhandled
+    exception's traceback and 1, Ctrl-C's 130; a flush that fails, 120."""
     try:
         main()
         code = 0
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
         if not isinstance(e.code, (int, type(None))):
             print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = 128 + signal.SIGINT
     except BaseException:  # noqa: BLE001 (reported as Python reports it)
         traceback.print_exc()
         code = 1
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # (a closed pipe or stream)
+            code = code or 120
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+    os._exit(code & 0xFF)
 
 
 def rank() -> int:

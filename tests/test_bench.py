@@ -38,20 +38,31 @@ def test_gpu_sft_section_rehearsal_on_cpu():
 
 def test_device_busy_is_the_share_of_wall_time_with_an_op_running(capsys):
     """Half the call asleep (no op), half in matmuls: the busy share is the matmuls' share of the wall time."""
-    a, spent = torch.randn(256, 256), []
+    a, idle, spent = torch.randn(256, 256), [], []
 
     def half_idle():
+        t = time.perf_counter()
         time.sleep(0.1)
+        idle.append(time.perf_counter() - t)
         t = time.perf_counter()
         while time.perf_counter() - t < 0.1:
             a @ a
         spent.append(time.perf_counter() - t)
 
     busy = bench._device_busy(half_idle, torch.device("cpu"), "test", host_ops=True)
-    assert abs(busy - spent[0] / (0.1 + spent[0])) < 0.1  # (the sleep takes at least its 0.1 s)
+    assert abs(busy - spent[0] / (idle[0] + spent[0])) < 0.1
     printed = capsys.readouterr().out
     assert "[profile] test: wall" in printed and "aten::matmul" in printed
     assert "[profile] test, traced on the host:" in printed and "aten::mm" in printed  # (matmul's own time)
+
+
+def test_a_profile_that_fails_is_a_note_and_nan(capsys):
+    """The profile is a diagnostic: its failure must not take the benchmark's measurements with it."""
+    def fails():
+        raise RuntimeError("no kernels here\nsecond line")
+
+    assert math.isnan(bench._device_busy(fails, torch.device("cpu"), "a failing call"))
+    assert "note: the profile of a failing call failed: RuntimeError: no kernels here\n" in capsys.readouterr().out
 
 
 def test_device_cuda_without_cuda_is_one_line(capsys):
