@@ -773,8 +773,10 @@ class _GpuSFT:
 
 def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     """The small preset's SFT step on one CUDA device, its rows packed (--sft_pack) and per block compiled
-    (--compile on, the default), against two variants: rows padded instead (.padded), and the whole
-    model compiled as one graph (--compile model, .whole_model); each with its compile time. Dynamo is
+    (--compile on, the default), against three variants: rows padded instead (.padded), the whole model
+    compiled as one graph (--compile model, .whole_model), and 4x the problems a step (.batch512: whether
+    a step's time grows with its tokens; on an H100 the preset's step took about 20 ms packed or padded,
+    2.1x the tokens); each with its compile time. Dynamo is
     reset between variants (inductor's kernel cache is not). (The whole model replayed from CUDA graphs,
     torch.compile's "reduce-overhead", was measured on an H100 on 2026-11-27 and gained nothing.)
     `dry`: the test preset, forwards not compiled."""
@@ -792,11 +794,12 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     reps, n_steps = (1, 4) if dry else (2, 20) if quick else (5, 50)
     sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, reps, n_steps, out)
     per_block = lambda: training_forward(model, "off" if dry else "on")
-    variants = [("", per_block, True), (".padded", per_block, False),
-                (".whole_model", lambda: model if dry else _CompiledForward(model, whole=True), True)]
-    for tail, make, pack in variants:
+    whole = lambda: model if dry else _CompiledForward(model, whole=True)
+    variants = [("", per_block, True, 1), (".padded", per_block, False, 1), (".whole_model", whole, True, 1),
+                (".batch512", per_block, True, 4)]
+    for tail, make, pack, times in variants:
         torch._dynamo.reset()
-        sft.cfg = dataclasses.replace(cfg, sft_pack=pack)
+        sft.cfg = dataclasses.replace(cfg, sft_pack=pack, sft_batch_size=times * cfg.sft_batch_size)
         try:
             sft.throughput(make(), tail)
         except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
