@@ -721,8 +721,9 @@ class _GpuSFT:
         n_real = sum(n for _, n in steps)
         n_padded = sum(b[0].numel() for batches, _ in steps for b in batches)
         real, padded, mfu = [], [], []
+        all_steps = lambda: [self.step(batches, fwd) for batches, _ in steps]
         for _ in range(max(3, self.reps)):
-            t = timed(lambda: [self.step(batches, fwd) for batches, _ in steps], 1)[0]
+            t = timed(all_steps, 1)[0]
             real.append(n_real / t)
             padded.append(n_padded / t)
             mfu.append(6 * self.n_mat * n_real / t / (self.peak * 1e12))
@@ -731,8 +732,7 @@ class _GpuSFT:
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
         out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
                                            note="6 N x real tokens/s over this run's bf16 matmul peak")
-        busy = _device_busy(lambda: [self.step(batches, fwd) for batches, _ in steps], self.dev,
-                            f"SFT{tail or ''}, {len(steps)} steps in a row")
+        busy = _device_busy(all_steps, self.dev, f"SFT{tail or ''}, {len(steps)} steps in a row")
         if busy == busy:  # (NaN: the profile failed, its note printed)
             out["gpu.sft_device_busy" + tail] = metric([busy], "", note="share of the steps' wall time with a "
                                                        "kernel running (torch.profiler); kernels in the log")
@@ -875,9 +875,10 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     torch._dynamo.reset()
     # SFT: the preset's batch and micro-batching, the compiled forward, fused AdamW
     fwd = training_forward(model, cfg.compile)
-    sft = _GpuSFT(model, tok, cfg, dev, peak, reps, 4 if dry else 20 if quick else 50, out)
+    n_steps = 4 if dry else 20 if quick else 50  # SFT steps timed in a row
+    sft = _GpuSFT(model, tok, cfg, dev, peak, reps, n_steps, out)
     sft.throughput(fwd)
-    sft.prefetch_ratio(fwd, 4 if dry else 20 if quick else 50)
+    sft.prefetch_ratio(fwd, n_steps)
 
     # in-pass z_c readout: the preset's RL sampling with the readout vs without; a ratio near 1 against a
     # target 2% above it, so at least 5 interleaved pairs even in quick mode (about 4 s on an H100)

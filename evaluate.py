@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from config import ArgParser, UserError, get_device, heldout_problems, load_outside, prompts_that_fit
-from runs import atomic_write, load_run, make_run_dir, run_config, to_jsonable, write_json, write_text
+from runs import (atomic_write, launched_by_torchrun, load_run, make_run_dir,
+                  run_config, to_jsonable, write_json, write_text)
 from loss import self_reward_score
 from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
                      as_float, at_n, compute_metrics, same_problems)
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {msg}", file=sys.stderr)
         return 2
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_by_torchrun():
         return fail("evaluate.py runs in a single process (one device); start it with python, not torchrun")
     for flag, value, low in (("--n_samples", args.n_samples, 1), ("--n_boot", args.n_boot, 0),
                              ("--n_problems", args.n_problems, 1), ("--max_new_tokens", args.max_new_tokens, 1),

@@ -479,11 +479,16 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
 
 # ---------------------------------------------------------------------------- processes (torchrun)
 
+def launched_by_torchrun() -> bool:
+    """Whether torchrun started this process as one of several (its WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init_distributed(device: str = "auto") -> None:
     """Join the process group when started by torchrun: NCCL with one CUDA device per process when the run's
     `device` (--device) is CUDA, gloo on CPU; nothing otherwise. A process whose local rank has no CUDA
     device is refused in one line (exit code 2; torchrun then stops the others, which wait for it)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    if launched_by_torchrun() and not dist.is_initialized():
         cuda = get_device(device).type == "cuda"
         if cuda:
             local, n = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
@@ -555,7 +560,7 @@ def stop_gracefully(signum, frame) -> None:
     checkpoint and exits with 128 + the signal (`stop_requested`). Otherwise it stops at once: before the
     first step (nothing to save), at a second signal, and under torchrun (its processes would not agree on
     which step to stop after)."""
-    if _STOP["signum"] or not _STOP["armed"] or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # (torchrun's)
+    if _STOP["signum"] or not _STOP["armed"] or launched_by_torchrun():
         raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
     _STOP["signum"] = signum
     print(f"\n{signal.Signals(signum).name}: stopping after the step in progress, with a checkpoint; send it "

@@ -58,9 +58,9 @@ from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
 from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, broadcast, check_same_data, checkpoint,
                   clip_and_step, clip_and_step_deferred, close_distributed, data_digest, gather, helper_process_init,
-                  init_distributed, load_run, make_optimizer, make_run_dir, new_model, prefetch, rank, resume_run,
-                  run_then_exit, saved_config, seed_everything, shard, skips_on_device, stop_gracefully,
-                  stop_requested, sync_grads, training_forward, world_size, write_json, write_text)
+                  init_distributed, launched_by_torchrun, load_run, make_optimizer, make_run_dir, new_model,
+                  prefetch, rank, resume_run, run_then_exit, saved_config, seed_everything, shard, skips_on_device,
+                  stop_gracefully, stop_requested, sync_grads, training_forward, world_size, write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -765,7 +765,7 @@ def main(argv=None) -> str:
 if __name__ == "__main__":
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C; `timeout`, a job scheduler, torchrun stopping a worker
         signal.signal(sig, stop_gracefully)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_by_torchrun():
         run_then_exit(main)  # under torchrun: without the interpreter's teardown (see runs.run_then_exit)
     else:
         main()
