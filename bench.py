@@ -5,7 +5,7 @@
     python bench.py --only verify   # one section (repeatable: --only verify --only train)
     python bench.py --out path.json # default: bench.json in the current directory
     python bench.py --device cuda   # the gpu section: the small preset on one CUDA card (see its docstring)
-    python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step: packed or padded rows, blocks or model compiled
+    python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step: packed or padded, compiled, graphed
 
 A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
 ("<name>.<metric>"; gpu_sft writes the gpu section's gpu.sft_* keys, variants named by a suffix) to
@@ -686,12 +686,10 @@ class _GpuSFT:
         self.n_mat = sum(p.numel() for n, p in model.named_parameters() if "wte" not in n)
         model.train()
 
-    def step(self, batches, fwd):
+    def step(self, batches, fwd):  # the loop's step: clipping, and on CUDA no wait for the device
         import train
 
-        self.opt.zero_grad(set_to_none=True)
-        train.sft_backward(self.model, batches, self.dev, fwd)
-        self.opt.step()
+        train.sft_step(self.model, self.opt, batches, self.dev, fwd, self.cfg.grad_clip)
 
     def batches(self, s: int, pin: bool = True):  # SFT step s's batches, built on the host as the loop builds them
         import tasks
@@ -702,26 +700,35 @@ class _GpuSFT:
         batches, n_real = train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
                                                  self.cfg.sft_micro_batch, self.cfg.micro_tokens,
                                                  CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size,
-                                                 self.cfg.sft_pack)
+                                                 self.cfg.sft_pack,
+                                                 train.GRAPH_ROW_MULTIPLE if self.cfg.sft_graphs else 1)
         return train.pinned(batches) if cuda and pin else batches, n_real
 
     def throughput(self, fwd, tail: str = ""):
         """The first step (with a compiled forward: its compile), then real and padded tokens/s and MFU
-        at a long run's steady state (compiled, kernel plans made for these shapes)."""
+        at a long run's steady state (compiled, kernel plans made for these shapes; with --sft_graphs
+        every shape's graph recorded)."""
+        import train
+
         timed, out = functools.partial(_timed, sync=self.sync), self.out
+        if self.cfg.sft_graphs:
+            graphs = train.SFTGraphs(self.model, self.opt, self.dev, fwd, self.cfg.grad_clip)
+            step = lambda batches: graphs(batches, self.opt.param_groups[0]["lr"])
+        else:
+            step = lambda batches: self.step(batches, fwd)
         steps = [self.batches(s) for s in range(self.n_steps)]
-        first = timed(lambda: self.step(steps[0][0], fwd), 1)
+        first = timed(lambda: step(steps[0][0]), 1)
         out["gpu.sft_first_step_s" + tail] = metric(first, "s", note="compiles forward and backward at one shape "
                                                     "(the dynamic-shape compile comes later; kernels compiled "
                                                     "earlier in this process are reused)")
-        for batches, _ in steps[1:]:
-            self.step(batches, fwd)
+        for batches, _ in steps[1:] + (steps if self.cfg.sft_graphs else []):  # (graphs: a shape's 2nd step records it)
+            step(batches)
         # the steps back to back, as the loop runs them (a step's launches overlap the last one's kernels),
         # one sync at each end; one sample per pass over the steps
         n_real = sum(n for _, n in steps)
         n_padded = sum(b[0].numel() for batches, _ in steps for b in batches)
         real, padded, mfu = [], [], []
-        all_steps = lambda: [self.step(batches, fwd) for batches, _ in steps]
+        all_steps = lambda: [step(batches) for batches, _ in steps]
         for _ in range(max(3, self.reps)):
             t = timed(all_steps, 1)[0]
             real.append(n_real / t)
@@ -773,13 +780,14 @@ class _GpuSFT:
 
 def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     """The small preset's SFT step on one CUDA device, its rows packed (--sft_pack) and per block compiled
-    (--compile on, the default), against three variants: rows padded instead (.padded), the whole model
-    compiled as one graph (--compile model, .whole_model), and 4x the problems a step (.batch512: whether
+    (--compile on, the default), against five variants: rows padded instead (.padded), the whole model
+    compiled as one graph (--compile model, .whole_model), 4x the problems a step (.batch512: whether
     a step's time grows with its tokens; on an H100 the preset's step took about 20 ms packed or padded,
-    2.1x the tokens); each with its compile time. Dynamo is
-    reset between variants (inductor's kernel cache is not). (The whole model replayed from CUDA graphs,
-    torch.compile's "reduce-overhead", was measured on an H100 on 2026-11-27 and gained nothing.)
-    `dry`: the test preset, forwards not compiled."""
+    2.1x the tokens), and the whole step replayed from CUDA graphs (--sft_graphs: train.SFTGraphs), its
+    blocks compiled (.graphs) or not (.graphs_eager); each with its compile time. Dynamo is reset between
+    variants (inductor's kernel cache is not). (The model's forward and backward alone replayed from
+    torch.compile's "reduce-overhead" graphs, re-recorded for each new shape of padded rows, was measured
+    on an H100 on 2026-11-27 and gained nothing.) `dry`: the test preset, forwards not compiled."""
     import torch
     import torch._dynamo
 
@@ -795,11 +803,13 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     sft = _GpuSFT(model.to(dev), tok, cfg, dev, peak, reps, n_steps, out)
     per_block = lambda: training_forward(model, "off" if dry else "on")
     whole = lambda: model if dry else _CompiledForward(model, whole=True)
-    variants = [("", per_block, True, 1), (".padded", per_block, False, 1), (".whole_model", whole, True, 1),
-                (".batch512", per_block, True, 4)]
-    for tail, make, pack, times in variants:
+    eager = lambda: model
+    variants = [("", per_block, True, 1, False), (".padded", per_block, False, 1, False),
+                (".whole_model", whole, True, 1, False), (".batch512", per_block, True, 4, False),
+                (".graphs", per_block, True, 1, True), (".graphs_eager", eager, True, 1, True)]
+    for tail, make, pack, times, graphs in variants:
         torch._dynamo.reset()
-        sft.cfg = dataclasses.replace(cfg, sft_pack=pack, sft_batch_size=times * cfg.sft_batch_size)
+        sft.cfg = dataclasses.replace(cfg, sft_pack=pack, sft_batch_size=times * cfg.sft_batch_size, sft_graphs=graphs)
         try:
             sft.throughput(make(), tail)
         except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)

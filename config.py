@@ -53,6 +53,7 @@ class Config:
     sft_micro_batch: int = 8      # rows per forward: the batch is sorted by length and split (less padding, same gradient)
     micro_tokens: int = 0         # padded tokens per forward/backward, SFT and RL, besides the row caps (0: no cap)
     sft_pack: bool = False        # SFT: pack rows into rows of block_size tokens, each kept to itself (no padding)
+    sft_graphs: bool = False      # SFT on CUDA: replay each step (forward, backward, clipping, AdamW) from a CUDA graph (needs --sft_pack)
     compile: str = "auto"         # torch.compile of the training forward: auto (CUDA: on) | on (per block) | model (one graph) | off (nor the CUDA decode step)
     sft_lr: float = 2e-3          # SFT peak learning rate (AdamW)
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
@@ -265,6 +266,9 @@ def check_config(cfg: Config) -> None:
     if cfg.max_new_tokens + PROMPT_ROOM > cfg.block_size:
         raise UserError(f"--block_size {cfg.block_size} leaves no room for a prompt before --max_new_tokens "
                         f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
+    if cfg.sft_graphs and not cfg.sft_pack:
+        raise UserError("--sft_graphs needs --sft_pack: packed rows give the steps the few shapes a graph is "
+                        "recorded for")
     if cfg.stage == "rl" and not cfg.init and not cfg.resume:
         raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
     if cfg.stage == "rl" and not cfg.resume and same_setting("init", run_dir_of(cfg.init), cfg.out_dir):
@@ -316,9 +320,12 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain float32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" else nullcontext()
+def autocast(device: torch.device, cache: bool = True):
+    """bf16 autocast on CUDA; plain float32 on CPU. `cache`: autocast's cache of the weights' bf16 casts
+    within the context (off inside a CUDA graph capture)."""
+    if torch.device(device).type != "cuda":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def families_levels(cfg: Config):

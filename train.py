@@ -28,6 +28,7 @@ overwritten: a fresh start where one is moves it aside first (OUT.1, ...), with 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -200,13 +201,15 @@ def micro_batches(lengths: list[int], max_rows: int, max_tokens: int = 0) -> lis
 
 
 def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: int = 0, pad_to: int = 1,
-                     block_size: int = 0, pack: bool = False):
+                     block_size: int = 0, pack: bool = False, row_multiple: int = 1):
     """The micro-batches of one SFT step, built on the host (see micro_batches); returns (batches, real
     input tokens: each row minus its last token). Lengths rounded up to a multiple of `pad_to` (for
     CUDA, config.CUDA_LENGTH_MULTIPLE), within `block_size`. Batches are (inputs, targets, loss mask), or
     with `pack` (inputs, targets, loss mask, segments): the rows packed into rows of at most `block_size`
     tokens (pack_rows), so that a batch is nearly all real tokens, not half padding (model.GPT.forward's
-    `segments` keeps each row to itself); the micro-batch caps then count packed rows."""
+    `segments` keeps each row to itself); the micro-batch caps then count packed rows, and with
+    `row_multiple` each micro-batch's packed rows are made a multiple of it by rows of padding (no loss:
+    --sft_graphs, whose graphs are recorded per shape)."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
     if not pack:
@@ -216,7 +219,7 @@ def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: i
         raise ValueError("packing SFT rows needs the model's block_size")
     packs = [[rows[i] for i in p] for p in pack_rows(lengths, block_size)]
     packed = [sum(len(r) - 1 for r, _ in p) for p in packs]
-    return [_packed_tensors([packs[i] for i in c], tok.pad_id, pad_to, block_size)
+    return [_packed_tensors([packs[i] for i in c] + [[]] * (-len(c) % row_multiple), tok.pad_id, pad_to, block_size)
             for c in micro_batches(packed, micro_batch, micro_tokens)], sum(lengths)
 
 
@@ -229,20 +232,22 @@ def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device,
     return float(sft_backward(model, batches, device, forward)), all_sum(n_real)
 
 
-def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
+def sft_backward(model, batches, device, forward=None, n_target=None, cache: bool = True) -> torch.Tensor:
     """The backward pass of one SFT step on ready (inputs, targets, mask) micro-batches. Every micro-batch
     is normalised by the whole batch's count of trained tokens (over all processes under torchrun, whose
-    gradients are then summed). `forward`: the training forward (runs.training_forward; default the
-    model). Returns the loss (summed over processes) as a 0-dim float64 tensor on the device: no host sync."""
-    n_target = sum(int(b[2].sum()) for b in batches)  # the loss masks, counted on the host
-    if world_size() > 1:  # summed over processes on the device (no host sync)
-        n_target = all_sum(torch.tensor(float(n_target), dtype=torch.float64, device=device)).clamp(min=1).float()
-    else:
-        n_target = max(1, n_target)
+    gradients are then summed), or by `n_target` (a 0-dim tensor on the device) when given. `forward`: the
+    training forward (runs.training_forward; default the model); `cache`: autocast's (config.autocast).
+    Returns the loss (summed over processes) as a 0-dim float64 tensor on the device: no host sync."""
+    if n_target is None:
+        n_target = sum(int(b[2].sum()) for b in batches)  # the loss masks, counted on the host
+        if world_size() > 1:  # summed over processes on the device (no host sync)
+            n_target = all_sum(torch.tensor(float(n_target), dtype=torch.float64, device=device)).clamp(min=1).float()
+        else:
+            n_target = max(1, n_target)
     total = torch.zeros((), dtype=torch.float64, device=device)
     for x, y, mask, *seg in batches:  # seg: the segments of packed rows
         x, y, mask, *seg = (t.to(device, non_blocking=True) for t in (x, y, mask, *seg))
-        with autocast(device):
+        with autocast(device, cache):
             logits = (forward or model)(x, **({"segments": seg[0]} if seg else {}))  # (b, L-1, V)
         per_tok = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")
         loss = (per_tok * mask).sum() / n_target
@@ -250,6 +255,110 @@ def sft_backward(model, batches, device, forward=None) -> torch.Tensor:
         total += loss.detach()
     sync_grads(model)
     return all_sum(total)
+
+
+def sft_step(model, opt, batches, device, forward=None, grad_clip: float = 0.0, **kw
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SFT optimizer step on ready micro-batches: (loss, grad norm, skipped) as 0-dim tensors on the
+    device (runs.clip_and_step_deferred: with fused AdamW nothing waits for the device). `kw`: sft_backward's."""
+    opt.zero_grad(set_to_none=True)
+    loss = sft_backward(model, batches, device, forward, **kw)
+    return (loss, *clip_and_step_deferred(model, opt, grad_clip, [loss]))
+
+
+GRAPH_ROW_MULTIPLE = 8  # --sft_graphs: each step's packed rows made a multiple of this (a few shapes, a graph each)
+
+
+class SFTGraphs:
+    """SFT steps replayed from CUDA graphs (--sft_graphs): the whole step (forward, backward, gradient
+    clipping, fused AdamW) recorded once per batch shape and replayed by one launch, so that a small model's
+    step does not wait for the host to launch its kernels one by one (on an H100 the small preset's step
+    took about 20 ms whatever its tokens: README, "On a GPU"). Packed rows (--sft_pack) made a multiple of
+    GRAPH_ROW_MULTIPLE rows (sft_step_batches) give a step one of a few shapes. The first step of a shape
+    runs as without graphs (it compiles, makes the optimizer's state and the kernels' plans), the second
+    records the graph into fixed input buffers, and that step and every later one of its shape replay it
+    after copying their batch in; the learning rate and the count of trained tokens are device tensors the
+    graph reads, set before each replay. Same kernels, so the same numbers as the steps without graphs.
+    Steps of several micro-batches, or of a shape past `max_graphs` (each graph keeps its own memory), run
+    as without graphs; so does every step where nothing can be captured (not CUDA, a non-fused optimizer,
+    several processes), or after a capture failed (a one-line notice): the buffers and the step function
+    are still used there, which is what the CPU tests check."""
+
+    max_graphs = 8
+
+    def __init__(self, model, opt, device, forward=None, grad_clip: float = 0.0):
+        self.model, self.opt, self.forward, self.grad_clip = model, opt, forward, grad_clip
+        self.device = torch.device(device)
+        self.capture = self.device.type == "cuda" and skips_on_device(opt) and world_size() == 1
+        if not self.capture:
+            print("note: --sft_graphs: no CUDA graphs here (they need one CUDA device and fused AdamW); "
+                  "the steps run uncaptured", file=sys.stderr)
+        self.lr = torch.zeros((), dtype=torch.float32, device=self.device)  # read by the graphs' AdamW
+        self.n_target = torch.ones((), dtype=torch.float32, device=self.device)  # the loss's normaliser
+        self.graphs, self.seen = {}, set()  # shape -> (input buffers, run); shapes stepped once
+        # warm-ups and captures on one side stream (cuBLAS keeps its handles and workspaces per stream)
+        self.stream = torch.cuda.Stream(self.device) if self.capture else None
+
+    def __call__(self, batches, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step on `batches` at learning rate `lr` (the one set_lr gave the optimizer): as sft_step."""
+        shape = tuple(batches[0][0].shape) if len(batches) == 1 and len(batches[0]) == 4 else None
+        if shape is None or shape not in self.graphs and len(self.graphs) >= self.max_graphs:
+            return self._step(batches)
+        if shape not in self.graphs:
+            if shape not in self.seen:
+                self.seen.add(shape)
+                return self._warm_up(batches)
+            self.graphs[shape] = self._record(batches[0], lr)
+        bufs, run = self.graphs[shape]
+        for buf, t in zip(bufs, batches[0]):
+            buf.copy_(t, non_blocking=True)
+        self.n_target.fill_(max(1, int(batches[0][2].sum())))  # (the mask is on the host)
+        self.lr.fill_(lr)
+        return tuple(t.clone() for t in run())  # (a graph's outputs are overwritten by its next replay)
+
+    def _step(self, batches, **kw):
+        return sft_step(self.model, self.opt, batches, self.device, self.forward, self.grad_clip, **kw)
+
+    def _warm_up(self, batches):
+        """The first step of a shape, without a graph; on CUDA on the side stream the graphs are captured on."""
+        if not self.capture:
+            return self._step(batches)
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            out = self._step(batches)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return out
+
+    def _record(self, batch, lr: float):
+        """Input buffers for `batch`'s shape and the step on them (captured as a graph where it can be)."""
+        bufs = tuple(torch.empty_like(t, device=self.device).copy_(t, non_blocking=True) for t in batch)
+        step = functools.partial(self._step, [bufs], n_target=self.n_target, cache=False)
+        if not self.capture:
+            return bufs, step
+        groups = self.opt.param_groups
+        kept = [(g["lr"], g["capturable"]) for g in groups]
+        try:  # the graph's AdamW reads its learning rate from self.lr (a float would be fixed in the graph)
+            for g in groups:
+                g["lr"], g["capturable"] = self.lr, True
+            torch.cuda.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            # a compile cannot run inside a capture (the first step of the shape compiled it); thread_local:
+            # only this thread's calls are checked (another may pin host memory meanwhile, outside the graph)
+            with torch.compiler.set_stance("fail_on_recompile"), \
+                    torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                out = step()
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as e:
+            torch.cuda.synchronize()
+            self.capture = False
+            print(f"note: CUDA graph capture of the SFT step failed ({str(e).splitlines()[0][:160]}); the "
+                  f"steps run uncaptured from now on", file=sys.stderr)
+            return bufs, step
+        finally:
+            for g, (lr_g, capturable) in zip(groups, kept):
+                g["lr"], g["capturable"] = lr_g, capturable  # (checkpoints keep the floats)
+        return bufs, lambda: (graph.replay(), out)[1]
 
 
 def run_sft(cfg: Config, then_rl: bool = False) -> int:
@@ -293,7 +402,10 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
         return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
-                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack)
+                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack,
+                                GRAPH_ROW_MULTIPLE if cfg.sft_graphs else 1)
+
+    graphs = SFTGraphs(model, opt, device, forward, cfg.grad_clip) if cfg.sft_graphs else None
 
     t0, tokens_seen, last = time.time(), 0, time.time()
     # With fused AdamW (CUDA) no step waits for the device: the optimizer skips a non-finite step itself, and
@@ -326,10 +438,9 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
             batches = pinned(batches) if cuda else batches
             model.train()
             lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))
-            opt.zero_grad(set_to_none=True)
-            loss = sft_backward(model, batches, device, forward)
             done = step + 1
-            pending.append((done, lr, loss, *clip_and_step_deferred(model, opt, cfg.grad_clip, [loss])))
+            pending.append((done, lr, *(graphs(batches, lr) if graphs else
+                                        sft_step(model, opt, batches, device, forward, cfg.grad_clip))))
             tokens_seen += n_real  # this process's; summed over processes at the log line
             do_eval = cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.sft_steps
             stop = stop_requested()  # Ctrl-C or SIGTERM during the step: stop after it, with a checkpoint

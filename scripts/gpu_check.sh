@@ -5,8 +5,9 @@
 #   2. python train.py --config small --stage sft      (the mission's command, stage by stage, each timed)
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
-#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, blocks or model compiled)
-#   6. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
+#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
+#   6. if 90 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA graphs)
+#   7. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
@@ -43,7 +44,8 @@ if (( REUSE )); then  # keep the earlier check's SFT and LaSeR runs, logs and ti
   rm -rf "$RUNS/grpo" "$OUT/eval"
   sed -i '/^grpo\t\|^evaluate\t/d' "$OUT/times.tsv"
 else
-  rm -rf "$RUNS/sft" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT"/*.json "$OUT"/*.log  # nothing of an earlier check
+  # nothing of an earlier check
+  rm -rf "$RUNS/sft" "$RUNS/sft_graphs" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT"/*.json "$OUT"/*.log
   : > "$OUT/times.tsv"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
@@ -82,10 +84,15 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled), then
-# the test suite on the card, for what is left (each test's verdict is logged as it comes)
+# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled; CUDA
+# graphs), the SFT stage again with its steps replayed from CUDA graphs, then the test suite on the card,
+# for what is left (each test's verdict is logged as it comes)
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
+# shellcheck disable=SC2086
+(( COMPARE || END - EPOCHSECONDS < 90 )) ||
+  stage sft_graphs 30 python train.py --config small --stage sft --sft_pack --sft_graphs \
+    --out_dir "$RUNS/sft_graphs" ${TRAIN_FLAGS:-}
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
   stage tests 0 python -m pytest -v -p no:cacheprovider
 
@@ -106,7 +113,7 @@ variants = json.loads(read(f"{out}/gpu_sft.json") or "{}").get("metrics") or dic
 metrics.update({f"{k} (gpu_sft)": v for k, v in variants.items()})
 m = bench.get("machine", {})
 records = lambda run: [json.loads(x) for x in read(f"{runs}/{run}/metrics.jsonl").splitlines() if x.strip()]
-sft = records("sft")
+sft, sft_graphs = records("sft"), records("sft_graphs")
 rl, grpo = ([r for r in records(run) if r.get("step")] for run in ("laser", "grpo"))  # step 0: c_ref, eval
 planned = lambda run, key: json.loads(read(f"{runs}/{run}/config.json") or "{}").get(key)
 calib = re.search(r"c_ref calibrated .*\(([\d.]+)s\)", read(f"{out}/rl.log"))
@@ -115,7 +122,8 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
                           ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
-                          ("gpu_sft", None, None), ("tests", None, None)):
+                          ("gpu_sft", None, None),
+                          ("sft_graphs", len(sft_graphs), planned("sft_graphs", "sft_steps")), ("tests", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
@@ -135,10 +143,11 @@ for k, v in metrics.items():
                  f"{v.get('target') or ''} |")
 med = lambda rs, k: statistics.median(r[k] for r in rs) if rs else float("nan")
 last = lambda rs, k: next((r[k] for r in reversed(rs) if k in r), None)
-if sft:
-    steady = [r for r in sft if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
-    lines += ["", f"SFT: {len(sft)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
-                  f"intervals after the first), last validation accuracy {last(sft, 'eval_acc')}"]
+lines += [""] if sft or sft_graphs else []
+for label, recs in (("SFT", sft), ("SFT --sft_graphs", sft_graphs)):
+    steady = [r for r in recs if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
+    lines += [f"{label}: {len(recs)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
+              f"intervals after the first), last validation accuracy {last(recs, 'eval_acc')}"] if recs else []
 for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
     if not recs:
         continue
@@ -154,7 +163,7 @@ if verdicts:  # the test suite on the card, as far as it got
     bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
     lines += ["", f"Tests on the card: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
                   f"skipped" + "".join(f"\n- {name}" for name in bad)]
-notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft")  # fallbacks, in order
+notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft", "sft_graphs")  # fallbacks
                       for ln in read(f"{out}/{log}.log").splitlines() if ln.startswith("note: "))
 lines += ["", "Notices in the logs:", *(f"- {n[6:]}" for n in notes)] if notes else []
 profiles = [ln[10:] for log in ("bench", "gpu_sft") for ln in read(f"{out}/{log}.log").splitlines()

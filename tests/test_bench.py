@@ -30,7 +30,8 @@ def test_gpu_section_rehearsal_on_cpu():
 
 def test_gpu_sft_section_rehearsal_on_cpu():
     out = bench.gpu_sft_metrics(torch.device("cpu"), quick=True, dry=True)
-    for tail in ("", ".padded", ".whole_model", ".batch512"):  # every variant measured (uncompiled in the rehearsal)
+    # every variant measured (uncompiled in the rehearsal)
+    for tail in ("", ".padded", ".whole_model", ".batch512", ".graphs", ".graphs_eager"):
         for key in ("gpu.sft_first_step_s", "gpu.sft_real_tokens_per_s", "gpu.sft_mfu", "gpu.sft_device_busy"):
             assert math.isfinite(out[key + tail]["median"]) and out[key + tail]["median"] > 0, key + tail
     assert out["gpu.sft_real_tokens_per_s"]["target"] == ">= 1e6" and out["gpu.sft_mfu.whole_model"]["target"] is None

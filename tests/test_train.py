@@ -229,6 +229,66 @@ def test_packed_sft_gives_the_padded_batchs_loss_and_gradient(tok, model_factory
     assert int(mask.sum()) == sum(len(r) - s for r, s in rows) and not mask[seg == 0].any()
 
 
+def test_rows_of_padding_leave_the_packed_loss_and_gradient(tok, model_factory):
+    """--sft_graphs makes each step's packed rows a multiple of 8 with rows of padding: no loss on them."""
+    probs = tasks.train_batch(6, 12, seed=0)
+    out = []
+    for multiple in (1, 8):
+        m = model_factory(seed=2, block_size=256)
+        batches, _ = train.sft_step_batches(tok, probs, 100, 0, 16, 256, True, multiple)
+        x, y, mask, seg = batches[0]
+        assert x.shape[0] % multiple == 0
+        loss_value = float(train.sft_backward(m, batches, "cpu"))
+        out.append((loss_value, torch.cat([p.grad.flatten() for p in m.parameters()])))
+    assert x.shape[0] == 8 and (seg[-1] == 0).all() and not mask[-1].any()  # 3 packs here, 5 empty rows
+    assert abs(out[0][0] - out[1][0]) < 1e-6
+    torch.testing.assert_close(out[0][1], out[1][1], atol=1e-7, rtol=1e-5)
+
+
+def test_sft_graphs_steps_are_the_plain_steps(tok, model_factory, capsys):
+    """SFTGraphs off CUDA: the first step of a shape as sft_step, the later ones on its input buffers
+    (what a graph replays on CUDA), normalised by the device-side token count: bit for bit the plain steps'
+    losses, gradient norms and weights, over steps of two shapes and one of two micro-batches."""
+    by_shape = {}
+    for s in range(40):
+        batches = train.sft_step_batches(tok, tasks.train_batch(s, 6, seed=0), 100, 0, 16, 192, True, 8)[0]
+        by_shape.setdefault(tuple(batches[0][0].shape), []).append(batches)
+    a, b = sorted(by_shape.values(), key=len)[-2:]  # two shapes, the second the commoner
+    steps = [b[0], a[0], b[1], a[1], b[2], b[3]]
+    steps.insert(3, train.sft_step_batches(tok, tasks.train_batch(99, 12, seed=0), 100, 1000, 16, 192, True, 8)[0])
+    assert len(steps[3]) > 1
+    models = [model_factory(seed=5, block_size=192) for _ in range(2)]
+    opts = [runs.make_optimizer(m, 3e-3, 0.1) for m in models]
+    graphs = train.SFTGraphs(models[1], opts[1], "cpu", grad_clip=1.0)
+    assert "no CUDA graphs here" in capsys.readouterr().err
+    for i, batches in enumerate(steps):
+        lr = 3e-3 * (i + 1) / len(steps)
+        for o in opts:
+            train.set_lr(o, lr)
+        want = train.sft_step(models[0], opts[0], batches, "cpu", grad_clip=1.0)
+        got = graphs(batches, lr)
+        assert all(torch.equal(a, b) for a, b in zip(want, got))
+    assert len(graphs.graphs) == 2  # each shape: once plain, then on its buffers
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_sft_graphs_run_trains_and_resumes(tmp_path):
+    """A --sft_graphs run (uncaptured on CPU) stopped and resumed gives its uninterrupted twin's weights,
+    and --sft_graphs without --sft_pack is refused in one line."""
+    common = ["--config", "test", "--stage", "sft", "--sft_steps", "8", "--sft_pack", "--sft_graphs"]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    train.main(common + ["--out_dir", full])
+    train.main(common + ["--out_dir", part, "--halt_at", "3"])
+    train.main(common + ["--out_dir", part, "--resume"])
+    a, b = runs.load_checkpoint(full)["model"], runs.load_checkpoint(part)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with open(os.path.join(full, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == list(range(1, 9))
+    r = run_cli("--config", "test", "--sft_graphs")
+    assert r.returncode == 2 and "--sft_graphs needs --sft_pack" in r.stderr
+
+
 def test_segments_give_each_packed_row_its_own_logits(tok, model_factory):
     m = model_factory(seed=3, block_size=64).eval()
     a, b = [5, 9, 2, 7, 7, 3], [4, 4, 8]
