@@ -28,8 +28,8 @@ from config import ArgParser, UserError, get_device, heldout_problems, load_outs
 from runs import (atomic_write, launched_by_torchrun, load_run, make_run_dir,
                   run_config, to_jsonable, write_json, write_text)
 from loss import self_reward_score
-from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, SV_THRESHOLD, aggregate_seeds, all_paired_differences,
-                     as_float, at_n, compute_metrics, same_problems)
+from metrics import (CI_METRICS, CURVES, FAMILY_METRICS, MAX_SUBSETS, SV_THRESHOLD, aggregate_seeds,
+                     all_paired_differences, as_float, at_n, compute_metrics, same_problems)
 from rollout import run_c_ref, sample_chunks
 from verify import response_answer, reward
 
@@ -160,8 +160,9 @@ def _markdown(results: dict[str, dict]) -> str:
         "of TPR and TNR. Definitions: metrics.py.", "",
         _md_table(["metric"] + list(results), [[label] + cells for label, cells in _headline_rows(results)]), "",
         "## Scaling with k", "",
-        "Vote/selection metrics at k < N are averaged over the floor(N/k) disjoint chunks of k samples; "
-        "pass@k is the unbiased estimator from all N samples."]
+        "Vote/selection metrics at k < N are averaged over every k-subset of the N samples (over "
+        f"{MAX_SUBSETS:,} drawn at random where there are more); pass@k is the unbiased estimator from all N "
+        "samples."]
     for name, m in results.items():
         rows = [[str(k)] + [_fmt(m.get(c, {}).get(str(k))) for c in CURVES] for k in m["ks"]]
         parts += ["", f"### {name}", "", _md_table(["k"] + list(CURVES.values()), rows)]

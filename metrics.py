@@ -20,6 +20,7 @@ are compared only to group them, with verify.is_equivalent unless `equiv` is pas
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Sequence
 
@@ -172,9 +173,79 @@ def ks_for(n: int) -> list[int]:
     return ks if ks[-1] == n else ks + [n]
 
 
-def chunk_average(fn: Callable[[slice], bool], n: int, k: int) -> float:
-    """Mean of fn over the floor(n/k) disjoint consecutive chunks [0:k], [k:2k], ... of n samples."""
-    return float(np.mean([fn(slice(j * k, (j + 1) * k)) for j in range(n // k)]))
+MAX_SUBSETS = 20_000  # k-subsets a vote or best-of curve averages over at one k (all of them up to this many)
+
+
+def k_subsets(n: int, k: int, cap: int = MAX_SUBSETS, seed: int = 0) -> np.ndarray:
+    """(S, k) sample indices, each row ascending: every k-subset of the n samples when there are at most
+    `cap` of them (N = 16: all, 12,870 at k = 8), else `cap` drawn uniformly at random (a fixed seed, so
+    the same rows every time)."""
+    if math.comb(n, k) <= cap:
+        return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    rng = np.random.default_rng(seed)
+    return np.sort(np.argsort(rng.random((cap, n)), axis=1)[:, :k], axis=1)
+
+
+def answer_labels(answers: Sequence[str | None], equiv: Equiv, cache: dict | None = None) -> np.ndarray:
+    """Each answer's equivalence group (group_answers over all of them, 0, 1, ... in order of first
+    member); -1 for no answer."""
+    labels = np.full(len(answers), -1, dtype=np.int64)
+    for g, (_, _, members) in enumerate(group_answers(answers, np.ones(len(answers)), equiv, cache)):
+        labels[members] = g
+    return labels
+
+
+class SubsetVotes:
+    """vote() over each row of `subsets` at once, with the answers' groups given as `labels` (answer_labels:
+    groups made over all the samples, which is a subset's own grouping when equivalence is transitive).
+    Made once per problem and k; called with each weighting: (S,) floats, 1 or 0, or a tie's share of
+    right groups."""
+
+    def __init__(self, labels: np.ndarray, correct: Sequence[bool], subsets: np.ndarray):
+        self.labels, self.correct, self.n_rows = labels, [bool(c) for c in correct], len(subsets)
+        self.n_groups = max(int(labels.max()) + 1 if len(labels) else 0, 1)
+        self.member = np.zeros((self.n_rows, len(labels)), dtype=bool)
+        self.member[np.arange(self.n_rows)[:, None], subsets] = True
+        self.member &= (labels >= 0)[None, :]  # the answered samples of each subset
+        self.rows, self.cols = np.nonzero(self.member)  # row by row, each in sample order (as vote() sums)
+        self.slot = self.rows * self.n_groups + labels[self.cols]
+        size = self.n_rows * self.n_groups
+        self.present = np.bincount(self.slot, minlength=size).reshape(self.n_rows, self.n_groups) > 0
+        self.right_in_order = self._right_by(range(len(labels)))  # (ties, and the unweighted fallback)
+
+    def _right_by(self, order) -> np.ndarray:  # (S, G): is each group's first member in `order` correct (-1: none)
+        right = np.full((self.n_rows, self.n_groups), -1, dtype=np.int64)
+        for i in order:
+            g = self.labels[i]
+            if g >= 0:
+                right[self.member[:, i] & (right[:, g] < 0), g] = self.correct[i]
+        return right
+
+    def __call__(self, weights: Sequence[float]) -> np.ndarray:
+        w = np.asarray(weights, dtype=np.float64)
+        w = np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
+        size = self.n_rows * self.n_groups
+        unweighted = np.bincount(self.rows, weights=w[self.cols], minlength=self.n_rows) <= 0  # plain majority
+        wt = np.where(unweighted[self.rows], 1.0, w[self.cols])
+        total = np.bincount(self.slot, weights=wt, minlength=size).reshape(self.n_rows, self.n_groups)
+        top = np.where(self.present, total, -np.inf).max(1)
+        winners = self.present & (total == top[:, None])
+        # a group is right as its heaviest member in the subset is (ties: the earliest)
+        order = np.lexsort((np.arange(len(w)), -w))
+        if (order == np.arange(len(w))).all():  # (equal weights: the sample order)
+            right = self.right_in_order
+        else:
+            right = np.where(unweighted[:, None], self.right_in_order, self._right_by(order))
+        share = (winners & (right == 1)).sum(1) / np.maximum(winners.sum(1), 1)
+        return np.where(self.member.any(1), share, 0.0)
+
+
+def subset_best_of(scores: Sequence[float], correct: Sequence[bool], subsets: np.ndarray) -> np.ndarray:
+    """best_of() over each row of `subsets` at once: (S,) bools."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = np.where(np.isnan(s), -np.inf, s)[subsets]
+    pick = subsets[np.arange(len(subsets)), np.argmax(s, axis=1)]  # argmax: the first maximum
+    return np.asarray(correct, dtype=bool)[pick]
 
 
 # --------------------------------------------------------- records -> per-problem table -> metrics
@@ -208,11 +279,13 @@ def _problem_table(problems: list, equiv: Equiv | None) -> dict:
     """Per-problem values of every metric, plus the pooled sample arrays for self-verification.
 
     Votes: maj (weight 1), weighted (clip(r_s, 0, 1); truncated samples and NaN weigh 0), self-certainty
-    (exp(mean_logp)); best-of by r_s and by mean_logp. At k < N each is averaged over chunks of k."""
+    (exp(mean_logp)); best-of by r_s and by mean_logp. At k < N each is averaged over the k-subsets of the
+    N samples (k_subsets: all of them, or MAX_SUBSETS drawn at random where there are more)."""
     n = validate_records(problems)
     if equiv is None:
         from verify import is_equivalent as equiv  # imported here: the tests pass their own `equiv`
     ks = ks_for(n)
+    subsets = {k: k_subsets(n, k) for k in ks}
     curves = {name: np.zeros((len(problems), len(ks))) for name in CURVES}  # (P, len(ks))
     acc_avg = np.zeros(len(problems))
     auroc_within = np.full(len(problems), np.nan)  # ranking of one problem's own solutions
@@ -228,23 +301,19 @@ def _problem_table(problems: list, equiv: Equiv | None) -> dict:
         w_rs = np.where(fin, np.clip(np.nan_to_num(rs, nan=0.0), 0.0, 1.0), 0.0)  # docs/laser.md §6
         with np.errstate(over="ignore"):
             w_cert = np.exp(mlp)  # NaN stays NaN and is treated as weight 0 by vote()
-        cache: dict = {}  # equivalence results shared by every vote of this problem
-
-        def voted(w):  # chunk slice -> is the w-weighted vote over that chunk correct? (a tie: in part)
-            return lambda sl: vote(ans[sl], w[sl], cor[sl], equiv, cache)
-
-        def picked(score):  # chunk slice -> is the highest-scoring sample of that chunk correct?
-            return lambda sl: best_of(score[sl], cor[sl])
-
-        selectors = {"maj_at_k": voted(np.ones(n)), "weighted_at_k": voted(w_rs), "best_of_k": picked(rs),
-                     "self_certainty_at_k": voted(w_cert), "best_of_k_certainty": picked(mlp)}
+        labels = answer_labels(ans, equiv)
+        votes = {"maj_at_k": np.ones(n), "weighted_at_k": w_rs, "self_certainty_at_k": w_cert}
+        picks = {"best_of_k": rs, "best_of_k_certainty": mlp}
         acc_avg[p] = np.mean(cor)
         ok = np.array(fin) & np.isfinite(rs)
         auroc_within[p] = auroc(rs[ok], np.array(cor)[ok])  # NaN unless both classes occur
         greedy[p] = float(bool(rec["greedy"]["correct"]))
         for j, k in enumerate(ks):
-            for name, fn in selectors.items():
-                curves[name][p, j] = chunk_average(fn, n, k)
+            voter = SubsetVotes(labels, cor, subsets[k])
+            for name, w in votes.items():
+                curves[name][p, j] = float(np.mean(voter(w)))
+            for name, score in picks.items():
+                curves[name][p, j] = float(np.mean(subset_best_of(score, cor, subsets[k])))
             curves["pass_at_k"][p, j] = pass_at_k(n, sum(cor), k)
         r_s.append(rs)
         correct.append(cor)

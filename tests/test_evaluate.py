@@ -192,11 +192,35 @@ def test_best_of_nan_and_ties():
     assert mt.best_of([NAN, NAN], [True, False]) is True  # all NaN -> first
 
 
-def test_ks_and_chunk_average():
+def test_ks_and_k_subsets():
     assert mt.ks_for(16) == [1, 2, 4, 8, 16] and mt.ks_for(1) == [1] and mt.ks_for(6) == [1, 2, 4, 6]
-    flags = [True, False, False, False, True, True, True]  # 7 samples, k=2 -> chunks [0:2] [2:4] [4:6]
-    assert mt.chunk_average(lambda sl: flags[sl][0], 7, 2) == pytest.approx(2 / 3)
-    assert mt.chunk_average(lambda sl: any(flags[sl]), 7, 3) == pytest.approx(1.0)  # [0:3] [3:6]
+    assert mt.k_subsets(4, 2).tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    assert mt.k_subsets(16, 8).shape == (12870, 8)  # N = 16: every subset at every k
+    drawn = mt.k_subsets(40, 20, cap=3000)  # C(40, 20) is far more: a fixed random draw
+    assert drawn.shape == (3000, 20) and np.array_equal(drawn, mt.k_subsets(40, 20, cap=3000))
+    assert (np.diff(drawn, axis=1) > 0).all() and len({tuple(r) for r in drawn}) > 2990
+    assert abs(np.bincount(drawn.ravel(), minlength=40) / 3000 - 0.5).max() < 0.05  # each sample in half
+
+
+def test_subset_votes_and_best_of_are_vote_and_best_of_on_every_subset():
+    """The vectorised votes and picks over many subsets at once against vote() and best_of() on each: NaN,
+    negative, zero and infinite weights, no answers, ties, samples whose verdicts differ within a group."""
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        n = int(rng.integers(1, 8))
+        ans = [None if rng.random() < 0.2 else str(int(rng.integers(0, 3))) for _ in range(n)]
+        w = rng.choice([0.0, 0.25, 0.5, 1.0, NAN, -1.0, np.inf], size=n) if case % 3 else np.ones(n)
+        cor = [bool(rng.random() < 0.5) for _ in range(n)]
+        score = rng.choice([0.1, 0.5, 0.9, NAN], size=n)
+        labels = mt.answer_labels(ans, num_equiv)
+        for k in range(1, n + 1):
+            sub = mt.k_subsets(n, k)
+            pick = lambda xs, row: [xs[i] for i in row]
+            want = [mt.vote(pick(ans, r), pick(w, r), pick(cor, r), num_equiv) for r in sub]
+            assert mt.SubsetVotes(labels, cor, sub)(w).tolist() == want, (ans, w, cor, k)
+            want = [mt.best_of(pick(score, r), pick(cor, r)) for r in sub]
+            assert mt.subset_best_of(score, cor, sub).tolist() == want, (score, cor, k)
+    assert mt.answer_labels(["1/2", None, "0.5", "7"], num_equiv).tolist() == [0, -1, 0, 1]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -213,15 +237,16 @@ def test_compute_metrics_hand_computed():
     # k = 1: every metric is the plain sample accuracy
     for curve in mt.CURVES:
         assert m[curve]["1"] == pytest.approx(m["accuracy_avg"]), curve
-    # k = 2 (two chunks per problem) and k = 4, worked out chunk by chunk
+    # k = 2 (the 6 pairs of each problem's samples) and k = 4, worked out pair by pair
     expected = {
-        # a tie between a right and a wrong group counts 1/2. k=2: A 1/2, 1/2; B 1, 1/2; C 0, 1/2.
+        # a tie between a right and a wrong group counts 1/2. k=2, pairs 01 02 03 12 13 23: A 1/2 1/2 1 0 1/2
+        # 1/2; B 1 0 1 1/2 1 1/2 (no answer in sample 0; "1/2" = "0.5"); C 0 1/2 0 1/2 0 1/2.
         # k=4: A "2" x2 vs "3" x2: 1/2; B "1/2" = "0.5" x2 vs "7": 1; C "4" x3: 0
-        "maj_at_k": {"2": 0.5, "4": 0.5},
-        "weighted_at_k": {"2": 2.5 / 3, "4": 2 * third},  # C chunk 1 ("4","4") is wrong
-        "best_of_k": {"2": 2.5 / 3, "4": 2 * third},
-        "self_certainty_at_k": {"2": third, "4": third},
-        "best_of_k_certainty": {"2": third, "4": 2 * third},
+        "maj_at_k": {"2": (3 + 4 + 1.5) / 18, "4": 0.5},
+        "weighted_at_k": {"2": (5 + 5 + 1) / 18, "4": 2 * third},  # A loses only 12, B only 02, C wins only 23
+        "best_of_k": {"2": (5 + 5 + 1) / 18, "4": 2 * third},
+        "self_certainty_at_k": {"2": (1 + 3.5 + 3) / 18, "4": third},  # B 12: exp(-0.3) each, a tie
+        "best_of_k_certainty": {"2": (1 + 4 + 3) / 18, "4": 2 * third},
         "pass_at_k": {"2": (5 / 6 + 5 / 6 + 0.5) / 3, "4": 1.0},
     }
     for curve, values in expected.items():
@@ -340,7 +365,7 @@ def test_cli_records_end_to_end(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "accuracy avg@N" in printed
     data = json.loads((out / "eval.json").read_text())
-    assert data["a"]["maj_at_k"]["2"] == pytest.approx(0.5) and data["a"]["bootstrap"]["n_boot"] == 20
+    assert data["a"]["maj_at_k"]["2"] == pytest.approx(8.5 / 18) and data["a"]["bootstrap"]["n_boot"] == 20
     assert (out / "records.json").exists() and (out / "eval.md").exists()
     # recomputing from the written records gives the same metrics (the old flag spelling still works)
     assert ev.main(["--records", str(out / "records.json"), "--n-boot", "20"]) == 0
