@@ -739,6 +739,8 @@ class _GpuSFT:
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
         out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
                                            note="6 N x real tokens/s over this run's bf16 matmul peak")
+        if self.cfg.sft_graphs:  # (a capture that failed leaves the steps uncaptured: say how many were captured)
+            out["gpu.sft_graphs_captured" + tail] = metric([len(graphs.captured)], "", note=graphs.summary())
         busy = _device_busy(all_steps, self.dev, f"SFT{tail or ''}, {len(steps)} steps in a row")
         if busy == busy:  # (NaN: the profile failed, its note printed)
             out["gpu.sft_device_busy" + tail] = metric([busy], "", note="share of the steps' wall time with a "

@@ -266,7 +266,7 @@ def sft_step(model, opt, batches, device, forward=None, grad_clip: float = 0.0, 
     return (loss, *clip_and_step_deferred(model, opt, grad_clip, [loss]))
 
 
-GRAPH_ROW_MULTIPLE = 8  # --sft_graphs: each step's packed rows made a multiple of this (a few shapes, a graph each)
+GRAPH_ROW_MULTIPLE = 4  # --sft_graphs: each step's packed rows made a multiple of this (a few shapes, a graph each)
 
 
 class SFTGraphs:
@@ -278,46 +278,52 @@ class SFTGraphs:
     runs as without graphs (it compiles, makes the optimizer's state and the kernels' plans), the second
     records the graph into fixed input buffers, and that step and every later one of its shape replay it
     after copying their batch in; the learning rate and the count of trained tokens are device tensors the
-    graph reads, set before each replay. Same kernels, so the same numbers as the steps without graphs.
-    Steps of several micro-batches, or of a shape past `max_graphs` (each graph keeps its own memory), run
-    as without graphs; so does every step where nothing can be captured (not CUDA, a non-fused optimizer,
-    several processes), or after a capture failed (a one-line notice): the buffers and the step function
-    are still used there, which is what the CPU tests check."""
+    graph reads, set before each replay. Every step here runs with autocast's weight cache off, the
+    graphs' setting (a compiled forward is guarded on it: a change would recompile, which a capture cannot).
+    The graph replays the step's own kernels: its numbers are the plain step's on the same rows, up to the
+    learning rate read in float32 and the division by the token count on the device. Steps of several
+    micro-batches, or of a shape past `max_graphs` (each graph keeps its own memory), run as plain steps;
+    so does every step under torchrun (its loss is normalised over the processes). Where nothing can be
+    captured (not CUDA, a non-fused optimizer) or a capture failed (a one-line notice), the steps run on
+    the buffers uncaptured: on CPU bit for bit the plain steps, which is what the tests check."""
 
     max_graphs = 8
 
     def __init__(self, model, opt, device, forward=None, grad_clip: float = 0.0):
         self.model, self.opt, self.forward, self.grad_clip = model, opt, forward, grad_clip
         self.device = torch.device(device)
-        self.capture = self.device.type == "cuda" and skips_on_device(opt) and world_size() == 1
+        self.single = world_size() == 1
+        self.capture = self.device.type == "cuda" and skips_on_device(opt) and self.single
         if not self.capture:
-            print("note: --sft_graphs: no CUDA graphs here (they need one CUDA device and fused AdamW); "
-                  "the steps run uncaptured", file=sys.stderr)
+            print("note: --sft_graphs: no CUDA graphs here (they need one CUDA device, one process and fused "
+                  "AdamW); the steps run uncaptured", file=sys.stderr)
         self.lr = torch.zeros((), dtype=torch.float32, device=self.device)  # read by the graphs' AdamW
         self.n_target = torch.ones((), dtype=torch.float32, device=self.device)  # the loss's normaliser
         self.graphs, self.seen = {}, set()  # shape -> (input buffers, run); shapes stepped once
+        self.captured, self.replays = [], 0  # shapes recorded as CUDA graphs; steps replayed from them
         # warm-ups and captures on one side stream (cuBLAS keeps its handles and workspaces per stream)
         self.stream = torch.cuda.Stream(self.device) if self.capture else None
 
     def __call__(self, batches, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step on `batches` at learning rate `lr` (the one set_lr gave the optimizer): as sft_step."""
         shape = tuple(batches[0][0].shape) if len(batches) == 1 and len(batches[0]) == 4 else None
-        if shape is None or shape not in self.graphs and len(self.graphs) >= self.max_graphs:
+        if shape is None or not self.single or shape not in self.graphs and len(self.graphs) >= self.max_graphs:
             return self._step(batches)
         if shape not in self.graphs:
             if shape not in self.seen:
                 self.seen.add(shape)
                 return self._warm_up(batches)
-            self.graphs[shape] = self._record(batches[0], lr)
+            self.graphs[shape] = self._record(batches[0], shape)
         bufs, run = self.graphs[shape]
         for buf, t in zip(bufs, batches[0]):
             buf.copy_(t, non_blocking=True)
         self.n_target.fill_(max(1, int(batches[0][2].sum())))  # (the mask is on the host)
         self.lr.fill_(lr)
+        self.replays += shape in self.captured
         return tuple(t.clone() for t in run())  # (a graph's outputs are overwritten by its next replay)
 
     def _step(self, batches, **kw):
-        return sft_step(self.model, self.opt, batches, self.device, self.forward, self.grad_clip, **kw)
+        return sft_step(self.model, self.opt, batches, self.device, self.forward, self.grad_clip, cache=False, **kw)
 
     def _warm_up(self, batches):
         """The first step of a shape, without a graph; on CUDA on the side stream the graphs are captured on."""
@@ -329,10 +335,10 @@ class SFTGraphs:
         torch.cuda.current_stream().wait_stream(self.stream)
         return out
 
-    def _record(self, batch, lr: float):
+    def _record(self, batch, shape):
         """Input buffers for `batch`'s shape and the step on them (captured as a graph where it can be)."""
         bufs = tuple(torch.empty_like(t, device=self.device).copy_(t, non_blocking=True) for t in batch)
-        step = functools.partial(self._step, [bufs], n_target=self.n_target, cache=False)
+        step = functools.partial(self._step, [bufs], n_target=self.n_target)
         if not self.capture:
             return bufs, step
         groups = self.opt.param_groups
@@ -352,13 +358,20 @@ class SFTGraphs:
         except RuntimeError as e:
             torch.cuda.synchronize()
             self.capture = False
-            print(f"note: CUDA graph capture of the SFT step failed ({str(e).splitlines()[0][:160]}); the "
-                  f"steps run uncaptured from now on", file=sys.stderr)
+            print(f"note: --sft_graphs: the capture of a step of shape {shape} failed "
+                  f"({str(e).splitlines()[0][:160]}); steps of new shapes run uncaptured from now on",
+                  file=sys.stderr)
             return bufs, step
         finally:
             for g, (lr_g, capturable) in zip(groups, kept):
                 g["lr"], g["capturable"] = lr_g, capturable  # (checkpoints keep the floats)
+        self.captured.append(shape)
         return bufs, lambda: (graph.replay(), out)[1]
+
+    def summary(self) -> str:
+        return (f"--sft_graphs: {len(self.captured)} CUDA graph(s) captured "
+                f"({', '.join('x'.join(map(str, s)) for s in self.captured) or 'none'}), {self.replays} steps "
+                f"replayed from them")
 
 
 def run_sft(cfg: Config, then_rl: bool = False) -> int:
@@ -475,6 +488,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
     finally:
         arm_stop(False)
         keep_pending()
+        if graphs:
+            print(f"note: {graphs.summary()}", file=sys.stderr)
     return done
 
 

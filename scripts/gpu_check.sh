@@ -5,9 +5,10 @@
 #   2. python train.py --config small --stage sft      (the mission's command, stage by stage, each timed)
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
-#   5. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
-#   6. if 90 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA graphs)
-#   7. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
+#   5. if 200 s are left: python -m pytest -v -k cuda   (the tests written for a card: --sft_graphs's capture)
+#   6. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
+#   7. if 90 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA graphs)
+#   8. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
@@ -84,9 +85,11 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the SFT step's variants (rows padded; the whole model compiled; CUDA
-# graphs), the SFT stage again with its steps replayed from CUDA graphs, then the test suite on the card,
-# for what is left (each test's verdict is logged as it comes)
+# the time left, if it is enough: the tests written for a card, the SFT step's variants (rows padded; the
+# whole model compiled; CUDA graphs), the SFT stage again with its steps replayed from CUDA graphs, then the
+# test suite on the card, for what is left (each test's verdict is logged as it comes)
+(( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
+  stage cuda_tests 150 python -m pytest -v -p no:cacheprovider -k cuda
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 # shellcheck disable=SC2086
@@ -122,7 +125,7 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
                           ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
-                          ("gpu_sft", None, None),
+                          ("cuda_tests", None, None), ("gpu_sft", None, None),
                           ("sft_graphs", len(sft_graphs), planned("sft_graphs", "sft_steps")), ("tests", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
@@ -157,12 +160,13 @@ for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
               f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; "
               f"{'steps 3 on' if len(recs) > 2 else 'every step'}), "
               f"c_ref {last(recs, 'c_ref')}, last validation accuracy {last(recs, 'eval_acc')}"]
-verdicts = re.findall(r"^(tests/.*) (PASSED|FAILED|ERROR|SKIPPED) +\[ *\d+%\]$", read(f"{out}/tests.log"), re.M)
-if verdicts:  # the test suite on the card, as far as it got
-    count = lambda v: sum(x == v for _, x in verdicts)
-    bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
-    lines += ["", f"Tests on the card: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
-                  f"skipped" + "".join(f"\n- {name}" for name in bad)]
+for log, label in (("cuda_tests", "Tests for a card (-k cuda)"), ("tests", "Tests on the card")):
+    verdicts = re.findall(r"^(tests/.*) (PASSED|FAILED|ERROR|SKIPPED) +\[ *\d+%\]$", read(f"{out}/{log}.log"), re.M)
+    if verdicts:  # as far as the run got
+        count = lambda v: sum(x == v for _, x in verdicts)
+        bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
+        lines += ["", f"{label}: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
+                      f"skipped" + "".join(f"\n- {name}" for name in bad)]
 notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft", "sft_graphs")  # fallbacks
                       for ln in read(f"{out}/{log}.log").splitlines() if ln.startswith("note: "))
 lines += ["", "Notices in the logs:", *(f"- {n[6:]}" for n in notes)] if notes else []

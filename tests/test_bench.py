@@ -36,6 +36,8 @@ def test_gpu_sft_section_rehearsal_on_cpu():
             assert math.isfinite(out[key + tail]["median"]) and out[key + tail]["median"] > 0, key + tail
     assert out["gpu.sft_real_tokens_per_s"]["target"] == ">= 1e6" and out["gpu.sft_mfu.whole_model"]["target"] is None
     assert "batch 32," in out["gpu.sft_real_tokens_per_s.batch512"]["note"]  # 4x the test preset's 8 problems
+    assert out["gpu.sft_graphs_captured.graphs"]["median"] == 0  # (nothing is captured on CPU)
+    assert "0 CUDA graph(s) captured" in out["gpu.sft_graphs_captured.graphs"]["note"]
 
 
 def test_device_busy_is_the_share_of_wall_time_with_an_op_running(capsys):

@@ -268,9 +268,51 @@ def test_sft_graphs_steps_are_the_plain_steps(tok, model_factory, capsys):
         want = train.sft_step(models[0], opts[0], batches, "cpu", grad_clip=1.0)
         got = graphs(batches, lr)
         assert all(torch.equal(a, b) for a, b in zip(want, got))
-    assert len(graphs.graphs) == 2  # each shape: once plain, then on its buffers
+    assert len(graphs.graphs) == 2 and graphs.captured == []  # each shape: once plain, then on its buffers
     for a, b in zip(models[0].parameters(), models[1].parameters()):
         assert torch.equal(a, b)
+
+
+def test_sft_graphs_leave_torchrun_steps_plain(tok, model_factory, monkeypatch):
+    """Under torchrun the loss is normalised by every process's tokens, which only the plain step counts."""
+    monkeypatch.setattr(train, "world_size", lambda: 2)
+    batches = train.sft_step_batches(tok, tasks.train_batch(0, 6, seed=0), 100, 0, 16, 192, True, 4)[0]
+    m = model_factory(seed=5, block_size=192)
+    graphs = train.SFTGraphs(m, runs.make_optimizer(m, 1e-3, 0.0), "cpu")
+    for _ in range(3):
+        graphs(batches, 1e-3)
+    assert graphs.graphs == {} and graphs.seen == set()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+def test_sft_graphs_capture_on_cuda(tok, model_factory):
+    """On a card: each shape captured as a graph (with the blocks compiled) and replayed, the optimizer's
+    learning rate a float again after each capture, the numbers those of plain steps up to float32 rounding."""
+    dev = torch.device("cuda")
+    by_shape = {}
+    for s in range(60):
+        batches = train.sft_step_batches(tok, tasks.train_batch(s, 6, seed=0), 100, 0, 16, 192, True,
+                                         train.GRAPH_ROW_MULTIPLE)[0]
+        by_shape.setdefault(tuple(batches[0][0].shape), []).append(train.pinned(batches))
+    a, b = sorted(by_shape.values(), key=len)[-2:]
+    steps = [b[0], a[0], b[1], a[1], b[2], b[3]]
+    models = [model_factory(seed=5, block_size=192).to(dev) for _ in range(2)]
+    opts = [runs.make_optimizer(m, 3e-3, 0.1) for m in models]
+    assert all(runs.skips_on_device(o) for o in opts)  # fused AdamW
+    graphs = train.SFTGraphs(models[1], opts[1], dev, runs.training_forward(models[1], "on"), grad_clip=1.0)
+    plain = runs.training_forward(models[0], "on")
+    for i, batches in enumerate(steps):
+        lr = 3e-3 * (i + 1) / len(steps)
+        for o in opts:
+            train.set_lr(o, lr)
+        want = train.sft_step(models[0], opts[0], batches, dev, plain, 1.0, cache=False)
+        got = graphs(batches, lr)
+        for x, y in zip(want, got):
+            torch.testing.assert_close(x.double(), y.double(), rtol=1e-4, atol=1e-6)
+    assert len(graphs.captured) == 2 and graphs.replays == 4, graphs.summary()
+    assert all(isinstance(g["lr"], float) and not g["capturable"] for g in opts[1].param_groups)
+    for x, y in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
 def test_sft_graphs_run_trains_and_resumes(tmp_path):
