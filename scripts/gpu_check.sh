@@ -161,7 +161,8 @@ for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
               f"{'steps 3 on' if len(recs) > 2 else 'every step'}), "
               f"c_ref {last(recs, 'c_ref')}, last validation accuracy {last(recs, 'eval_acc')}"]
 for log, label in (("cuda_tests", "Tests for a card (-k cuda)"), ("tests", "Tests on the card")):
-    verdicts = re.findall(r"^(tests/.*) (PASSED|FAILED|ERROR|SKIPPED) +\[ *\d+%\]$", read(f"{out}/{log}.log"), re.M)
+    verdicts = re.findall(r"^(tests/\S*) (PASSED|FAILED|ERROR|SKIPPED)(?: \(.*\))? +\[ *\d+%\]$",  # (a reason)
+                          read(f"{out}/{log}.log"), re.M)
     if verdicts:  # as far as the run got
         count = lambda v: sum(x == v for _, x in verdicts)
         bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
