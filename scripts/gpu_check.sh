@@ -6,8 +6,9 @@
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 200 s are left: python -m pytest -v -k cuda   (the tests written for a card: --sft_graphs's capture)
-#   6. if 150 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
-#   7. if 90 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA graphs)
+#   6. if 150 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA
+#      graphs; stopped with 90 s left)
+#   7. if 90 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
 #   8. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
@@ -85,17 +86,17 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the tests written for a card, the SFT step's variants (rows padded; the
-# whole model compiled; CUDA graphs), the SFT stage again with its steps replayed from CUDA graphs, then the
+# the time left, if it is enough: the tests written for a card, the SFT stage again with its steps replayed
+# from CUDA graphs, the SFT step's variants (rows padded; the whole model compiled; CUDA graphs), then the
 # test suite on the card, for what is left (each test's verdict is logged as it comes)
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
   stage cuda_tests 150 python -m pytest -v -p no:cacheprovider -k cuda
-(( COMPARE || END - EPOCHSECONDS < 150 )) ||
-  stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 # shellcheck disable=SC2086
-(( COMPARE || END - EPOCHSECONDS < 90 )) ||
-  stage sft_graphs 30 python train.py --config small --stage sft --sft_pack --sft_graphs \
+(( COMPARE || END - EPOCHSECONDS < 150 )) ||
+  stage sft_graphs 90 python train.py --config small --stage sft --sft_pack --sft_graphs \
     --out_dir "$RUNS/sft_graphs" ${TRAIN_FLAGS:-}
+(( COMPARE || END - EPOCHSECONDS < 90 )) ||
+  stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
   stage tests 0 python -m pytest -v -p no:cacheprovider
 
@@ -125,8 +126,9 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
                           ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
-                          ("cuda_tests", None, None), ("gpu_sft", None, None),
-                          ("sft_graphs", len(sft_graphs), planned("sft_graphs", "sft_steps")), ("tests", None, None)):
+                          ("cuda_tests", None, None),
+                          ("sft_graphs", len(sft_graphs), planned("sft_graphs", "sft_steps")), ("gpu_sft", None, None),
+                          ("tests", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
               else f"timed out at {limit} s" if rc == "124" else f"failed (exit {rc})")
