@@ -700,8 +700,7 @@ class _GpuSFT:
         batches, n_real = train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
                                                  self.cfg.sft_micro_batch, self.cfg.micro_tokens,
                                                  CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size,
-                                                 self.cfg.sft_pack,
-                                                 train.GRAPH_ROW_MULTIPLE if self.cfg.sft_graphs else 1)
+                                                 self.cfg.sft_pack, train.sft_row_multiple(self.cfg))
         return train.pinned(batches) if cuda and pin else batches, n_real
 
     def throughput(self, fwd, tail: str = ""):

@@ -208,8 +208,9 @@ def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: i
     with `pack` (inputs, targets, loss mask, segments): the rows packed into rows of at most `block_size`
     tokens (pack_rows), so that a batch is nearly all real tokens, not half padding (model.GPT.forward's
     `segments` keeps each row to itself); the micro-batch caps then count packed rows, and with
-    `row_multiple` each micro-batch's packed rows are made a multiple of it by rows of padding (no loss:
-    --sft_graphs, whose graphs are recorded per shape)."""
+    `row_multiple`, where the step is one micro-batch, its packed rows are made a multiple of it by rows of
+    padding, which carry no loss and may take it up to row_multiple - 1 rows past the caps (--sft_graphs,
+    whose graphs are recorded per shape, for steps of one micro-batch: sft_row_multiple)."""
     rows = sft_rows(tok, problems)
     lengths = [len(r) - 1 for r, _ in rows]
     if not pack:
@@ -219,8 +220,9 @@ def sft_step_batches(tok: Tokenizer, problems, micro_batch: int, micro_tokens: i
         raise ValueError("packing SFT rows needs the model's block_size")
     packs = [[rows[i] for i in p] for p in pack_rows(lengths, block_size)]
     packed = [sum(len(r) - 1 for r, _ in p) for p in packs]
-    return [_packed_tensors([packs[i] for i in c] + [[]] * (-len(c) % row_multiple), tok.pad_id, pad_to, block_size)
-            for c in micro_batches(packed, micro_batch, micro_tokens)], sum(lengths)
+    micro = micro_batches(packed, micro_batch, micro_tokens)
+    empty = [[]] * (-len(micro[0]) % row_multiple) if len(micro) == 1 else []  # rows of padding, no loss
+    return [_packed_tensors([packs[i] for i in c] + empty, tok.pad_id, pad_to, block_size) for c in micro], sum(lengths)
 
 
 def sft_loss_backward(model, tok: Tokenizer, problems, micro_batch: int, device, micro_tokens: int = 0,
@@ -267,6 +269,12 @@ def sft_step(model, opt, batches, device, forward=None, grad_clip: float = 0.0, 
 
 
 GRAPH_ROW_MULTIPLE = 4  # --sft_graphs: each step's packed rows made a multiple of this (a few shapes, a graph each)
+
+
+def sft_row_multiple(cfg: Config) -> int:
+    """The multiple a step's packed rows are made (sft_step_batches): GRAPH_ROW_MULTIPLE where SFTGraphs
+    can record the steps (--sft_graphs, one process), 1 where every step is a plain one anyway."""
+    return GRAPH_ROW_MULTIPLE if cfg.sft_graphs and world_size() == 1 else 1
 
 
 class SFTGraphs:
@@ -415,8 +423,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
         return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
-                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack,
-                                GRAPH_ROW_MULTIPLE if cfg.sft_graphs else 1)
+                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack, sft_row_multiple(cfg))
 
     graphs = SFTGraphs(model, opt, device, forward, cfg.grad_clip) if cfg.sft_graphs else None
 

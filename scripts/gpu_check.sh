@@ -5,10 +5,11 @@
 #   2. python train.py --config small --stage sft      (the mission's command, stage by stage, each timed)
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
-#   5. if 200 s are left: python -m pytest -v -k cuda   (the tests written for a card: --sft_graphs's capture)
+#   5. if 200 s are left: python -m pytest -v -k on_cuda   (the tests written for a card, named *_on_cuda:
+#      --sft_graphs's capture)
 #   6. if 150 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA
-#      graphs; stopped with 90 s left)
-#   7. if 90 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
+#      graphs; stopped with 100 s left)
+#   7. if 80 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
 #   8. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
@@ -89,13 +90,14 @@ fi
 # the time left, if it is enough: the tests written for a card, the SFT stage again with its steps replayed
 # from CUDA graphs, the SFT step's variants (rows padded; the whole model compiled; CUDA graphs), then the
 # test suite on the card, for what is left (each test's verdict is logged as it comes)
+# (each stage's reserve leaves the next one's threshold and some seconds for a stage cut short to save its step)
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
-  stage cuda_tests 150 python -m pytest -v -p no:cacheprovider -k cuda
+  stage cuda_tests 165 python -m pytest -v -p no:cacheprovider -k on_cuda
 # shellcheck disable=SC2086
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
-  stage sft_graphs 90 python train.py --config small --stage sft --sft_pack --sft_graphs \
+  stage sft_graphs 100 python train.py --config small --stage sft --sft_pack --sft_graphs \
     --out_dir "$RUNS/sft_graphs" ${TRAIN_FLAGS:-}
-(( COMPARE || END - EPOCHSECONDS < 90 )) ||
+(( COMPARE || END - EPOCHSECONDS < 80 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
   stage tests 0 python -m pytest -v -p no:cacheprovider
@@ -162,8 +164,8 @@ for label, recs in (("LaSeR RL", rl), ("GRPO RL", grpo)):
               f"verify {med(steady, 'time_verify'):.3f}, update {med(steady, 'time_update'):.3f}; "
               f"{'steps 3 on' if len(recs) > 2 else 'every step'}), "
               f"c_ref {last(recs, 'c_ref')}, last validation accuracy {last(recs, 'eval_acc')}"]
-for log, label in (("cuda_tests", "Tests for a card (-k cuda)"), ("tests", "Tests on the card")):
-    verdicts = re.findall(r"^(tests/\S*) (PASSED|FAILED|ERROR|SKIPPED)(?: \(.*\))? +\[ *\d+%\]$",  # (a reason)
+for log, label in (("cuda_tests", "Tests for a card (-k on_cuda)"), ("tests", "Tests on the card")):
+    verdicts = re.findall(r"^(tests/.*?) (PASSED|FAILED|ERROR|SKIPPED)(?: \(.*\))? +\[ *\d+%\]$",  # (a reason)
                           read(f"{out}/{log}.log"), re.M)
     if verdicts:  # as far as the run got
         count = lambda v: sum(x == v for _, x in verdicts)

@@ -230,7 +230,8 @@ def test_packed_sft_gives_the_padded_batchs_loss_and_gradient(tok, model_factory
 
 
 def test_rows_of_padding_leave_the_packed_loss_and_gradient(tok, model_factory):
-    """--sft_graphs makes each step's packed rows a multiple of 8 with rows of padding: no loss on them."""
+    """--sft_graphs makes a step's packed rows a multiple (train.GRAPH_ROW_MULTIPLE) with rows of padding:
+    no loss on them. (A step of several micro-batches is left as it is.)"""
     probs = tasks.train_batch(6, 12, seed=0)
     out = []
     for multiple in (1, 8):
@@ -240,21 +241,29 @@ def test_rows_of_padding_leave_the_packed_loss_and_gradient(tok, model_factory):
         assert x.shape[0] % multiple == 0
         loss_value = float(train.sft_backward(m, batches, "cpu"))
         out.append((loss_value, torch.cat([p.grad.flatten() for p in m.parameters()])))
-    assert x.shape[0] == 8 and (seg[-1] == 0).all() and not mask[-1].any()  # 3 packs here, 5 empty rows
+    assert x.shape[0] == 8 and (seg[4:] == 0).all() and not mask[4:].any()  # 4 packs here, 4 empty rows
+    several = train.sft_step_batches(tok, probs, 2, 0, 16, 256, True, 8)[0]
+    assert [b[0].shape[0] for b in several] == [2, 2]  # two micro-batches: no rows of padding
     assert abs(out[0][0] - out[1][0]) < 1e-6
     torch.testing.assert_close(out[0][1], out[1][1], atol=1e-7, rtol=1e-5)
+
+
+def _steps_of_two_shapes(tok, pin=False):
+    """Packed SFT steps of two shapes, made as --sft_graphs makes them: B A B A B B (B the commoner)."""
+    by_shape = {}
+    for s in range(60):
+        batches = train.sft_step_batches(tok, tasks.train_batch(s, 6, seed=0), 100, 0, 16, 192, True,
+                                         train.GRAPH_ROW_MULTIPLE)[0]
+        by_shape.setdefault(tuple(batches[0][0].shape), []).append(train.pinned(batches) if pin else batches)
+    a, b = sorted(by_shape.values(), key=len)[-2:]
+    return [b[0], a[0], b[1], a[1], b[2], b[3]]
 
 
 def test_sft_graphs_steps_are_the_plain_steps(tok, model_factory, capsys):
     """SFTGraphs off CUDA: the first step of a shape as sft_step, the later ones on its input buffers
     (what a graph replays on CUDA), normalised by the device-side token count: bit for bit the plain steps'
     losses, gradient norms and weights, over steps of two shapes and one of two micro-batches."""
-    by_shape = {}
-    for s in range(40):
-        batches = train.sft_step_batches(tok, tasks.train_batch(s, 6, seed=0), 100, 0, 16, 192, True, 8)[0]
-        by_shape.setdefault(tuple(batches[0][0].shape), []).append(batches)
-    a, b = sorted(by_shape.values(), key=len)[-2:]  # two shapes, the second the commoner
-    steps = [b[0], a[0], b[1], a[1], b[2], b[3]]
+    steps = _steps_of_two_shapes(tok)
     steps.insert(3, train.sft_step_batches(tok, tasks.train_batch(99, 12, seed=0), 100, 1000, 16, 192, True, 8)[0])
     assert len(steps[3]) > 1
     models = [model_factory(seed=5, block_size=192) for _ in range(2)]
@@ -289,13 +298,7 @@ def test_sft_graphs_capture_on_cuda(tok, model_factory):
     """On a card: each shape captured as a graph (with the blocks compiled) and replayed, the optimizer's
     learning rate a float again after each capture, the numbers those of plain steps up to float32 rounding."""
     dev = torch.device("cuda")
-    by_shape = {}
-    for s in range(60):
-        batches = train.sft_step_batches(tok, tasks.train_batch(s, 6, seed=0), 100, 0, 16, 192, True,
-                                         train.GRAPH_ROW_MULTIPLE)[0]
-        by_shape.setdefault(tuple(batches[0][0].shape), []).append(train.pinned(batches))
-    a, b = sorted(by_shape.values(), key=len)[-2:]
-    steps = [b[0], a[0], b[1], a[1], b[2], b[3]]
+    steps = _steps_of_two_shapes(tok, pin=True)
     models = [model_factory(seed=5, block_size=192).to(dev) for _ in range(2)]
     opts = [runs.make_optimizer(m, 3e-3, 0.1) for m in models]
     assert all(runs.skips_on_device(o) for o in opts)  # fused AdamW
@@ -315,12 +318,13 @@ def test_sft_graphs_capture_on_cuda(tok, model_factory):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
-def test_sft_graphs_run_trains_and_resumes(tmp_path):
+def test_sft_graphs_run_trains_and_resumes(tmp_path, capsys):
     """A --sft_graphs run (uncaptured on CPU) stopped and resumed gives its uninterrupted twin's weights,
     and --sft_graphs without --sft_pack is refused in one line."""
     common = ["--config", "test", "--stage", "sft", "--sft_steps", "8", "--sft_pack", "--sft_graphs"]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     train.main(common + ["--out_dir", full])
+    assert "note: --sft_graphs: 0 CUDA graph(s) captured (none), 0 steps replayed" in capsys.readouterr().err
     train.main(common + ["--out_dir", part, "--halt_at", "3"])
     train.main(common + ["--out_dir", part, "--resume"])
     a, b = runs.load_checkpoint(full)["model"], runs.load_checkpoint(part)["model"]
