@@ -146,7 +146,8 @@ def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Seque
     groups tie for the most weight, the share of them that are correct (the expected result of a random
     tie-break; a tie broken by sample order would add noise to every vote@k). Weights: NaN -> 0, clipped
     at 0. A group is correct as its heaviest member is (ties: the earliest). No answer -> 0.0; answers
-    whose weights are all 0 -> plain majority."""
+    whose weights are all 0 -> plain majority. The definition, one vote at a time: the curves run
+    SubsetVotes, its vectorised form over many subsets, which the tests hold to this on every subset."""
     w = np.asarray(weights, dtype=np.float64)
     w = np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
     answered = [i for i, a in enumerate(answers) if a is not None]
@@ -161,7 +162,8 @@ def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Seque
 
 
 def best_of(scores: Sequence[float], correct: Sequence[bool]) -> bool:
-    """Pick the sample with the highest score (NaN = -inf, ties -> first); True iff it is correct."""
+    """Pick the sample with the highest score (NaN = -inf, ties -> first); True iff it is correct. The
+    definition; the curves run subset_best_of, held to it by the tests."""
     s = np.asarray(scores, dtype=np.float64)
     s = np.where(np.isnan(s), -np.inf, s)
     return bool(correct[int(np.argmax(s))])  # argmax returns the first maximum
