@@ -654,11 +654,15 @@ def bench_hf(quick: bool) -> dict:
 # the GPU section (python bench.py --device cuda): the small preset's shapes on one card
 
 def _matmul_peak(dev, n: int, repeats: int, out: dict) -> float:
-    """The bf16 matmul peak of this card, in this run (TFLOP/s, the MFU denominator); recorded in out."""
+    """The matmul peak of this card, in this run (TFLOP/s, the MFU denominator), in the dtype the run computes
+    in: bf16 (on a CUDA card without it, float32: config.amp_dtype); recorded in out."""
     import torch
 
+    import config
     timed = functools.partial(_timed, sync=torch.cuda.synchronize if dev.type == "cuda" else lambda: None)
-    ab = [torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2)]
+    dtype = torch.float32 if dev.type == "cuda" and config.amp_dtype(dev) is None else torch.bfloat16
+    name = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
+    ab = [torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2)]
     per = 10  # matmuls a timed sample: one sync's latency spread over them
 
     def matmuls():
@@ -666,7 +670,7 @@ def _matmul_peak(dev, n: int, repeats: int, out: dict) -> float:
             ab[0] @ ab[1]
     timed(matmuls, 2)
     mm = [per * 2 * n ** 3 / t / 1e12 for t in timed(matmuls, repeats)]
-    out["gpu.matmul_bf16_tflops"] = metric(mm, "TFLOP/s", note=f"{n}^3 bf16 matmul")
+    out[f"gpu.matmul_{name}_tflops"] = metric(mm, "TFLOP/s", note=f"{n}^3 {name} matmul")
     return statistics.median(mm)
 
 
@@ -737,7 +741,7 @@ class _GpuSFT:
         out["gpu.sft_real_tokens_per_s" + tail] = metric(real, "tok/s", None if tail else ">= 1e6", note=note)
         out["gpu.sft_padded_tokens_per_s" + tail] = metric(padded, "tok/s")
         out["gpu.sft_mfu" + tail] = metric(mfu, "", None if tail else ">= 0.15",
-                                           note="6 N x real tokens/s over this run's bf16 matmul peak")
+                                           note="6 N x real tokens/s over this run's matmul peak (gpu.matmul_*_tflops)")
         if self.cfg.sft_graphs:  # (a capture that failed leaves the steps uncaptured: say how many were captured)
             out["gpu.sft_graphs_captured" + tail] = metric([len(graphs.captured)], "", note=graphs.summary())
         busy = _device_busy(all_steps, self.dev, f"SFT{tail or ''}, {len(steps)} steps in a row")

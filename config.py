@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -28,7 +29,7 @@ class Config:
     stage: str = "all"            # sft | rl | all (sft into OUT/sft, then rl into OUT/<algo>)
     out_dir: str = "out/run"      # run directory (for --stage all: the parent of sft/ and <algo>/)
     seed: int = 0                 # seeds data, init and sampling
-    device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on cuda)
+    device: str = "auto"          # auto | cpu | cuda (auto: cuda if available; bf16 autocast on a card with bf16)
     threads: int = 0              # torch CPU threads (0: torch's default)
     resume: bool = False          # continue the run in out_dir from its ckpt.pt (--stage all: OUT/sft, then OUT/<algo>)
     halt_at: int = 0              # stop each stage after this step, with a checkpoint (to try a resume); 0: off
@@ -198,6 +199,13 @@ class UserError(Exception):
     """Bad input (a flag, a file) or a run that cannot go on: reported as one line, exit code 2."""
 
 
+def out_of_memory(e: BaseException, smaller: str) -> str:
+    """The one line for a CUDA out-of-memory error: what torch says of the card's memory (its first three
+    sentences: the request, the card's total and free memory), then `smaller`, the settings that lower it."""
+    said = ". ".join(str(e).strip().splitlines()[0].split(". ")[:3]).rstrip(".")
+    return f"{said}; {smaller}"
+
+
 PATH_FIELDS = ("init", "init_hf", "data_jsonl")  # Config fields that name a file or directory
 
 
@@ -321,11 +329,29 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def autocast(device: torch.device, cache: bool = True):
-    """bf16 autocast on CUDA; plain float32 on CPU. `cache`: autocast's cache of the weights' bf16 casts
-    within the context (off inside a CUDA graph capture)."""
-    if torch.device(device).type != "cuda":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
+    """bf16 autocast on a CUDA card that has bf16 (amp_dtype); plain float32 on CPU and on older cards.
+    `cache`: autocast's cache of the weights' bf16 casts within the context (off inside a CUDA graph capture)."""
+    dtype = amp_dtype(device)
+    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype, cache_enabled=cache)
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The dtype autocast computes in on `device`: bf16 on a CUDA card with native bf16 (compute
+    capability 8.0 on: A100, H100, RTX 30 series on); None, float32 without autocast, on CPU and on older
+    cards (V100, T4, RTX 20 series), where eager kernels emulate bf16 (slower than float32) and
+    torch.compile's kernels refuse it."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" and _cuda_bf16() else None
+
+
+@functools.cache
+def _cuda_bf16() -> bool:
+    """Whether this process's CUDA card computes bf16 natively; if not, a notice, once a process."""
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return True
+    major, minor = torch.cuda.get_device_capability()
+    print(f"note: {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no native bf16, which "
+          f"needs 8.0: this process computes in float32 on it, without autocast", file=sys.stderr)
+    return False
 
 
 def families_levels(cfg: Config):

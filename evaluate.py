@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from config import ArgParser, UserError, get_device, heldout_problems, load_outside, prompts_that_fit
+from config import ArgParser, UserError, get_device, heldout_problems, load_outside, out_of_memory, prompts_that_fit
 from runs import (atomic_write, launched_by_torchrun, load_run, make_run_dir,
                   run_config, to_jsonable, write_json, write_text)
 from loss import self_reward_score
@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                     outside=outside, data_jsonl=args.data_jsonl or "")
             except (UserError, ValueError) as e:  # unreadable runs, sizes that do not fit the model
                 return fail(str(e))
+            except torch.cuda.OutOfMemoryError as e:
+                return fail(out_of_memory(e, f"a smaller --batch_size (now {args.batch_size} sequences a sampling "
+                                             f"call) needs less memory"))
     try:
         results = {name: compute_metrics(problems, n_boot=args.n_boot, seed=args.seed)
                    for name, problems in records.items()}

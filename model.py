@@ -12,7 +12,7 @@ Both use RoPE with the half-split rotation (no learned position table; a row's p
 its first real token, so a left-padded prompt sees exactly the positions it would see alone).
 
 What this file deliberately does not do: dropout (RL and short SFT runs do not need it), mixed
-precision (the caller wraps calls in `torch.autocast` on CUDA; the KV cache is then kept in bf16),
+precision (the caller wraps calls in `torch.autocast` on CUDA, config.autocast; the KV cache is then kept in bf16),
 sampling policy (see rollout.py).
 
 Attention has four cases, spelled out in `CausalSelfAttention.forward`:

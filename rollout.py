@@ -533,7 +533,7 @@ def sampling_kwargs(cfg) -> dict:
 
 def sample_chunks(model, tok, problems, *, num_samples: int, max_new_tokens: int, prompts_per_call: int,
                   generator, **sampling):
-    """Sample `problems` in calls of `prompts_per_call` prompts, in eval mode (bf16 autocast on CUDA);
+    """Sample `problems` in calls of `prompts_per_call` prompts, in eval mode (config.autocast: bf16 on CUDA);
     yields (the call's problems, their Rollouts). The one sampling loop of RL, c_ref calibration and
     evaluation."""
     model.eval()

@@ -49,9 +49,9 @@ import rollout
 import tasks
 import verify
 from config import (CUDA_LENGTH_MULTIPLE, PATH_FIELDS, Config, UserError, autocast, check_config, check_lengths,
-                    corpus_for_tokenizer, get_device, heldout_problems, load_outside, outside_data_that_fits,
-                    outside_train_data, resolve_config, rl_outside_data, round_up, run_dir_of, same_setting,
-                    train_problems)
+                    corpus_for_tokenizer, get_device, heldout_problems, load_outside, out_of_memory,
+                    outside_data_that_fits, outside_train_data, resolve_config, rl_outside_data, round_up, run_dir_of,
+                    same_setting, train_problems)
 from hf import load_pretrained
 from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_weights, integrate_advantages, kl_penalty,
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
@@ -884,6 +884,15 @@ def main(argv=None) -> str:
         print(f"{e.stage} stopped after step {e.done} ({e.signal}), its checkpoint saved; "
               f"python train.py{stage} --out_dir {cfg.out_dir} --resume continues the run", flush=True)
         raise
+    except torch.cuda.OutOfMemoryError as e:  # the card is too small for the run's pieces: which settings make them smaller
+        stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
+        sys.stderr.write("train.py: error: " + out_of_memory(e, (
+            f"smaller pieces need less memory: --micro_tokens (now {cfg.micro_tokens or 'no cap'}; padded tokens a "
+            f"forward, SFT and the RL update), --sft_micro_batch ({cfg.sft_micro_batch}, SFT rows), --micro_batch "
+            f"({cfg.micro_batch}, RL update rows), --eval_batch ({cfg.eval_batch}, prompts a validation or c_ref "
+            f"sampling call); a run with a checkpoint goes on from it: python train.py{stage} --out_dir "
+            f"{cfg.out_dir} --resume with the smaller setting")) + "\n")
+        raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C before the first step, or a second one: at once (the last checkpoint stays)
         sys.stderr.write("train.py: interrupted\n")
         raise SystemExit(128 + signal.SIGINT) from None

@@ -394,6 +394,20 @@ def test_cli_bad_input(tmp_path, capsys):
         assert err.count("\n") == 1 and f"cannot create directory {afile}" in err, argv
 
 
+def test_cuda_out_of_memory_while_sampling_is_one_line_naming_batch_size(tmp_path, monkeypatch, capsys):
+    import torch
+
+    def collect(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0 has a total "
+                                          "capacity of 23.5 GiB of which 2.0 GiB is free. Of the allocated ...")
+    monkeypatch.setattr(ev, "collect_records", collect)
+    assert ev.main([str(tmp_path), "--batch_size", "2048"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("evaluate.py: error: CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0 has a total capacity "
+                   "of 23.5 GiB of which 2.0 GiB is free; a smaller --batch_size (now 2048 sequences a sampling "
+                   "call) needs less memory\n")
+
+
 def test_cli_subprocess_missing_run_dir(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=60)

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import json
 import math
@@ -6,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -786,3 +788,54 @@ def test_deferred_step_skips_a_non_finite_gradient_without_reading_it(model_fact
         p.grad = torch.ones_like(p)
     assert runs.clip_and_step_deferred(m, opt, 0.5, [torch.tensor(float("inf"))])[1].item() == 1
     assert all(torch.equal(p, b) for p, b in zip(m.parameters(), before))
+
+
+OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 14.74 GiB of which 1.21 GiB "
+       "is free. Including non-PyTorch memory, this process has 13.52 GiB memory in use. Of the allocated memory ...")
+
+
+def test_cuda_out_of_memory_ends_in_one_line_naming_the_settings_that_lower_it(monkeypatch, tmp_path, capsys):
+    """An out-of-memory error inside the SFT loop (a card smaller than the preset's pieces) ends the command
+    in one line: torch's request and the card's memory, then the settings that make the pieces smaller and
+    how to go on from the checkpoint; exit code 2."""
+    def step(*a, **k):
+        raise torch.cuda.OutOfMemoryError(OOM)
+    monkeypatch.setattr(train, "sft_step", step)
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", "test", "--stage", "sft", "--out_dir", out, "--micro_tokens", "4096"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1, err
+    assert err.startswith("train.py: error: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                          "capacity of 14.74 GiB of which 1.21 GiB is free; smaller pieces need less memory: "
+                          "--micro_tokens (now 4096;"), err
+    assert "Including" not in err and f"python train.py --stage sft --out_dir {out} --resume" in err
+
+
+def test_a_card_without_bf16_computes_in_float32_with_one_notice(monkeypatch, capsys):
+    """config.amp_dtype: bf16 autocast on a CUDA card with native bf16; float32 without autocast on CPU
+    (CUDA not asked) and on an older card (a T4: eager kernels emulate bf16, torch.compile's refuse it),
+    which a notice says once a process."""
+    def card(bf16):
+        config._cuda_bf16.cache_clear()
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    try:
+        card(None)  # (not a bool: asked, it would fail the test)
+        assert config.amp_dtype("cpu") is None and config.amp_dtype(torch.device("cpu")) is None
+        card(False)
+        assert config.amp_dtype("cuda") is None and config.amp_dtype(torch.device("cuda", 0)) is None
+        assert type(config.autocast("cuda")) is type(config.autocast("cpu")) is contextlib.nullcontext
+        err = capsys.readouterr().err
+        assert err == ("note: Tesla T4 (compute capability 7.5) has no native bf16, which needs 8.0: this process "
+                       "computes in float32 on it, without autocast\n")
+        card(True)
+        assert config.amp_dtype("cuda") is torch.bfloat16
+        with warnings.catch_warnings():  # (torch warns that a CPU build has no CUDA autocast to enable)
+            warnings.simplefilter("ignore")
+            ctx = config.autocast("cuda", cache=False)
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16 and not ctx._cache_enabled
+        assert capsys.readouterr().err == ""
+    finally:
+        config._cuda_bf16.cache_clear()  # (the real card's answer, the next time it is asked)
