@@ -171,7 +171,8 @@ def _defaults(f) -> str:
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    p = ArgParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    p = ArgParser(prog="train.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                  allow_abbrev=False,
                   epilog="Presets: " + ", ".join(PRESETS) + ". Every field of Config can be set, e.g. --rl_lr 3e-5. [Defaults] "
                          "are Config's, then the value each preset sets instead (--config tiny unless given).")
     p.add_argument("--config", default="tiny", choices=list(PRESETS), help="named preset (default tiny)")

@@ -31,15 +31,19 @@ def run_cli(*args):
                           timeout=120)
 
 
-def test_cli_help_and_one_line_errors():
+def test_cli_help_and_one_line_errors(capsys):
+    """As a command (a process: the exit code and stderr as a shell sees them), then the other bad flags
+    through the same main() in this process (a process each would cost the suite seconds of imports)."""
     h = run_cli("--help")
     assert h.returncode == 0 and "--rl_lr" in h.stdout and "--beta_v" in h.stdout
-    for bad in (["--no_such_key", "1"], ["--rl_lr", "fast"], ["--algo", "ppo"], ["--group_size", "0"],
-                ["--config", "huge"]):
-        r = run_cli(*bad, "--stage", "sft", "--out_dir", "/nonexistent/x")
-        assert r.returncode != 0, bad
-        lines = [ln for ln in r.stderr.strip().splitlines() if ln]
-        assert len(lines) == 1 and "error" in lines[0], (bad, r.stderr)
+    r = run_cli("--no_such_key", "1", "--stage", "sft", "--out_dir", "/nonexistent/x")
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("train.py: error: "), r.stderr
+    for bad in (["--rl_lr", "fast"], ["--algo", "ppo"], ["--group_size", "0"], ["--config", "huge"]):
+        with pytest.raises(SystemExit) as e:
+            train.main([*bad, "--stage", "sft", "--out_dir", "/nonexistent/x"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("train.py: error: "), (bad, err)
 
 
 def test_presets_and_overrides():
@@ -51,10 +55,11 @@ def test_presets_and_overrides():
     assert cfg.resume is True and given["out_dir"] == "x"
 
 
-def test_split_sizes_are_checked_against_the_problem_space():
-    r = run_cli("--config", "small", "--n_test", "500", "--stage", "sft", "--out_dir", "/nonexistent/x")
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode != 0 and len(lines) == 1 and "--n_test 500" in lines[0] and "polynomial level 1" in lines[0]
+def test_split_sizes_are_checked_against_the_problem_space(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", "small", "--n_test", "500", "--stage", "sft", "--out_dir", "/nonexistent/x"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and "--n_test 500" in lines[0] and "polynomial level 1" in lines[0]
 
 
 def test_sft_batch_masks_solution_and_eos_by_position(tok):
