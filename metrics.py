@@ -140,6 +140,13 @@ def group_answers(
     return groups
 
 
+def vote_weights(r_s, finished) -> np.ndarray:
+    """Eq. 15's vote weights, docs/laser.md §6: clip(r_s, 0, 1) for a finished response, NaN read as 0; 0 for a
+    truncated one (no EOS, so no r_s)."""
+    rs = np.asarray(r_s, dtype=np.float64)
+    return np.where(np.asarray(finished, dtype=bool), np.clip(np.nan_to_num(rs, nan=0.0), 0.0, 1.0), 0.0)
+
+
 def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Sequence[bool], equiv: Equiv,
          cache: dict | None = None) -> float:
     """Weighted vote over equivalence groups: 1.0 if the heaviest group is correct, 0.0 if not, and where
@@ -300,7 +307,7 @@ def _problem_table(problems: list, equiv: Equiv | None) -> dict:
         fin = [bool(s["finished"]) for s in smp]
         rs = np.array([as_float(s["r_s"]) for s in smp])
         mlp = np.array([as_float(s["mean_logp"]) for s in smp])
-        w_rs = np.where(fin, np.clip(np.nan_to_num(rs, nan=0.0), 0.0, 1.0), 0.0)  # docs/laser.md §6
+        w_rs = vote_weights(rs, fin)
         with np.errstate(over="ignore"):
             w_cert = np.exp(mlp)  # NaN stays NaN and is treated as weight 0 by vote()
         labels = answer_labels(ans, equiv)

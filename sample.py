@@ -1,13 +1,13 @@
 """Try a trained model: sample solutions to a problem, each with its self-reward r_s, and the
 r_s-weighted vote over their answers (docs/laser.md §1, §6).
 
-    python sample.py out/tiny/laser --prompt "Compute 17 + 25." -n 8
-    python sample.py out/tiny/laser --prompt "Solve for x: 3*x + 4 = 19" -n 16 --gold 5
+    python sample.py out/run/laser --prompt "Compute 17 + 25." -n 8
+    python sample.py out/run/laser --prompt "Solve for x: 3*x + 4 = 19" -n 16 --gold 5
 
 r_s = beta_v * (log p(z_c | solution, EOS) - c_ref) with the run's beta_v and c_ref (an SFT run, which
 has no c_ref, is its own reference policy: c_ref is measured on it first). About 1 means the model judges
-its solution correct, about 0 incorrect. The vote sums max(r_s, 0) per answer (equivalent answers count
-as one); majority voting is shown beside it.
+its solution correct, about 0 incorrect. The vote sums clip(r_s, 0, 1) per answer (eq. 15: equivalent
+answers count as one); majority voting is shown beside it.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 import verify
 from config import ArgParser, UserError, autocast, get_device
 from loss import self_reward_score
-from metrics import group_answers
+from metrics import group_answers, vote_weights
 from rollout import run_c_ref, sample
 from runs import load_run, run_config
 
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         mark = "" if args.gold is None else ("  right" if verify.reward(text, args.gold, finished[i]) else "  wrong")
         end = "" if finished[i] else "  (no EOS: cut at the length limit, so no answer and r_s not read)"
         print(f"--- sample {i + 1}: r_s {r_s[i]:+.3f}  answer {answers[i]!r}{mark}{end}\n{text.strip()}")
-    weights = [max(r, 0.0) if f and math.isfinite(r) else 0.0 for r, f in zip(r_s, finished)]
+    weights = vote_weights(r_s, finished).tolist()
     if not any(w > 0 for a, w in zip(answers, weights) if a is not None):  # as metrics.vote does
         print("(no answered sample has r_s > 0: the weighted vote falls back to the majority)")
         weights = [1.0] * len(answers)

@@ -178,6 +178,14 @@ def test_vote_conventions():
     assert mt.vote(["1/2", "0.5"], [0.8, 0.2], [False, True], num_equiv) == 0.0
 
 
+def test_vote_weights_are_r_s_clipped_to_0_1_and_0_for_a_cut_response():
+    """Eq. 15's weight, shared by evaluate.py and sample.py: an r_s above 1 counts as 1 (a confident wrong
+    answer must not outvote two right ones of r_s 0.9)."""
+    w = mt.vote_weights([1.3, 0.4, -2.0, NAN, 0.9, -math.inf, math.inf], [True] * 4 + [False, True, True])
+    assert w.tolist() == [1.0, 0.4, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert mt.vote(["7", "5", "5"], mt.vote_weights([1.9, 0.6, 0.6], [True] * 3), [False, True, True], num_equiv) == 1.0
+
+
 def test_a_cut_off_response_has_no_answer_and_is_incorrect():
     """(Before: a response cut at the length limit after a right \\boxed{} counted as correct and voted.)"""
     text = "4 * 7 = 28\n\\boxed{28}\n28 - 10 = 1"  # the length limit struck after a complete box
