@@ -11,6 +11,8 @@
 # metrics.jsonl and timing.json to $RESULTS/seed<S> (default $OUT/results), the summary to $RESULTS.
 # Run again, a seed's earlier runs are kept (train.py moves them aside: sft.1, grpo.1, laser.1).
 set -euo pipefail
+[[ ${1:-} != -h && ${1:-} != --help ]] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0; }  # --help: the comment above
+(( $# == 0 )) || { echo "demo_tiny.sh: no arguments: its settings are environment variables (see --help)" >&2; exit 2; }
 cd "$(dirname "$0")"
 OUT=${OUT:-out/tiny}
 RESULTS=${RESULTS:-$OUT/results}

@@ -4,6 +4,8 @@
 # runs.close_distributed was measured (4 of 36 runs died with SIGABRT before the barrier, 0 of 45 after).
 #     bash scripts/ddp_exit_loop.sh 15
 set -u
+[[ ${1:-} != -h && ${1:-} != --help ]] || { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0; }  # --help: the comment above
+[[ ${1:-15} =~ ^[1-9][0-9]*$ && $# -le 1 ]] || { echo "ddp_exit_loop.sh: one argument, N >= 1 (see --help)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 N=${1:-15}
 W=$(mktemp -d)

@@ -29,6 +29,12 @@
 # finishes its step and saves a checkpoint there, and the next stage starts from it, marked "partial";
 # a stage with no checkpoint to start from is skipped. The summary is written whatever happened.
 set -uo pipefail
+case ${1:-} in  # --help: the comment above; the one argument is the output directory
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+  -*) echo "gpu_check.sh: unknown option $1: its one argument is OUT, its settings environment variables (see --help)" >&2
+      exit 2 ;;
+esac
+(( $# <= 1 )) || { echo "gpu_check.sh: one argument at most, OUT (see --help)" >&2; exit 2; }
 [[ -n ${EPOCHSECONDS:-} ]] || { echo "gpu_check.sh: needs bash >= 5 (EPOCHSECONDS)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 OUT=${1:-out/gpu_check}

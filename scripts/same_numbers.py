@@ -6,6 +6,7 @@ Compares eval.json, paired.json and records.json exactly, and every value of eve
 {sft,grpo,laser}_metrics.jsonl except wall-clock timings. Prints one line per file; exits 1 on any
 difference.
 """
+import argparse
 import json
 import os
 import sys
@@ -36,6 +37,12 @@ def main(a: str, b: str) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from config import ArgParser
+
+    ap = ArgParser(prog="same_numbers.py", description=__doc__.split("\n\n")[0],
+                   epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a", metavar="RESULTS_A/seedS", help="one run's results directory")
+    ap.add_argument("b", metavar="RESULTS_B/seedS", help="the other's")
+    args = ap.parse_args()
+    sys.exit(main(args.a, args.b))

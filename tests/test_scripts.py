@@ -60,3 +60,36 @@ def test_sft_shapes_counts_the_shapes_a_graphed_run_meets():
     assert 0 < share[2] <= share[1] <= share[0] <= 1  # rows of padding only add slots
     r = _script("sft_shapes.py", "--steps", "0")
     assert r.returncode == 2 and r.stderr.strip() == "sft_shapes.py: error: --steps must be >= 1, got 0 (see --help)"
+
+
+@pytest.mark.parametrize("script, stray, first_line", [
+    ("scripts/gpu_check.sh", ["-x"], "The GPU check: one command, for one CUDA card"),
+    ("demo_tiny.sh", ["seed0"], "The tiny demo on a CPU, for each seed in $SEEDS"),
+    ("scripts/ddp_exit_loop.sh", ["0"], "Repeat the torchrun commands of tests/test_ddp.py")])
+def test_shell_scripts_print_their_comment_for_help_and_refuse_stray_arguments(script, stray, first_line):
+    """--help prints the script's opening comment and runs nothing (before: a check into a folder named
+    --help, the 27-minute demo, a seq error); a stray argument is one line and exit code 2."""
+    run = lambda *args: subprocess.run(["bash", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    h = run("--help")
+    assert h.returncode == 0 and h.stderr == "" and h.stdout.startswith(first_line), h
+    assert "set -" not in h.stdout and not any(ln.startswith("#") for ln in h.stdout.splitlines()), h.stdout
+    r = run(*stray)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r
+    assert r.stderr.startswith(os.path.basename(script) + ": ") and r.stderr.endswith("(see --help)\n"), r.stderr
+
+
+def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
+    seed0 = os.path.join(ROOT, "results", "tiny", "seed0")
+    r = _script("same_numbers.py", seed0, seed0)
+    assert r.returncode == 0 and r.stdout.count(": identical\n") == 6, r
+    other = tmp_path / "seed0"
+    other.mkdir()
+    for name in os.listdir(seed0):
+        if name.endswith((".json", ".jsonl")):
+            (other / name).write_bytes(open(os.path.join(seed0, name), "rb").read())
+    with open(other / "laser_metrics.jsonl", "a") as f:
+        f.write('{"step": 999}\n')
+    r = _script("same_numbers.py", seed0, str(other))
+    assert r.returncode == 1 and "laser_metrics.jsonl: DIFFERENT" in r.stdout and r.stdout.count("identical") == 5
+    r = _script("same_numbers.py", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: same_numbers.py")
