@@ -349,13 +349,15 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
 
 def decode_step_ops(model, rows: int = 64) -> int:
     """The device operations (aten kernels, views and other metadata-only ops excepted) one eager
-    `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with: what a
+    `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with (float32 on a
+    CUDA card without bf16, as the run there: config.amp_dtype): what a
     CUDA graph replays for every token when the blocks are not compiled (rollout.COMPILE_DECODE off),
     whose count sets a small model's decode time more than its FLOPs do. Counted by a dispatch mode, so
     on any device (on CPU, attention and RMSNorm are several ops each where CUDA has one fused kernel)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    import config
     from rollout import autocast_copy
 
     free = {"view", "_unsafe_view", "t", "transpose", "slice", "expand", "split", "split_with_sizes", "unsqueeze",
@@ -369,8 +371,9 @@ def decode_step_ops(model, rows: int = 64) -> int:
             return func(*args, **(kwargs or {}))
 
     dev = model.lm_head.weight.device
-    net, _ = autocast_copy(model, torch.bfloat16)
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False):
+    bf16 = dev.type != "cuda" or config.amp_dtype(dev) is not None
+    net = autocast_copy(model, torch.bfloat16)[0] if bf16 else model
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False, enabled=bf16):
         cache = net.new_cache(rows, 128)
         net(torch.ones(rows, 32, dtype=torch.long, device=dev), cache=cache)
         tok, slot = torch.ones(rows, dtype=torch.long, device=dev), torch.tensor([32], device=dev)

@@ -203,7 +203,7 @@ class UserError(Exception):
 def out_of_memory(e: BaseException, smaller: str) -> str:
     """The one line for a CUDA out-of-memory error: what torch says of the card's memory (its first three
     sentences: the request, the card's total and free memory), then `smaller`, the settings that lower it."""
-    said = ". ".join(str(e).strip().splitlines()[0].split(". ")[:3]).rstrip(".")
+    said = ". ".join((str(e).strip().splitlines() or ["CUDA out of memory"])[0].split(". ")[:3]).rstrip(".")
     return f"{said}; {smaller}"
 
 
@@ -350,8 +350,9 @@ def _cuda_bf16() -> bool:
     if torch.cuda.is_bf16_supported(including_emulation=False):
         return True
     major, minor = torch.cuda.get_device_capability()
-    print(f"note: {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no native bf16, which "
-          f"needs 8.0: this process computes in float32 on it, without autocast", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # (under torchrun: said by the first process)
+        print(f"note: {torch.cuda.get_device_name()} (compute capability {major}.{minor}) has no native bf16, "
+              f"which needs 8.0: the run computes in float32 on it, without autocast", file=sys.stderr)
     return False
 
 

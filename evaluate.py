@@ -16,6 +16,7 @@ It does not train, does not re-verify saved records and never needs matplotlib.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -55,6 +56,9 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     model, tok, ck = load_run(run_dir, device)
     cfg = run_config(ck)
     max_new = max_new_tokens or cfg.max_new_tokens
+    # an SFT run's c_ref is measured first, in sampling calls of at most batch_size rows too (where the run's
+    # own eval_batch x calib_samples is more: a smaller --batch_size must also shrink these)
+    cfg = dataclasses.replace(cfg, eval_batch=min(cfg.eval_batch, max(1, batch_size // cfg.calib_samples)))
     c_ref, beta_v = run_c_ref(model, tok, cfg, ck, run_dir)
     if outside is None:
         problems = heldout_problems(cfg, split, n_problems)
@@ -405,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                 return fail(str(e))
             except torch.cuda.OutOfMemoryError as e:
                 return fail(out_of_memory(e, f"a smaller --batch_size (now {args.batch_size} sequences a sampling "
-                                             f"call) needs less memory"))
+                                             f"call, or one prompt's --n_samples {args.n_samples} if more) needs "
+                                             f"less memory"))
     try:
         results = {name: compute_metrics(problems, n_boot=args.n_boot, seed=args.seed)
                    for name, problems in records.items()}

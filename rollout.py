@@ -395,8 +395,10 @@ class _FixedDecoder:
         global COMPILE_DECODE
         self.blocks = compiled_blocks(net)
         try:
-            # room for the versions a process collects (compiled_blocks), above torch's default of 8
-            with ctx(), torch._dynamo.config.patch(recompile_limit=64):
+            # room for the versions a process collects (compiled_blocks), above torch's default of 8 (the
+            # setting's name before torch 2.7: cache_size_limit)
+            limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+            with ctx(), torch._dynamo.config.patch(**{limit: 64}):
                 for window in self.windows:
                     self._run(net, window)
         except torch.cuda.OutOfMemoryError:

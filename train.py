@@ -890,8 +890,9 @@ def main(argv=None) -> str:
             f"smaller pieces need less memory: --micro_tokens (now {cfg.micro_tokens or 'no cap'}; padded tokens a "
             f"forward, SFT and the RL update), --sft_micro_batch ({cfg.sft_micro_batch}, SFT rows), --micro_batch "
             f"({cfg.micro_batch}, RL update rows), --eval_batch ({cfg.eval_batch}, prompts a validation or c_ref "
-            f"sampling call); a run with a checkpoint goes on from it: python train.py{stage} --out_dir "
-            f"{cfg.out_dir} --resume with the smaller setting")) + "\n")
+            f"sampling call); the RL rollout samples --prompts_per_step x --group_size rows at once ("
+            f"{cfg.prompts_per_step} x {cfg.group_size}: fewer makes another run); a run with a checkpoint goes on "
+            f"from it: python train.py{stage} --out_dir {cfg.out_dir} --resume with the smaller setting")) + "\n")
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C before the first step, or a second one: at once (the last checkpoint stays)
         sys.stderr.write("train.py: interrupted\n")

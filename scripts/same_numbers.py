@@ -36,10 +36,16 @@ def main(a: str, b: str) -> int:
     return 1 if bad else 0
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from config import ArgParser
+class ArgParser(argparse.ArgumentParser):
+    """One line on stderr and exit code 2 for a bad command line (config.ArgParser's rule, without importing
+    torch for a JSON comparison)."""
 
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
     ap = ArgParser(prog="same_numbers.py", description=__doc__.split("\n\n")[0],
                    epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a", metavar="RESULTS_A/seedS", help="one run's results directory")

@@ -413,7 +413,7 @@ def test_cuda_out_of_memory_while_sampling_is_one_line_naming_batch_size(tmp_pat
     err = capsys.readouterr().err
     assert err == ("evaluate.py: error: CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0 has a total capacity "
                    "of 23.5 GiB of which 2.0 GiB is free; a smaller --batch_size (now 2048 sequences a sampling "
-                   "call) needs less memory\n")
+                   "call, or one prompt's --n_samples 16 if more) needs less memory\n")
 
 
 def test_cli_subprocess_missing_run_dir(tmp_path):

@@ -93,3 +93,5 @@ def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
     assert r.returncode == 1 and "laser_metrics.jsonl: DIFFERENT" in r.stdout and r.stdout.count("identical") == 5
     r = _script("same_numbers.py", "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: same_numbers.py")
+    r = _script("same_numbers.py", seed0)
+    assert r.returncode == 2 and r.stderr.startswith("same_numbers.py: error: ") and r.stderr.count("\n") == 1, r

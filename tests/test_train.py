@@ -711,8 +711,12 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
     rl = str(tmp_path / "rl")
     train.main(["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "1", "--out_dir", rl])
     out = str(tmp_path / "report")
+    rows, real = [], rollout.sample  # rows of each sampling call, the SFT run's c_ref calibration's included
+    monkeypatch.setattr(rollout, "sample", lambda m, prompts, k, *a, **kw: rows.append(len(prompts) * k) or
+                        real(m, prompts, k, *a, **kw))
     assert evaluate.main([sft_dir, os.path.join(rl, "ckpt.pt"), "--names", "sft,laser", "--out", out, "--n_samples",
                           "2", "--n_problems", "4", "--n_boot", "10", "--batch_size", "8"]) == 0  # a run, or its ckpt.pt
+    assert max(rows) == 8 and rows.count(8) >= 2 + 2  # --batch_size bounds every call (calibration's: 16 rows in 2)
     with open(os.path.join(out, "eval.json")) as f:
         res = json.load(f)
     assert set(res) == {"sft", "laser"}
@@ -815,6 +819,9 @@ def test_cuda_out_of_memory_ends_in_one_line_naming_the_settings_that_lower_it(m
                           "capacity of 14.74 GiB of which 1.21 GiB is free; smaller pieces need less memory: "
                           "--micro_tokens (now 4096;"), err
     assert "Including" not in err and f"python train.py --stage sft --out_dir {out} --resume" in err
+    assert "samples --prompts_per_step x --group_size rows at once (2 x 4: fewer makes another run)" in err
+    # (an out-of-memory error without torch's message: the one line all the same)
+    assert config.out_of_memory(torch.cuda.OutOfMemoryError(), "x") == "CUDA out of memory; x"
 
 
 def test_a_card_without_bf16_computes_in_float32_with_one_notice(monkeypatch, capsys):
@@ -833,8 +840,12 @@ def test_a_card_without_bf16_computes_in_float32_with_one_notice(monkeypatch, ca
         assert config.amp_dtype("cuda") is None and config.amp_dtype(torch.device("cuda", 0)) is None
         assert type(config.autocast("cuda")) is type(config.autocast("cpu")) is contextlib.nullcontext
         err = capsys.readouterr().err
-        assert err == ("note: Tesla T4 (compute capability 7.5) has no native bf16, which needs 8.0: this process "
+        assert err == ("note: Tesla T4 (compute capability 7.5) has no native bf16, which needs 8.0: the run "
                        "computes in float32 on it, without autocast\n")
+        card(False)
+        monkeypatch.setenv("RANK", "1")  # under torchrun the first process says it, for every process
+        assert config.amp_dtype("cuda") is None and capsys.readouterr().err == ""
+        monkeypatch.delenv("RANK")
         card(True)
         assert config.amp_dtype("cuda") is torch.bfloat16
         with warnings.catch_warnings():  # (torch warns that a CPU build has no CUDA autocast to enable)
