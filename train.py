@@ -884,7 +884,7 @@ def main(argv=None) -> str:
         print(f"{e.stage} stopped after step {e.done} ({e.signal}), its checkpoint saved; "
               f"python train.py{stage} --out_dir {cfg.out_dir} --resume continues the run", flush=True)
         raise
-    except torch.cuda.OutOfMemoryError as e:  # the card is too small for the run's pieces: which settings make them smaller
+    except torch.cuda.OutOfMemoryError as e:  # a card too small for the run's pieces: the settings that shrink them
         stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
         sys.stderr.write("train.py: error: " + out_of_memory(e, (
             f"smaller pieces need less memory: --micro_tokens (now {cfg.micro_tokens or 'no cap'}; padded tokens a "
