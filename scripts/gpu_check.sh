@@ -7,8 +7,9 @@
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 200 s are left: python -m pytest -v -k on_cuda   (the tests written for a card, named *_on_cuda:
 #      --sft_graphs's capture)
-#   6. if 150 s are left: python train.py --config small --stage sft --sft_graphs   (SFT replayed from CUDA
-#      graphs; stopped with 100 s left)
+#   6. if 150 s are left: python train.py --config small --stage sft --sft_pack --sft_graphs $SFT_GRAPHS_FLAGS
+#      (SFT replayed from CUDA graphs, by default at twice the problems a step in half the steps: the same
+#      problems, a step that makes better use of the card; stopped with 100 s left)
 #   7. if 80 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
 #   8. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
@@ -17,6 +18,8 @@
 #   BUDGET=540 ...       # seconds for the whole check (default 540): each stage stops in time for the next
 #   STAGE_LIMIT=300 ...  # and no stage runs longer than this (default 600)
 #   BENCH=0 ...          # leave out the bench stage
+#   SFT_GRAPHS_FLAGS=... # stage 6's flags (default: --sft_batch_size 256 --sft_micro_batch 256 --sft_steps 500
+#                        # --sft_warmup 100; SFT_GRAPHS_FLAGS= : the preset's own batch and steps)
 #   COMPARE=1 ...        # also GRPO from the same SFT checkpoint (the two RL stages share the time left), and
 #                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small
 #                        # preset; no bench stage unless BENCH=1 (the two would not fit in one budget)
@@ -102,6 +105,7 @@ fi
 # shellcheck disable=SC2086
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage sft_graphs 100 python train.py --config small --stage sft --sft_pack --sft_graphs \
+    ${SFT_GRAPHS_FLAGS---sft_batch_size 256 --sft_micro_batch 256 --sft_steps 500 --sft_warmup 100} \
     --out_dir "$RUNS/sft_graphs" ${TRAIN_FLAGS:-}
 (( COMPARE || END - EPOCHSECONDS < 80 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
@@ -157,7 +161,8 @@ for k, v in metrics.items():
 med = lambda rs, k: statistics.median(r[k] for r in rs) if rs else float("nan")
 last = lambda rs, k: next((r[k] for r in reversed(rs) if k in r), None)
 lines += [""] if sft or sft_graphs else []
-for label, recs in (("SFT", sft), ("SFT --sft_graphs", sft_graphs)):
+for label, recs in ((f"SFT (batch {planned('sft', 'sft_batch_size')})", sft),
+                    (f"SFT --sft_graphs (batch {planned('sft_graphs', 'sft_batch_size')})", sft_graphs)):
     steady = [r for r in recs if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
     lines += [f"{label}: {len(recs)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
               f"intervals after the first), last validation accuracy {last(recs, 'eval_acc')}"] if recs else []
