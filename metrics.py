@@ -147,6 +147,12 @@ def vote_weights(r_s, finished) -> np.ndarray:
     return np.where(np.asarray(finished, dtype=bool), np.clip(np.nan_to_num(rs, nan=0.0), 0.0, 1.0), 0.0)
 
 
+def _nonnegative(weights: Sequence[float]) -> np.ndarray:
+    """A vote's weights as vote() and SubsetVotes read them: NaN and negative weights count 0."""
+    w = np.asarray(weights, dtype=np.float64)
+    return np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
+
+
 def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Sequence[bool], equiv: Equiv,
          cache: dict | None = None) -> float:
     """Weighted vote over equivalence groups: 1.0 if the heaviest group is correct, 0.0 if not, and where
@@ -155,8 +161,7 @@ def vote(answers: Sequence[str | None], weights: Sequence[float], correct: Seque
     at 0. A group is correct as its heaviest member is (ties: the earliest). No answer -> 0.0; answers
     whose weights are all 0 -> plain majority. The definition, one vote at a time: the curves run
     SubsetVotes, its vectorised form over many subsets, which the tests hold to this on every subset."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
+    w = _nonnegative(weights)
     answered = [i for i, a in enumerate(answers) if a is not None]
     if not answered:
         return 0.0
@@ -231,8 +236,7 @@ class SubsetVotes:
         return right
 
     def __call__(self, weights: Sequence[float]) -> np.ndarray:
-        w = np.asarray(weights, dtype=np.float64)
-        w = np.where(np.isnan(w), 0.0, np.maximum(w, 0.0))
+        w = _nonnegative(weights)
         size = self.n_rows * self.n_groups
         unweighted = np.bincount(self.rows, weights=w[self.cols], minlength=self.n_rows) <= 0  # plain majority
         wt = np.where(unweighted[self.rows], 1.0, w[self.cols])

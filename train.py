@@ -852,6 +852,12 @@ def run_all(cfg: Config) -> str:
     return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume))
 
 
+def resume_command(cfg: Config) -> str:
+    """The command that continues the run the config describes (the main command's needs no --stage)."""
+    stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
+    return f"python train.py{stage} --out_dir {cfg.out_dir} --resume"
+
+
 def main(argv=None) -> str:
     """Run the stages the config asks for. Bad input ends in one line on stderr and exit code 2; a run
     stopped by a signal (`stop_gracefully`) ends with a checkpoint, a line that says how to resume it, and
@@ -880,19 +886,17 @@ def main(argv=None) -> str:
         sys.stderr.write(f"train.py: error: {e}\n")
         raise SystemExit(2) from None
     except Stopped as e:
-        stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
         print(f"{e.stage} stopped after step {e.done} ({e.signal}), its checkpoint saved; "
-              f"python train.py{stage} --out_dir {cfg.out_dir} --resume continues the run", flush=True)
+              f"{resume_command(cfg)} continues the run", flush=True)
         raise
     except torch.cuda.OutOfMemoryError as e:  # a card too small for the run's pieces: the settings that shrink them
-        stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
         sys.stderr.write("train.py: error: " + out_of_memory(e, (
             f"smaller pieces need less memory: --micro_tokens (now {cfg.micro_tokens or 'no cap'}; padded tokens a "
             f"forward, SFT and the RL update), --sft_micro_batch ({cfg.sft_micro_batch}, SFT rows), --micro_batch "
             f"({cfg.micro_batch}, RL update rows), --eval_batch ({cfg.eval_batch}, prompts a validation or c_ref "
             f"sampling call); the RL rollout samples --prompts_per_step x --group_size rows at once ("
             f"{cfg.prompts_per_step} x {cfg.group_size}: fewer makes another run); a run with a checkpoint goes on "
-            f"from it: python train.py{stage} --out_dir {cfg.out_dir} --resume with the smaller setting")) + "\n")
+            f"from it: {resume_command(cfg)} with the smaller setting")) + "\n")
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C before the first step, or a second one: at once (the last checkpoint stays)
         sys.stderr.write("train.py: interrupted\n")
