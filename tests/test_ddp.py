@@ -87,13 +87,16 @@ def _torchrun(*args):  # on CPU (gloo) even where there is a CUDA device
                           timeout=600)
 
 
-def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_path):
+def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_path, capsys):
     common = ["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "3", "--prompts_per_step", "4"]
-    full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    for args in ([*common, "--out_dir", full], [*common, "--out_dir", part, "--halt_at", "1"],
-                 ["--stage", "rl", "--resume", "--out_dir", part]):
+    run = str(tmp_path / "run")
+    for args in ([*common, "--out_dir", run, "--halt_at", "1"], ["--stage", "rl", "--resume", "--out_dir", run]):
         r = _torchrun(*args)
         assert r.returncode == 0, r.stderr[-2000:]
+    # a fresh start where a run is: rank 0 moves it aside (to run.1) while the others wait, then all train
+    r = _torchrun(*common, "--out_dir", run)
+    assert r.returncode == 0 and f"kept as {run}.1" in r.stdout, r.stderr[-2000:]
+    full, part = run, run + ".1"  # the run trained in one go, and the one halted after step 1 and resumed
     a, b = runs.load_checkpoint(full), runs.load_checkpoint(part)
     assert a["step"] == b["step"] == 3 and a["world_size"] == b["world_size"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -101,15 +104,12 @@ def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_p
     logs = [[{k: v for k, v in json.loads(ln).items() if k not in drop} for ln in open(os.path.join(d, "metrics.jsonl"))]
             for d in (full, part)]
     assert logs[0] == logs[1] and [r["step"] for r in logs[0]] == [0, 1, 2, 3]
-    # a fresh start where a run is: rank 0 moves it aside while the others wait, then all train
-    r = _torchrun(*common, "--out_dir", full, "--halt_at", "1")
-    assert r.returncode == 0 and f"kept as {full}.1" in r.stdout, r.stderr[-2000:]
-    assert runs.load_checkpoint(full + ".1")["step"] == 3 and runs.load_checkpoint(full)["step"] == 1
     # the data shards depend on the number of processes: a resume with another one is refused in one line
-    r = subprocess.run([sys.executable, "train.py", "--stage", "rl", "--resume", "--out_dir", part, "--rl_steps", "4",
-                        "--device", "cpu"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "trained by 2 processes and this run has 1" in r.stderr, r.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.main(["--stage", "rl", "--resume", "--out_dir", part, "--rl_steps", "4", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "trained by 2 processes and this run has 1" in err and err.count("\n") == 1, err
 
 
 def test_more_processes_than_cuda_devices_are_refused_in_one_line(monkeypatch):
@@ -126,6 +126,31 @@ def test_more_processes_than_cuda_devices_are_refused_in_one_line(monkeypatch):
     assert not dist.is_initialized()
 
 
+# one process imports runs (and torch) once, then forks a child per case: stdout and stderr of the child go to
+# files of their own, and it ends as a torchrun worker ends (a process each would import torch seven times)
+_EXIT_DRIVER = """
+import json, os, sys, tempfile, runs
+results = {}
+for body in json.loads(sys.argv[1]):
+    files = [tempfile.TemporaryFile() for _ in range(2)]
+    sys.stdout.flush(), sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        for fd, f in zip((1, 2), files):
+            os.dup2(f.fileno(), fd)
+        exec("def main():\\n    " + body)
+        runs.run_then_exit(main)
+        print("not reached", flush=True)
+        os._exit(99)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    for f in files:
+        f.seek(0)
+    results[body] = [code] + [f.read().decode() for f in files]
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the cases run in forked children (POSIX)")
 def test_run_then_exit_keeps_exit_codes_output_and_tracebacks():
     """Under torchrun train.py leaves by os._exit (runs.run_then_exit): what it printed still arrives, and
     the exit code is the one Python's own exit would give."""
@@ -133,7 +158,10 @@ def test_run_then_exit_keeps_exit_codes_output_and_tracebacks():
              "sys.exit(257)": (1, "", ""), "sys.exit('a message')": (1, "", "a message\n"),
              "raise ValueError('boom')": (1, "", "ValueError: boom"),
              "raise KeyboardInterrupt": (130, "", "KeyboardInterrupt")}
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # (else no flush is needed)
+    r = subprocess.run([sys.executable, "-c", _EXIT_DRIVER, json.dumps(list(cases))], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env=buffered)
+    assert r.returncode == 0, r.stderr
     for body, (code, out, err) in cases.items():
-        script = f"import sys, runs\ndef main():\n    {body}\nruns.run_then_exit(main)\nprint('not reached')"
-        r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert (r.returncode, r.stdout) == (code, out) and (err in r.stderr if err else r.stderr == ""), (body, r)
+        got_code, got_out, got_err = json.loads(r.stdout)[body]
+        assert (got_code, got_out) == (code, out) and (err in got_err if err else got_err == ""), (body, got_err)

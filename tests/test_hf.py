@@ -124,14 +124,15 @@ def test_export_of_an_init_hf_run_loads_back_in_transformers(qwen_dir, tmp_path)
     assert type(ref).__name__ == "Qwen2ForCausalLM" and ref.config.tie_word_embeddings
 
 
-def test_export_of_an_arch_llama_run_and_refusal_of_ours(sft_dir, tmp_path):
+def test_export_of_an_arch_llama_run_and_refusal_of_ours(sft_dir, tmp_path, capsys):
     run = str(tmp_path / "run")
     train.main(["--config", "test", "--arch", "llama", "--out_dir", run, "--sft_steps", "8"])
     ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"))
     assert type(ref).__name__ == "LlamaForCausalLM"
-    r = subprocess.run([sys.executable, "export.py", sft_dir, str(tmp_path / "no")], cwd=ROOT, capture_output=True,
-                       text=True)
-    assert r.returncode == 2 and "--arch llama" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert export.main([sft_dir, str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "--arch llama" in err and len(err.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "no")
 
 
 def test_older_config_files_and_unsupported_layers():
@@ -157,15 +158,15 @@ def test_safetensors_round_trip(tmp_path):
     assert all(torch.equal(load_file(path)[k], t[k]) for k in t)
 
 
-def test_sample_py_prints_each_sample_with_r_s_and_the_votes(sft_dir):
-    r = subprocess.run([sys.executable, "sample.py", sft_dir, "--prompt", "Compute 17 + 25.", "-n", "3",
-                        "--gold", "42", "--max_new_tokens", "40"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count("--- sample") == 3 and "r_s-weighted vote" in r.stdout and "majority vote" in r.stdout
-    assert all(("right" in ln or "wrong" in ln) for ln in r.stdout.splitlines() if ln.startswith("--- sample"))
-    r = subprocess.run([sys.executable, "sample.py", sft_dir, "--prompt", " ", "-n", "3"], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "--prompt is empty" in r.stderr
+def test_sample_py_prints_each_sample_with_r_s_and_the_votes(sft_dir, capsys):
+    import sample as sample_py  # (its main() in this process: a process of its own would import torch again)
+    assert sample_py.main([sft_dir, "--prompt", "Compute 17 + 25.", "-n", "3", "--gold", "42",
+                           "--max_new_tokens", "40"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 3 and "r_s-weighted vote" in out and "majority vote" in out
+    assert all(("right" in ln or "wrong" in ln) for ln in out.splitlines() if ln.startswith("--- sample"))
+    assert sample_py.main([sft_dir, "--prompt", " ", "-n", "3"]) == 2
+    assert "--prompt is empty" in capsys.readouterr().err
 
 
 def test_bad_pretrained_directories_end_in_one_line(tmp_path, llama_dir, capsys):

@@ -40,26 +40,33 @@ def test_audits_without_a_checkout_print_their_usage(name, tmp_path):
     assert r.returncode == 0 and "checkout" in r.stdout  # the docstring
 
 
-def test_hf_parity_answers_help_without_running():
-    r = _script("hf_parity.py", "--help")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("usage: hf_parity.py") and "Print the parity figures" in r.stdout
-    assert "max |logit difference|" not in r.stdout  # nothing was built or compared
-    r = _script("hf_parity.py", "--no_such_flag")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "unrecognized arguments" in r.stderr
+def test_hf_parity_answers_help_without_running(capsys):
+    import hf_parity  # (in this process: as a process of its own, each call imported torch and transformers anew)
+    with pytest.raises(SystemExit) as e:
+        hf_parity.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: hf_parity.py") and "Print the parity figures" in out
+    assert "max |logit difference|" not in out  # nothing was built or compared
+    with pytest.raises(SystemExit) as e:
+        hf_parity.main(["--no_such_flag"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "unrecognized arguments" in err
 
 
-def test_sft_shapes_counts_the_shapes_a_graphed_run_meets():
-    r = _script("sft_shapes.py", "--config", "test", "--steps", "4")
-    lines = r.stdout.splitlines()
-    assert r.returncode == 0 and [ln.split(":")[0] for ln in lines] == [f"rows a multiple of {m}" for m in (1, 4, 8)]
+def test_sft_shapes_counts_the_shapes_a_graphed_run_meets(capsys):
+    import sft_shapes  # (its main() in this process, as a process of its own would run it)
+    assert sft_shapes.main(["--config", "test", "--steps", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == [f"rows a multiple of {m}" for m in (1, 4, 8)]
     for line in lines[1:]:  # every shape's rows a multiple of 4, then 8
         rows = [int(s.split("x")[0]) for s in line.split("(")[1].split(")")[0].split(", ")]
         assert all(n % int(line.split()[4].rstrip(":")) == 0 for n in rows), line
     share = [float(ln.split("real tokens ")[1].split()[0]) for ln in lines]
     assert 0 < share[2] <= share[1] <= share[0] <= 1  # rows of padding only add slots
-    r = _script("sft_shapes.py", "--steps", "0")
-    assert r.returncode == 2 and r.stderr.strip() == "sft_shapes.py: error: --steps must be >= 1, got 0 (see --help)"
+    with pytest.raises(SystemExit) as e:
+        sft_shapes.main(["--steps", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.strip() == "sft_shapes.py: error: --steps must be >= 1, got 0 (see --help)"
 
 
 @pytest.mark.parametrize("script, stray, first_line", [

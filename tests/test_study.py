@@ -1,8 +1,10 @@
 """study.py diagnose: rank correlation, within-problem AUROCs of r_s / answer frequency / log-likelihood,
 best-of-N failures, r_s over training, and the command line."""
 import json
-import os
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -94,6 +96,30 @@ def test_grid_entries_become_train_flags():
         raise AssertionError("a grid entry without '=' must be refused")
 
 
+def _in_process(monkeypatch):
+    """study's commands (python train.py ..., python evaluate.py ...) run by their main() in this process:
+    the same work without a process each, whose imports would cost seconds (test_run_trains_evaluates_and_reuses
+    runs them as processes)."""
+    import evaluate
+    import train
+
+    def run(cmd, check):
+        assert cmd[0] == sys.executable and check and os.path.dirname(cmd[1]) == study.HERE, cmd
+        script, args = os.path.basename(cmd[1]), cmd[2:]
+        try:
+            if script == "train.py":
+                train.main(args)  # (it returns its run directory; an error leaves by SystemExit, as from the process)
+                code = 0
+            else:
+                assert script == "evaluate.py", cmd
+                code = evaluate.main(args)
+        except SystemExit as e:
+            code = e.code
+        if code:
+            raise subprocess.CalledProcessError(code, cmd)
+    monkeypatch.setattr(study.subprocess, "run", run)
+
+
 def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # not the repository root: train.py and evaluate.py are found beside study.py
     out = "study"
@@ -106,6 +132,7 @@ def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path, monkeypatch, capsys)
     stamp, evaluated = ckpt.stat().st_mtime_ns, report.stat().st_mtime_ns
     assert study.main(argv) == 0 and ckpt.stat().st_mtime_ns == stamp  # a finished run is reused, not retrained
     assert report.stat().st_mtime_ns == evaluated  # and so is its evaluation, newer than the checkpoint
+    _in_process(monkeypatch)  # (the processes have been seen to run: from here on, their main() in this one)
     os.utime(ckpt)  # a checkpoint newer than its evaluation is evaluated again
     assert study.main(argv) == 0 and report.stat().st_mtime_ns > evaluated
     assert "| one |" in (tmp_path / "study" / "study_validation.md").read_text()
@@ -118,9 +145,10 @@ def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path, monkeypatch, capsys)
     assert "delete that run directory or use another --out" in err and ckpt.stat().st_mtime_ns == stamp
 
 
-def test_run_resumes_an_unfinished_run(sft_dir, tmp_path, capsys):
+def test_run_resumes_an_unfinished_run(sft_dir, tmp_path, monkeypatch, capsys):
     """A run stopped before its --rl_steps (here by --halt_at, an execution flag) is resumed, not refused
     (train.py never starts afresh over a run) nor reused as it is."""
+    _in_process(monkeypatch)
     out = str(tmp_path / "study")
     argv = ["run", "--sft", sft_dir, "--grid", "two:rl_steps=2,n_val=4,halt_at=1", "--out", out, "--config", "test"]
     assert study.main(argv) == 0

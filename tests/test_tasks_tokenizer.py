@@ -1,3 +1,4 @@
+import collections
 import json
 import random
 import re
@@ -52,12 +53,20 @@ def _twin_signature(p):
 
 @pytest.mark.parametrize("family", tasks.FAMILIES)
 def test_no_held_out_problem_has_a_training_twin(family):
-    """10,000 draws per family and split. (Before: the split hashed the surface text, and 86 of the
-    150 tiny test problems had a training problem with the same computation and answer.)"""
+    """30,000 problems per family, drawn as sample_problem draws them before it keeps one of the split it
+    wants: twins always share a split (so no held-out problem has a twin in training, nor validation one
+    in test). (Before: the split hashed the surface text, and 86 of the 150 tiny test problems had a
+    training problem with the same computation and answer.)"""
     rng = random.Random(family)
-    draw = lambda split: {_twin_signature(tasks.sample_problem(rng, split, [family])) for _ in range(10_000)}
-    train = draw("train")
-    assert not train & draw("validation") and not train & draw("test")
+    splits = collections.defaultdict(set)  # twin signature -> the splits its problems fell in
+    for _ in range(30_000):
+        p = tasks.make_problem(rng, family, rng.choice(tasks.LEVELS))
+        splits[_twin_signature(p)].add(tasks.split_of(p.key))
+    assert all(len(s) == 1 for s in splits.values())
+    counts = collections.Counter(next(iter(s)) for s in splits.values())
+    assert min(counts.values()) > 0.05 * len(splits), counts  # and every split holds its share of them
+    assert all(tasks.split_of(tasks.sample_problem(rng, split, [family]).key) == split  # (what it keeps)
+               for split in tasks.SPLITS for _ in range(50))
 
 
 def test_twins_share_a_key_and_a_split():

@@ -734,18 +734,26 @@ def test_evaluate_end_to_end_on_a_run(sft_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("preset", list(config.PRESETS))
 def test_every_preset_runs_one_sft_and_one_rl_step(preset, tmp_path):
-    """The preset's tokenizer, splits, model and settings, on a shrunk batch: SFT, then one LaSeR step.
-    (c_ref is given: a model after one SFT step finishes no solution to calibrate on.)"""
+    """The preset's tokenizer, splits, model and settings, on a shrunk batch and response length: SFT, then
+    one LaSeR step. (c_ref is given: a model after one SFT step finishes no solution to calibrate on. An
+    untrained model writes until max_new_tokens: the preset's own length, 192 tokens for small, would
+    spend ~20 s of this test decoding; whether it fits the block is checked below, as the run checks it.)"""
     shrink = ["--sft_steps", "1", "--sft_batch_size", "2", "--sft_micro_batch", "2", "--rl_steps", "1",
               "--prompts_per_step", "1", "--group_size", "2", "--micro_batch", "2", "--calib_prompts", "1",
               "--calib_samples", "2", "--n_val", "2", "--eval_every", "0", "--rl_eval_every", "0",
-              "--reasoning_warmup", "0", "--device", "cpu", "--c_ref", "-20"]
+              "--reasoning_warmup", "0", "--device", "cpu", "--c_ref", "-20", "--max_new_tokens", "8"]
     out = str(tmp_path / preset)
     train.main(["--config", preset, "--stage", "all", "--out_dir", out] + shrink)
     sft, rl = runs.load_checkpoint(os.path.join(out, "sft")), runs.load_checkpoint(os.path.join(out, "laser"))
     assert sft["step"] == 1 and rl["step"] == 1 and rl["c_ref"] == -20
     cfg = config.PRESETS[preset]
     assert sft["model_config"]["n_embd"] == cfg["n_embd"] and rl["config"]["block_size"] == cfg["block_size"]
+    assert rl["config"]["max_new_tokens"] == 8  # the preset's own response length fits the block:
+    preset_cfg = config.resolve_config(["--config", preset])[0]
+    tok = runs.load_run(os.path.join(out, "laser"))[1]
+    config.check_lengths(preset_cfg, tok, cfg["block_size"])
+    with pytest.raises(config.UserError, match="block_size .* is too small"):  # (a check that can fail)
+        config.check_lengths(dataclasses.replace(preset_cfg, max_new_tokens=cfg["block_size"]), tok, cfg["block_size"])
     import rollout
     assert rollout.COMPILE_DECODE == (cfg.get("compile", "auto") != "off")  # --compile off: CUDA decoding too
 
