@@ -853,9 +853,16 @@ def run_all(cfg: Config) -> str:
 
 
 def resume_command(cfg: Config) -> str:
-    """The command that continues the run the config describes (the main command's needs no --stage)."""
+    """The command that continues the run the config describes (the main command's needs no --stage), with
+    the launch it was started with: a run's data shards fix its number of processes (runs.resume_run)."""
     stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
-    return f"python train.py{stage} --out_dir {cfg.out_dir} --resume"
+    launch = "python"
+    if world_size() > 1:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
+        nodes = world_size() // per_node
+        launch = (f"torchrun --nproc_per_node {per_node}" if nodes == 1 else
+                  f"torchrun --nnodes {nodes} --nproc_per_node {per_node} (and the rendezvous flags of its launch)")
+    return f"{launch} train.py{stage} --out_dir {cfg.out_dir} --resume"
 
 
 def main(argv=None) -> str:
@@ -890,7 +897,8 @@ def main(argv=None) -> str:
               f"{resume_command(cfg)} continues the run", flush=True)
         raise
     except torch.cuda.OutOfMemoryError as e:  # a card too small for the run's pieces: the settings that shrink them
-        sys.stderr.write("train.py: error: " + out_of_memory(e, (
+        who = f" (process {rank()} of {world_size()})" if world_size() > 1 else ""  # (the process that ran out)
+        sys.stderr.write(f"train.py: error{who}: " + out_of_memory(e, (
             f"smaller pieces need less memory: --micro_tokens (now {cfg.micro_tokens or 'no cap'}; padded tokens a "
             f"forward, SFT and the RL update), --sft_micro_batch ({cfg.sft_micro_batch}, SFT rows), --micro_batch "
             f"({cfg.micro_batch}, RL update rows), --eval_batch ({cfg.eval_batch}, prompts a validation or c_ref "

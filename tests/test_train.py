@@ -830,6 +830,27 @@ def test_cuda_out_of_memory_ends_in_one_line_naming_the_settings_that_lower_it(m
     assert "samples --prompts_per_step x --group_size rows at once (2 x 4: fewer makes another run)" in err
     # (an out-of-memory error without torch's message: the one line all the same)
     assert config.out_of_memory(torch.cuda.OutOfMemoryError(), "x") == "CUDA out of memory; x"
+    # under torchrun every process that runs out says so, naming itself, and the launch that goes on
+    monkeypatch.setattr(train, "world_size", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        train.main(["--config", "test", "--stage", "sft", "--out_dir", str(tmp_path / "two")])
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: error (process 0 of 2): CUDA out of memory.") and err.count("\n") == 1, err
+    assert "torchrun --nproc_per_node 2 train.py --stage sft" in err
+
+
+def test_the_resume_command_is_launched_as_the_run_was(monkeypatch):
+    """A run's data shards fix its number of processes: under torchrun the line that says how to go on names
+    torchrun and the processes a node (python train.py with one process is refused on such a run)."""
+    cfg = dataclasses.replace(config.Config(), stage="rl", out_dir="o")
+    assert train.resume_command(cfg) == "python train.py --stage rl --out_dir o --resume"
+    monkeypatch.setattr(train, "world_size", lambda: 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert train.resume_command(cfg) == "torchrun --nproc_per_node 4 train.py --stage rl --out_dir o --resume"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert train.resume_command(dataclasses.replace(cfg, stage="all")) == (
+        "torchrun --nnodes 2 --nproc_per_node 2 (and the rendezvous flags of its launch) train.py --out_dir o --resume")
 
 
 def test_a_card_without_bf16_computes_in_float32_with_one_notice(monkeypatch, capsys):
