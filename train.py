@@ -843,8 +843,8 @@ def run_all(cfg: Config) -> str:
     sft_dir, rl_dir = os.path.join(cfg.out_dir, "sft"), os.path.join(cfg.out_dir, cfg.algo)
     done = run_sft(dataclasses.replace(cfg, stage="sft", out_dir=sft_dir), then_rl=True)
     if done < cfg.sft_steps:
-        print(f"SFT halted after step {done} of {cfg.sft_steps}: RL not started (python train.py --out_dir "
-              f"{cfg.out_dir} --resume --halt_at 0 continues the run; without --halt_at 0, RL halts at step {done} too)")
+        print(f"SFT halted after step {done} of {cfg.sft_steps}: RL not started ({resume_command(cfg)} --halt_at 0 "
+              f"continues the run; without --halt_at 0, RL halts at step {done} too)")
         return sft_dir
     if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
         raise Stopped(done, "SFT")
@@ -857,11 +857,10 @@ def resume_command(cfg: Config) -> str:
     the launch it was started with: a run's data shards fix its number of processes (runs.resume_run)."""
     stage = "" if cfg.stage == "all" else f" --stage {cfg.stage}"
     launch = "python"
-    if world_size() > 1:
-        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size()))
-        nodes = world_size() // per_node
-        launch = (f"torchrun --nproc_per_node {per_node}" if nodes == 1 else
-                  f"torchrun --nnodes {nodes} --nproc_per_node {per_node} (and the rendezvous flags of its launch)")
+    if world_size() > 1:  # (torchrun sets LOCAL_WORLD_SIZE: this node's processes)
+        one_node = os.environ.get("LOCAL_WORLD_SIZE") in (None, str(world_size()))
+        launch = (f"torchrun --nproc_per_node {world_size()}" if one_node else
+                  f"torchrun with {world_size()} processes in all, as launched (nodes, processes a node, rendezvous),")
     return f"{launch} train.py{stage} --out_dir {cfg.out_dir} --resume"
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Repeat the torchrun commands of tests/test_ddp.py (a full 3-step RL run, a run halted after step 1, its
-# resume; test preset, 2 processes, gloo) N times and count the failed runs. This is how the exit race fixed in
+# Repeat three torchrun commands like those of tests/test_ddp.py (a full 3-step RL run, a run halted after step
+# 1, its resume; test preset, 2 processes, gloo) N times and count the failed runs. This is how the exit race fixed in
 # runs.close_distributed was measured (4 of 36 runs died with SIGABRT before the barrier, 0 of 45 after).
 #     bash scripts/ddp_exit_loop.sh 15
 set -u

@@ -72,7 +72,7 @@ def test_sft_shapes_counts_the_shapes_a_graphed_run_meets(capsys):
 @pytest.mark.parametrize("script, stray, first_line", [
     ("scripts/gpu_check.sh", ["-x"], "The GPU check: one command, for one CUDA card"),
     ("demo_tiny.sh", ["seed0"], "The tiny demo on a CPU, for each seed in $SEEDS"),
-    ("scripts/ddp_exit_loop.sh", ["0"], "Repeat the torchrun commands of tests/test_ddp.py")])
+    ("scripts/ddp_exit_loop.sh", ["0"], "Repeat three torchrun commands like those of tests/test_ddp.py")])
 def test_shell_scripts_print_their_comment_for_help_and_refuse_stray_arguments(script, stray, first_line):
     """--help prints the script's opening comment and runs nothing (before: a check into a folder named
     --help, the 27-minute demo, a seq error); a stray argument is one line and exit code 2."""

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 
@@ -117,7 +118,8 @@ def _in_process(monkeypatch):
             code = e.code
         if code:
             raise subprocess.CalledProcessError(code, cmd)
-    monkeypatch.setattr(study.subprocess, "run", run)
+    stand_in = types.SimpleNamespace(run=run, CalledProcessError=subprocess.CalledProcessError)
+    monkeypatch.setattr(study, "subprocess", stand_in)  # (study's name only: torch's own subprocess calls untouched)
 
 
 def test_run_trains_evaluates_and_reuses(sft_dir, tmp_path, monkeypatch, capsys):
@@ -155,8 +157,12 @@ def test_run_resumes_an_unfinished_run(sft_dir, tmp_path, monkeypatch, capsys):
     run = os.path.join(out, "two", "seed0")
     assert load_checkpoint(run)["step"] == 1
     argv[4] = "two:rl_steps=2,n_val=4"
+    capsys.readouterr()
     assert study.main(argv) == 0 and load_checkpoint(run)["step"] == 2
-    assert "--resume" in capsys.readouterr().out
+    out = capsys.readouterr().out  # study's command, then train.py's own word that it went on from step 1
+    said = [ln for ln in out.splitlines() if ln.startswith("=== two seed 0: python train.py ")]
+    assert len(said) == 1 and said[0].endswith(" --resume"), out
+    assert "resumed RL at step 1" in out and not os.path.exists(run + ".1")  # (no fresh start over the run)
 
 
 def _fails(capsys, argv):

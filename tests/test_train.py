@@ -850,9 +850,10 @@ def test_the_resume_command_is_launched_as_the_run_was(monkeypatch):
     monkeypatch.setattr(train, "world_size", lambda: 4)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert train.resume_command(cfg) == "torchrun --nproc_per_node 4 train.py --stage rl --out_dir o --resume"
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # (two nodes, or more, of unknown sizes)
     assert train.resume_command(dataclasses.replace(cfg, stage="all")) == (
-        "torchrun --nnodes 2 --nproc_per_node 2 (and the rendezvous flags of its launch) train.py --out_dir o --resume")
+        "torchrun with 4 processes in all, as launched (nodes, processes a node, rendezvous), train.py --out_dir o "
+        "--resume")
 
 
 def test_a_card_without_bf16_computes_in_float32_with_one_notice(monkeypatch, capsys):
