@@ -97,7 +97,7 @@ class Config:
     calib_prompts: int = 64       # problems x samples used to measure c_ref
     calib_samples: int = 4        # samples per calibration problem
     # --- logging / evaluation / checkpoints
-    log_every: int = 10           # SFT: steps per progress line (RL prints every step)
+    log_every: int = 10           # SFT: steps per progress line, or one a minute if sooner (RL prints every step)
     eval_every: int = 200         # SFT steps between validation evaluations (0: only at the end)
     rl_eval_every: int = 25       # RL steps between validation evaluations (0: only at the end)
     ckpt_every: int = 100         # steps between checkpoints (always at the end)
