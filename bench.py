@@ -347,17 +347,25 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
     return busy / wall_us
 
 
+def _run_dtype(dev):
+    """The dtype bench measures a run's matrix products in on `dev`: bf16 (autocast's on a card that has it,
+    and in the CPU rehearsal), float32 on a CUDA card without native bf16, as the run there (config.amp_dtype)."""
+    import torch
+
+    import config
+    return torch.float32 if dev.type == "cuda" and config.amp_dtype(dev) is None else torch.bfloat16
+
+
 def decode_step_ops(model, rows: int = 64) -> int:
     """The device operations (aten kernels, views and other metadata-only ops excepted) one eager
     `decode_step` of `model` runs, under bf16 autocast on the bf16 copy the sampler decodes with (float32 on a
-    CUDA card without bf16, as the run there: config.amp_dtype): what a
+    CUDA card without bf16, as the run there: _run_dtype): what a
     CUDA graph replays for every token when the blocks are not compiled (rollout.COMPILE_DECODE off),
     whose count sets a small model's decode time more than its FLOPs do. Counted by a dispatch mode, so
     on any device (on CPU, attention and RMSNorm are several ops each where CUDA has one fused kernel)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    import config
     from rollout import autocast_copy
 
     free = {"view", "_unsafe_view", "t", "transpose", "slice", "expand", "split", "split_with_sizes", "unsqueeze",
@@ -371,7 +379,7 @@ def decode_step_ops(model, rows: int = 64) -> int:
             return func(*args, **(kwargs or {}))
 
     dev = model.lm_head.weight.device
-    bf16 = dev.type != "cuda" or config.amp_dtype(dev) is not None
+    bf16 = _run_dtype(dev) == torch.bfloat16
     net = autocast_copy(model, torch.bfloat16)[0] if bf16 else model
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False, enabled=bf16):
         cache = net.new_cache(rows, 128)
@@ -658,12 +666,11 @@ def bench_hf(quick: bool) -> dict:
 
 def _matmul_peak(dev, n: int, repeats: int, out: dict) -> float:
     """The matmul peak of this card, in this run (TFLOP/s, the MFU denominator), in the dtype the run computes
-    in: bf16 (on a CUDA card without it, float32: config.amp_dtype); recorded in out."""
+    in (_run_dtype: bf16, or float32 on a CUDA card without it); recorded in out."""
     import torch
 
-    import config
     timed = functools.partial(_timed, sync=torch.cuda.synchronize if dev.type == "cuda" else lambda: None)
-    dtype = torch.float32 if dev.type == "cuda" and config.amp_dtype(dev) is None else torch.bfloat16
+    dtype = _run_dtype(dev)
     name = str(dtype).removeprefix("torch.").replace("bfloat16", "bf16")
     ab = [torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2)]
     per = 10  # matmuls a timed sample: one sync's latency spread over them
