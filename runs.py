@@ -302,18 +302,20 @@ def training_forward(model: GPT, mode: str):
     return model
 
 
-def prefetch(make: Callable, items, ahead: int = 2, process: bool = False):
+def prefetch(make: Callable, items, ahead: int = 2, process: bool = False, workers: int = 1):
     """make(item) for each item, in order, each computed up to `ahead` items early: host work (tokenizing
     and padding the next SFT batches) off the training step's critical path. `make` must be a pure
     function of its item, so the results are those of a plain loop. By default in a thread; with
-    `process`, in one forked worker process, whose Python does not hold the GIL the training step's
-    kernel launches need (on an H100 the thread cost a step-bound loop 37%: bench.py's
-    gpu.sft_prefetch_thread_ratio). `make` reaches the worker by the fork, not by pickling, so a closure
-    will do; it must not touch CUDA there, and its results come back pickled (tensors in shared memory)."""
+    `process`, in `workers` forked worker processes (each item in one of them, at least two items ahead per
+    worker), whose Python does not hold the GIL the training step's kernel launches need (on an H100 the
+    thread cost a step-bound loop 37%: bench.py's gpu.sft_prefetch_thread_ratio). `make` reaches the
+    workers by the fork, not by pickling, so a closure will do; it must not touch CUDA there, and its
+    results come back pickled (tensors in shared memory)."""
     if process:
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
                                    initargs=(make, os.getpid()))
         call = functools.partial(pool.submit, _worker_call)
+        ahead = max(ahead, 2 * workers)
     else:
         pool = ThreadPoolExecutor(1)
         call = functools.partial(pool.submit, make)
@@ -327,6 +329,15 @@ def prefetch(make: Callable, items, ahead: int = 2, process: bool = False):
             yield result
     finally:  # also when the loop stops early: what is still queued is dropped
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batch_workers() -> int:
+    """Worker processes that build a CUDA training process's SFT batches (prefetch): one per 4 of the cores
+    this node's training processes share, at most 4. On an H100 the small preset's SFT step replayed from
+    CUDA graphs took 7.8 ms in the benchmark (1.13M real tokens/s), yet a training run of such steps, its
+    batches built by one worker, ran at 0.57M-0.90M between its log lines (results/small/h100_5a74bdc)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores // (4 * int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
 _worker_make: Callable | None = None  # prefetch's `make` in its worker process

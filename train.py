@@ -57,11 +57,12 @@ from loss import (aggregate_loss, check_c_ref, group_advantages, group_class_wei
                   laser_mse_loss, ppo_clip_loss, self_reward_score)
 from metrics import self_verification_metrics
 from rollout import Rollouts, calibrate_c_ref, sample_chunks, sampling_kwargs, score_rollouts, step_generator
-from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, broadcast, check_same_data, checkpoint,
-                  clip_and_step, clip_and_step_deferred, close_distributed, data_digest, gather, helper_process_init,
-                  init_distributed, launched_by_torchrun, load_run, make_optimizer, make_run_dir, new_model,
-                  prefetch, rank, resume_run, run_then_exit, saved_config, seed_everything, shard, skips_on_device,
-                  stop_gracefully, stop_requested, sync_grads, training_forward, world_size, write_json, write_text)
+from runs import (MetricsLog, SkipGuard, Stopped, all_sum, arm_stop, batch_workers, broadcast, check_same_data,
+                  checkpoint, clip_and_step, clip_and_step_deferred, close_distributed, data_digest, gather,
+                  helper_process_init, init_distributed, launched_by_torchrun, load_run, make_optimizer,
+                  make_run_dir, new_model, prefetch, rank, resume_run, run_then_exit, saved_config, seed_everything,
+                  shard, skips_on_device, stop_gracefully, stop_requested, sync_grads, training_forward, world_size,
+                  write_json, write_text)
 from tokenizer import Tokenizer, build_tokenizer
 
 
@@ -457,7 +458,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
 
     steps, done = range(start, cfg.sft_steps), start
     try:
-        for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps, process=cuda)):
+        # (the batches' generator is not named: it must close, ending its workers, when the loop is left)
+        for step, (batches, n_real) in zip(steps, prefetch(step_batches, steps, process=cuda, workers=batch_workers())):
             batches = pinned(batches) if cuda else batches
             model.train()
             lr = set_lr(opt, lr_at(step, cfg.sft_steps, cfg.sft_lr, cfg.sft_warmup, cfg.min_lr_frac))

@@ -372,27 +372,40 @@ def test_prefetch_yields_in_order_and_raises_where_a_plain_loop_would():
     assert got == [0, 1, 2]
 
 
-def test_prefetch_in_a_worker_process_gives_a_plain_loops_results(tok):
-    """The process way (the SFT loop's on CUDA): a closure reaches the worker by the fork; tensors come
-    back equal; an error is raised where a plain loop would raise it; a loop that stops early does not hang."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_prefetch_in_a_worker_process_gives_a_plain_loops_results(tok, workers):
+    """The process way (the SFT loop's on CUDA): a closure reaches the workers by the fork; tensors come
+    back equal and in order, however many workers build them; an error is raised where a plain loop would
+    raise it; a loop that stops early does not hang."""
     probs = {s: tasks.train_batch(s, 5, seed=0) for s in range(6)}
 
     def make(s):  # a closure over local state, as run_sft's step_batches is
+        time.sleep(0.2 if s == 1 else 0)  # (with several workers, item 2 is ready before item 1)
         if s == 4:
             raise ValueError("step 4")
         return train.sft_step_batches(tok, probs[s], 2, 0, 16)
     got = []
     with pytest.raises(ValueError, match="step 4"):
-        for batches, n_real in runs.prefetch(make, range(6), process=True):
+        for batches, n_real in runs.prefetch(make, range(6), process=True, workers=workers):
             got.append((batches, n_real))
     assert len(got) == 4
     for s, (batches, n_real) in enumerate(got):
         want, want_n = train.sft_step_batches(tok, probs[s], 2, 0, 16)
         assert n_real == want_n and len(batches) == len(want) == 3
         assert all(torch.equal(a, b) for mb, wmb in zip(batches, want) for a, b in zip(mb, wmb))
-    it = runs.prefetch(make, range(3), process=True)
+    it = runs.prefetch(make, range(3), process=True, workers=workers)
     assert next(it)[1] == got[0][1]
     it.close()  # the worker is shut down, its queued item dropped
+
+
+def test_batch_workers_share_the_cores_among_a_nodes_processes(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cores, want in ((1, 1), (2, 1), (8, 2), (16, 4), (64, 4)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
+        assert runs.batch_workers() == want
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes of torchrun on 16 cores: 2 workers each
+    assert runs.batch_workers() == 2
 
 
 @pytest.mark.parametrize("mode", ["on", "model"])  # the blocks compiled, or the whole model
@@ -558,7 +571,7 @@ def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path, monkeypatch):
         assert os.path.exists(os.path.join(sft_dir, f))
     ck = runs.load_checkpoint(sft_dir)
     assert ck["step"] == 30 and {"model", "optimizer", "rng", "config", "data_cursor"} <= set(ck)
-    monkeypatch.setattr(train, "prefetch", lambda make, items, process: runs.prefetch(make, items, process=True))
+    monkeypatch.setattr(train, "prefetch", lambda make, items, **_: runs.prefetch(make, items, process=True))
     half = str(tmp_path / "half")
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--halt_at", "13"])
     train.main(["--config", "test", "--stage", "sft", "--out_dir", half, "--resume", "true"])
