@@ -38,6 +38,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 # memory-efficient kernel took 2.2 ms a decode step where the same attention written as two batched
 # matrix-vector products took 3.0 ms; math is the fallback, and CPU's choice
 DECODE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# decode_step's attention in compiled blocks written as products and sums instead (attend_by_sums), for the
+# compiler to make memory-bound reductions of: on an H100 the memory-efficient kernel took 74% of a
+# 512-row decode's device time, 127 us a layer and step, where reading the window's keys and values at the
+# card's 3.35 TB/s would take about 45 us (an estimate: 151 MB at the benchmark's mean window of 165 slots;
+# results/small/h100_5a74bdc). bench.py measures it (.sum_attention); off until a card says it is faster
+SUM_ATTENTION = False
 
 
 @dataclass
@@ -98,6 +104,21 @@ def rope_tables(pos: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor
     ang = pos[:, :, None].float() * inv_freq  # (B, T, D/2)
     cos, sin = ang.cos(), ang.sin()
     return torch.cat([cos, cos], -1)[:, :, None], torch.cat([-sin, sin], -1)[:, :, None]
+
+
+def attend_by_sums(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + bias) v for one query per row and head, q (B, H, 1, hd), against keys and
+    values (B, G, W, hd) and an additive bias (B, 1, 1, W): each product written as an elementwise product
+    and a sum, in float32, so that a compiler fuses each into one pass over the keys or the values (eagerly
+    the products are materialized: for compiled code). Grouped-query heads read their key/value head in
+    place. Returns (B, H, 1, hd) in v's dtype."""
+    B, H, _, hd = q.shape
+    G = k.shape[1]
+    q = q.float().reshape(B, G, H // G, 1, hd)  # query heads h = g * (H // G) + j share key/value head g
+    scores = (q * k.float()[:, :, None]).sum(-1) * hd ** -0.5 + bias.reshape(B, 1, 1, -1)  # (B, G, H/G, W)
+    p = torch.softmax(scores, dim=-1)
+    y = (p[..., None] * v.float()[:, :, None]).sum(-2)  # (B, G, H/G, hd)
+    return y.reshape(B, H, 1, hd).to(v.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -173,6 +194,8 @@ class CausalSelfAttention(nn.Module):
             cache.k[layer][:, :, s0:s0 + T] = k
             cache.v[layer][:, :, s0:s0 + T] = v
             k, v = cache.k[layer][:, :, :s0 + T], cache.v[layer][:, :, :s0 + T]  # (B, G, S, hd)
+        if slot is not None and SUM_ATTENTION and torch.compiler.is_compiling():
+            return self.proj(attend_by_sums(q, k, v, mask).transpose(1, 2).reshape(B, T, H * hd))
         if G != H:  # grouped-query attention: each key/value head serves H / G query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if mask is None:  # case 1: full causal sequence, no padding

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import model as model_lib
 from config import CUDA_LENGTH_MULTIPLE, UserError, autocast, rl_outside_data, round_up, train_problems
 
 
@@ -278,10 +279,10 @@ def _decoder(model, N: int, prefill, zc: int | None = None) -> "_FixedDecoder":
     """The model's decoder for N rows on caches shaped like `prefill` (reading log p(zc) at each step
     unless zc is None), its weights brought up to date. The three last used are kept (an RL run samples
     one shape every step, and validates on another); the key holds the weights' addresses, which a graph
-    reads in place."""
+    reads in place, and the form of the compiled attention (model.SUM_ATTENTION)."""
     cuda = model.lm_head.weight.device.type == "cuda"
     shape = (N, prefill.max_len, prefill.k[0].dtype, torch.is_autocast_enabled(prefill.valid.device.type),
-             tuple(p.data_ptr() for p in model.parameters()), zc)
+             tuple(p.data_ptr() for p in model.parameters()), zc, model_lib.SUM_ATTENTION)
     key = lambda: (CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda) + shape  # the flags as they stand now
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key() not in pool:
