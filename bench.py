@@ -6,6 +6,7 @@
     python bench.py --out path.json # default: bench.json in the current directory
     python bench.py --device cuda   # the gpu section: the small preset on one CUDA card (see its docstring)
     python bench.py --only gpu_sft  # (CUDA) the small preset's SFT step: packed or padded, compiled, graphed
+    python bench.py --only gpu_attention  # (CUDA) a 512-row decode step's attention, each way there is
 
 A section is a function `bench_<name>(quick: bool) -> dict[str, dict]` mapping metric keys
 ("<name>.<metric>"; gpu_sft writes the gpu section's gpu.sft_* keys, variants named by a suffix) to
@@ -762,10 +763,11 @@ class _GpuSFT:
     def prefetch_ratio(self, fwd, n_row: int):
         """n_row steps back to back as in the training loop: their batches built beforehand, or built
         meanwhile by runs.prefetch, in a thread (whose Python holds the GIL that the step's launches need)
-        or in a worker process (the loop's way on CUDA; the batches pinned as they arrive). Each ratio is
+        or in worker processes (the loop's way on CUDA, as many as it starts: runs.batch_workers; the batches
+        pinned as they arrive). Each ratio is
         what that way costs a step bound by the host. The weights these steps train are put back."""
         import train
-        from runs import prefetch
+        from runs import batch_workers, prefetch
 
         def in_a_row(batch_iter, pin=False) -> float:  # real tokens/s
             self.sync()
@@ -777,7 +779,8 @@ class _GpuSFT:
             return n_real / (time.perf_counter() - t)
 
         def prefetched(process) -> float:  # real tokens/s; the first batches come before the clock, as in a
-            it = prefetch(functools.partial(self.batches, pin=not process), range(n_row), process=process)
+            it = prefetch(functools.partial(self.batches, pin=not process), range(n_row), process=process,
+                          workers=batch_workers())
             first = next(it)  # loop that has been running, and the worker's shutdown after it
             rate = in_a_row(itertools.islice(itertools.chain([first], it), n_row),
                             pin=process and self.dev.type == "cuda")
@@ -794,15 +797,17 @@ class _GpuSFT:
 
 
 def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
-    """The small preset's SFT step on one CUDA device, its rows packed (--sft_pack) and per block compiled
-    (--compile on, the default), against five variants: rows padded instead (.padded), the whole model
-    compiled as one graph (--compile model, .whole_model), 4x the problems a step (.batch512: whether
-    a step's time grows with its tokens; on an H100 the preset's step took about 20 ms packed or padded,
-    2.1x the tokens), and the whole step replayed from CUDA graphs (--sft_graphs: train.SFTGraphs), its
-    blocks compiled (.graphs) or not (.graphs_eager); each with its compile time. Dynamo is reset between
-    variants (inductor's kernel cache is not). (The model's forward and backward alone replayed from
-    torch.compile's "reduce-overhead" graphs, re-recorded for each new shape of padded rows, was measured
-    on an H100 on 2026-11-27 and gained nothing.) `dry`: the test preset, forwards not compiled."""
+    """The small preset's SFT step on one CUDA device as its loop runs it: rows packed (--sft_pack), blocks
+    compiled (--compile on, the default), the whole step replayed from CUDA graphs (--sft_graphs:
+    train.SFTGraphs), against five variants: the same step launched op by op (.plain; the preset's way
+    before the H100 run of 5a74bdc, where it ran at 479k real tokens/s against 1.13M from graphs, and the
+    unnamed figures of earlier runs), rows padded instead (.padded), the whole model compiled as one graph
+    (--compile model, .whole_model), 4x the problems a step (.batch512: whether a step's time grows with its
+    tokens), each launched op by op, and the graphs of eager blocks (.graphs_eager); each with its compile
+    time. Dynamo is reset between variants (inductor's kernel cache is not). (The model's forward and
+    backward alone replayed from torch.compile's "reduce-overhead" graphs, re-recorded for each new shape
+    of padded rows, was measured on an H100 on 2026-11-27 and gained nothing.) `dry`: the test preset,
+    forwards not compiled."""
     import torch
     import torch._dynamo
 
@@ -819,9 +824,9 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
     per_block = lambda: training_forward(model, "off" if dry else "on")
     whole = lambda: model if dry else _CompiledForward(model, whole=True)
     eager = lambda: model
-    variants = [("", per_block, True, 1, False), (".padded", per_block, False, 1, False),
-                (".whole_model", whole, True, 1, False), (".batch512", per_block, True, 4, False),
-                (".graphs", per_block, True, 1, True), (".graphs_eager", eager, True, 1, True)]
+    variants = [("", per_block, True, 1, True), (".plain", per_block, True, 1, False),
+                (".padded", per_block, False, 1, False), (".whole_model", whole, True, 1, False),
+                (".batch512", per_block, True, 4, False), (".graphs_eager", eager, True, 1, True)]
     for tail, make, pack, times, graphs in variants:
         torch._dynamo.reset()
         sft.cfg = dataclasses.replace(cfg, sft_pack=pack, sft_batch_size=times * cfg.sft_batch_size, sft_graphs=graphs)
@@ -838,6 +843,103 @@ def bench_gpu_sft(quick: bool) -> dict:
     import torch
 
     return gpu_sft_metrics(torch.device("cuda"), quick)
+
+
+def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
+    """One decode step's attention as the sampler runs it at 512 rows (8 in the rehearsal): a query per row
+    and head of the small preset (8 heads of 56) against the first W slots of a KV cache of 320, under an
+    additive mask that hides each row's left padding, for windows of 192 and 320 slots (the benchmark's
+    decode averages 165). For each way of computing it, microseconds a call (50 calls in a row, replayed
+    from a CUDA graph as the decode step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same inputs: SDPA's memory-efficient
+    kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one (.math); model.attend_by_sums
+    compiled (.sums, model.SUM_ATTENTION's); the two matrix products compiled (.matmul); flex attention
+    compiled with the mask as a score modifier (.flex); and two bounds that are not the decode's attention:
+    flash attention without a mask (.flash_unmasked) and one read of the window's keys and values
+    (.read_kv). A way that fails on this device says why in one line. `dry`: the test preset's heads,
+    nothing compiled."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import model as model_lib
+
+    out = _Printed()
+    cuda = dev.type == "cuda"
+    dtype = _run_dtype(dev) if cuda else torch.float32
+    B, H, hd, L = (8, 2, 16, 64) if dry else (512, 8, 56, 320)
+    gen = torch.Generator(dev).manual_seed(0)
+    compiled = (lambda f: f) if dry else functools.partial(torch.compile, dynamic=False, fullgraph=True)
+
+    def matmuls(q, k, v, bias):
+        scores = q.float() @ k.float().transpose(-1, -2) * q.shape[-1] ** -0.5 + bias
+        return (torch.softmax(scores, dim=-1) @ v.float()).to(v.dtype)
+
+    def flex(q, k, v, bias):
+        from torch.nn.attention.flex_attention import flex_attention
+        row_bias = bias[:, 0, 0]  # (B, W)
+        return flex_attention(q, k, v, score_mod=lambda score, b, h, q_idx, kv_idx: score + row_bias[b, kv_idx])
+
+    def sdpa(backend):
+        def run(q, k, v, bias):
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return run
+
+    def unmasked(q, k, v, bias):
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    ways = {"efficient": lambda: sdpa(SDPBackend.EFFICIENT_ATTENTION),
+            "cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION),
+            "math": lambda: sdpa(SDPBackend.MATH), "sums": lambda: compiled(model_lib.attend_by_sums),
+            "matmul": lambda: compiled(matmuls), "flex": lambda: compiled(flex), "flash_unmasked": lambda: unmasked,
+            "read_kv": lambda: lambda q, k, v, bias: k.sum(dtype=torch.float32) + v.sum(dtype=torch.float32)}
+    calls = 5 if dry else 50
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "flex_attention called without torch.compile")  # (dry: none compiled)
+        for W in ((32,) if dry else (192, 320)):
+            cache = torch.randn(2, B, H, L, hd, generator=gen, device=dev).to(dtype)
+            k, v = cache[0][:, :, :W], cache[1][:, :, :W]  # (B, H, W, hd): slices of the cache, as decode_step's
+            q = torch.randn(B, H, 1, hd, generator=gen, device=dev).to(dtype)
+            pad = torch.randint(0, W // 4, (B, 1, 1, 1), generator=gen, device=dev)  # each row's left padding
+            bias = torch.zeros(B, 1, 1, W, dtype=dtype, device=dev).masked_fill_(
+                torch.arange(W, device=dev) < pad, float("-inf"))
+            want = matmuls(q.float(), k.float(), v.float(), bias.float())
+            for name, make in ways.items():
+                try:
+                    fn = make()
+                    got = fn(q, k, v, bias)  # the first call: a compile, where there is one
+                    if name not in ("flash_unmasked", "read_kv"):
+                        out[f"gpu.attention_max_diff.{W}.{name}"] = metric(
+                            [float((got.float() - want).abs().max())], "", note="against float32 arithmetic")
+                    run, how = lambda: [fn(q, k, v, bias) for _ in range(calls)], "launched one by one"
+                    if cuda:  # the calls replayed from a CUDA graph, as the decode step's are: the device's time
+                        try:
+                            graph = torch.cuda.CUDAGraph()
+                            with torch.cuda.graph(graph):
+                                run()
+                            run, how = graph.replay, "replayed from a CUDA graph"
+                        except Exception as e:  # noqa: BLE001 (a kernel a graph cannot hold: timed launched)
+                            print(f"[bench] attention {name}: no CUDA graph ({type(e).__name__}); timed launched")
+                    run()
+                    times = [x * 1e6 / calls for x in _timed(run, 3 if quick or dry else 5, sync=sync)]
+                    out[f"gpu.attention_us.{W}.{name}"] = metric(
+                        times, "us", note=f"{B} rows x {H} heads of {hd}, window {W} of {L} slots, "
+                                          f"{str(dtype)[6:]}, {calls} calls {how}")
+                except Exception as e:  # noqa: BLE001 (a way this device or torch build lacks: say so, go on)
+                    print(f"[bench] attention {name} (window {W}) failed: {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}", flush=True)
+    return out
+
+
+def bench_gpu_attention(quick: bool) -> dict:
+    """A 512-row decode step's attention, computed each way there is: see gpu_attention_metrics."""
+    import torch
+
+    return gpu_attention_metrics(torch.device("cuda"), quick)
 
 
 def bench_gpu(quick: bool) -> dict:
@@ -963,35 +1065,60 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out) -> None:
     """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
     at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
-    blocks and the cached forward. Every row must run all its steps (the caller rules EOS out)."""
+    blocks and the cached forward; and the candidate attention of compiled blocks (.sum_attention). Every
+    row must run all its steps (the caller rules EOS out)."""
     import torch
 
+    import model as model_lib
     import rollout
     from config import autocast, round_up
 
+    def decode(rows: int, tail: str, target=None):  # one sampling call's speed at `rows` rows; its rollouts
+        P, steps = max(1, rows // 8), T512 if rows == 512 else T
+        prompts, K = _prompts(tok, P), rows // P
+        run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
+                                     tokenizer=tok)
+        with autocast(dev):
+            sync()
+            t0 = time.perf_counter()
+            ro = run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
+            sync()
+            out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
+                                                                  note="compile and capture included")
+            t = timed(run, reps)
+        out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / steps * 1e3 for x in t], "ms",
+                                                             note=f"{steps} new tokens")
+        out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * steps / x for x in t], "tok/s", target,
+                                                              note=f"{steps} new tokens")
+        return ro, run
+
+    same = lambda a, b: float((a.response == b.response).float().mean())
     for compiled, tail in ((True, ""), (False, ".eager_blocks")):
         rollout.COMPILE_DECODE = compiled
         for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
-            P, steps = max(1, rows // 8), T512 if rows == 512 else T
-            prompts, K = _prompts(tok, P), rows // P
-            run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
-                                         tokenizer=tok)
-            with autocast(dev):
-                sync()
-                t0 = time.perf_counter()
-                run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
-                sync()
-                out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
-                                                                      note="compile and capture included")
-                t = timed(run, reps)
-            out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / steps * 1e3 for x in t], "ms",
-                                                                 note=f"{steps} new tokens")
-            out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * steps / x for x in t], "tok/s",
-                                                                  ">= 5e5" if rows == 512 and compiled else None,
-                                                                  note=f"{steps} new tokens")
+            ro = decode(rows, tail, ">= 5e5" if rows == 512 and compiled else None)[0]
+            if compiled and rows == (8 if dry else 512):
+                ro_sdpa = ro
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
+    # the compiled blocks' attention written as products and sums (model.SUM_ATTENTION), at 512 rows (8 in
+    # the rehearsal): its speed, its share of equal tokens with the SDPA decoder's call, and its profile
+    rollout.COMPILE_DECODE, model_lib.SUM_ATTENTION = True, True
+    try:
+        rows = 8 if dry else 512
+        ro, run = decode(rows, ".sum_attention")
+        out[f"gpu.decode_same_tokens.{rows}.sum_attention"] = metric(
+            [same(ro, ro_sdpa)], "", note="share of tokens equal to the SDPA decoder's (bf16 rounding may tip a draw)")
+        with autocast(dev):
+            label = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, attention by sums"
+            busy = _device_busy(run, dev, label, host_ops=False)
+        if busy == busy:
+            out[f"gpu.decode_device_busy.{rows}.sum_attention"] = metric([busy], "")
+    except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
+        print(f"[bench] decode .sum_attention failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+    finally:
+        model_lib.SUM_ATTENTION = False
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
     # where bf16 rounding tips a draw); decode_step agrees with the CPU loop's cached forward (case 3), and the
     # sampler's decoder with compiled blocks with the one with eager blocks, fed the same tokens
@@ -1020,7 +1147,6 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
             diff = max(diff, float((model.decode_step(nxt, caches[1], slot) - want).abs().max()))
             fused, plain = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1)[0] for d in decoders)
             diff_compiled = max(diff_compiled, float((fused - plain).abs().max()))
-    same = lambda a, b: float((a.response == b.response).float().mean())
     out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
                                                    note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
     out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
@@ -1073,7 +1199,8 @@ def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> 
                                                        "wall time with a kernel running (torch.profiler)")
 
 
-SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft]
+SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft,
+            bench_gpu_attention]
 
 
 def _cuda_available() -> bool:

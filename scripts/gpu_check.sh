@@ -7,19 +7,20 @@
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 200 s are left: python -m pytest -v -k on_cuda   (the tests written for a card, named *_on_cuda:
 #      --sft_graphs's capture)
-#   6. if 150 s are left: python train.py --config small --stage sft --sft_pack --sft_graphs $SFT_GRAPHS_FLAGS
-#      (SFT replayed from CUDA graphs, by default at twice the problems a step in half the steps: the same
-#      problems, a step that makes better use of the card; stopped with 100 s left)
-#   7. if 80 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
-#   8. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
+#   6. if 160 s are left: python bench.py --only gpu_attention --quick   (a 512-row decode step's attention,
+#      each way there is: the kernels against one another and against one read of the keys and values)
+#   7. if 150 s are left: python train.py --config small --stage sft $SFT_ALT_FLAGS   (the SFT stage again
+#      with other settings, by default its steps launched op by op instead of replayed from CUDA graphs: the
+#      same run up to rounding, its speed and accuracy beside the first's; stopped with 100 s left)
+#   8. if 80 s are left: python bench.py --only gpu_sft --quick   (SFT packed or padded, compiled, graphed)
+#   9. if 60 s are left: python -m pytest -v   (the test suite on the card, for the time left; TESTS=0: not run)
 #
 #   bash scripts/gpu_check.sh [OUT]   # default OUT: out/gpu_check; runs (~240 MB checkpoints) in RUNS=OUT/small
 #   TRAIN_FLAGS="--sft_steps 500 --rl_steps 100" bash scripts/gpu_check.sh     # a shorter run
 #   BUDGET=540 ...       # seconds for the whole check (default 540): each stage stops in time for the next
 #   STAGE_LIMIT=300 ...  # and no stage runs longer than this (default 600)
 #   BENCH=0 ...          # leave out the bench stage
-#   SFT_GRAPHS_FLAGS=... # stage 6's flags (default: --sft_batch_size 256 --sft_micro_batch 256 --sft_steps 500
-#                        # --sft_warmup 100; SFT_GRAPHS_FLAGS= : the preset's own batch and steps)
+#   SFT_ALT_FLAGS=...    # stage 7's flags (default: --sft_graphs false; SFT_ALT_FLAGS= : the preset again)
 #   COMPARE=1 ...        # also GRPO from the same SFT checkpoint (the two RL stages share the time left), and
 #                        # evaluate SFT, GRPO and LaSeR together (paired comparisons): the study on the small
 #                        # preset; no bench stage unless BENCH=1 (the two would not fit in one budget)
@@ -57,7 +58,7 @@ if (( REUSE )); then  # keep the earlier check's SFT and LaSeR runs, logs and ti
   sed -i '/^grpo\t\|^evaluate\t/d' "$OUT/times.tsv"
 else
   # nothing of an earlier check
-  rm -rf "$RUNS/sft" "$RUNS/sft_graphs" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT"/*.json "$OUT"/*.log
+  rm -rf "$RUNS/sft" "$RUNS/sft_alt" "$RUNS/laser" "$RUNS/grpo" "$OUT/eval" "$OUT"/*.json "$OUT"/*.log
   : > "$OUT/times.tsv"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>/dev/null
@@ -80,7 +81,7 @@ halt=()
 if (( REUSE )); then  # GRPO stops where the LaSeR run's checkpoint is, on the same learning-rate schedule
   halt=(--halt_at "$(python -c 'import runs, sys; print(runs.load_checkpoint(sys.argv[1])["step"])' "$RUNS/laser")")
 else
-  [[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 400 python bench.py --device cuda --quick --out "$OUT/bench.json"
+  [[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 380 python bench.py --device cuda --quick --out "$OUT/bench.json"
   stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
 fi
 eval_runs=("$RUNS/laser") names=laser
@@ -96,25 +97,26 @@ if [[ -f $RUNS/sft/ckpt.pt ]]; then
 fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
-# the time left, if it is enough: the tests written for a card, the SFT stage again with its steps replayed
-# from CUDA graphs, the SFT step's variants (rows padded; the whole model compiled; CUDA graphs), then the
+# the time left, if it is enough: the tests written for a card, the decode attention's ways, the SFT stage
+# again with other settings (SFT_ALT_FLAGS), the SFT step's variants (launched op by op; rows padded; the whole model compiled), then the
 # test suite on the card, for what is left (each test's verdict is logged as it comes)
 # (each stage's reserve leaves the next one's threshold and some seconds for a stage cut short to save its step)
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
   stage cuda_tests 165 python -m pytest -v -p no:cacheprovider -k on_cuda
+(( COMPARE || END - EPOCHSECONDS < 160 )) ||
+  stage attention 120 python bench.py --only gpu_attention --quick --out "$OUT/attention.json"
 # shellcheck disable=SC2086
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
-  stage sft_graphs 100 python train.py --config small --stage sft --sft_pack --sft_graphs \
-    ${SFT_GRAPHS_FLAGS---sft_batch_size 256 --sft_micro_batch 256 --sft_steps 500 --sft_warmup 100} \
-    --out_dir "$RUNS/sft_graphs" ${TRAIN_FLAGS:-}
+  stage sft_alt 100 python train.py --config small --stage sft ${SFT_ALT_FLAGS---sft_graphs false} \
+    --out_dir "$RUNS/sft_alt" ${TRAIN_FLAGS:-}
 (( COMPARE || END - EPOCHSECONDS < 80 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
   stage tests 0 python -m pytest -v -p no:cacheprovider
 
-python - "$OUT" "$RUNS" <<'PY'
+python - "$OUT" "$RUNS" "${SFT_ALT_FLAGS---sft_graphs false}" <<'PY'
 import json, os, re, statistics, sys
-out, runs = sys.argv[1:]
+out, runs, alt_flags = sys.argv[1:]
 read = lambda p: open(p).read() if os.path.exists(p) else ""
 times = {r[0]: r[1:] for r in (ln.split("\t") for ln in read(f"{out}/times.tsv").splitlines() if ln)}
 bench = json.loads(read(f"{out}/bench.json") or "{}")
@@ -127,9 +129,11 @@ def streamed(log):  # the metrics a bench cut short had printed (a line cut in t
 metrics = bench.get("metrics") or dict(streamed(read(f"{out}/bench.log")))
 variants = json.loads(read(f"{out}/gpu_sft.json") or "{}").get("metrics") or dict(streamed(read(f"{out}/gpu_sft.log")))
 metrics.update({f"{k} (gpu_sft)": v for k, v in variants.items()})
+attention = json.loads(read(f"{out}/attention.json") or "{}").get("metrics")
+metrics.update(attention or dict(streamed(read(f"{out}/attention.log"))))
 m = bench.get("machine", {})
 records = lambda run: [json.loads(x) for x in read(f"{runs}/{run}/metrics.jsonl").splitlines() if x.strip()]
-sft, sft_graphs = records("sft"), records("sft_graphs")
+sft, sft_alt = records("sft"), records("sft_alt")
 rl, grpo = ([r for r in records(run) if r.get("step")] for run in ("laser", "grpo"))  # step 0: c_ref, eval
 planned = lambda run, key: json.loads(read(f"{runs}/{run}/config.json") or "{}").get(key)
 calib = re.search(r"c_ref calibrated .*\(([\d.]+)s\)", read(f"{out}/rl.log"))
@@ -138,8 +142,8 @@ lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?
 for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                           ("rl", len(rl), planned("laser", "rl_steps")),
                           ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
-                          ("cuda_tests", None, None),
-                          ("sft_graphs", len(sft_graphs), planned("sft_graphs", "sft_steps")), ("gpu_sft", None, None),
+                          ("cuda_tests", None, None), ("attention", None, None),
+                          ("sft_alt", len(sft_alt), planned("sft_alt", "sft_steps")), ("gpu_sft", None, None),
                           ("tests", None, None)):
     t, rc, limit = times.get(name, (None, None, None))
     status = ("not run" if rc is None else "skipped (no time left)" if rc == "skipped" else "ok" if rc == "0"
@@ -160,9 +164,9 @@ for k, v in metrics.items():
                  f"{v.get('target') or ''} |")
 med = lambda rs, k: statistics.median(r[k] for r in rs) if rs else float("nan")
 last = lambda rs, k: next((r[k] for r in reversed(rs) if k in r), None)
-lines += [""] if sft or sft_graphs else []
+lines += [""] if sft or sft_alt else []
 for label, recs in ((f"SFT (batch {planned('sft', 'sft_batch_size')})", sft),
-                    (f"SFT --sft_graphs (batch {planned('sft_graphs', 'sft_batch_size')})", sft_graphs)):
+                    (f"SFT {alt_flags} (batch {planned('sft_alt', 'sft_batch_size')})", sft_alt)):
     steady = [r for r in recs if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
     lines += [f"{label}: {len(recs)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
               f"intervals after the first), last validation accuracy {last(recs, 'eval_acc')}"] if recs else []
@@ -183,9 +187,10 @@ for log, label in (("cuda_tests", "Tests for a card (-k on_cuda)"), ("tests", "T
         bad = [name for name, v in verdicts if v in ("FAILED", "ERROR")]
         lines += ["", f"{label}: {count('PASSED')} passed, {len(bad)} failed or errors, {count('SKIPPED')} "
                       f"skipped" + "".join(f"\n- {name}" for name in bad)]
-notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft", "sft_graphs")  # fallbacks
-                      for ln in read(f"{out}/{log}.log").splitlines() if ln.startswith("note: "))
-lines += ["", "Notices in the logs:", *(f"- {n[6:]}" for n in notes)] if notes else []
+notes = dict.fromkeys(ln for log in ("bench", "sft", "rl", "grpo", "evaluate", "gpu_sft", "sft_alt", "attention")
+                      for ln in read(f"{out}/{log}.log").splitlines()  # fallbacks; ways a benchmark could not run
+                      if ln.startswith("note: ") or ln.startswith("[bench] ") and " failed" in ln)
+lines += ["", "Notices in the logs:", *(f"- {n.removeprefix('note: ')}" for n in notes)] if notes else []
 profiles = [ln[10:] for log in ("bench", "gpu_sft") for ln in read(f"{out}/{log}.log").splitlines()
             if ln.startswith("[profile] ")]  # where the device's time goes (bench.py's _device_busy)
 lines += ["", "Profiles (torch.profiler, device time):", "```", *profiles, "```"] if profiles else []

@@ -16,12 +16,13 @@ def test_gpu_section_rehearsal_on_cpu():
                 "gpu.self_reward_overhead", "gpu.eval_completions_per_s", "gpu.sft_prefetch_thread_ratio",
                 "gpu.sft_prefetch_process_ratio", "gpu.decode_step_ops", "gpu.decode_first_call_s.8",
                 "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks",
-                "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop"):
+                "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop", "gpu.decode_tokens_per_s.8.sum_attention"):
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
     for key in ("gpu.decode_device_busy.8", "gpu.sft_device_busy"):
         assert 0 < out[key]["median"] <= 1, key
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
+    assert out["gpu.decode_same_tokens.8.sum_attention"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU
     assert out["gpu.decode_compiled_vs_eager"]["median"] < 1e-4  # inductor's C++ kernels on CPU
@@ -31,13 +32,24 @@ def test_gpu_section_rehearsal_on_cpu():
 def test_gpu_sft_section_rehearsal_on_cpu():
     out = bench.gpu_sft_metrics(torch.device("cpu"), quick=True, dry=True)
     # every variant measured (uncompiled in the rehearsal)
-    for tail in ("", ".padded", ".whole_model", ".batch512", ".graphs", ".graphs_eager"):
+    for tail in ("", ".plain", ".padded", ".whole_model", ".batch512", ".graphs_eager"):
         for key in ("gpu.sft_first_step_s", "gpu.sft_real_tokens_per_s", "gpu.sft_mfu", "gpu.sft_device_busy"):
             assert math.isfinite(out[key + tail]["median"]) and out[key + tail]["median"] > 0, key + tail
     assert out["gpu.sft_real_tokens_per_s"]["target"] == ">= 1e6" and out["gpu.sft_mfu.whole_model"]["target"] is None
     assert "batch 32," in out["gpu.sft_real_tokens_per_s.batch512"]["note"]  # 4x the test preset's 8 problems
-    assert out["gpu.sft_graphs_captured.graphs"]["median"] == 0  # (nothing is captured on CPU)
-    assert "0 CUDA graph(s) captured" in out["gpu.sft_graphs_captured.graphs"]["note"]
+    assert out["gpu.sft_graphs_captured"]["median"] == 0  # (nothing is captured on CPU)
+    assert "0 CUDA graph(s) captured" in out["gpu.sft_graphs_captured"]["note"]
+
+
+def test_gpu_attention_section_rehearsal_on_cpu(capsys):
+    out = bench.gpu_attention_metrics(torch.device("cpu"), quick=True, dry=True)
+    for way in ("math", "sums", "matmul", "flex"):  # each the same attention as float32 arithmetic
+        assert out[f"gpu.attention_max_diff.32.{way}"]["median"] < 1e-5, way
+    for way in ("math", "sums", "matmul", "flex", "flash_unmasked", "read_kv"):
+        assert out[f"gpu.attention_us.32.{way}"]["median"] > 0, way
+    # a way the device lacks (the memory-efficient kernel on CPU) is a line, and the rest go on
+    assert "[bench] attention efficient (window 32) failed: RuntimeError" in capsys.readouterr().out
+    assert "gpu.attention_us.32.efficient" not in out
 
 
 def test_device_busy_is_the_share_of_wall_time_with_an_op_running(capsys):
