@@ -715,7 +715,7 @@ class _GpuSFT:
         batches, n_real = train.sft_step_batches(self.tok, tasks.train_batch(s, self.cfg.sft_batch_size, 0),
                                                  self.cfg.sft_micro_batch, self.cfg.micro_tokens,
                                                  CUDA_LENGTH_MULTIPLE if cuda else 1, self.model.cfg.block_size,
-                                                 self.cfg.sft_pack, train.sft_row_multiple(self.cfg))
+                                                 self.cfg.sft_pack, train.sft_row_multiple(self.cfg, cuda))
         return train.pinned(batches) if cuda and pin else batches, n_real
 
     def throughput(self, fwd, tail: str = ""):
@@ -764,16 +764,23 @@ class _GpuSFT:
         """n_row steps back to back as in the training loop: their batches built beforehand, or built
         meanwhile by runs.prefetch, in a thread (whose Python holds the GIL that the step's launches need)
         or in worker processes (the loop's way on CUDA, as many as it starts: runs.batch_workers; the batches
-        pinned as they arrive). Each ratio is
-        what that way costs a step bound by the host. The weights these steps train are put back."""
+        pinned as they arrive). Each ratio is what that way costs a step bound by the host; the steps are the
+        loop's (with --sft_graphs replayed from CUDA graphs, recorded in two untimed passes). The weights
+        these steps train are put back."""
         import train
         from runs import batch_workers, prefetch
+
+        if self.cfg.sft_graphs:
+            graphs = train.SFTGraphs(self.model, self.opt, self.dev, fwd, self.cfg.grad_clip)
+            step = lambda batches: graphs(batches, self.opt.param_groups[0]["lr"])
+        else:
+            step = lambda batches: self.step(batches, fwd)
 
         def in_a_row(batch_iter, pin=False) -> float:  # real tokens/s
             self.sync()
             t, n_real = time.perf_counter(), 0
             for batches, n in batch_iter:
-                self.step(train.pinned(batches) if pin else batches, fwd)
+                step(train.pinned(batches) if pin else batches)
                 n_real += n
             self.sync()
             return n_real / (time.perf_counter() - t)
@@ -788,7 +795,8 @@ class _GpuSFT:
             return rate
         ready = [self.batches(s) for s in range(n_row)]
         weights = {k: v.clone() for k, v in self.model.state_dict().items()}
-        in_a_row(ready)  # untimed: kernel plans for these batches' shapes
+        for _ in range(2 if self.cfg.sft_graphs else 1):  # untimed: kernel plans (and graphs) for these shapes
+            in_a_row(ready)
         for way, process in (("thread", False), ("process", True)):
             ratio = [prefetched(process) / in_a_row(ready) for _ in range(self.reps)]
             self.out[f"gpu.sft_prefetch_{way}_ratio"] = metric(ratio, "x", note=f"{n_row} steps in a row: "
@@ -847,9 +855,9 @@ def bench_gpu_sft(quick: bool) -> dict:
 
 def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     """One decode step's attention as the sampler runs it at 512 rows (8 in the rehearsal): a query per row
-    and head of the small preset (8 heads of 56) against the first W slots of a KV cache of 320, under an
-    additive mask that hides each row's left padding, for windows of 192 and 320 slots (the benchmark's
-    decode averages 165). For each way of computing it, microseconds a call (50 calls in a row, replayed
+    and head of the small preset (8 heads of 56) against the first W slots of a KV cache of 256 slots (the
+    benchmark's decode: prompts of up to 37 tokens and 192 new ones), under an additive mask that hides
+    each row's left padding, for windows of 128, 192 and 256 slots (the decode's average is 165). For each way of computing it, microseconds a call (50 calls in a row, replayed
     from a CUDA graph as the decode step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same inputs: SDPA's memory-efficient
     kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one (.math); model.attend_by_sums
     compiled (.sums, model.SUM_ATTENTION's); the two matrix products compiled (.matmul); flex attention
@@ -868,9 +876,10 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     out = _Printed()
     cuda = dev.type == "cuda"
     dtype = _run_dtype(dev) if cuda else torch.float32
-    B, H, hd, L = (8, 2, 16, 64) if dry else (512, 8, 56, 320)
+    B, H, hd, L = (8, 2, 16, 64) if dry else (512, 8, 56, 256)
     gen = torch.Generator(dev).manual_seed(0)
-    compiled = (lambda f: f) if dry else functools.partial(torch.compile, dynamic=False, fullgraph=True)
+    # compiled as the decode's blocks are (rollout.compiled_blocks: every size symbolic)
+    compiled = (lambda f: f) if dry else functools.partial(torch.compile, dynamic=True, fullgraph=True)
 
     def matmuls(q, k, v, bias):
         scores = q.float() @ k.float().transpose(-1, -2) * q.shape[-1] ** -0.5 + bias
@@ -898,9 +907,10 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
             "read_kv": lambda: lambda q, k, v, bias: k.sum(dtype=torch.float32) + v.sum(dtype=torch.float32)}
     calls = 5 if dry else 50
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    graphs_ok = cuda
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "flex_attention called without torch.compile")  # (dry: none compiled)
-        for W in ((32,) if dry else (192, 320)):
+        for W in ((32,) if dry else (128, 192, 256)):
             cache = torch.randn(2, B, H, L, hd, generator=gen, device=dev).to(dtype)
             k, v = cache[0][:, :, :W], cache[1][:, :, :W]  # (B, H, W, hd): slices of the cache, as decode_step's
             q = torch.randn(B, H, 1, hd, generator=gen, device=dev).to(dtype)
@@ -916,14 +926,22 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
                         out[f"gpu.attention_max_diff.{W}.{name}"] = metric(
                             [float((got.float() - want).abs().max())], "", note="against float32 arithmetic")
                     run, how = lambda: [fn(q, k, v, bias) for _ in range(calls)], "launched one by one"
-                    if cuda:  # the calls replayed from a CUDA graph, as the decode step's are: the device's time
+                    if graphs_ok:  # the calls replayed from a CUDA graph, as the decode step's are: device time
+                        side = torch.cuda.Stream()  # (warmed up on a side stream, as before any capture)
+                        side.wait_stream(torch.cuda.current_stream())
+                        with torch.cuda.stream(side):
+                            fn(q, k, v, bias)
+                        torch.cuda.current_stream().wait_stream(side)
                         try:
                             graph = torch.cuda.CUDAGraph()
                             with torch.cuda.graph(graph):
                                 run()
                             run, how = graph.replay, "replayed from a CUDA graph"
-                        except Exception as e:  # noqa: BLE001 (a kernel a graph cannot hold: timed launched)
-                            print(f"[bench] attention {name}: no CUDA graph ({type(e).__name__}); timed launched")
+                        except Exception as e:  # noqa: BLE001 (a kernel a graph cannot hold: timed launched, and
+                            graphs_ok = False   # the ways after it too: a failed capture may leave the stream unfit)
+                            torch.cuda.synchronize()
+                            print(f"[bench] attention {name}: CUDA graph capture failed ({type(e).__name__}); "
+                                  f"this way and the next timed launched one by one", flush=True)
                     run()
                     times = [x * 1e6 / calls for x in _timed(run, 3 if quick or dry else 5, sync=sync)]
                     out[f"gpu.attention_us.{W}.{name}"] = metric(
@@ -1108,6 +1126,9 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
     try:
         rows = 8 if dry else 512
         ro, run = decode(rows, ".sum_attention")
+        if dev.type == "cuda":  # a compile that fell back (its notice above) ran SDPA in eager blocks instead
+            out["gpu.decode_compiled.sum_attention"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
+                                                              note="1: the .sum_attention timings ran the sums")
         out[f"gpu.decode_same_tokens.{rows}.sum_attention"] = metric(
             [same(ro, ro_sdpa)], "", note="share of tokens equal to the SDPA decoder's (bf16 rounding may tip a draw)")
         with autocast(dev):
@@ -1116,7 +1137,8 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         if busy == busy:
             out[f"gpu.decode_device_busy.{rows}.sum_attention"] = metric([busy], "")
     except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
-        print(f"[bench] decode .sum_attention failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
+        print(f"[bench] decode .sum_attention failed: {type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}", flush=True)
     finally:
         model_lib.SUM_ATTENTION = False
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
@@ -1243,7 +1265,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench.json", help="where to write the JSON results")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cpu: every section but the gpu ones (default); cuda: the gpu section (the small preset "
-                         "on one card; --only gpu_sft: its SFT step, packed or padded, blocks or model compiled)")
+                         "on one card; --only gpu_sft: its SFT step, graphed, op by op, padded, whole model "
+                         "compiled; --only gpu_attention: a 512-row decode step's attention, each way there is)")
     args = ap.parse_args(argv)
 
     names = {_section_name(f): f for f in SECTIONS}

@@ -278,8 +278,8 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--block_size {cfg.block_size} leaves no room for a prompt before --max_new_tokens "
                         f"{cfg.max_new_tokens}: it must be at least max_new_tokens + {PROMPT_ROOM}")
     if cfg.sft_graphs and not cfg.sft_pack:
-        raise UserError("--sft_graphs needs --sft_pack: packed rows give the steps the few shapes a graph is "
-                        "recorded for")
+        raise UserError("--sft_graphs (the small preset's setting) needs --sft_pack: packed rows give the steps the "
+                        "few shapes a graph is recorded for; with --sft_pack false add --sft_graphs false")
     if cfg.stage == "rl" and not cfg.init and not cfg.resume:
         raise UserError("--stage rl needs --init SFT_RUN_DIR (or --resume)")
     if cfg.stage == "rl" and not cfg.resume and same_setting("init", run_dir_of(cfg.init), cfg.out_dir):

@@ -272,10 +272,10 @@ def sft_step(model, opt, batches, device, forward=None, grad_clip: float = 0.0, 
 GRAPH_ROW_MULTIPLE = 4  # --sft_graphs: each step's packed rows made a multiple of this (a few shapes, a graph each)
 
 
-def sft_row_multiple(cfg: Config) -> int:
+def sft_row_multiple(cfg: Config, cuda: bool) -> int:
     """The multiple a step's packed rows are made (sft_step_batches): GRAPH_ROW_MULTIPLE where SFTGraphs
-    can record the steps (--sft_graphs, one process), 1 where every step is a plain one anyway."""
-    return GRAPH_ROW_MULTIPLE if cfg.sft_graphs and world_size() == 1 else 1
+    can record the steps (--sft_graphs, one process on a CUDA device), 1 where no step is recorded."""
+    return GRAPH_ROW_MULTIPLE if cfg.sft_graphs and cuda and world_size() == 1 else 1
 
 
 class SFTGraphs:
@@ -427,7 +427,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
         return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
-                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack, sft_row_multiple(cfg))
+                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack, sft_row_multiple(cfg, cuda))
 
     graphs = SFTGraphs(model, opt, device, forward, cfg.grad_clip) if cfg.sft_graphs else None
 

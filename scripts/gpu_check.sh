@@ -7,7 +7,7 @@
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 200 s are left: python -m pytest -v -k on_cuda   (the tests written for a card, named *_on_cuda:
 #      --sft_graphs's capture)
-#   6. if 160 s are left: python bench.py --only gpu_attention --quick   (a 512-row decode step's attention,
+#   6. if 170 s are left: python bench.py --only gpu_attention --quick   (a 512-row decode step's attention,
 #      each way there is: the kernels against one another and against one read of the keys and values)
 #   7. if 150 s are left: python train.py --config small --stage sft $SFT_ALT_FLAGS   (the SFT stage again
 #      with other settings, by default its steps launched op by op instead of replayed from CUDA graphs: the
@@ -103,8 +103,8 @@ fi
 # (each stage's reserve leaves the next one's threshold and some seconds for a stage cut short to save its step)
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
   stage cuda_tests 165 python -m pytest -v -p no:cacheprovider -k on_cuda
-(( COMPARE || END - EPOCHSECONDS < 160 )) ||
-  stage attention 120 python bench.py --only gpu_attention --quick --out "$OUT/attention.json"
+(( COMPARE || END - EPOCHSECONDS < 170 )) ||
+  stage attention 110 python bench.py --only gpu_attention --quick --out "$OUT/attention.json"
 # shellcheck disable=SC2086
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
   stage sft_alt 100 python train.py --config small --stage sft ${SFT_ALT_FLAGS---sft_graphs false} \
@@ -166,7 +166,7 @@ med = lambda rs, k: statistics.median(r[k] for r in rs) if rs else float("nan")
 last = lambda rs, k: next((r[k] for r in reversed(rs) if k in r), None)
 lines += [""] if sft or sft_alt else []
 for label, recs in ((f"SFT (batch {planned('sft', 'sft_batch_size')})", sft),
-                    (f"SFT {alt_flags} (batch {planned('sft_alt', 'sft_batch_size')})", sft_alt)):
+                    (f"SFT {alt_flags or '(the preset again)'} (batch {planned('sft_alt', 'sft_batch_size')})", sft_alt)):
     steady = [r for r in recs if "tokens_per_s" in r and "eval_acc" not in r][1:]  # not the compiling first step
     lines += [f"{label}: {len(recs)} steps, real tokens/s {med(steady, 'tokens_per_s'):.4g} (median of the logged "
               f"intervals after the first), last validation accuracy {last(recs, 'eval_acc')}"] if recs else []

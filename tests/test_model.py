@@ -114,3 +114,22 @@ def test_block_size_and_bad_config_errors():
         m(torch.zeros(1, 65, dtype=torch.long))
     with pytest.raises(ValueError, match="multiple"):
         GPTConfig(n_embd=30, n_head=4)
+
+
+@pytest.mark.parametrize("H,G", [(4, 4), (4, 2), (6, 1)])  # one key/value head per query head, or grouped
+def test_attention_by_sums_is_sdpa_on_a_masked_cache(H, G):
+    """model.attend_by_sums (the compiled decode step's attention under model.SUM_ATTENTION): one query per
+    row and head against a window with left padding masked out, as SDPA computes it with each key/value
+    head repeated for its query heads."""
+    import torch.nn.functional as F
+
+    import model as model_lib
+    g = torch.Generator().manual_seed(H * 10 + G)
+    B, W, hd = 3, 12, 8
+    q = torch.randn(B, H, 1, hd, generator=g)
+    k, v = torch.randn(2, B, G, W, hd, generator=g)
+    pad = torch.tensor([0, 3, 7])[:, None, None, None]  # each row's left padding
+    bias = torch.zeros(B, 1, 1, W).masked_fill(torch.arange(W) < pad, float("-inf"))
+    want = F.scaled_dot_product_attention(q, k.repeat_interleave(H // G, 1), v.repeat_interleave(H // G, 1),
+                                          attn_mask=bias)
+    torch.testing.assert_close(model_lib.attend_by_sums(q, k, v, bias), want, atol=1e-6, rtol=1e-5)

@@ -341,7 +341,8 @@ def test_sft_graphs_run_trains_and_resumes(tmp_path, capsys):
     with open(os.path.join(full, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == list(range(1, 9))
     r = run_cli("--config", "test", "--sft_graphs")
-    assert r.returncode == 2 and "--sft_graphs needs --sft_pack" in r.stderr
+    assert r.returncode == 2 and "--sft_graphs (the small preset's setting) needs --sft_pack" in r.stderr
+    assert "with --sft_pack false add --sft_graphs false" in r.stderr
 
 
 def test_segments_give_each_packed_row_its_own_logits(tok, model_factory):
