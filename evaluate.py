@@ -69,7 +69,8 @@ def collect_records(run_dir: str, n_samples: int = 16, n_problems: int | None = 
     per_call = max(1, batch_size // n_samples)
     # zip draws a chunk's samples, then its greedy solutions (which use no generator), chunk by chunk
     calls = dict(max_new_tokens=max_new, prompts_per_call=per_call)
-    sampled = sample_chunks(model, tok, problems, num_samples=n_samples, generator=gen, temperature=1.0, **calls)
+    sampled = sample_chunks(model, tok, problems, num_samples=n_samples, generator=gen, temperature=1.0,
+                            progress=f"  {run_dir}: sampling", **calls)
     greedy_chunks = sample_chunks(model, tok, problems, num_samples=1, generator=None, temperature=0, **calls)
     records = []
     for (chunk, ro), (_, greedy) in zip(sampled, greedy_chunks):

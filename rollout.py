@@ -37,6 +37,7 @@ import copy
 import functools
 import hashlib
 import sys
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
 def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
            *, tokenizer, score: bool = True, compact: bool = True, fixed: bool | None = None,
-           check_every: int = 8) -> Rollouts:
+           check_every: int = 8, progress: str = "") -> Rollouts:
     """Sample `num_samples` responses per prompt with a KV cache; see the module docstring.
 
     Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
@@ -179,7 +180,8 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     host checks for "every row finished") or the compacting one (default elsewhere); the fixed loop draws
     the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward
     readout (only for measuring its cost); `compact=False` keeps finished rows in the compacting loop's
-    batch (tests and benchmarks).
+    batch (tests and benchmarks). `progress`: a label for the line a long call prints about where it is,
+    at most once every PROGRESS_EVERY_S seconds (a large call on a slow device); none without one.
     """
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
@@ -202,15 +204,37 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
                logp_zc=torch.full((N,), float("nan"), device=dev))
     step = functools.partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
                              suppressed=suppressed)
+    clock = _progress_line(progress, max_new_tokens)
     if fixed:
-        _decode_fixed(model, cache, rows, logits, out, step, eos=eos, zc=zc, score=score, check_every=check_every)
+        _decode_fixed(model, cache, rows, logits, out, step, eos=eos, zc=zc, score=score, check_every=check_every,
+                      clock=clock)
     else:
-        _decode_compact(model, cache.select(rows), logits, out, step, eos=eos, zc=zc, score=score, compact=compact)
+        _decode_compact(model, cache.select(rows), logits, out, step, eos=eos, zc=zc, score=score, compact=compact,
+                        clock=clock)
     return _finish(tokenizer, prompts, K, out["tokens"], out["lengths"], out["logprobs"], out["finished"],
                    out["logp_zc"], temperature, top_k, top_p, suppressed)
 
 
-def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact):
+PROGRESS_EVERY_S = 60  # a sampling call with a `progress` label says where it is at least this often
+
+
+def _progress_line(label: str, total: int):
+    """A function of (step t, `alive`: a bool tensor, True for the rows still sampling, rows in all) that
+    prints "label: token t+1/total, k of N rows still sampling" when PROGRESS_EVERY_S seconds have passed
+    since the call began or its last line; a no-op without a label. It counts `alive` (a kernel and a host
+    sync on a GPU) only when it prints."""
+    if not label:
+        return lambda t, alive, n: None
+    last = [time.monotonic()]
+
+    def tick(t: int, alive: torch.Tensor, n: int) -> None:
+        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+            print(f"{label}: token {t + 1}/{total}, {int(alive.sum())} of {n} rows still sampling", flush=True)
+            last[0] = time.monotonic()
+    return tick
+
+
+def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact, clock):
     """The CPU decode loop: the batch shrinks as rows finish (compute is per row). Fills `out` in place."""
     tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
                                                                     "logp_zc"))
@@ -237,13 +261,14 @@ def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact)
             logp_zc[active[just_done]] = zc_logprob(logits[just_done], zc)
         if last_step or not alive.any():
             break
+        clock(t, alive, N)
         if compact and (~alive).sum() * 2 >= len(alive):
             keep = alive.nonzero().squeeze(1)
             cache, logits, active = cache.select(keep), logits[keep], active[keep]
             alive = alive[keep]
 
 
-def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, check_every):
+def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, check_every, clock):
     """The GPU decode loop: every row stays in the batch (a finished row's outputs are ignored), each
     step is `model.decode_step` at a slot held on the device, and the host only asks "is every row
     finished?" every `check_every` steps. The sampled tokens equal `_decode_compact`'s without compaction.
@@ -267,6 +292,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
             torch.where(just_done, zc_now, logp_zc, out=logp_zc)
         if (t + 1) % check_every == 0 and not bool(alive.any()):
             break
+        clock(t, alive, N)
     torch.logical_not(alive, out=finished)
 
 
@@ -535,17 +561,19 @@ def sampling_kwargs(cfg) -> dict:
 
 
 def sample_chunks(model, tok, problems, *, num_samples: int, max_new_tokens: int, prompts_per_call: int,
-                  generator, **sampling):
+                  generator, progress: str = "", **sampling):
     """Sample `problems` in calls of `prompts_per_call` prompts, in eval mode (config.autocast: bf16 on CUDA);
     yields (the call's problems, their Rollouts). The one sampling loop of RL, c_ref calibration and
-    evaluation."""
+    evaluation. `progress`: the label of a long call's progress lines (`sample`), with the call's number."""
     model.eval()
     device = model.lm_head.weight.device
+    calls = -(-len(problems) // prompts_per_call)
     for i in range(0, len(problems), prompts_per_call):
         chunk = problems[i:i + prompts_per_call]
+        label = progress and (f"{progress}, call {i // prompts_per_call + 1} of {calls}" if calls > 1 else progress)
         with autocast(device):
             ro = sample(model, [tok.encode_prompt(p.problem) for p in chunk], num_samples, max_new_tokens,
-                        generator=generator, tokenizer=tok, **sampling)
+                        generator=generator, tokenizer=tok, progress=label, **sampling)
         yield chunk, ro
 
 
@@ -557,7 +585,8 @@ def calibrate_c_ref(model, tok, cfg, outside=()) -> tuple[float, float, int]:
     g = step_generator("calib", cfg.seed, 0, model.lm_head.weight.device)
     vals = []
     for _, ro in sample_chunks(model, tok, probs, num_samples=cfg.calib_samples, max_new_tokens=cfg.max_new_tokens,
-                               prompts_per_call=cfg.eval_batch, generator=g, **sampling_kwargs(cfg)):
+                               prompts_per_call=cfg.eval_batch, generator=g, progress="c_ref calibration",
+                               **sampling_kwargs(cfg)):
         vals += ro.logp_zc[ro.finished].tolist()
     if not vals:
         raise UserError("no calibration sample finished; raise --max_new_tokens")

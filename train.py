@@ -96,7 +96,8 @@ def heldout_eval(model, tok, problems, cfg: Config, c_ref: float | None = None) 
     g = step_generator("eval", cfg.seed, 0, model.lm_head.weight.device)
     correct, finished, logp_zc = [], [], []
     for chunk, ro in sample_chunks(model, tok, problems, num_samples=1, max_new_tokens=cfg.max_new_tokens,
-                                   prompts_per_call=cfg.eval_batch, generator=g, temperature=1.0):
+                                   prompts_per_call=cfg.eval_batch, generator=g, temperature=1.0,
+                                   progress="validation"):
         fin = ro.finished.tolist()
         correct += [verify.reward(t, p.answer, f) == 1.0 for t, p, f in zip(ro.texts, chunk, fin)]
         finished += fin
@@ -514,7 +515,9 @@ def rollout_step(model, tok, cfg: Config, step: int, outside=()) -> tuple[list[t
     probs = shard(train_problems(cfg, step, cfg.prompts_per_step, f"rl-{cfg.seed}", outside))
     g = step_generator("rl" if rank() == 0 else f"rl-rank{rank()}", cfg.seed, step, model.lm_head.weight.device)
     _, ro = next(sample_chunks(model, tok, probs, num_samples=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                               prompts_per_call=len(probs), generator=g, **sampling_kwargs(cfg)))
+                               prompts_per_call=len(probs), generator=g,
+                               progress=f"RL step {step + 1} sampling" if rank() == 0 else "",
+                               **sampling_kwargs(cfg)))
     return probs, ro
 
 

@@ -371,3 +371,32 @@ def test_a_failed_capture_of_compiled_blocks_retries_with_eager_blocks(tok, mode
         err = capsys.readouterr().err
         assert "capture of the compiled decode step failed (operation not permitted when stream is capturing)" in err
         assert ("decoding without graphs from now on" in err) is not graphs_after
+
+
+@pytest.mark.parametrize("fixed", [False, True])  # the CPU loop and the fixed-shape (CUDA) one
+def test_a_long_sampling_call_says_where_it_is(tok, model_factory, monkeypatch, capsys, fixed):
+    """A sampling call with a progress label prints where it is once PROGRESS_EVERY_S have passed (here at
+    every step but the last): token numbers in order and the rows still sampling; none without a label,
+    none before the time; sample_chunks numbers its calls."""
+    import re
+
+    import rollout
+    m, p = model_factory(seed=0), prompts_of(tok, 2, seed=1)
+    run = lambda label, **kw: rollout.sample(m, p, 3, 6, generator=torch.Generator().manual_seed(0), tokenizer=tok,
+                                             fixed=fixed, progress=label, **kw)
+    run("calibration")  # the default: a line a minute at most
+    monkeypatch.setattr(rollout, "PROGRESS_EVERY_S", 0)
+    run("")
+    assert capsys.readouterr().out == ""
+    ro = run("calibration")
+    lines = capsys.readouterr().out.splitlines()
+    got = [re.fullmatch(r"calibration: token (\d+)/6, (\d+) of 6 rows still sampling", ln) for ln in lines]
+    assert all(got) and len(got) >= 3, lines
+    assert [int(g[1]) for g in got] == list(range(1, len(got) + 1))
+    left = [int(g[2]) for g in got]
+    assert left == sorted(left, reverse=True) and left[-1] >= 6 - int(ro.finished.sum())
+    probs = tasks.make_split("test", 2, 0)
+    list(rollout.sample_chunks(m, tok, probs, num_samples=2, max_new_tokens=3, prompts_per_call=1,
+                               generator=torch.Generator().manual_seed(0), progress="validation", fixed=fixed))
+    out = capsys.readouterr().out
+    assert "validation, call 1 of 2: token 1/3, " in out and "validation, call 2 of 2: token 1/3, " in out
