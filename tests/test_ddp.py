@@ -126,6 +126,23 @@ def test_more_processes_than_cuda_devices_are_refused_in_one_line(monkeypatch):
     assert not dist.is_initialized()
 
 
+def test_torchrun_takes_its_local_cuda_device_and_nccl_or_gloo_on_cpu(monkeypatch):
+    """The process group torchrun's processes join (NCCL is not run here): on CUDA the local rank's device,
+    then NCCL; with --device cpu gloo and no CUDA device touched."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("device", d)))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("group", backend)))
+    runs.init_distributed("auto")
+    assert calls == [("device", 1), ("group", "nccl")]
+    calls.clear()
+    runs.init_distributed("cpu")
+    assert calls == [("group", "gloo")]
+
+
 # one process imports runs (and torch) once, then forks a child per case: stdout and stderr of the child go to
 # files of their own, and it ends as a torchrun worker ends (a process each would import torch seven times)
 _EXIT_DRIVER = """
