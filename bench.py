@@ -857,14 +857,15 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     """One decode step's attention as the sampler runs it at 512 rows (8 in the rehearsal): a query per row
     and head of the small preset (8 heads of 56) against the first W slots of a KV cache of 256 slots (the
     benchmark's decode: prompts of up to 37 tokens and 192 new ones), under an additive mask that hides
-    each row's left padding, for windows of 128, 192 and 256 slots (the decode's average is 165). For each way of computing it, microseconds a call (50 calls in a row, replayed
-    from a CUDA graph as the decode step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same inputs: SDPA's memory-efficient
-    kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one (.math); model.attend_by_sums
-    compiled (.sums, model.SUM_ATTENTION's); the two matrix products compiled (.matmul); flex attention
-    compiled with the mask as a score modifier (.flex); and two bounds that are not the decode's attention:
-    flash attention without a mask (.flash_unmasked) and one read of the window's keys and values
-    (.read_kv). A way that fails on this device says why in one line. `dry`: the test preset's heads,
-    nothing compiled."""
+    each row's left padding, for windows of 128, 192 and 256 slots (the decode's average is 165). For each
+    way of computing it, microseconds a call (50 calls in a row, replayed from a CUDA graph as the decode
+    step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same
+    inputs: SDPA's memory-efficient kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one
+    (.math); model.attend_by_sums compiled (.sums, model.SUM_ATTENTION's); the two matrix products
+    compiled (.matmul); flex attention compiled with the mask as a score modifier (.flex); and two bounds
+    that are not the decode's attention: flash attention without a mask (.flash_unmasked) and one read of
+    the window's keys and values (.read_kv). A way that fails on this device says why in one line. `dry`:
+    the test preset's heads, nothing compiled."""
     import warnings
 
     import torch
@@ -937,11 +938,12 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
                             with torch.cuda.graph(graph):
                                 run()
                             run, how = graph.replay, "replayed from a CUDA graph"
-                        except Exception as e:  # noqa: BLE001 (a kernel a graph cannot hold: timed launched, and
-                            graphs_ok = False   # the ways after it too: a failed capture may leave the stream unfit)
+                        except Exception as e:  # noqa: BLE001 (a kernel a graph cannot hold: timed launched)
+                            # and so are the ways after it: a failed capture may leave the stream unfit for another
+                            graphs_ok = False
                             torch.cuda.synchronize()
                             print(f"[bench] attention {name}: CUDA graph capture failed ({type(e).__name__}); "
-                                  f"this way and the next timed launched one by one", flush=True)
+                                  f"this way and the ones after it timed launched one by one", flush=True)
                     run()
                     times = [x * 1e6 / calls for x in _timed(run, 3 if quick or dry else 5, sync=sync)]
                     out[f"gpu.attention_us.{W}.{name}"] = metric(
