@@ -427,8 +427,8 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
     def step_batches(step):  # a pure function of the step, built ahead (runs.prefetch): on CUDA in a process
         # generated problems and, with --data_jsonl, a --data_mix share of outside ones, by (seed, step)
         probs = shard(train_problems(cfg, step, cfg.sft_batch_size, cfg.seed, extra_data))  # this process's share
-        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens,
-                                CUDA_LENGTH_MULTIPLE if cuda else 1, block_size, cfg.sft_pack, sft_row_multiple(cfg, cuda))
+        return sft_step_batches(tok, probs, cfg.sft_micro_batch, cfg.micro_tokens, CUDA_LENGTH_MULTIPLE if cuda else 1,
+                                block_size, cfg.sft_pack, sft_row_multiple(cfg, cuda))
 
     graphs = SFTGraphs(model, opt, device, forward, cfg.grad_clip) if cfg.sft_graphs else None
 
