@@ -133,3 +133,25 @@ def test_attention_by_sums_is_sdpa_on_a_masked_cache(H, G):
     want = F.scaled_dot_product_attention(q, k.repeat_interleave(H // G, 1), v.repeat_interleave(H // G, 1),
                                           attn_mask=bias)
     torch.testing.assert_close(model_lib.attend_by_sums(q, k, v, bias), want, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_by_sums_compiles_without_materializing_its_products():
+    """What SUM_ATTENTION is for: inductor fuses each elementwise product into its sum, so the compiled code
+    allocates no buffer as large as the product (B, H, W, hd), only the scores (B, H, 1, W) and smaller
+    (checked on inductor's C++ code, where the whole attention is one fused kernel; a GPU's Triton code is
+    made by the same scheduler)."""
+    import math
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    import model as model_lib
+    B, H, W, hd = 4, 2, 32, 16
+    q, bias = torch.randn(B, H, 1, hd), torch.zeros(B, 1, 1, W)
+    k, v = torch.randn(2, B, H, W, hd)
+    got, (code, *_) = run_and_get_code(torch.compile(model_lib.attend_by_sums, dynamic=False, fullgraph=True),
+                                       q, k, v, bias)
+    torch.testing.assert_close(got, model_lib.attend_by_sums(q, k, v, bias), atol=1e-6, rtol=1e-5)
+    allocs = re.findall(r"empty_strided\w*\(\(([^)]*)\)", code)  # the buffers' shapes
+    shapes = [tuple(int(x) for x in s.split(",") if x.strip()) for s in allocs]
+    assert shapes and max(math.prod(s) for s in shapes) <= B * H * W, shapes
