@@ -444,12 +444,13 @@ def test_training_forward_compiles_and_falls_back_to_eager(tok, model_factory, m
 
 def test_training_forward_traces_as_one_graph(tok, model_factory):
     """The training forward has no graph break (no host sync, no data-dependent Python): what
-    torch.compile captures on CUDA is the whole model. Checked with the aot_eager backend (no compiler)."""
+    torch.compile captures on CUDA is the whole model. Checked by Dynamo alone (fullgraph=True raises on
+    any graph break whatever the backend; the eager backend compiles nothing: half the time of aot_eager)."""
     import torch._dynamo
     m = model_factory(seed=1)
     x = torch.tensor([tok.encode_prompt(tasks.make_split("test", 1, 0)[0].problem)] * 2)
     torch._dynamo.reset()
-    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(m, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), m(x), atol=1e-5, rtol=0)
     torch.testing.assert_close(compiled(x[:1, :-3]), m(x[:1, :-3]), atol=1e-5, rtol=0)  # dynamic shapes too
     seg = (torch.arange(x.shape[1]) >= 5).long()[None].repeat(2, 1) + 1  # packed rows (--sft_pack): two segments
