@@ -321,6 +321,10 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# a long loop says where it is at least this often (seconds): SFT besides its --log_every lines, and a sampling
+# call given a progress label (an RL step's rollouts, c_ref calibration, validation, evaluation)
+PROGRESS_EVERY_S = 60
+
 # sequence lengths on CUDA (SFT batches, the RL update's scoring) are rounded up to a multiple of this: a run
 # then meets a dozen shapes, not a hundred (each new one costs a compile and attention kernel plans)
 CUDA_LENGTH_MULTIPLE = 16

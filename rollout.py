@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import config
 import model as model_lib
 from config import CUDA_LENGTH_MULTIPLE, UserError, autocast, rl_outside_data, round_up, train_problems
 
@@ -181,7 +182,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward
     readout (only for measuring its cost); `compact=False` keeps finished rows in the compacting loop's
     batch (tests and benchmarks). `progress`: a label for the line a long call prints about where it is,
-    at most once every PROGRESS_EVERY_S seconds (a large call on a slow device); none without one.
+    at most once every config.PROGRESS_EVERY_S seconds (a large call on a slow device); none without one.
     """
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
@@ -215,12 +216,9 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
                    out["logp_zc"], temperature, top_k, top_p, suppressed)
 
 
-PROGRESS_EVERY_S = 60  # a sampling call with a `progress` label says where it is at least this often
-
-
 def _progress_line(label: str, total: int):
     """A function of (step t, `alive`: a bool tensor, True for the rows still sampling, rows in all) that
-    prints "label: token t+1/total, k of N rows still sampling" when PROGRESS_EVERY_S seconds have passed
+    prints "label: token t+1/total, k of N rows still sampling" when config.PROGRESS_EVERY_S seconds have passed
     since the call began or its last line; a no-op without a label. It counts `alive` (a kernel and a host
     sync on a GPU) only when it prints."""
     if not label:
@@ -228,7 +226,7 @@ def _progress_line(label: str, total: int):
     last = [time.monotonic()]
 
     def tick(t: int, alive: torch.Tensor, n: int) -> None:
-        if time.monotonic() - last[0] >= PROGRESS_EVERY_S:
+        if time.monotonic() - last[0] >= config.PROGRESS_EVERY_S:
             print(f"{label}: token {t + 1}/{total}, {int(alive.sum())} of {n} rows still sampling", flush=True)
             last[0] = time.monotonic()
     return tick

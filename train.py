@@ -48,6 +48,7 @@ import torch
 import rollout
 import tasks
 import verify
+import config
 from config import (CUDA_LENGTH_MULTIPLE, PATH_FIELDS, Config, UserError, autocast, check_config, check_lengths,
                     corpus_for_tokenizer, get_device, heldout_problems, load_outside, out_of_memory,
                     outside_data_that_fits, outside_train_data, resolve_config, rl_outside_data, round_up, run_dir_of,
@@ -384,9 +385,6 @@ class SFTGraphs:
                 f"replayed from them")
 
 
-PROGRESS_EVERY_S = 60  # SFT prints a progress line at least this often (besides every --log_every steps)
-
-
 def run_sft(cfg: Config, then_rl: bool = False) -> int:
     """SFT in cfg.out_dir (afresh, or --resume); returns the step it stopped after (sft_steps, or --halt_at)."""
     device = get_device(cfg.device)
@@ -472,7 +470,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
             stop = stop_requested()  # Ctrl-C or SIGTERM during the step: stop after it, with a checkpoint
             save = done % cfg.ckpt_every == 0 or done == cfg.sft_steps or done == cfg.halt_at or stop
             show = (done % cfg.log_every == 0 or done == start + 1 or do_eval
-                    or time.time() - last >= PROGRESS_EVERY_S)  # (slow steps: a preset for a GPU on a CPU)
+                    or time.time() - last >= config.PROGRESS_EVERY_S)  # (slow steps: a preset for a GPU on a CPU)
             if defer and not (do_eval or save or show or len(pending) >= 100):
                 continue
             rec = read_back()

@@ -375,17 +375,18 @@ def test_a_failed_capture_of_compiled_blocks_retries_with_eager_blocks(tok, mode
 
 @pytest.mark.parametrize("fixed", [False, True])  # the CPU loop and the fixed-shape (CUDA) one
 def test_a_long_sampling_call_says_where_it_is(tok, model_factory, monkeypatch, capsys, fixed):
-    """A sampling call with a progress label prints where it is once PROGRESS_EVERY_S have passed (here at
+    """A sampling call with a progress label prints where it is once config.PROGRESS_EVERY_S have passed (here at
     every step but the last): token numbers in order and the rows still sampling; none without a label,
     none before the time; sample_chunks numbers its calls."""
     import re
 
+    import config
     import rollout
     m, p = model_factory(seed=0), prompts_of(tok, 2, seed=1)
     run = lambda label, **kw: rollout.sample(m, p, 3, 6, generator=torch.Generator().manual_seed(0), tokenizer=tok,
                                              fixed=fixed, progress=label, **kw)
     run("calibration")  # the default: a line a minute at most
-    monkeypatch.setattr(rollout, "PROGRESS_EVERY_S", 0)
+    monkeypatch.setattr(config, "PROGRESS_EVERY_S", 0)
     run("")
     assert capsys.readouterr().out == ""
     ro = run("calibration")

@@ -582,13 +582,13 @@ def test_sft_run_writes_artifacts_and_resumes(sft_dir, tmp_path, monkeypatch):
 
 
 def test_slow_sft_steps_print_progress_by_the_clock(tmp_path, monkeypatch, capsys):
-    """A progress line every --log_every steps, and besides at least every train.PROGRESS_EVERY_S seconds: a
+    """A progress line every --log_every steps, and besides at least every config.PROGRESS_EVERY_S seconds: a
     GPU preset on a CPU (the small one's 50 steps there: a quarter of an hour) does not go silent."""
     args = ["--config", "test", "--stage", "sft", "--sft_steps", "4", "--log_every", "1000"]
     progress = lambda: [ln.split()[1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("sft ")]
     train.main([*args, "--out_dir", str(tmp_path / "a")])
     assert progress() == ["1/4", "4/4"]  # the first step, and the last (its evaluation)
-    monkeypatch.setattr(train, "PROGRESS_EVERY_S", 0)
+    monkeypatch.setattr(config, "PROGRESS_EVERY_S", 0)
     train.main([*args, "--out_dir", str(tmp_path / "b")])
     assert progress() == ["1/4", "2/4", "3/4", "4/4"]
 
