@@ -55,6 +55,13 @@ class _Printed(dict):
         print("[metric]", json.dumps({key: value}), flush=True)
 
 
+def _why(e: BaseException, width: int = 200) -> str:
+    """An exception in one line for a "failed" notice: its type and its message's first line (an exception
+    with no message has no first line)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:width] if lines else ''}"
+
+
 def percentile(xs, q: float) -> float:
     """q in [0, 100]; nearest-rank on the sorted data (no interpolation)."""
     s = sorted(xs)
@@ -342,8 +349,7 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
                 print(f"[profile]   {e.self_cpu_time_total / host:6.1%} {e.self_cpu_time_total / 1e3:8.2f} ms  "
                       f"x{e.count:<6} {e.key[:100]}", flush=True)
     except Exception as e:  # noqa: BLE001 (a diagnostic: say why it failed, keep the measurements)
-        print(f"note: the profile of {label} failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:160]}",
-              flush=True)
+        print(f"note: the profile of {label} failed: {_why(e, 160)}", flush=True)
         return float("nan")
     return busy / wall_us
 
@@ -841,8 +847,7 @@ def gpu_sft_metrics(dev, quick: bool, dry: bool = False) -> dict:
         try:
             sft.throughput(make(), tail)
         except Exception as e:  # noqa: BLE001 (a measurement of an option: say why it failed, keep the rest)
-            print(f"[bench] sft{tail or ' (per block)'} failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
-                  flush=True)
+            print(f"[bench] sft{tail or ' (per block)'} failed: {_why(e)}", flush=True)
     return out
 
 
@@ -950,8 +955,7 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
                         times, "us", note=f"{B} rows x {H} heads of {hd}, window {W} of {L} slots, "
                                           f"{str(dtype)[6:]}, {calls} calls {how}")
                 except Exception as e:  # noqa: BLE001 (a way this device or torch build lacks: say so, go on)
-                    print(f"[bench] attention {name} (window {W}) failed: {type(e).__name__}: "
-                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}", flush=True)
+                    print(f"[bench] attention {name} (window {W}) failed: {_why(e)}", flush=True)
     return out
 
 
@@ -1139,8 +1143,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         if busy == busy:
             out[f"gpu.decode_device_busy.{rows}.sum_attention"] = metric([busy], "")
     except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
-        print(f"[bench] decode .sum_attention failed: {type(e).__name__}: "
-              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}", flush=True)
+        print(f"[bench] decode .sum_attention failed: {_why(e)}", flush=True)
     finally:
         model_lib.SUM_ATTENTION = False
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
