@@ -45,6 +45,7 @@ OUT=${1:-out/gpu_check}
 RUNS=${RUNS:-$OUT/small}
 LIMIT=${STAGE_LIMIT:-600}
 COMPARE=${COMPARE:-0} REUSE=${REUSE:-0}
+ALT_FLAGS=${SFT_ALT_FLAGS---sft_graphs false}  # (set and empty: the preset again)
 [[ $COMPARE == [01] && $REUSE == [01] ]] || { echo "gpu_check.sh: COMPARE and REUSE must be 0 or 1" >&2; exit 2; }
 END=$(( EPOCHSECONDS + ${BUDGET:-540} ))
 for run in sft laser; do
@@ -98,8 +99,9 @@ fi
 [[ -f $RUNS/laser/ckpt.pt && ( $COMPARE == 0 || -f $RUNS/grpo/ckpt.pt ) ]] &&
   stage evaluate 3 python evaluate.py "${eval_runs[@]}" --names "$names" --n_samples 16 --out "$OUT/eval"
 # the time left, if it is enough: the tests written for a card, the decode attention's ways, the SFT stage
-# again with other settings (SFT_ALT_FLAGS), the SFT step's variants (launched op by op; rows padded; the whole model compiled), then the
-# test suite on the card, for what is left (each test's verdict is logged as it comes)
+# again with other settings (SFT_ALT_FLAGS), the SFT step's variants (launched op by op; rows padded; the
+# whole model compiled), then the test suite on the card, for what is left (each test's verdict is logged
+# as it comes)
 # (each stage's reserve leaves the next one's threshold and some seconds for a stage cut short to save its step)
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 200 )) ||
   stage cuda_tests 165 python -m pytest -v -p no:cacheprovider -k on_cuda
@@ -107,14 +109,14 @@ fi
   stage attention 110 python bench.py --only gpu_attention --quick --out "$OUT/attention.json"
 # shellcheck disable=SC2086
 (( COMPARE || END - EPOCHSECONDS < 150 )) ||
-  stage sft_alt 100 python train.py --config small --stage sft ${SFT_ALT_FLAGS---sft_graphs false} \
+  stage sft_alt 100 python train.py --config small --stage sft $ALT_FLAGS \
     --out_dir "$RUNS/sft_alt" ${TRAIN_FLAGS:-}
 (( COMPARE || END - EPOCHSECONDS < 80 )) ||
   stage gpu_sft 0 python bench.py --only gpu_sft --quick --out "$OUT/gpu_sft.json"
 (( COMPARE || ${TESTS:-1} == 0 || END - EPOCHSECONDS < 60 )) ||
   stage tests 0 python -m pytest -v -p no:cacheprovider
 
-python - "$OUT" "$RUNS" "${SFT_ALT_FLAGS---sft_graphs false}" <<'PY'
+python - "$OUT" "$RUNS" "$ALT_FLAGS" <<'PY'
 import json, os, re, statistics, sys
 out, runs, alt_flags = sys.argv[1:]
 read = lambda p: open(p).read() if os.path.exists(p) else ""
