@@ -867,7 +867,10 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same
     inputs: SDPA's memory-efficient kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one
     (.math); model.attend_by_sums compiled (.sums, model.SUM_ATTENTION's); the two matrix products
-    compiled (.matmul); flex attention compiled with the mask as a score modifier (.flex); and two bounds
+    compiled (.matmul); flex attention compiled with the mask as a score modifier (.flex); the mask folded
+    into the keys, a column of 0 (seen) or -30,000 (hidden) that a query column of 1 adds to each score, so
+    that a kernel without a mask computes it (.flash_key_bias, .efficient_key_bias, .cudnn_key_bias: head
+    dimension 56 + 1, padded to 64, prepared outside the timed calls as a cache holding it would); and two bounds
     that are not the decode's attention: flash attention without a mask (.flash_unmasked) and one read of
     the window's keys and values (.read_kv). A way that fails on this device says why in one line. `dry`:
     the test preset's heads, nothing compiled."""
@@ -906,10 +909,26 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v)
 
+    def key_bias(backend):  # the mask folded into the keys: made once here, as a cache holding it would
+        fold = -3e4  # (times the scale, -4,000: exp underflows to 0 in float32)
+        wide = -(-(hd + 1) // 8) * 8  # hd + a bias column, padded to a multiple of 8 (56 -> 64)
+        qf = F.pad(torch.cat([q, torch.ones_like(q[..., :1])], -1), (0, wide - hd - 1))
+        col = (bias[:, 0, 0] < 0).to(k.dtype)[:, None, :, None].expand(-1, H, -1, 1) * fold  # (B, H, W, 1)
+        kf = F.pad(torch.cat([k, col], -1), (0, wide - hd - 1))
+        vf = F.pad(v, (0, wide - hd))
+
+        def run(*_):
+            with sdpa_kernel([backend]):
+                return F.scaled_dot_product_attention(qf, kf, vf, scale=hd ** -0.5)[..., :hd]
+        return run
+
     ways = {"efficient": lambda: sdpa(SDPBackend.EFFICIENT_ATTENTION),
             "cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION),
             "math": lambda: sdpa(SDPBackend.MATH), "sums": lambda: compiled(model_lib.attend_by_sums),
-            "matmul": lambda: compiled(matmuls), "flex": lambda: compiled(flex), "flash_unmasked": lambda: unmasked,
+            "matmul": lambda: compiled(matmuls), "flex": lambda: compiled(flex),
+            "flash_key_bias": lambda: key_bias(SDPBackend.FLASH_ATTENTION),
+            "efficient_key_bias": lambda: key_bias(SDPBackend.EFFICIENT_ATTENTION),
+            "cudnn_key_bias": lambda: key_bias(SDPBackend.CUDNN_ATTENTION), "flash_unmasked": lambda: unmasked,
             "read_kv": lambda: lambda q, k, v, bias: k.sum(dtype=torch.float32) + v.sum(dtype=torch.float32)}
     calls = 5 if dry else 50
     sync = torch.cuda.synchronize if cuda else (lambda: None)
