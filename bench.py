@@ -870,7 +870,7 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     compiled (.matmul); flex attention compiled with the mask as a score modifier (.flex); the mask folded
     into the keys, a column of 0 (seen) or -30,000 (hidden) that a query column of 1 adds to each score, so
     that a kernel without a mask computes it (.flash_key_bias, .efficient_key_bias, .cudnn_key_bias: head
-    dimension 56 + 1, padded to 64, prepared outside the timed calls as a cache holding it would); and two bounds
+    dimension 56 + 1, padded to 64, as model.KVCache holds them with model.KEY_BIAS); and two bounds
     that are not the decode's attention: flash attention without a mask (.flash_unmasked) and one read of
     the window's keys and values (.read_kv). A way that fails on this device says why in one line. `dry`:
     the test preset's heads, nothing compiled."""
@@ -909,13 +909,13 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v)
 
-    def key_bias(backend):  # the mask folded into the keys: made once here, as a cache holding it would
-        fold = -3e4  # (times the scale, -4,000: exp underflows to 0 in float32)
+    def key_bias(backend):  # the mask folded into the cache's keys, made once here as model.KVCache's would be
         wide = -(-(hd + 1) // 8) * 8  # hd + a bias column, padded to a multiple of 8 (56 -> 64)
         qf = F.pad(torch.cat([q, torch.ones_like(q[..., :1])], -1), (0, wide - hd - 1))
-        col = (bias[:, 0, 0] < 0).to(k.dtype)[:, None, :, None].expand(-1, H, -1, 1) * fold  # (B, H, W, 1)
-        kf = F.pad(torch.cat([k, col], -1), (0, wide - hd - 1))
-        vf = F.pad(v, (0, wide - hd))
+        hidden = torch.arange(L, device=dev) < pad.view(B, 1)  # (B, L): each row's left padding
+        col = (hidden * model_lib.HIDDEN).to(dtype)[:, None, :, None].expand(-1, H, -1, 1)  # (B, H, L, 1)
+        kf = F.pad(torch.cat([cache[0], col], -1), (0, wide - hd - 1))[:, :, :W]  # slices of the cache
+        vf = F.pad(cache[1], (0, wide - hd))[:, :, :W]
 
         def run(*_):
             with sdpa_kernel([backend]):
@@ -1105,10 +1105,23 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     return out
 
 
+def _decode_candidates() -> dict:
+    """The decode attentions bench.py measures beside the default (model.py's settings for each): the mask
+    given to the kernel, memory-efficient first (.masked, the default until 2026-11-28) or cuDNN's (.masked_cudnn);
+    the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient)."""
+    from torch.nn.attention import SDPBackend
+
+    efficient = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    cudnn = [SDPBackend.CUDNN_ATTENTION, *efficient]
+    return {".masked": dict(DECODE_ATTENTION=efficient, KEY_BIAS=set()),
+            ".masked_cudnn": dict(DECODE_ATTENTION=cudnn, KEY_BIAS=set()),
+            ".key_bias_efficient": dict(DECODE_ATTENTION=efficient, KEY_BIAS={"cpu", "cuda"})}
+
+
 def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out) -> None:
     """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
     at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
-    blocks and the cached forward; and the candidate attention of compiled blocks (.sum_attention). Every
+    blocks and the cached forward; and the candidate attentions of compiled blocks (_decode_candidates). Every
     row must run all its steps (the caller rules EOS out)."""
     import torch
 
@@ -1145,26 +1158,35 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
-    # the compiled blocks' attention written as products and sums (model.SUM_ATTENTION), at 512 rows (8 in
-    # the rehearsal): its speed, its share of equal tokens with the SDPA decoder's call, and its profile
-    rollout.COMPILE_DECODE, model_lib.SUM_ATTENTION = True, True
-    try:
-        rows = 8 if dry else 512
-        ro, run = decode(rows, ".sum_attention")
-        if dev.type == "cuda":  # a compile that fell back (its notice above) ran SDPA in eager blocks instead
-            out["gpu.decode_compiled.sum_attention"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
-                                                              note="1: the .sum_attention timings ran the sums")
-        out[f"gpu.decode_same_tokens.{rows}.sum_attention"] = metric(
-            [same(ro, ro_sdpa)], "", note="share of tokens equal to the SDPA decoder's (bf16 rounding may tip a draw)")
-        with autocast(dev):
-            label = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, attention by sums"
-            busy = _device_busy(run, dev, label, host_ops=False)
-        if busy == busy:
-            out[f"gpu.decode_device_busy.{rows}.sum_attention"] = metric([busy], "")
-    except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
-        print(f"[bench] decode .sum_attention failed: {_why(e)}", flush=True)
-    finally:
-        model_lib.SUM_ATTENTION = False
+    # other attentions of the compiled decode step, at 512 rows (8 in the rehearsal): each one's speed,
+    # its share of equal tokens with the default decoder's call, and its profile (which kernels ran)
+    for tail, settings in _decode_candidates().items():
+        saved = {name: getattr(model_lib, name) for name in settings}
+        rollout.COMPILE_DECODE = True
+        try:
+            for name, value in settings.items():
+                setattr(model_lib, name, value)
+            torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
+            rows = 8 if dry else 512
+            ro, run = decode(rows, tail)
+            if dev.type == "cuda":  # a compile that fell back (its notice above) ran eager blocks instead
+                out[f"gpu.decode_compiled{tail}"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
+                                                           note=f"1: the {tail} timings ran compiled blocks")
+            out[f"gpu.decode_same_tokens.{rows}{tail}"] = metric(
+                [same(ro, ro_sdpa)], "", note="share of tokens equal to the default decoder's (bf16 rounding may "
+                                              "tip a draw)")
+            with autocast(dev):
+                label = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}"
+                busy = _device_busy(run, dev, label, host_ops=False)
+            if busy == busy:
+                out[f"gpu.decode_device_busy.{rows}{tail}"] = metric([busy], "")
+        except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
+            print(f"[bench] decode {tail} failed: {_why(e)}", flush=True)
+        finally:
+            for name, value in saved.items():
+                setattr(model_lib, name, value)
+            rollout._DECODERS.pop(model, None)  # (their caches: memory for the next candidate)
+            torch._dynamo.reset()
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
     # where bf16 rounding tips a draw); decode_step agrees with the CPU loop's cached forward (case 3), and the
     # sampler's decoder with compiled blocks with the one with eager blocks, fed the same tokens

@@ -34,10 +34,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-# decode_step's attention kernels: one query against a masked cache. On an H100 (512 rows, bf16) the
-# memory-efficient kernel took 2.2 ms a decode step where the same attention written as two batched
-# matrix-vector products took 3.0 ms; math is the fallback, and CPU's choice
-DECODE_ATTENTION = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# decode_step's attention kernels, in this order of preference: one query against the cache. On an H100
+# (512 rows of the small preset, bf16, window of 192 slots; bench.py --only gpu_attention) cuDNN's kernel
+# took 90 us a layer where the memory-efficient one took 143 with the mask, and 72 us where the mask is
+# folded into the keys (KEY_BIAS); math is the fallback, and CPU's choice
+DECODE_ATTENTION = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# the device types whose caches hold the decode's mask folded into the keys (KVCache's key_bias): a column
+# of 0 (a written, real token) or HIDDEN after each key's head dimension, which a query column of 1 adds to
+# its score, so that decode_step's attention needs no mask. Not on CPU: its math kernel reads the mask as
+# cheaply, and the padded head dimension (56 + 1 -> 64) would cost it 14%
+KEY_BIAS = {"cuda"}
+HIDDEN = -3e4  # a hidden key's bias: times the scale (1/sqrt(56) on small) about -4,000, exp of which is 0
 # decode_step's attention in compiled blocks written as products and sums instead (attend_by_sums), for the
 # compiler to make memory-bound reductions of: on an H100 the memory-efficient kernel took 74% of a
 # 512-row decode's device time, 127 us a layer and step, where reading the window's keys and values at the
@@ -134,12 +141,23 @@ class KVCache:
     Slots are shared by all rows (row b's token at slot s); left padding occupies the first slots of
     short prompts and is marked invalid in `valid`. `next_pos` is each row's RoPE position for its next
     token (its count of real tokens so far).
+
+    `key_bias`: the mask folded into the keys for decode_step. Each key is followed by a bias column, 0
+    for a real token and HIDDEN for padding and slots not yet written, and keys and values are padded
+    with zeros to a multiple of 8 (the head dimension 56 + 1 becomes 64): keys and values are the first
+    `head_dim` columns.
     """
 
-    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32):
-        shape = (batch_size, cfg.n_kv_head, max_len, cfg.head_dim)
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32,
+                 key_bias: bool = False):
+        self.head_dim = cfg.head_dim
+        width = 8 * -(-(cfg.head_dim + 1) // 8) if key_bias else cfg.head_dim
+        shape = (batch_size, cfg.n_kv_head, max_len, width)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        if key_bias:
+            for k in self.k:
+                k[..., cfg.head_dim] = HIDDEN
         self.valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.length = 0  # slots in use
@@ -149,6 +167,19 @@ class KVCache:
     def batch_size(self) -> int:
         return self.valid.shape[0]
 
+    @property
+    def key_bias(self) -> bool:
+        return self.k[0].shape[-1] != self.head_dim
+
+    def mark(self, s0: int, valid: torch.Tensor) -> None:
+        """Record which of the tokens written at slots s0.. (valid (B, T)) are real: in `valid`, and in the
+        keys' bias column where the mask is folded into them."""
+        self.valid[:, s0:s0 + valid.shape[1]] = valid
+        if self.key_bias:
+            bias = torch.where(valid, 0.0, HIDDEN).to(self.k[0].dtype)[:, None]  # (B, 1, T)
+            for k in self.k:
+                k[:, :, s0:s0 + valid.shape[1], self.head_dim] = bias
+
     def select(self, rows: torch.Tensor) -> "KVCache":
         """Keep (or repeat) rows, e.g. `repeat_interleave` a prompt's cache across its K samples, or
         drop finished rows. Only the used slots are copied."""
@@ -157,7 +188,7 @@ class KVCache:
         new.v = [v.index_select(0, rows) for v in self.v]
         new.valid = self.valid.index_select(0, rows)
         new.next_pos = self.next_pos.index_select(0, rows)
-        new.length, new.max_len = self.length, self.max_len
+        new.length, new.max_len, new.head_dim = self.length, self.max_len, self.head_dim
         return new
 
     def load(self, src: "KVCache", rows: torch.Tensor) -> None:
@@ -184,21 +215,30 @@ class CausalSelfAttention(nn.Module):
         qk = apply_rope(qk.view(B, T, H + G, hd), cos, sin).to(v.dtype).transpose(1, 2)  # (B, H + G, T, hd)
         q, k = qk.split([H, G], dim=1)
         v = v.view(B, T, G, hd).transpose(1, 2)  # (B, G, T, hd)
+        folded = False
         if slot is not None:  # case 4: `cache` is this layer's (keys, values): write at the slot, attend over
             ck, cv = cache  # the first mask.shape[-1] slots (no layer index: a compiled block serves every layer)
+            W, pad = mask.shape[-1], ck.shape[-1] - hd
+            folded = pad > 0 and not (SUM_ATTENTION and torch.compiler.is_compiling())
+            if pad:  # the mask folded into the keys (KVCache's key_bias): this real token's bias column is 0
+                k, v = F.pad(k, (0, pad)), F.pad(v, (0, pad))
             ck.index_copy_(2, slot, k.to(ck.dtype))
             cv.index_copy_(2, slot, v.to(cv.dtype))
-            k, v = ck[:, :, :mask.shape[-1]], cv[:, :, :mask.shape[-1]]  # (B, G, W, hd)
+            k, v = (ck[:, :, :W], cv[:, :, :W]) if folded else (ck[:, :, :W, :hd], cv[:, :, :W, :hd])  # (B, G, W, hd)
+            if folded:  # a query column of 1 adds each key's bias to its score
+                q = F.pad(F.pad(q, (0, 1), value=1.0), (0, pad - 1))
         elif cache is not None:
             s0 = cache.length
-            cache.k[layer][:, :, s0:s0 + T] = k
-            cache.v[layer][:, :, s0:s0 + T] = v
-            k, v = cache.k[layer][:, :, :s0 + T], cache.v[layer][:, :, :s0 + T]  # (B, G, S, hd)
+            cache.k[layer][:, :, s0:s0 + T, :hd] = k
+            cache.v[layer][:, :, s0:s0 + T, :hd] = v
+            k, v = cache.k[layer][:, :, :s0 + T, :hd], cache.v[layer][:, :, :s0 + T, :hd]  # (B, G, S, hd)
         if slot is not None and SUM_ATTENTION and torch.compiler.is_compiling():
             return self.proj(attend_by_sums(q, k, v, mask).transpose(1, 2).reshape(B, T, H * hd))
         if G != H:  # grouped-query attention: each key/value head serves H / G query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
-        if mask is None:  # case 1: full causal sequence, no padding
+        if folded:  # case 4 on folded keys: no mask; the scale of the head dimension, not the padded one's
+            y = F.scaled_dot_product_attention(q, k, v, scale=hd ** -0.5)[..., :hd]
+        elif mask is None:  # case 1: full causal sequence, no padding
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # cases 2-4: an explicit (B, 1, T, S) additive mask (GPT._attn_bias)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -256,11 +296,12 @@ class GPT(nn.Module):
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty cache, in the autocast dtype when autocast is on (bf16 on CUDA: the keys and values are
-        computed in it, and a float32 cache would be converted back at every step), else the weights'."""
+        computed in it, and a float32 cache would be converted back at every step), else the weights'; the
+        mask folded into its keys on the device types in KEY_BIAS."""
         p = self.lm_head.weight
         on = torch.is_autocast_enabled(p.device.type)
         return KVCache(self.cfg, batch_size, max_len, p.device,
-                       torch.get_autocast_dtype(p.device.type) if on else p.dtype)
+                       torch.get_autocast_dtype(p.device.type) if on else p.dtype, p.device.type in KEY_BIAS)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, valid: torch.Tensor | None = None,
                 last_only: bool = False, blocks=None, segments: torch.Tensor | None = None) -> torch.Tensor:
@@ -315,7 +356,7 @@ class GPT(nn.Module):
         # a padding query would see no key at all (NaN softmax): let every slot see itself
         mask = mask | (k_slot[None, :] == q_slot[:, None])[None]
         if cache is not None:
-            cache.valid[:, s0:s0 + T] = valid
+            cache.mark(s0, valid)
         return self._attn_bias(mask[:, None])
 
     def _packed(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -355,7 +396,7 @@ class GPT(nn.Module):
         cache.valid.index_fill_(1, slot, True)
         mask = self._attn_bias(cache.valid[:, None, None, :window or cache.max_len])  # (B, 1, 1, W): written slots
         x = self.wte(tok[:, None])  # (B, 1, C)
-        with sdpa_kernel(DECODE_ATTENTION):
+        with sdpa_kernel(DECODE_ATTENTION, set_priority=True):
             for i, block in enumerate(blocks or self.blocks):
                 x = block(x, cos, sin, i, (cache.k[i], cache.v[i]), mask, slot)
         cache.next_pos.add_(1)

@@ -165,9 +165,12 @@ def test_fixed_shape_decode_draws_the_tokens_of_the_compacting_loop(tok, model_f
         torch.testing.assert_close(fx.logp_zc, ref.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
 
 
-def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok):
+@pytest.mark.parametrize("key_bias", [False, True])
+def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok, monkeypatch, key_bias):
     """decode_step (attention case 4) against forward with a cache (case 3) on the Llama layer: grouped
-    keys/values, q/k/v biases, SwiGLU, RMSNorm gains; left-padded prompts."""
+    keys/values, q/k/v biases, SwiGLU, RMSNorm gains; left-padded prompts. `key_bias`: decode_step's
+    caches hold the mask folded into the keys (model.KEY_BIAS), and attend without one."""
+    import model as model_lib
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
                       mlp="swiglu", mlp_hidden=48, norm_weight=True, qkv_bias=True)).eval()
@@ -175,7 +178,10 @@ def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok):
     T = max(map(len, prompts))
     idx = torch.tensor([[tok.pad_id] * (T - len(q)) + q for q in prompts])
     valid = idx != tok.pad_id
-    a, b, c = m.new_cache(3, T + 8), m.new_cache(3, T + 8), m.new_cache(3, T + 8)
+    a = m.new_cache(3, T + 8)
+    monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
+    b, c = m.new_cache(3, T + 8), m.new_cache(3, T + 8)
+    assert b.key_bias == key_bias and b.k[0].shape[-1] == (16 if key_bias else 8)  # head dimension 8 + 1 -> 16
     with torch.no_grad():
         for cache in (a, b, c):
             m(idx, cache=cache, valid=valid)
@@ -189,6 +195,28 @@ def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok):
                                        atol=1e-5, rtol=0)
             nxt = want.argmax(-1)
     assert torch.equal(a.next_pos, b.next_pos) and torch.equal(a.valid, b.valid) and torch.equal(b.valid, c.valid)
+    for x in (b, c):  # the keys and values as the plain cache's, and a bias column that is the mask
+        for mine, plain in ((x.k[1], a.k[1]), (x.v[1], a.v[1])):  # (one token at a time: float rounding)
+            torch.testing.assert_close(mine[..., :8], plain, atol=1e-6, rtol=0)
+        if key_bias:
+            assert torch.equal(x.k[1][..., 8], torch.where(a.valid, 0.0, model_lib.HIDDEN)[:, None].expand(-1, 2, -1))
+            assert not x.k[1][..., 9:].any() and not x.v[1][..., 8:].any()
+
+
+def test_folded_keys_draw_the_same_rollouts(tok, model_factory, monkeypatch):
+    """The fixed-shape loop on caches holding the mask in the keys (model.KEY_BIAS, here on CPU): the tokens, log-probs
+    and z_c readouts of the loop on plain caches, short prompts' left padding and unwritten slots hidden."""
+    import model as model_lib
+    m = model_factory(seed=5, eos_offset=1.0)
+    p = prompts_of(tok, 5, seed=3)
+    run = lambda: sample(m, p, 4, 30, generator=torch.Generator().manual_seed(3), fixed=True, tokenizer=tok)
+    want = run()
+    monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"})
+    got = run()
+    assert want.finished.any() and (~want.finished).any() and len(set(map(len, p))) > 1
+    assert torch.equal(got.response, want.response) and torch.equal(got.finished, want.finished)
+    torch.testing.assert_close(got.logprobs, want.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.logp_zc, want.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
 
 
 def test_autocast_copy_decodes_as_the_model_under_autocast_and_follows_its_updates(tok, model_factory):
@@ -302,17 +330,19 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
     return out
 
 
-@pytest.mark.parametrize("sums", [False, True])
-def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, sums):
+@pytest.mark.parametrize("sums,key_bias", [(False, False), (True, False), (False, True)])
+def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, sums, key_bias):
     """The fixed loop's decode step with its blocks compiled by inductor (what CUDA runs, here on CPU):
     the eager step's logits up to float rounding, at every step across two attention windows, with the
     compiled code ready for both windows before the first step (no compile can happen inside a CUDA
     graph capture) and no fallback to eager blocks. `sums`: the compiled attention written as products
-    and sums (model.SUM_ATTENTION) against the eager step's SDPA."""
+    and sums (model.SUM_ATTENTION) against the eager step's SDPA; `key_bias`: both on caches holding the
+    mask in the keys (model.KEY_BIAS)."""
     import model as model_lib
     import rollout
     monkeypatch.setattr(rollout, "COMPILE_DECODE", True)  # (a fallback would turn it off)
     monkeypatch.setattr(model_lib, "SUM_ATTENTION", sums)
+    monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
     m = model_factory(seed=4)
     compiled = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
     assert rollout.COMPILE_DECODE and compiled.blocks is not None and compiled.windows == [64, 128]
