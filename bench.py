@@ -865,9 +865,9 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     each row's left padding, for windows of 128, 192 and 256 slots (the decode's average is 165). For each
     way of computing it, microseconds a call (50 calls in a row, replayed from a CUDA graph as the decode
     step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same
-    inputs: SDPA's memory-efficient kernel (.efficient, decode_step's), cuDNN's (.cudnn) and the math one
-    (.math); model.attend_by_sums compiled (.sums, model.SUM_ATTENTION's); the two matrix products
-    compiled (.matmul); flex attention compiled with the mask as a score modifier (.flex); the mask folded
+    inputs: SDPA's memory-efficient kernel (.efficient), cuDNN's (.cudnn) and the math one (.math); the
+    two matrix products compiled (.matmul); flex attention compiled with the mask as a score modifier
+    (.flex); the mask folded
     into the keys, a column of 0 (seen) or -30,000 (hidden) that a query column of 1 adds to each score, so
     that a kernel without a mask computes it (.flash_key_bias, .efficient_key_bias, .cudnn_key_bias: head
     dimension 56 + 1, padded to 64, as model.KVCache holds them with model.KEY_BIAS); and two bounds
@@ -924,7 +924,7 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
     ways = {"efficient": lambda: sdpa(SDPBackend.EFFICIENT_ATTENTION),
             "cudnn": lambda: sdpa(SDPBackend.CUDNN_ATTENTION),
-            "math": lambda: sdpa(SDPBackend.MATH), "sums": lambda: compiled(model_lib.attend_by_sums),
+            "math": lambda: sdpa(SDPBackend.MATH),
             "matmul": lambda: compiled(matmuls), "flex": lambda: compiled(flex),
             "flash_key_bias": lambda: key_bias(SDPBackend.FLASH_ATTENTION),
             "efficient_key_bias": lambda: key_bias(SDPBackend.EFFICIENT_ATTENTION),

@@ -35,22 +35,17 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # decode_step's attention kernels, in this order of preference: one query against the cache. On an H100
-# (512 rows of the small preset, bf16, window of 192 slots; bench.py --only gpu_attention) cuDNN's kernel
-# took 90 us a layer where the memory-efficient one took 143 with the mask, and 72 us where the mask is
-# folded into the keys (KEY_BIAS); math is the fallback, and CPU's choice
+# (the small preset, 512 rows, bf16; results/small/h100_6f2a32a) at a window of 192 slots, cuDNN's kernel
+# took 90 us a layer where the memory-efficient one took 143 with the mask, and 72 us on keys that hold the
+# mask (KEY_BIAS); in the whole decode the two together ran 467k tokens/s against the memory-efficient
+# kernel's 308k with the mask (results/small/h100_5aacde5). Math is the fallback, and CPU's choice
 DECODE_ATTENTION = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # the device types whose caches hold the decode's mask folded into the keys (KVCache's key_bias): a column
 # of 0 (a written, real token) or HIDDEN after each key's head dimension, which a query column of 1 adds to
-# its score, so that decode_step's attention needs no mask. Not on CPU: its math kernel reads the mask as
-# cheaply, and the padded head dimension (56 + 1 -> 64) would cost it 14%
+# its score, so that decode_step's attention needs no mask. Not on CPU: its loop (the compacting one)
+# attends through forward's mask, where the wider keys would only cost memory
 KEY_BIAS = {"cuda"}
 HIDDEN = -3e4  # a hidden key's bias: times the scale (1/sqrt(56) on small) about -4,000, exp of which is 0
-# decode_step's attention in compiled blocks written as products and sums instead (attend_by_sums), for the
-# compiler to make memory-bound reductions of: on an H100 the memory-efficient kernel took 74% of a
-# 512-row decode's device time, 127 us a layer and step, where reading the window's keys and values at the
-# card's 3.35 TB/s would take about 45 us (an estimate: 151 MB at the benchmark's mean window of 165 slots;
-# results/small/h100_5a74bdc). bench.py measures it (.sum_attention); off until a card says it is faster
-SUM_ATTENTION = False
 
 
 @dataclass
@@ -111,21 +106,6 @@ def rope_tables(pos: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor
     ang = pos[:, :, None].float() * inv_freq  # (B, T, D/2)
     cos, sin = ang.cos(), ang.sin()
     return torch.cat([cos, cos], -1)[:, :, None], torch.cat([-sin, sin], -1)[:, :, None]
-
-
-def attend_by_sums(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hd) + bias) v for one query per row and head, q (B, H, 1, hd), against keys and
-    values (B, G, W, hd) and an additive bias (B, 1, 1, W): each product written as an elementwise product
-    and a sum, in float32, so that a compiler fuses each into one pass over the keys or the values (eagerly
-    the products are materialized: for compiled code). Grouped-query heads read their key/value head in
-    place. Returns (B, H, 1, hd) in v's dtype."""
-    B, H, _, hd = q.shape
-    G = k.shape[1]
-    q = q.float().reshape(B, G, H // G, 1, hd)  # query heads h = g * (H // G) + j share key/value head g
-    scores = (q * k.float()[:, :, None]).sum(-1) * hd ** -0.5 + bias.reshape(B, 1, 1, -1)  # (B, G, H/G, W)
-    p = torch.softmax(scores, dim=-1)
-    y = (p[..., None] * v.float()[:, :, None]).sum(-2)  # (B, G, H/G, hd)
-    return y.reshape(B, H, 1, hd).to(v.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -215,25 +195,21 @@ class CausalSelfAttention(nn.Module):
         qk = apply_rope(qk.view(B, T, H + G, hd), cos, sin).to(v.dtype).transpose(1, 2)  # (B, H + G, T, hd)
         q, k = qk.split([H, G], dim=1)
         v = v.view(B, T, G, hd).transpose(1, 2)  # (B, G, T, hd)
-        folded = False
+        folded = slot is not None and cache[0].shape[-1] != hd  # the mask folded into the keys (KVCache's key_bias)
         if slot is not None:  # case 4: `cache` is this layer's (keys, values): write at the slot, attend over
             ck, cv = cache  # the first mask.shape[-1] slots (no layer index: a compiled block serves every layer)
-            W, pad = mask.shape[-1], ck.shape[-1] - hd
-            folded = pad > 0 and not (SUM_ATTENTION and torch.compiler.is_compiling())
-            if pad:  # the mask folded into the keys (KVCache's key_bias): this real token's bias column is 0
+            if folded:  # this real token's bias column is 0, and a query column of 1 adds a key's to its score
+                pad = ck.shape[-1] - hd
                 k, v = F.pad(k, (0, pad)), F.pad(v, (0, pad))
+                q = F.pad(F.pad(q, (0, 1), value=1.0), (0, pad - 1))
             ck.index_copy_(2, slot, k.to(ck.dtype))
             cv.index_copy_(2, slot, v.to(cv.dtype))
-            k, v = (ck[:, :, :W], cv[:, :, :W]) if folded else (ck[:, :, :W, :hd], cv[:, :, :W, :hd])  # (B, G, W, hd)
-            if folded:  # a query column of 1 adds each key's bias to its score
-                q = F.pad(F.pad(q, (0, 1), value=1.0), (0, pad - 1))
+            k, v = ck[:, :, :mask.shape[-1]], cv[:, :, :mask.shape[-1]]  # (B, G, W, hd or the padded width)
         elif cache is not None:
             s0 = cache.length
             cache.k[layer][:, :, s0:s0 + T, :hd] = k
             cache.v[layer][:, :, s0:s0 + T, :hd] = v
             k, v = cache.k[layer][:, :, :s0 + T, :hd], cache.v[layer][:, :, :s0 + T, :hd]  # (B, G, S, hd)
-        if slot is not None and SUM_ATTENTION and torch.compiler.is_compiling():
-            return self.proj(attend_by_sums(q, k, v, mask).transpose(1, 2).reshape(B, T, H * hd))
         if G != H:  # grouped-query attention: each key/value head serves H / G query heads
             k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
         if folded:  # case 4 on folded keys: no mask; the scale of the head dimension, not the padded one's

@@ -303,11 +303,11 @@ def _decoder(model, N: int, prefill, zc: int | None = None) -> "_FixedDecoder":
     """The model's decoder for N rows on caches shaped like `prefill` (reading log p(zc) at each step
     unless zc is None), its weights brought up to date. The three last used are kept (an RL run samples
     one shape every step, and validates on another); the key holds the weights' addresses, which a graph
-    reads in place, and the form of the attention (model.SUM_ATTENTION, DECODE_ATTENTION, a cache's key_bias)."""
+    reads in place, and the attention's kernels and cache layout (model.DECODE_ATTENTION, a cache's key_bias)."""
     cuda = model.lm_head.weight.device.type == "cuda"
     shape = (N, prefill.max_len, prefill.k[0].dtype, prefill.key_bias,
              torch.is_autocast_enabled(prefill.valid.device.type), tuple(p.data_ptr() for p in model.parameters()),
-             zc, model_lib.SUM_ATTENTION, tuple(model_lib.DECODE_ATTENTION))
+             zc, tuple(model_lib.DECODE_ATTENTION))
     key = lambda: (CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda) + shape  # the flags as they stand now
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key() not in pool:

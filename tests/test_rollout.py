@@ -330,18 +330,16 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
     return out
 
 
-@pytest.mark.parametrize("sums,key_bias", [(False, False), (True, False), (False, True)])
-def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, sums, key_bias):
+@pytest.mark.parametrize("key_bias", [False, True])
+def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, key_bias):
     """The fixed loop's decode step with its blocks compiled by inductor (what CUDA runs, here on CPU):
     the eager step's logits up to float rounding, at every step across two attention windows, with the
     compiled code ready for both windows before the first step (no compile can happen inside a CUDA
-    graph capture) and no fallback to eager blocks. `sums`: the compiled attention written as products
-    and sums (model.SUM_ATTENTION) against the eager step's SDPA; `key_bias`: both on caches holding the
-    mask in the keys (model.KEY_BIAS)."""
+    graph capture) and no fallback to eager blocks. `key_bias`: both on caches holding the mask in the
+    keys (model.KEY_BIAS, CUDA's way)."""
     import model as model_lib
     import rollout
     monkeypatch.setattr(rollout, "COMPILE_DECODE", True)  # (a fallback would turn it off)
-    monkeypatch.setattr(model_lib, "SUM_ATTENTION", sums)
     monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
     m = model_factory(seed=4)
     compiled = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
