@@ -193,8 +193,9 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     N = P * K
     fixed = fixed if fixed is not None else dev.type == "cuda"
     need = Tp + max_new_tokens + 1
-    # the fixed loop's cache length in multiples of WINDOW: steps whose longest prompts differ share one graph
-    cache = model.new_cache(P, round_up(need, WINDOW) if fixed else need)
+    # the fixed loop's cache length in multiples of WINDOW (steps whose longest prompts differ share one graph),
+    # and SPARE_SLOTS
+    cache = model.new_cache(P, round_up(need, WINDOW) + SPARE_SLOTS if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
     rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
     logits = logits[rows]  # every row samples its own first token from its prompt's last logits
@@ -345,9 +346,10 @@ def _block_step(block, x, cos, sin, layer, kv, mask, slot):
 
 def compiled_blocks(net) -> list:
     """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
-    symbolic from the start (dynamic=True), so that one graph serves every batch and window, a second
-    the window that spans the whole cache, two more a single row, and a few more any size that happens
-    to equal a fixed dimension (torch compiles such shapes apart). Letting torch.compile mark sizes
+    symbolic from the start (dynamic=True), so that one graph serves every batch and window (no window
+    spans a whole cache: SPARE_SLOTS), two more a single row, and a few more any size that happens to
+    equal another (torch compiles such shapes apart: on small, the window of 64 slots and the head
+    dimension, 56 + 1 padded to 64, on CUDA). Letting torch.compile mark sizes
     dynamic as they change instead took 8 graphs, its default limit, for four batch and cache shapes on
     CPU. Every compile happens in `_FixedDecoder._compile`, never during a step."""
     step = torch.compile(_block_step, dynamic=True, fullgraph=True)
@@ -355,11 +357,18 @@ def compiled_blocks(net) -> list:
 
 
 WINDOW = 64  # the fixed loop's attention reads the cache's first slots in multiples of this (one graph each)
+# slots the fixed loop's caches hold past their last window, never read: a window spanning a whole cache
+# makes compiled blocks compile a graph of their own for it (its keys one contiguous tensor, its size the
+# cache's), and on an H100 that graph called the memory-efficient attention kernel for the 37 of a 192-token
+# decode's steps whose window was the whole cache, where the one graph of the other windows called cuDNN's
+# (results/small/h100_5aacde5; with these slots the last window is one more window of that graph)
+SPARE_SLOTS = 8
 
 
 class _FixedDecoder:
     """`model.decode_step` on a KV cache of its own, of one shape, attending over the cache's first 64,
-    128, ... slots (a step reads only the slots written so far, rounded up to a window). On CUDA:
+    128, ... slots (a step reads only the slots written so far, rounded up to a window), up to max_len -
+    SPARE_SLOTS. On CUDA:
       * the step's blocks are compiled by inductor (`COMPILE_DECODE`): the norms, RoPE, cache writes,
         casts and residual adds fuse into a few kernels between the matrix products, about half of the
         eager step's kernels; if compiling fails, the blocks run eagerly from then on (a notice);
@@ -378,7 +387,10 @@ class _FixedDecoder:
         self.cache = model.new_cache(N, max_len)  # in the autocast dtype, as the prefill's
         self.tok = torch.zeros(N, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.windows = [min(w, max_len) for w in range(WINDOW, max_len + WINDOW, WINDOW)]
+        top = max_len - SPARE_SLOTS  # the slots steps may use
+        if top < 1:
+            raise ValueError(f"a decoder's cache of {max_len} slots holds no slot past its {SPARE_SLOTS} spare ones")
+        self.windows = [min(w, top) for w in range(WINDOW, top + WINDOW, WINDOW)]
         # the bf16 copy, if any (never the model itself: the pool holding this decoder is keyed weakly by it)
         self.graphs, self.net, self.pairs, self.blocks = {}, None, [], None
         on = graph and torch.is_autocast_enabled("cuda")
@@ -464,7 +476,9 @@ class _FixedDecoder:
         """Logits (N, V) after feeding `tok` at cache slot `slot`, with `used` slots written including it,
         and log p(zc) (N,) from them (None if the decoder has no zc). With graphs these are a graph's
         output buffers, overwritten by its next replay: use them before calling again."""
-        window = min(round_up(used, WINDOW), self.cache.max_len)
+        if used > self.windows[-1]:
+            raise ValueError(f"{used} slots written, more than this decoder's {self.windows[-1]}")
+        window = min(round_up(used, WINDOW), self.windows[-1])
         if not self.graphs:
             return self._read((self.net or model).decode_step(tok, self.cache, slot, window, self.blocks))
         graph, out = self.graphs[window]

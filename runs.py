@@ -336,7 +336,8 @@ def batch_workers() -> int:
     this node's training processes share, at most 4. On an H100 the small preset's SFT step replayed from
     CUDA graphs took 7.8 ms in the benchmark (1.13M real tokens/s), yet a training run of graphed steps of
     twice its problems, its batches built by one worker, ran at 0.57M-0.90M between its log lines
-    (results/small/h100_5a74bdc). That one worker held it back is a guess a card has yet to test."""
+    (results/small/h100_5a74bdc); with this rule (4 workers on that machine's 16 cores) the preset's own
+    loop ran at the step's rate, 1.126M (results/small/h100_6f2a32a)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(4, cores // (4 * int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 

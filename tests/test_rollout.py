@@ -315,7 +315,7 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
     import rollout
     p = prompts_of(tok, 3, seed=2)
     idx, valid = rollout._left_pad(p, tok.pad_id, torch.device("cpu"))
-    prefill = m.new_cache(len(p), 128)
+    prefill = m.new_cache(len(p), 128 + rollout.SPARE_SLOTS)
     with torch.no_grad():
         m(idx, cache=prefill, valid=valid)
         rows = torch.arange(len(p)).repeat_interleave(2)
@@ -342,14 +342,30 @@ def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypa
     monkeypatch.setattr(rollout, "COMPILE_DECODE", True)  # (a fallback would turn it off)
     monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
     m = model_factory(seed=4)
-    compiled = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
+    compiled = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False, compiled=True)
     assert rollout.COMPILE_DECODE and compiled.blocks is not None and compiled.windows == [64, 128]
-    eager = rollout._FixedDecoder(m, 6, 128, graph=False)
+    eager = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False)
     with torch.compiler.set_stance("fail_on_recompile"):  # as during a capture: every shape compiled already
         got, want = _decoders_step_alike(m, tok, [compiled, eager])
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=2e-5, rtol=0)
     torch.testing.assert_close(compiled.cache.k[1], eager.cache.k[1], atol=1e-5, rtol=0)  # the cache writes too
+
+
+def test_no_window_of_the_fixed_loop_spans_its_whole_cache(tok, model_factory):
+    """The fixed loop's caches hold rollout.SPARE_SLOTS slots past their last window (compiled blocks would
+    make a graph of their own for a window that is the whole cache): the decoder's windows end that many
+    slots short of its cache, they hold the longest row, and a step past them is refused."""
+    import rollout
+    m = model_factory(seed=4)
+    p = prompts_of(tok, 3, seed=2)
+    ro = sample(m, p, 2, 70, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
+    dec = next(reversed(rollout._DECODERS[m].values()))
+    need = max(map(len, p)) + 70 + 1
+    assert dec.windows == [64, 128] and dec.cache.max_len == 128 + rollout.SPARE_SLOTS and 64 < need <= 128
+    assert ro.response.shape[1] == 70
+    with pytest.raises(ValueError, match="more than this decoder's"):
+        dec.step(m, torch.zeros(6, dtype=torch.long), torch.tensor([dec.windows[-1]]), dec.windows[-1] + 1)
 
 
 def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, monkeypatch, capsys):
@@ -364,10 +380,10 @@ def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, m
     monkeypatch.setattr(torch, "compile", broken)
     monkeypatch.setattr(rollout, "COMPILE_DECODE", True)
     m = model_factory(seed=4)
-    dec = rollout._FixedDecoder(m, 6, 128, graph=False, compiled=True)
+    dec = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False, compiled=True)
     assert dec.blocks is None and rollout.COMPILE_DECODE is False
     assert "torch.compile of the decode step failed (RuntimeError: no compiler here)" in capsys.readouterr().err
-    got, want = _decoders_step_alike(m, tok, [dec, rollout._FixedDecoder(m, 6, 128, graph=False)], steps=5)
+    got, want = _decoders_step_alike(m, tok, [dec, rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False)], steps=5)
     for g, w in zip(got, want):
         assert torch.equal(g, w)
 
@@ -393,7 +409,7 @@ def test_a_failed_capture_of_compiled_blocks_retries_with_eager_blocks(tok, mode
         calls.clear()
         monkeypatch.setattr(rollout, "COMPILE_DECODE", True)
         monkeypatch.setattr(rollout, "CUDA_GRAPHS", True)
-        dec = rollout._FixedDecoder(m, 6, 128, graph=True, compiled=True)
+        dec = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=True, compiled=True)
         assert calls == [True, False] and dec.blocks is None and dec.graphs == {}
         assert rollout.COMPILE_DECODE is False and rollout.CUDA_GRAPHS is graphs_after
         err = capsys.readouterr().err
