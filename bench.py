@@ -867,12 +867,13 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
     step is, where a graph can hold them) and its largest difference from float32 arithmetic on the same
     inputs: SDPA's memory-efficient kernel (.efficient), cuDNN's (.cudnn) and the math one (.math); the
     two matrix products compiled (.matmul); flex attention compiled with the mask as a score modifier
-    (.flex); the mask folded
-    into the keys, a column of 0 (seen) or -30,000 (hidden) that a query column of 1 adds to each score, so
-    that a kernel without a mask computes it (.flash_key_bias, .efficient_key_bias, .cudnn_key_bias: head
-    dimension 56 + 1, padded to 64, as model.KVCache holds them with model.KEY_BIAS); and two bounds
-    that are not the decode's attention: flash attention without a mask (.flash_unmasked) and one read of
-    the window's keys and values (.read_kv). A way that fails on this device says why in one line. `dry`:
+    (.flex); the mask folded into the keys, a column of 0 (seen) or -30,000 (hidden) that a query column
+    of 1 adds to each score, so that a kernel without a mask computes it (.flash_key_bias,
+    .efficient_key_bias, .cudnn_key_bias: head dimension 56 + 1, padded to 64, as model.KVCache holds them
+    with model.KEY_BIAS); and two references that are not the decode's attention: flash attention without
+    a mask (.flash_unmasked) and a sum over the window's keys and values (.read_kv; not a tight bound on
+    reading them: on an H100 it took 160 us at 192 slots and 94 at 256). A way that fails on this device
+    says why in one line. `dry`:
     the test preset's heads, nothing compiled."""
     import warnings
 
@@ -1107,8 +1108,8 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 def _decode_candidates() -> dict:
     """The decode attentions bench.py measures beside the default (model.py's settings for each): the mask
-    given to the kernel, memory-efficient first (.masked, the default until 2026-11-28) or cuDNN's (.masked_cudnn);
-    the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient)."""
+    given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
+    (.masked_cudnn); the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient)."""
     from torch.nn.attention import SDPBackend
 
     efficient = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]

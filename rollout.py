@@ -357,11 +357,11 @@ def compiled_blocks(net) -> list:
 
 
 WINDOW = 64  # the fixed loop's attention reads the cache's first slots in multiples of this (one graph each)
-# slots the fixed loop's caches hold past their last window, never read: a window spanning a whole cache
-# makes compiled blocks compile a graph of their own for it (its keys one contiguous tensor, its size the
-# cache's), and on an H100 that graph called the memory-efficient attention kernel for the 37 of a 192-token
-# decode's steps whose window was the whole cache, where the one graph of the other windows called cuDNN's
-# (results/small/h100_5aacde5; with these slots the last window is one more window of that graph)
+# slots the fixed loop's caches hold past their last window, never read: compiled blocks compile a graph of
+# their own for a window that spans a whole cache, and on an H100 that graph called the memory-efficient
+# attention kernel for the 37 of a 192-token decode's steps whose window was the whole cache, where the one
+# graph of the other windows called cuDNN's (results/small/h100_5aacde5). With these slots the last window
+# is one more window of that graph (on CPU: 2 graphs for 4 windows, where there were 3); not yet run on a card
 SPARE_SLOTS = 8
 
 
