@@ -202,6 +202,14 @@ class UserError(Exception):
     """Bad input (a flag, a file) or a run that cannot go on: reported as one line, exit code 2."""
 
 
+def first_line(e: BaseException, width: int = 160) -> str:
+    """An exception's message in one line for a notice or an error: its first line, cut at `width`
+    characters, or the exception's type where it has no message (a bare `RuntimeError()` has no first line,
+    and indexing one raised IndexError inside the handler meant to report it)."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:width] if lines else type(e).__name__
+
+
 def out_of_memory(e: BaseException, smaller: str) -> str:
     """The one line for a CUDA out-of-memory error: what torch says of the card's memory (its first three
     sentences: the request, the card's total and free memory), then `smaller`, the settings that lower it."""

@@ -24,7 +24,7 @@ import struct
 
 import torch
 
-from config import UserError, check_dir_path
+from config import UserError, check_dir_path, first_line
 from model import GPT, GPTConfig
 from runs import atomic_write, make_run_dir, write_json, write_text
 from tokenizer import Tokenizer
@@ -78,7 +78,7 @@ def read_safetensors(path: str) -> dict[str, torch.Tensor]:
                 out[name] = t.reshape(shape)
             except (RuntimeError, ValueError) as e:
                 raise UserError(f"{path}: tensor {name}'s {b - a} bytes are not a {info['dtype']} tensor of "
-                                f"shape {shape} ({str(e).splitlines()[0][:120]})") from None
+                                f"shape {shape} ({first_line(e, 120)})") from None
     return out
 
 
@@ -365,7 +365,7 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
     try:
         sd = ours_from_hf(weights, cfg)
     except RuntimeError as e:  # q/k/v or gate/up projections of shapes that do not concatenate
-        raise UserError(f"{hf_dir}: the weights do not fit config.json ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{hf_dir}: the weights do not fit config.json ({first_line(e, 200)})") from None
     if vocab > hf["vocab_size"]:  # z_c got a new row: the mean of the others (a typical, untrained token)
         for key in ("wte.weight", "lm_head.weight"):
             sd[key] = torch.cat([sd[key], sd[key].mean(0, keepdim=True)])
@@ -376,7 +376,7 @@ def load_pretrained(hf_dir: str, block_size: int, device) -> tuple[GPT, Tokenize
     try:
         model.load_state_dict(sd, assign=True)
     except RuntimeError as e:
-        raise UserError(f"{hf_dir}: the weights do not fit config.json ({str(e).splitlines()[0][:200]})") from None
+        raise UserError(f"{hf_dir}: the weights do not fit config.json ({first_line(e, 200)})") from None
     if cfg.tie_embeddings:
         model.lm_head.weight = model.wte.weight
     model.inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))

@@ -408,7 +408,7 @@ class _FixedDecoder:
                 self.graphs = {}
                 raise
             except RuntimeError as e:
-                self.graphs, why = {}, str(e).splitlines()[0][:160]
+                self.graphs, why = {}, config.first_line(e)
                 torch.cuda.synchronize()
                 if self.blocks is not None:  # compiled code that a graph cannot hold: once more with eager blocks
                     COMPILE_DECODE, self.blocks = False, None
@@ -444,7 +444,7 @@ class _FixedDecoder:
         except Exception as e:  # noqa: BLE001 (any compiler failure; eager blocks: the same numbers up to rounding)
             COMPILE_DECODE, self.blocks = False, None
             print(f"note: torch.compile of the decode step failed ({type(e).__name__}: "
-                  f"{str(e).strip().splitlines()[0][:160]}); its blocks run eagerly from now on "
+                  f"{config.first_line(e)}); its blocks run eagerly from now on "
                   f"(rollout.COMPILE_DECODE = False)", file=sys.stderr)
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from config import Config, UserError, get_device, run_dir_of
+from config import Config, UserError, first_line, get_device, run_dir_of
 from model import GPT, GPTConfig, swiglu_hidden
 from tokenizer import Tokenizer, load_tokenizer
 
@@ -177,7 +177,7 @@ def load_checkpoint(run_dir: str, map_location="cpu") -> dict:
     try:
         ck = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated, empty, corrupt or foreign files fail in many ways
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        reason = first_line(e, 120)
         raise UserError(f"{path}: not a readable checkpoint ({reason})") from None
     missing = [k for k in CKPT_KEYS if not isinstance(ck, dict) or k not in ck]
     if missing:
@@ -223,7 +223,7 @@ def load_run(run_dir: str, device="cpu") -> tuple[GPT, Tokenizer, dict]:
         model.load_state_dict(ck["model"])
     except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{run_dir}: checkpoint weights do not fit its model config "
-                        f"({str(e).splitlines()[0][:160]})") from None
+                        f"({first_line(e)})") from None
     if model.cfg.vocab_size != tok.vocab_size:
         raise UserError(f"{run_dir}: checkpoint vocab {model.cfg.vocab_size} != tokenizer vocab {tok.vocab_size}")
     if ck.get("tokenizer_sha256") not in (None, tokenizer_digest(tok)):  # (older checkpoints have none)
@@ -281,7 +281,7 @@ class _CompiledForward:
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:  # noqa: BLE001 (any compiler failure; eager gives the same numbers)
-                print(f"note: torch.compile failed ({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
+                print(f"note: torch.compile failed ({type(e).__name__}: {first_line(e)}); "
                       f"training runs eagerly", file=sys.stderr)
                 self.compiled = None
                 return self.model(idx, **kw)

@@ -370,7 +370,7 @@ class SFTGraphs:
             torch.cuda.synchronize()
             self.capture = False
             print(f"note: --sft_graphs: the capture of a step of shape {shape} failed "
-                  f"({str(e).splitlines()[0][:160]}); steps of new shapes run uncaptured from now on",
+                  f"({config.first_line(e)}); steps of new shapes run uncaptured from now on",
                   file=sys.stderr)
             return bufs, step
         finally:

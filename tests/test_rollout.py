@@ -388,6 +388,24 @@ def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, m
         assert torch.equal(g, w)
 
 
+def test_a_capture_failing_without_a_message_is_reported_by_its_type(tok, model_factory, monkeypatch, capsys):
+    """An exception with no message (a bare RuntimeError()) has no first line: the decoder's notice names its
+    type, and decoding goes on without graphs, where taking the message's first line raised IndexError in
+    the handler (config.first_line, which every such notice uses)."""
+    import config
+    import rollout
+
+    def capture(self, net, ctx):
+        raise RuntimeError()
+    monkeypatch.setattr(rollout._FixedDecoder, "_capture", capture)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(rollout, "CUDA_GRAPHS", True)
+    dec = rollout._FixedDecoder(model_factory(seed=4), 6, 64 + rollout.SPARE_SLOTS, graph=True)
+    assert dec.graphs == {} and rollout.CUDA_GRAPHS is False
+    assert "(RuntimeError)" in capsys.readouterr().err
+    assert config.first_line(ValueError("one\ntwo"), 2) == "on" and config.first_line(KeyError()) == "KeyError"
+
+
 def test_a_failed_capture_of_compiled_blocks_retries_with_eager_blocks(tok, model_factory, monkeypatch, capsys):
     """On CUDA a compiled step that a graph cannot hold is captured again with eager blocks (a notice;
     graphs kept); if that capture fails too, graphs are off from then on. Rehearsed on CPU with a stand-in
