@@ -20,6 +20,7 @@ machine description and every metric.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -298,7 +299,8 @@ def _timed(fn, repeats: int, sync=lambda: None) -> list[float]:
     return out
 
 
-def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None) -> float:
+def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None,
+                 kernels: dict | None = None) -> float:
     """Run fn() once under torch.profiler and return the share of its wall time in which the device ran
     a kernel (well below 1: the device waits for the host, whose launches set the pace); print the `top`
     kernels by device time (on CUDA memory copies and sets count as kernels). On CUDA only device
@@ -306,6 +308,7 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
     device; the tracer's own cost per launch still does a little: the wall time printed is the traced
     call's), then a second call traces the host's ops and prints the `top` by self time (`host_ops`:
     whether to, default on CUDA); on CPU (the rehearsal) the top-level CPU ops stand in for kernels.
+    `kernels`: a dict to fill with each kernel's (op's) total device time in µs, by name.
     A diagnostic: if the profiler fails or traces no kernel, a one-line note and NaN."""
     import torch
     from torch.autograd import DeviceType
@@ -333,6 +336,8 @@ def _device_busy(fn, dev, label: str, top: int = 8, host_ops: bool | None = None
         for a, b, name in spans:
             per_name.setdefault(name, []).append(b - a)
         total = sum(map(sum, per_name.values()))
+        if kernels is not None:
+            kernels.update({name: sum(ds) for name, ds in per_name.items()})
         print(f"[profile] {label}: wall {wall_us / 1e3:.1f} ms, device busy {busy / 1e3:.1f} ms "
               f"({busy / wall_us:.0%}), {len(spans)} kernels; top by device time:", flush=True)
         for name, ds in sorted(per_name.items(), key=lambda kv: -sum(kv[1]))[:top]:
@@ -1119,6 +1124,36 @@ def _decode_candidates() -> dict:
             ".key_bias_efficient": dict(DECODE_ATTENTION=efficient, KEY_BIAS={"cpu", "cuda"})}
 
 
+@contextlib.contextmanager
+def _no_compile_cache():
+    """torch.compile without its caches of compiled code (inductor's FX graph cache and AOTAutograd's), for a
+    decode candidate that differs from another only by the attention kernels' priority: on an H100 the
+    .masked_cudnn candidate, compiled after .masked, ran .masked's memory-efficient kernel (its profile in
+    results/small/h100_5aacde5), which a cache whose key leaves out the priority would explain (our guess).
+    Neither read from nor written to, so a later process cannot load a candidate's code either."""
+    import torch
+    import torch._functorch.config
+    import torch._inductor.config
+
+    with contextlib.ExitStack() as stack:
+        for module, name in ((torch._inductor.config, "fx_graph_cache"),
+                             (torch._functorch.config, "enable_autograd_cache")):
+            if hasattr(module, name):
+                stack.enter_context(module.patch({name: False}))
+        yield
+
+
+def _cudnn_share(kernels: dict, key: str, out) -> None:
+    """The share of a profile's attention kernels' device time in cuDNN's (names with "cudnn"), against the
+    memory-efficient and flash kernels ("fmha", "flash" without "cudnn"): which kernel a decode ran. None
+    traced (CPU, or the profile failed): no metric."""
+    cudnn = sum(t for name, t in kernels.items() if "cudnn" in name)
+    other = sum(t for name, t in kernels.items() if "cudnn" not in name and ("fmha" in name or "flash" in name))
+    if cudnn + other:
+        out[key] = metric([cudnn / (cudnn + other)], "", note="share of the attention kernels' device time in "
+                                                              "cuDNN's (from the profile)")
+
+
 def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out) -> None:
     """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
     at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
@@ -1155,7 +1190,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
             ro = decode(rows, tail, ">= 5e5" if rows == 512 and compiled else None)[0]
             if compiled and rows == (8 if dry else 512):
-                ro_sdpa = ro
+                ro_default = ro
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
@@ -1169,18 +1204,20 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
                 setattr(model_lib, name, value)
             torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
             rows = 8 if dry else 512
-            ro, run = decode(rows, tail)
+            with _no_compile_cache():
+                ro, run = decode(rows, tail)
             if dev.type == "cuda":  # a compile that fell back (its notice above) ran eager blocks instead
                 out[f"gpu.decode_compiled{tail}"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                            note=f"1: the {tail} timings ran compiled blocks")
             out[f"gpu.decode_same_tokens.{rows}{tail}"] = metric(
-                [same(ro, ro_sdpa)], "", note="share of tokens equal to the default decoder's (bf16 rounding may "
+                [same(ro, ro_default)], "", note="share of tokens equal to the default decoder's (bf16 rounding may "
                                               "tip a draw)")
             with autocast(dev):
-                label = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}"
-                busy = _device_busy(run, dev, label, host_ops=False)
+                label, kernels = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}", {}
+                busy = _device_busy(run, dev, label, host_ops=False, kernels=kernels)
             if busy == busy:
                 out[f"gpu.decode_device_busy.{rows}{tail}"] = metric([busy], "")
+            _cudnn_share(kernels, f"gpu.decode_cudnn_attention_share.{rows}{tail}", out)
         except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
             print(f"[bench] decode {tail} failed: {_why(e)}", flush=True)
         finally:
@@ -1263,10 +1300,12 @@ def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> 
         for part, secs, what in (("model", model_s, "the decoder's step: "),
                                  ("loop", loop_s, "the rest of the loop: ")):
             out[f"gpu.decode_split_ms.{part}"] = metric([x / T * 1e3 for x in secs], "ms", note=what + note)
-        busy = _device_busy(run, dev, f"decode, {rows} rows x {T} tokens")
+        kernels = {}
+        busy = _device_busy(run, dev, f"decode, {rows} rows x {T} tokens", kernels=kernels)
     if busy == busy:  # (NaN: the profile failed, its note printed)
         out[f"gpu.decode_device_busy.{rows}"] = metric([busy], "", note=f"share of a {rows}-row decode call's "
                                                        "wall time with a kernel running (torch.profiler)")
+    _cudnn_share(kernels, f"gpu.decode_cudnn_attention_share.{rows}", out)
 
 
 SECTIONS = [bench_verify, bench_rollout, bench_train, bench_memory, bench_hf, bench_gpu, bench_gpu_sft,

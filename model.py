@@ -162,7 +162,7 @@ class KVCache:
 
     def select(self, rows: torch.Tensor) -> "KVCache":
         """Keep (or repeat) rows, e.g. `repeat_interleave` a prompt's cache across its K samples, or
-        drop finished rows. Only the used slots are copied."""
+        drop finished rows (a copy of every slot)."""
         new = object.__new__(KVCache)
         new.k = [k.index_select(0, rows) for k in self.k]
         new.v = [v.index_select(0, rows) for v in self.v]
@@ -195,13 +195,14 @@ class CausalSelfAttention(nn.Module):
         qk = apply_rope(qk.view(B, T, H + G, hd), cos, sin).to(v.dtype).transpose(1, 2)  # (B, H + G, T, hd)
         q, k = qk.split([H, G], dim=1)
         v = v.view(B, T, G, hd).transpose(1, 2)  # (B, G, T, hd)
-        folded = slot is not None and cache[0].shape[-1] != hd  # the mask folded into the keys (KVCache's key_bias)
+        folded = False
         if slot is not None:  # case 4: `cache` is this layer's (keys, values): write at the slot, attend over
             ck, cv = cache  # the first mask.shape[-1] slots (no layer index: a compiled block serves every layer)
+            extra = ck.shape[-1] - hd
+            folded = extra > 0  # keys that hold the mask (KVCache's key_bias): no mask is given (mask: its width)
             if folded:  # this real token's bias column is 0, and a query column of 1 adds a key's to its score
-                pad = ck.shape[-1] - hd
-                k, v = F.pad(k, (0, pad)), F.pad(v, (0, pad))
-                q = F.pad(F.pad(q, (0, 1), value=1.0), (0, pad - 1))
+                k, v = F.pad(k, (0, extra)), F.pad(v, (0, extra))
+                q = F.pad(F.pad(q, (0, 1), value=1.0), (0, extra - 1))
             ck.index_copy_(2, slot, k.to(ck.dtype))
             cv.index_copy_(2, slot, v.to(cv.dtype))
             k, v = ck[:, :, :mask.shape[-1]], cv[:, :, :mask.shape[-1]]  # (B, G, W, hd or the padded width)
@@ -370,7 +371,8 @@ class GPT(nn.Module):
         that stand in for self.blocks (the sampler's compiled blocks, rollout.py)."""
         cos, sin = rope_tables(cache.next_pos[:, None], self.inv_freq)
         cache.valid.index_fill_(1, slot, True)
-        mask = self._attn_bias(cache.valid[:, None, None, :window or cache.max_len])  # (B, 1, 1, W): written slots
+        valid = cache.valid[:, None, None, :window or cache.max_len]  # (B, 1, 1, W): the written slots
+        mask = valid if cache.key_bias else self._attn_bias(valid)  # (keys that hold the mask need only its width)
         x = self.wte(tok[:, None])  # (B, 1, C)
         with sdpa_kernel(DECODE_ATTENTION, set_priority=True):
             for i, block in enumerate(blocks or self.blocks):

@@ -169,7 +169,8 @@ def test_fixed_shape_decode_draws_the_tokens_of_the_compacting_loop(tok, model_f
 def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok, monkeypatch, key_bias):
     """decode_step (attention case 4) against forward with a cache (case 3) on the Llama layer: grouped
     keys/values, q/k/v biases, SwiGLU, RMSNorm gains; left-padded prompts. `key_bias`: decode_step's
-    caches hold the mask folded into the keys (model.KEY_BIAS), and attend without one."""
+    caches hold the mask folded into the keys (model.KEY_BIAS), and attend without one, and the cached
+    forward on such a cache (d: the compacting loop's case 3 on it) reads its keys as the plain cache's."""
     import model as model_lib
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
@@ -180,14 +181,15 @@ def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok, monkeypa
     valid = idx != tok.pad_id
     a = m.new_cache(3, T + 8)
     monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
-    b, c = m.new_cache(3, T + 8), m.new_cache(3, T + 8)
+    b, c, d = m.new_cache(3, T + 8), m.new_cache(3, T + 8), m.new_cache(3, T + 8)
     assert b.key_bias == key_bias and b.k[0].shape[-1] == (16 if key_bias else 8)  # head dimension 8 + 1 -> 16
     with torch.no_grad():
-        for cache in (a, b, c):
+        for cache in (a, b, c, d):
             m(idx, cache=cache, valid=valid)
         nxt = torch.tensor([5, 9, 11])
         for t in range(6):
             want = m(nxt[:, None], cache=a)[:, -1]
+            torch.testing.assert_close(m(nxt[:, None], cache=d)[:, -1], want, atol=1e-6, rtol=0)
             got = m.decode_step(nxt, b, torch.tensor([T + t]))
             torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
             # a window of the slots written so far (the CUDA graphs' windows hold at least these)
