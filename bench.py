@@ -916,7 +916,7 @@ def gpu_attention_metrics(dev, quick: bool, dry: bool = False) -> dict:
             return F.scaled_dot_product_attention(q, k, v)
 
     def key_bias(backend):  # the mask folded into the cache's keys, made once here as model.KVCache's would be
-        wide = -(-(hd + 1) // 8) * 8  # hd + a bias column, padded to a multiple of 8 (56 -> 64)
+        wide = model_lib.key_bias_width(hd)  # hd + a bias column, padded to a multiple of 8 (56 -> 64)
         qf = F.pad(torch.cat([q, torch.ones_like(q[..., :1])], -1), (0, wide - hd - 1))
         hidden = torch.arange(L, device=dev) < pad.view(B, 1)  # (B, L): each row's left padding
         col = (hidden * model_lib.HIDDEN).to(dtype)[:, None, :, None].expand(-1, H, -1, 1)  # (B, H, L, 1)

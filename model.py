@@ -48,6 +48,12 @@ KEY_BIAS = {"cuda"}
 HIDDEN = -3e4  # a hidden key's bias: times the scale (1/sqrt(56) on small) about -4,000, exp of which is 0
 
 
+def key_bias_width(head_dim: int) -> int:
+    """The width of keys and values that hold the mask: the head dimension and its bias column, padded to a
+    multiple of 8 for the attention kernels (56 + 1 -> 64)."""
+    return 8 * math.ceil((head_dim + 1) / 8)
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 512    # tokenizer.vocab_size (including the special tokens)
@@ -131,7 +137,7 @@ class KVCache:
     def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype=torch.float32,
                  key_bias: bool = False):
         self.head_dim = cfg.head_dim
-        width = 8 * -(-(cfg.head_dim + 1) // 8) if key_bias else cfg.head_dim
+        width = key_bias_width(cfg.head_dim) if key_bias else cfg.head_dim
         shape = (batch_size, cfg.n_kv_head, max_len, width)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
