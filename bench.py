@@ -1112,16 +1112,24 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 
 def _decode_candidates() -> dict:
-    """The decode attentions bench.py measures beside the default (model.py's settings for each): the mask
+    """The decodes bench.py measures beside the default, each as the module settings it changes: the mask
     given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
-    (.masked_cudnn); the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient)."""
+    (.masked_cudnn); the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient);
+    caches with no spare slots, so that the last window spans a whole cache (.no_spare_slots, the default
+    before 8dcb47b: whether its graph still calls another kernel); windows of 32 slots, half the default's
+    (.window32: fewer slots read past the written ones, twice the graphs)."""
     from torch.nn.attention import SDPBackend
+
+    import model
+    import rollout
 
     efficient = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     cudnn = [SDPBackend.CUDNN_ATTENTION, *efficient]
-    return {".masked": dict(DECODE_ATTENTION=efficient, KEY_BIAS=set()),
-            ".masked_cudnn": dict(DECODE_ATTENTION=cudnn, KEY_BIAS=set()),
-            ".key_bias_efficient": dict(DECODE_ATTENTION=efficient, KEY_BIAS={"cpu", "cuda"})}
+    return {".masked": {(model, "DECODE_ATTENTION"): efficient, (model, "KEY_BIAS"): set()},
+            ".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
+            ".key_bias_efficient": {(model, "DECODE_ATTENTION"): efficient, (model, "KEY_BIAS"): {"cpu", "cuda"}},
+            ".no_spare_slots": {(rollout, "SPARE_SLOTS"): 0},
+            ".window32": {(rollout, "WINDOW"): 32}}
 
 
 @contextlib.contextmanager
@@ -1161,7 +1169,6 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
     row must run all its steps (the caller rules EOS out)."""
     import torch
 
-    import model as model_lib
     import rollout
     from config import autocast, round_up
 
@@ -1194,14 +1201,14 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
-    # other attentions of the compiled decode step, at 512 rows (8 in the rehearsal): each one's speed,
+    # other decodes with compiled blocks (_decode_candidates), at 512 rows (8 in the rehearsal): each one's speed,
     # its share of equal tokens with the default decoder's call, and its profile (which kernels ran)
     for tail, settings in _decode_candidates().items():
-        saved = {name: getattr(model_lib, name) for name in settings}
+        saved = {(module, name): getattr(module, name) for module, name in settings}
         rollout.COMPILE_DECODE = True
         try:
-            for name, value in settings.items():
-                setattr(model_lib, name, value)
+            for (module, name), value in settings.items():
+                setattr(module, name, value)
             torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
             rows = 8 if dry else 512
             with _no_compile_cache():
@@ -1221,8 +1228,8 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
             print(f"[bench] decode {tail} failed: {_why(e)}", flush=True)
         finally:
-            for name, value in saved.items():
-                setattr(model_lib, name, value)
+            for (module, name), value in saved.items():
+                setattr(module, name, value)
             rollout._DECODERS.pop(model, None)  # (their caches: memory for the next candidate)
             torch._dynamo.reset()
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part

@@ -304,11 +304,12 @@ def _decoder(model, N: int, prefill, zc: int | None = None) -> "_FixedDecoder":
     """The model's decoder for N rows on caches shaped like `prefill` (reading log p(zc) at each step
     unless zc is None), its weights brought up to date. The three last used are kept (an RL run samples
     one shape every step, and validates on another); the key holds the weights' addresses, which a graph
-    reads in place, and the attention's kernels and cache layout (model.DECODE_ATTENTION, a cache's key_bias)."""
+    reads in place, and the attention's kernels, cache layout and windows (model.DECODE_ATTENTION, a cache's
+    key_bias, WINDOW and SPARE_SLOTS)."""
     cuda = model.lm_head.weight.device.type == "cuda"
     shape = (N, prefill.max_len, prefill.k[0].dtype, prefill.key_bias,
              torch.is_autocast_enabled(prefill.valid.device.type), tuple(p.data_ptr() for p in model.parameters()),
-             zc, tuple(model_lib.DECODE_ATTENTION))
+             zc, tuple(model_lib.DECODE_ATTENTION), WINDOW, SPARE_SLOTS)
     key = lambda: (CUDA_GRAPHS and cuda, COMPILE_DECODE and cuda) + shape  # the flags as they stand now
     pool = _DECODERS.setdefault(model, OrderedDict())
     if key() not in pool:
@@ -390,6 +391,7 @@ class _FixedDecoder:
         top = max_len - SPARE_SLOTS  # the slots steps may use
         if top < 1:
             raise ValueError(f"a decoder's cache of {max_len} slots holds no slot past its {SPARE_SLOTS} spare ones")
+        self.window = WINDOW  # (as it was when this decoder was made)
         self.windows = [min(w, top) for w in range(WINDOW, top + WINDOW, WINDOW)]
         # the bf16 copy, if any (never the model itself: the pool holding this decoder is keyed weakly by it)
         self.graphs, self.net, self.pairs, self.blocks = {}, None, [], None
@@ -478,7 +480,7 @@ class _FixedDecoder:
         output buffers, overwritten by its next replay: use them before calling again."""
         if used > self.windows[-1]:
             raise ValueError(f"{used} slots written, more than this decoder's {self.windows[-1]}")
-        window = min(round_up(used, WINDOW), self.windows[-1])
+        window = min(round_up(used, self.window), self.windows[-1])
         if not self.graphs:
             return self._read((self.net or model).decode_step(tok, self.cache, slot, window, self.blocks))
         graph, out = self.graphs[window]

@@ -370,6 +370,30 @@ def test_no_window_of_the_fixed_loop_spans_its_whole_cache(tok, model_factory):
         dec.step(m, torch.zeros(6, dtype=torch.long), torch.tensor([dec.windows[-1]]), dec.windows[-1] + 1)
 
 
+def test_other_windows_get_a_decoder_of_their_own(tok, model_factory, monkeypatch):
+    """rollout.WINDOW and SPARE_SLOTS as they stand when a call samples (bench.py's decode candidates set
+    them): a decoder made under other ones is not reused, and a decoder keeps its own windows after they
+    change. The same tokens either way (a window only bounds the slots read; unwritten ones weigh 0)."""
+    import rollout
+    m = model_factory(seed=4)
+    p = prompts_of(tok, 3, seed=2)
+    T = 119 - max(map(len, p))  # 120 slots: caches of the same length (128 + spare) for windows of 64 and 32
+    run = lambda: sample(m, p, 2, T, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
+    want = run()
+    first = next(reversed(rollout._DECODERS[m].values()))
+    monkeypatch.setattr(rollout, "WINDOW", 32)
+    got = run()
+    dec = next(reversed(rollout._DECODERS[m].values()))
+    assert dec.cache.max_len == first.cache.max_len and first.windows == [64, 128]
+    assert dec is not first and dec.windows == [32, 64, 96, 128]
+    assert torch.equal(got.response, want.response)
+    assert first.window == 64 and dec.window == 32  # (the window a step rounds its slots up to)
+    spare = rollout.SPARE_SLOTS
+    monkeypatch.setattr(rollout, "SPARE_SLOTS", 0)
+    run()
+    assert next(reversed(rollout._DECODERS[m].values())).cache.max_len == dec.cache.max_len - spare
+
+
 def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, monkeypatch, capsys):
     """Where inductor cannot compile (no compiler, an unsupported op), the decoder says so in one line and
     its blocks run eagerly, with the same logits; later decoders no longer try."""
