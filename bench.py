@@ -1114,10 +1114,10 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 def _decode_candidates() -> dict:
     """The decodes bench.py measures beside the default, each as the module settings it changes: the mask
     given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
-    (.masked_cudnn); the mask folded into the keys, the memory-efficient kernel first (.key_bias_efficient);
-    caches with no spare slots, so that the last window spans a whole cache (.no_spare_slots, the default
-    before 8dcb47b: whether its graph still calls another kernel); windows of 32 slots, half the default's
-    (.window32: fewer slots read past the written ones, twice the graphs)."""
+    (.masked_cudnn); caches with no spare slots, so that the last window spans a whole cache
+    (.no_spare_slots, the default before 8dcb47b: whether its graph calls another kernel); windows of 64
+    slots (.window64, the default before 2026-11-28) and of 16 (.window16): the slots read past the written
+    ones against the graphs captured."""
     from torch.nn.attention import SDPBackend
 
     import model
@@ -1127,9 +1127,9 @@ def _decode_candidates() -> dict:
     cudnn = [SDPBackend.CUDNN_ATTENTION, *efficient]
     return {".masked": {(model, "DECODE_ATTENTION"): efficient, (model, "KEY_BIAS"): set()},
             ".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
-            ".key_bias_efficient": {(model, "DECODE_ATTENTION"): efficient, (model, "KEY_BIAS"): {"cpu", "cuda"}},
             ".no_spare_slots": {(rollout, "SPARE_SLOTS"): 0},
-            ".window32": {(rollout, "WINDOW"): 32}}
+            ".window64": {(rollout, "WINDOW"): 64},
+            ".window16": {(rollout, "WINDOW"): 16}}
 
 
 @contextlib.contextmanager

@@ -349,26 +349,34 @@ def compiled_blocks(net) -> list:
     """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
     symbolic from the start (dynamic=True), so that one graph serves every batch and window (no window
     spans a whole cache: SPARE_SLOTS), two more a single row, and a few more any size that happens to
-    equal another (torch compiles such shapes apart: on small, the window of 64 slots and the head
-    dimension, 56 + 1 padded to 64, on CUDA). Letting torch.compile mark sizes
-    dynamic as they change instead took 8 graphs, its default limit, for four batch and cache shapes on
-    CPU. Every compile happens in `_FixedDecoder._compile`, never during a step."""
+    equal another when first traced (torch compiles such shapes apart: on small on CUDA, a first window of
+    64 slots beside the head dimension, 56 + 1 padded to 64; the first window is 32 slots since 2026-11-28).
+    Letting torch.compile mark sizes dynamic as they change instead took 8 graphs, its default limit, for
+    four batch and cache shapes on CPU. Every compile happens in `_FixedDecoder._compile`, never during a
+    step."""
     step = torch.compile(_block_step, dynamic=True, fullgraph=True)
     return [functools.partial(step, block) for block in net.blocks]
 
 
-WINDOW = 64  # the fixed loop's attention reads the cache's first slots in multiples of this (one graph each)
+# the fixed loop's attention reads the cache's first slots in multiples of this, one graph each: the slots
+# written so far rounded up, so a smaller window reads fewer unwritten ones and captures more graphs. The
+# 512-row decode of results/small/h100_5aacde5 (192 new tokens; by its profile's kernel counts 91 steps at a
+# window of 128 slots, 64 at 192, 37 at 256) read 174 slots a step on average with windows of 64, and its
+# cuDNN attention took 50 µs a layer at 128 slots, 72 µs at 192: windows of 32 would read 149 (8 graphs
+# where there were 4). Not yet run on a card (bench.py's .window64 and .window16 decodes beside it)
+WINDOW = 32
 # slots the fixed loop's caches hold past their last window, never read: compiled blocks compile a graph of
 # their own for a window that spans a whole cache, and on an H100 that graph called the memory-efficient
 # attention kernel for the 37 of a 192-token decode's steps whose window was the whole cache, where the one
 # graph of the other windows called cuDNN's (results/small/h100_5aacde5). With these slots the last window
-# is one more window of that graph (on CPU: 2 graphs for 4 windows, where there were 3); not yet run on a card
+# is one more window of that graph (on CPU, small's shape: 2 graphs for 8 rows and for 512, 4 without the
+# spare slots); not yet run on a card (bench.py's .no_spare_slots decode beside it)
 SPARE_SLOTS = 8
 
 
 class _FixedDecoder:
-    """`model.decode_step` on a KV cache of its own, of one shape, attending over the cache's first 64,
-    128, ... slots (a step reads only the slots written so far, rounded up to a window), up to max_len -
+    """`model.decode_step` on a KV cache of its own, of one shape, attending over the cache's first WINDOW,
+    2 WINDOW, ... slots (a step reads only the slots written so far, rounded up to a window), up to max_len -
     SPARE_SLOTS. On CUDA:
       * the step's blocks are compiled by inductor (`COMPILE_DECODE`): the norms, RoPE, cache writes,
         casts and residual adds fuse into a few kernels between the matrix products, about half of the

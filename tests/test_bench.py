@@ -22,15 +22,15 @@ def test_gpu_section_rehearsal_on_cpu():
                 "gpu.sft_prefetch_process_ratio", "gpu.decode_step_ops", "gpu.decode_first_call_s.8",
                 "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks",
                 "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop", "gpu.decode_tokens_per_s.8.masked",
-                "gpu.decode_tokens_per_s.8.masked_cudnn", "gpu.decode_tokens_per_s.8.key_bias_efficient",
-                "gpu.decode_tokens_per_s.8.no_spare_slots", "gpu.decode_tokens_per_s.8.window32"):
+                "gpu.decode_tokens_per_s.8.masked_cudnn", "gpu.decode_tokens_per_s.8.no_spare_slots",
+                "gpu.decode_tokens_per_s.8.window64", "gpu.decode_tokens_per_s.8.window16"):
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
     for key in ("gpu.decode_device_busy.8", "gpu.sft_device_busy"):
         assert 0 < out[key]["median"] <= 1, key
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
     # CPU: math kernels, mask folded or not; other windows and cache lengths
-    for tail in (".masked", ".masked_cudnn", ".key_bias_efficient", ".no_spare_slots", ".window32"):
+    for tail in (".masked", ".masked_cudnn", ".no_spare_slots", ".window64", ".window16"):
         assert out[f"gpu.decode_same_tokens.8{tail}"]["median"] == 1.0, tail
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU

@@ -313,7 +313,7 @@ def test_a_model_is_freed_with_its_decoders(tok, model_factory):
 
 def _decoders_step_alike(m, tok, decoders, steps=80):
     """Feed the same tokens to each decoder (on the same prefill) and return their logits, step by step:
-    the slots cross the first window's end (64), so both windows' code runs."""
+    the slots cross window ends (64, and 96 with windows of 32), so more than one window's code runs."""
     import rollout
     p = prompts_of(tok, 3, seed=2)
     idx, valid = rollout._left_pad(p, tok.pad_id, torch.device("cpu"))
@@ -345,7 +345,8 @@ def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypa
     monkeypatch.setattr(model_lib, "KEY_BIAS", {"cpu"} if key_bias else set())
     m = model_factory(seed=4)
     compiled = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False, compiled=True)
-    assert rollout.COMPILE_DECODE and compiled.blocks is not None and compiled.windows == [64, 128]
+    windows = list(range(rollout.WINDOW, 129, rollout.WINDOW))
+    assert rollout.COMPILE_DECODE and compiled.blocks is not None and compiled.windows == windows
     eager = rollout._FixedDecoder(m, 6, 128 + rollout.SPARE_SLOTS, graph=False)
     with torch.compiler.set_stance("fail_on_recompile"):  # as during a capture: every shape compiled already
         got, want = _decoders_step_alike(m, tok, [compiled, eager])
@@ -364,7 +365,8 @@ def test_no_window_of_the_fixed_loop_spans_its_whole_cache(tok, model_factory):
     ro = sample(m, p, 2, 70, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
     dec = next(reversed(rollout._DECODERS[m].values()))
     need = max(map(len, p)) + 70 + 1
-    assert dec.windows == [64, 128] and dec.cache.max_len == 128 + rollout.SPARE_SLOTS and 64 < need <= 128
+    assert dec.windows == list(range(rollout.WINDOW, dec.windows[-1] + 1, rollout.WINDOW))
+    assert dec.cache.max_len == dec.windows[-1] + rollout.SPARE_SLOTS and need <= dec.windows[-1] < need + rollout.WINDOW
     assert ro.response.shape[1] == 70
     with pytest.raises(ValueError, match="more than this decoder's"):
         dec.step(m, torch.zeros(6, dtype=torch.long), torch.tensor([dec.windows[-1]]), dec.windows[-1] + 1)
@@ -379,6 +381,7 @@ def test_other_windows_get_a_decoder_of_their_own(tok, model_factory, monkeypatc
     p = prompts_of(tok, 3, seed=2)
     T = 119 - max(map(len, p))  # 120 slots: caches of the same length (128 + spare) for windows of 64 and 32
     run = lambda: sample(m, p, 2, T, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
+    monkeypatch.setattr(rollout, "WINDOW", 64)
     want = run()
     first = next(reversed(rollout._DECODERS[m].values()))
     monkeypatch.setattr(rollout, "WINDOW", 32)
