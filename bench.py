@@ -1272,7 +1272,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
     try:  # a diagnostic, first run on a card: if it fails there, say so and let the benchmark go on
         _decode_split(model, tok, dev, T512, reps, dry, timed, out)
     except Exception as e:  # noqa: BLE001
-        print(f"note: gpu.decode_split_ms not measured ({type(e).__name__}: {str(e).strip()[:200]})", file=sys.stderr)
+        print(f"note: gpu.decode_split_ms not measured ({_why(e)})", file=sys.stderr)
 
 
 def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> None:

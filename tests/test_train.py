@@ -482,16 +482,15 @@ def test_compiled_blocks_share_one_graph(tok, model_factory):
 def test_verifier_processes_give_the_in_process_verdicts():
     texts = ["so \\boxed{3/4}", "\\boxed{0.75}", "no answer", "\\boxed{x^2-1}", "\\boxed{(x-1)(x+1)}", "\\boxed{7}"] * 3
     golds = ["3/4", "3/4", "1", "(x-1)(x+1)", "x^2-1", "8"] * 3
-    here = train.verify_rollouts(texts, golds)
-    with train.verifier_pool(2) as pool:
-        assert train.verify_rollouts(texts, golds, pool) == here
+    whole = train.verify_rollouts(texts, golds)
+    assert [r for r, _ in whole[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     with train.verifier_pool(0) as pool:
         assert pool is None
-    assert [r for r, _ in here[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     cut = [i % 2 == 0 for i in range(len(texts))]  # cut off at the length limit: reward 0 whatever it boxed
     here = train.verify_rollouts(texts, golds, finished=[not c for c in cut])
     with train.verifier_pool(2) as pool:
         assert len(pool._processes) == 2  # all started up front, signals blocked (none reaches one mid-import)
+        assert train.verify_rollouts(texts, golds, pool) == whole
         assert train.verify_rollouts(texts, golds, pool, [not c for c in cut]) == here
         # Ctrl-C reaches the whole process group: the workers ignore it (the training process finishes its step)
         for pid in list(pool._processes):
