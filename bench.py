@@ -1116,8 +1116,8 @@ def _decode_candidates() -> dict:
     given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
     (.masked_cudnn); caches with no spare slots, so that the last window spans a whole cache
     (.no_spare_slots, the default before 8dcb47b: whether its graph calls another kernel); windows of 64
-    slots (.window64, the default before 2026-11-28) and of 16 (.window16): the slots read past the written
-    ones against the graphs captured."""
+    slots (.window64, the default before 023616b) and of 16 (.window16): fewer unwritten slots read, more
+    graphs captured."""
     from torch.nn.attention import SDPBackend
 
     import model
@@ -1176,7 +1176,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         P, steps = max(1, rows // 8), T512 if rows == 512 else T
         prompts, K = _prompts(tok, P), rows // P
         run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
-                                     tokenizer=tok)
+                                     tokenizer=tok, fixed=True)  # (CUDA's loop, on CPU too: the rehearsal's windows)
         with autocast(dev):
             sync()
             t0 = time.perf_counter()

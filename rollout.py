@@ -349,28 +349,30 @@ def compiled_blocks(net) -> list:
     """net's blocks as `decode_step` calls them, through `_block_step` compiled by inductor: every size
     symbolic from the start (dynamic=True), so that one graph serves every batch and window (no window
     spans a whole cache: SPARE_SLOTS), two more a single row, and a few more any size that happens to
-    equal another when first traced (torch compiles such shapes apart: on small on CUDA, a first window of
-    64 slots beside the head dimension, 56 + 1 padded to 64; the first window is 32 slots since 2026-11-28).
-    Letting torch.compile mark sizes dynamic as they change instead took 8 graphs, its default limit, for
-    four batch and cache shapes on CPU. Every compile happens in `_FixedDecoder._compile`, never during a
-    step."""
+    equal another when first traced (torch compiles such shapes apart: on small on CUDA with windows of 64,
+    the first window and the head dimension, 56 + 1 padded to 64; on tiny, a first window of 32 slots and
+    its head dimension of 32). Letting torch.compile mark sizes dynamic as they change instead took 8 graphs,
+    its default limit, for four batch and cache shapes on CPU. Every compile happens in
+    `_FixedDecoder._compile`, never during a step."""
     step = torch.compile(_block_step, dynamic=True, fullgraph=True)
     return [functools.partial(step, block) for block in net.blocks]
 
 
-# the fixed loop's attention reads the cache's first slots in multiples of this, one graph each: the slots
-# written so far rounded up, so a smaller window reads fewer unwritten ones and captures more graphs. The
-# 512-row decode of results/small/h100_5aacde5 (192 new tokens; by its profile's kernel counts 91 steps at a
-# window of 128 slots, 64 at 192, 37 at 256) read 174 slots a step on average with windows of 64, and its
-# cuDNN attention took 50 µs a layer at 128 slots, 72 µs at 192: windows of 32 would read 149 (8 graphs
-# where there were 4). Not yet run on a card (bench.py's .window64 and .window16 decodes beside it)
+# the fixed loop's attention reads the cache's first slots in multiples of this, one graph each: a step reads
+# the slots written so far rounded up to a window, so a smaller window reads fewer unwritten slots and
+# captures more graphs. The 512-row decode of results/small/h100_5aacde5 (192 new tokens after a prompt of
+# 37, by its profile's kernel counts) read 165 slots a step on average with windows of 64; windows of 32
+# read 149. Its cuDNN attention took 50 µs a layer over 109 slots on average and 72 µs at 192: about 0.26
+# µs a slot, so about 34 µs less of a 1.1 ms step (8 layers), 3%. Windows of 32 since 023616b, with 8 graphs
+# a decoder where there were 4; not yet run on a card (bench.py's .window64 and .window16 decodes beside it)
 WINDOW = 32
 # slots the fixed loop's caches hold past their last window, never read: compiled blocks compile a graph of
 # their own for a window that spans a whole cache, and on an H100 that graph called the memory-efficient
 # attention kernel for the 37 of a 192-token decode's steps whose window was the whole cache, where the one
 # graph of the other windows called cuDNN's (results/small/h100_5aacde5). With these slots the last window
-# is one more window of that graph (on CPU, small's shape: 2 graphs for 8 rows and for 512, 4 without the
-# spare slots); not yet run on a card (bench.py's .no_spare_slots decode beside it)
+# is one more window of that graph (on CPU at small's shape: one graph for 8 rows, the size of n_head, and one
+# for 512; without the spare slots, two more); not yet run on a card (bench.py's .no_spare_slots decode
+# beside it)
 SPARE_SLOTS = 8
 
 

@@ -313,7 +313,8 @@ def test_a_model_is_freed_with_its_decoders(tok, model_factory):
 
 def _decoders_step_alike(m, tok, decoders, steps=80):
     """Feed the same tokens to each decoder (on the same prefill) and return their logits, step by step:
-    the slots cross window ends (64, and 96 with windows of 32), so more than one window's code runs."""
+    the slots run from 15 to 94, across the ends of windows (32 and 64, or 64), so more than one window's
+    code runs."""
     import rollout
     p = prompts_of(tok, 3, seed=2)
     idx, valid = rollout._left_pad(p, tok.pad_id, torch.device("cpu"))
@@ -335,7 +336,7 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
 @pytest.mark.parametrize("key_bias", [False, True])
 def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, key_bias):
     """The fixed loop's decode step with its blocks compiled by inductor (what CUDA runs, here on CPU):
-    the eager step's logits up to float rounding, at every step across two attention windows, with the
+    the eager step's logits up to float rounding, at every step across attention windows, with the
     compiled code ready for both windows before the first step (no compile can happen inside a CUDA
     graph capture) and no fallback to eager blocks. `key_bias`: both on caches holding the mask in the
     keys (model.KEY_BIAS, CUDA's way)."""
@@ -381,20 +382,25 @@ def test_other_windows_get_a_decoder_of_their_own(tok, model_factory, monkeypatc
     p = prompts_of(tok, 3, seed=2)
     T = 119 - max(map(len, p))  # 120 slots: caches of the same length (128 + spare) for windows of 64 and 32
     run = lambda: sample(m, p, 2, T, generator=torch.Generator().manual_seed(0), tokenizer=tok, fixed=True)
+    newest = lambda: next(reversed(rollout._DECODERS[m].values()))
     monkeypatch.setattr(rollout, "WINDOW", 64)
-    want = run()
-    first = next(reversed(rollout._DECODERS[m].values()))
+    want, first = run(), newest()
     monkeypatch.setattr(rollout, "WINDOW", 32)
-    got = run()
-    dec = next(reversed(rollout._DECODERS[m].values()))
+    got, dec = run(), newest()
     assert dec.cache.max_len == first.cache.max_len and first.windows == [64, 128]
     assert dec is not first and dec.windows == [32, 64, 96, 128]
     assert torch.equal(got.response, want.response)
-    assert first.window == 64 and dec.window == 32  # (the window a step rounds its slots up to)
-    spare = rollout.SPARE_SLOTS
+    # cache slots past the last window: another decoder for the same prefill, with a window spanning it
     monkeypatch.setattr(rollout, "SPARE_SLOTS", 0)
-    run()
-    assert next(reversed(rollout._DECODERS[m].values())).cache.max_len == dec.cache.max_len - spare
+    spanning = rollout._decoder(m, 6, dec.cache, tok.zc_id)  # (as the run above asks for it)
+    assert spanning is not dec and spanning.windows[-1] == dec.cache.max_len
+    assert torch.equal(run().response, want.response)
+    # the first decoder's steps still read windows of 64 (where it has graphs, only those windows have one)
+    seen, step = [], m.decode_step
+    monkeypatch.setattr(m, "decode_step", lambda *a: seen.append(a[3]) or step(*a))
+    for d in (first, dec):
+        d.step(m, torch.zeros(6, dtype=torch.long), torch.tensor([64]), 65)
+    assert seen == [128, 96]
 
 
 def test_decode_compile_failure_falls_back_to_eager_blocks(tok, model_factory, monkeypatch, capsys):
