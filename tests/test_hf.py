@@ -92,9 +92,14 @@ def test_zc_is_a_token_no_text_produces(llama_dir, qwen_dir, tmp_path):
     assert torch.allclose(model.wte.weight[400], model.wte.weight[:400].mean(0))
 
 
-def _export_and_compare(run_dir, out):
-    r = subprocess.run([sys.executable, "export.py", run_dir, out], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+def _export_and_compare(run_dir, out, command_line=False):
+    """export.py on a run (as a command, or its main() in this process), then the export read back by
+    transformers: the same tokens, logits, and z_c log-prob at EOS as ours."""
+    if command_line:
+        r = subprocess.run([sys.executable, "export.py", run_dir, out], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    else:
+        assert export.main([run_dir, out]) == 0
     model, tok, ck = runs.load_run(run_dir)
     laser = json.load(open(os.path.join(out, "config.json")))["laser"]
     assert laser["zc_id"] == tok.zc_id and laser["beta_v"] == ck["beta_v"] and laser["c_ref"] == ck["c_ref"]
@@ -120,7 +125,7 @@ def _export_and_compare(run_dir, out):
 def test_export_of_an_init_hf_run_loads_back_in_transformers(qwen_dir, tmp_path):
     run = str(tmp_path / "run")
     train.main(["--config", "test", "--init_hf", qwen_dir, "--out_dir", run, "--sft_steps", "4"])
-    ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"))
+    ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"), command_line=True)
     assert type(ref).__name__ == "Qwen2ForCausalLM" and ref.config.tie_word_embeddings
 
 
