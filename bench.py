@@ -608,18 +608,32 @@ def bench_train(quick: bool) -> dict:
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: on Linux its high-water mark (VmHWM), which starts afresh
+    with the program, not getrusage's ru_maxrss, which Linux carries across the exec from the process that
+    forked it (bench_memory's child read this benchmark's own peak: 7,408 MB after the sections before it,
+    where the step's own was 913); elsewhere ru_maxrss (kB on Linux, bytes on macOS)."""
+    import resource
+
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
+
+
 def bench_memory(quick: bool) -> dict:
     """Peak resident memory of one tiny RL step (rollout + LaSeR update), in a fresh process."""
     import subprocess
-    import sys
 
     code = (
-        "import resource, torch, bench, config, loss, runs, train\n"
+        "import torch, bench, config, loss, runs, train\n"
         "model, tok, ro, r_v = bench._rl_batch('tiny', 16, 8, 128)\n"
         "adv, _ = loss.group_advantages(r_v, 8)\n"
         "opt = runs.make_optimizer(model, 1e-5, 0.0)\n"
         "train.rl_update(model, opt, ro, adv, r_v, config.Config(), use_mse=True, c_ref=-15.0, tok=tok)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print(bench.peak_rss_mb())\n"
     )
     vals = []
     for _ in range(1 if quick else 2):
@@ -1114,8 +1128,8 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 def _decode_candidates() -> dict:
     """The decodes bench.py measures beside the default, each as the module settings it changes: the mask
     given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
-    (.masked_cudnn); caches with no spare slots, so that the last window spans a whole cache
-    (.no_spare_slots, the default before 8dcb47b: whether its graph calls another kernel); windows of 64
+    (.masked_cudnn); caches with no spare slots, as before 8dcb47b, so that the last window spans a whole
+    cache (.no_spare_slots: whether its graph calls another kernel); windows of 64
     slots (.window64, the default before 023616b) and of 16 (.window16): fewer unwritten slots read, more
     graphs captured."""
     from torch.nn.attention import SDPBackend
