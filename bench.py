@@ -437,9 +437,12 @@ def bench_rollout(quick: bool) -> dict:
                                                          note=f"{P}x{K} rows x {T} tokens, random weights")
         hook = _eos_offset(model, tok)
         with_score, without, separate = [], [], []
-        for _ in range(reps + 2):  # interleaved so that machine noise hits all three alike
-            t = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=True), 1)[0]
-            u = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=False), 1)[0]
+        for i in range(reps + 2):  # interleaved so that machine noise hits all three alike, and in turns which
+            took = {}  # of the two comes first (always scoring first, all 5 of a run's ratios came out below 1)
+            for score in (True, False) if i % 2 == 0 else (False, True):
+                took[score] = _timed(lambda: sample(model, prompts, K, T, generator=g(), tokenizer=tok,
+                                                    score=score), 1)[0]
+            t, u = took[True], took[False]
             ro = sample(model, prompts, K, T, generator=g(), tokenizer=tok, score=False)
             with torch.no_grad():
                 s = _timed(lambda: score_rollouts(model, ro, tok.zc_id, tok.pad_id), 1)[0]
@@ -612,7 +615,8 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory in MB: on Linux its high-water mark (VmHWM), which starts afresh
     with the program, not getrusage's ru_maxrss, which Linux carries across the exec from the process that
     forked it (bench_memory's child read this benchmark's own peak: 7,408 MB after the sections before it,
-    where the step's own was 913); elsewhere ru_maxrss (kB on Linux, bytes on macOS)."""
+    where the step's own is about 1,039, results/cpu/9f00a80/memory.json); elsewhere ru_maxrss (kB on Linux,
+    bytes on macOS), which may carry a parent's peak in the same way."""
     import resource
 
     try:
