@@ -337,7 +337,7 @@ def _decoders_step_alike(m, tok, decoders, steps=80):
 def test_compiled_decode_step_matches_the_eager_one(tok, model_factory, monkeypatch, key_bias):
     """The fixed loop's decode step with its blocks compiled by inductor (what CUDA runs, here on CPU):
     the eager step's logits up to float rounding, at every step across attention windows, with the
-    compiled code ready for both windows before the first step (no compile can happen inside a CUDA
+    compiled code ready for every window before the first step (no compile can happen inside a CUDA
     graph capture) and no fallback to eager blocks. `key_bias`: both on caches holding the mask in the
     keys (model.KEY_BIAS, CUDA's way)."""
     import model as model_lib
