@@ -1188,7 +1188,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
     import torch
 
     import rollout
-    from config import autocast, round_up
+    from config import autocast
 
     def decode(rows: int, tail: str, target=None):  # one sampling call's speed at `rows` rows; its rollouts
         P, steps = max(1, rows // 8), T512 if rows == 512 else T
@@ -1262,8 +1262,7 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
                                       tokenizer=tok))
         rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = True, True
         idx, valid = rollout._left_pad(prompts, tok.pad_id, dev)
-        caches = [model.new_cache(len(prompts), round_up(idx.shape[1] + T, rollout.WINDOW) + rollout.SPARE_SLOTS)
-                  for _ in range(3)]
+        caches = [model.new_cache(len(prompts), rollout.fixed_cache_len(idx.shape[1] + T)) for _ in range(3)]
         for c in caches:  # the cached forward's, decode_step's, and the prefill the decoders load
             model(idx, cache=c, valid=valid)
         rows = torch.arange(len(prompts), device=dev).repeat_interleave(8)

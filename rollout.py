@@ -193,9 +193,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     N = P * K
     fixed = fixed if fixed is not None else dev.type == "cuda"
     need = Tp + max_new_tokens + 1
-    # the fixed loop's cache length in multiples of WINDOW (steps whose longest prompts differ share one graph),
-    # and SPARE_SLOTS
-    cache = model.new_cache(P, round_up(need, WINDOW) + SPARE_SLOTS if fixed else need)
+    cache = model.new_cache(P, fixed_cache_len(need) if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
     rows = torch.arange(P, device=dev).repeat_interleave(K)  # (N,) prompt of each row
     logits = logits[rows]  # every row samples its own first token from its prompt's last logits
@@ -374,6 +372,12 @@ WINDOW = 32
 # for 512; without the spare slots, two more); not yet run on a card (bench.py's .no_spare_slots decode
 # beside it)
 SPARE_SLOTS = 8
+
+
+def fixed_cache_len(need: int) -> int:
+    """The fixed loop's cache length for `need` slots: a multiple of WINDOW (calls whose longest prompts
+    differ share one decoder and its graphs), and SPARE_SLOTS past it."""
+    return round_up(need, WINDOW) + SPARE_SLOTS
 
 
 class _FixedDecoder:
