@@ -45,10 +45,10 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+import config
 import rollout
 import tasks
 import verify
-import config
 from config import (CUDA_LENGTH_MULTIPLE, PATH_FIELDS, Config, UserError, autocast, check_config, check_lengths,
                     corpus_for_tokenizer, get_device, heldout_problems, load_outside, out_of_memory,
                     outside_data_that_fits, outside_train_data, resolve_config, rl_outside_data, round_up, run_dir_of,
