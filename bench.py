@@ -1048,7 +1048,7 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     model = model.to(dev)
 
     # decode: every row runs all its steps (a hook rules EOS out: a random model's row could end, and a
-    # check every 8 steps end the call, early), the fixed-shape step from a CUDA graph, its blocks compiled by
+    # check every few steps end the call, early), the fixed-shape step from a CUDA graph, its blocks compiled by
     # inductor; ".eager_blocks": the same graphs of eager kernels (COMPILE_DECODE off). 512 rows (the target)
     # run the preset's RL length, whose later steps attend over more of the cache
     model.eval()
@@ -1131,31 +1131,32 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 def _decode_candidates() -> dict:
     """The decodes bench.py measures beside the default, each as the module settings it changes: the mask
-    given to the kernel, memory-efficient first (.masked, the default before 5aacde5) or cuDNN's
-    (.masked_cudnn); caches with no spare slots, as before 8dcb47b, so that the last window spans a whole
-    cache (.no_spare_slots: whether its graph calls another kernel); windows of 64
-    slots (.window64, the default before 023616b) and of 16 (.window16): fewer unwritten slots read, more
-    graphs captured."""
+    given to the kernel with cuDNN's first (.masked_cudnn; the memory-efficient kernel with a mask, the
+    default before 5aacde5, ran 308k tokens/s there and is no longer measured); caches with no spare slots,
+    as before 8dcb47b, so that the last window spans a whole cache (.no_spare_slots: whether its graph calls
+    another kernel); windows of 64 slots (.window64, the default before 023616b) and of 16 (.window16):
+    fewer unwritten slots read, more graphs captured; a check every 8 steps that waits for the device
+    (.sync_check, the loop before rollout.LAGGED_CHECK)."""
     from torch.nn.attention import SDPBackend
 
     import model
     import rollout
 
-    efficient = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    cudnn = [SDPBackend.CUDNN_ATTENTION, *efficient]
-    return {".masked": {(model, "DECODE_ATTENTION"): efficient, (model, "KEY_BIAS"): set()},
-            ".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
+    cudnn = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return {".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
             ".no_spare_slots": {(rollout, "SPARE_SLOTS"): 0},
             ".window64": {(rollout, "WINDOW"): 64},
-            ".window16": {(rollout, "WINDOW"): 16}}
+            ".window16": {(rollout, "WINDOW"): 16},
+            ".sync_check": {(rollout, "LAGGED_CHECK"): False, (rollout, "CHECK_EVERY"): 8}}
 
 
 @contextlib.contextmanager
 def _no_compile_cache():
     """torch.compile without its caches of compiled code (inductor's FX graph cache and AOTAutograd's), for a
     decode candidate that differs from another only by the attention kernels' priority: on an H100 the
-    .masked_cudnn candidate, compiled after .masked, ran .masked's memory-efficient kernel (its profile in
-    results/small/h100_5aacde5), which a cache whose key leaves out the priority would explain (our guess).
+    .masked_cudnn candidate, compiled after the masked memory-efficient one, ran that one's kernel (its
+    profile in results/small/h100_5aacde5), which a cache whose key leaves out the priority would explain
+    (our guess).
     Neither read from nor written to, so a later process cannot load a candidate's code either."""
     import torch
     import torch._functorch.config

@@ -9,8 +9,9 @@
   3. decode: one token per row per step, from an explicit `torch.Generator`; a row stops at its first
      EOS. Two loops: on CPU finished rows are dropped from the batch once they make up half of it
      (compute is per row; dropping rows changes which random numbers a row draws); on CUDA the batch
-     keeps its shape and the step is a fixed-shape `model.decode_step` replayed from a CUDA graph, with
-     no host sync except an "all finished?" check every few steps (`_FixedDecoder`);
+     keeps its shape and the step is a fixed-shape `model.decode_step` replayed from a CUDA graph
+     (`_FixedDecoder`), and the host never waits for the device: it asks "all finished?" every few steps
+     and reads each answer at the next check;
   4. self-reward (docs/laser.md §1, §6): the step after a row samples EOS feeds that EOS back in,
      and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
      with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
@@ -173,15 +174,15 @@ def _finish(tokenizer, prompts, K, tokens, lengths, logprobs, finished, logp_zc,
 def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: int, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
            *, tokenizer, score: bool = True, compact: bool = True, fixed: bool | None = None,
-           check_every: int = 8, progress: str = "") -> Rollouts:
+           check_every: int | None = None, progress: str = "") -> Rollouts:
     """Sample `num_samples` responses per prompt with a KV cache; see the module docstring.
 
     Rows are ordered prompt-major: row p * num_samples + k is sample k of prompt p.
     `fixed` picks the decode loop: the fixed-shape one (default on CUDA; `check_every` steps between its
-    host checks for "every row finished") or the compacting one (default elsewhere); the fixed loop draws
-    the same tokens as the compacting one with `compact=False`. `score=False` skips the self-reward
-    readout (only for measuring its cost); `compact=False` keeps finished rows in the compacting loop's
-    batch (tests and benchmarks). `progress`: a label for the line a long call prints about where it is,
+    host checks for "every row finished", CHECK_EVERY unless given) or the compacting one (default
+    elsewhere); the fixed loop draws the same tokens as the compacting one with `compact=False`.
+    `score=False` skips the self-reward readout (only for measuring its cost); `compact=False` keeps
+    finished rows in the compacting loop's batch (tests and benchmarks). `progress`: a label for the line a long call prints about where it is,
     at most once every config.PROGRESS_EVERY_S seconds (a large call on a slow device); none without one.
     """
     _check(model, prompts, num_samples, max_new_tokens)
@@ -192,6 +193,7 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     P, Tp = idx.shape
     N = P * K
     fixed = fixed if fixed is not None else dev.type == "cuda"
+    check_every = check_every or CHECK_EVERY
     need = Tp + max_new_tokens + 1
     cache = model.new_cache(P, fixed_cache_len(need) if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
@@ -268,8 +270,8 @@ def _decode_compact(model, cache, logits, out, step, *, eos, zc, score, compact,
 def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, check_every, clock):
     """The GPU decode loop: every row stays in the batch (a finished row's outputs are ignored), each
     step is `model.decode_step` at a slot held on the device, and the host only asks "is every row
-    finished?" every `check_every` steps. The sampled tokens equal `_decode_compact`'s without compaction.
-    Fills `out`."""
+    finished?" every `check_every` steps, reading each answer at the next check (LAGGED_CHECK). The sampled
+    tokens equal `_decode_compact`'s without compaction. Fills `out`."""
     tokens, logprobs, lengths, finished, logp_zc = (out[k] for k in ("tokens", "logprobs", "lengths", "finished",
                                                                     "logp_zc"))
     N, max_new_tokens = tokens.shape
@@ -277,6 +279,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
     dec.cache.load(prefill, rows)  # the prompts' cache, copied to their K rows each
     slots = torch.arange(prefill.length, prefill.length + max_new_tokens, device=tokens.device)
     alive = torch.ones(N, dtype=torch.bool, device=tokens.device)  # ~finished (kept so, one kernel fewer a step)
+    any_alive = _HostFlag(tokens.device)
     for t in range(max_new_tokens):
         tok, lp = step(logits)  # (N,), (N,)
         tokens[:, t], logprobs[:, t] = tok, lp  # kept only up to each row's length (_finish)
@@ -287,12 +290,48 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
         logits, zc_now = dec.step(model, tok, slots[t:t + 1], prefill.length + t + 1)
         if score:  # kept for the rows that just finished (one kernel: the readout itself ran in the step)
             torch.where(just_done, zc_now, logp_zc, out=logp_zc)
-        if (t + 1) % check_every == 0 and not bool(alive.any()):
-            break
+        if (t + 1) % check_every == 0:
+            if LAGGED_CHECK:  # the answer to the last check's question (its copy long done: the device never drains)
+                if not any_alive.read():
+                    break
+                any_alive.post(alive.any())
+            elif not bool(alive.any()):  # (waits for the device to finish every step queued)
+                break
         clock(t, alive, N)
     torch.logical_not(alive, out=finished)
 
 
+class _HostFlag:
+    """A bool tensor's value brought to the host without waiting for the device: `post` queues its copy into
+    pinned memory, `read` returns the value last posted (True before any), waiting only for that copy. On
+    CPU the copy is made at once."""
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self.value = torch.ones((), dtype=torch.bool, pin_memory=cuda)
+        self.copied = torch.cuda.Event() if cuda else None
+
+    def post(self, x: torch.Tensor) -> None:
+        self.value.copy_(x, non_blocking=True)
+        if self.copied is not None:
+            self.copied.record()
+
+    def read(self) -> bool:
+        if self.copied is not None:
+            self.copied.synchronize()  # (no wait where the device is past the copy: a check later, it is)
+        return bool(self.value)
+
+
+# the fixed loop's check "is any row still sampling?" is answered one check late (`_HostFlag`): a check that
+# waits for its answer (False) lets the device run dry every check_every steps while the host queues the
+# next step's sampler before its graph. The 512-row decode of results/small/h100_5aacde5 took 1.1 ms a step
+# where its model's step alone took 0.98 (gpu.decode_split_ms.model) and the rest of the loop 0.6 ms of host
+# time: about half a millisecond of idle device at each of its 24 checks would make half of that gap (our
+# reading, an estimate; not yet run on a card: bench.py's .sync_check decode beside it). The price: a call
+# whose rows all finish runs up to one check more: with checks every 4 steps, up to 7 steps past the end, as
+# the checks every 8 steps that waited (before this change) ran
+LAGGED_CHECK = True
+CHECK_EVERY = 4  # the fixed loop's steps between two checks (sample's check_every, unless given)
 CUDA_GRAPHS = True  # replay the fixed-shape decode step from a CUDA graph on CUDA (False: run it eagerly)
 COMPILE_DECODE = True  # on CUDA, the fixed-shape decode step's blocks compiled by inductor (False: eager kernels)
 _DECODERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> its _FixedDecoders, newest last

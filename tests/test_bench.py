@@ -13,7 +13,8 @@ import bench
 def test_gpu_section_rehearsal_on_cpu():
     import model
     import rollout
-    settings = lambda: (model.DECODE_ATTENTION, model.KEY_BIAS, rollout.WINDOW, rollout.SPARE_SLOTS)
+    settings = lambda: (model.DECODE_ATTENTION, model.KEY_BIAS, rollout.WINDOW, rollout.SPARE_SLOTS,
+                        rollout.LAGGED_CHECK, rollout.CHECK_EVERY)
     before = settings()
     out = bench.gpu_metrics(torch.device("cpu"), quick=True, dry=True)
     assert settings() == before  # (each decode candidate's settings undone)
@@ -22,7 +23,7 @@ def test_gpu_section_rehearsal_on_cpu():
                 "gpu.self_reward_overhead", "gpu.eval_completions_per_s", "gpu.sft_prefetch_thread_ratio",
                 "gpu.sft_prefetch_process_ratio", "gpu.decode_step_ops", "gpu.decode_first_call_s.8",
                 "gpu.decode_ms_per_step.1.eager_blocks", "gpu.decode_first_call_s.1.eager_blocks",
-                "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop", "gpu.decode_tokens_per_s.8.masked",
+                "gpu.decode_split_ms.model", "gpu.decode_split_ms.loop", "gpu.decode_tokens_per_s.8.sync_check",
                 "gpu.decode_tokens_per_s.8.masked_cudnn", "gpu.decode_tokens_per_s.8.no_spare_slots",
                 "gpu.decode_tokens_per_s.8.window64", "gpu.decode_tokens_per_s.8.window16"):
         assert math.isfinite(out[key]["median"]) and out[key]["median"] > 0, key
@@ -31,7 +32,7 @@ def test_gpu_section_rehearsal_on_cpu():
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
     # CPU: the math kernel with a mask, as the default there; the fixed loop with other windows and cache lengths
-    for tail in (".masked", ".masked_cudnn", ".no_spare_slots", ".window64", ".window16"):
+    for tail in (".masked_cudnn", ".no_spare_slots", ".window64", ".window16", ".sync_check"):
         assert out[f"gpu.decode_same_tokens.8{tail}"]["median"] == 1.0, tail
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU

@@ -165,6 +165,38 @@ def test_fixed_shape_decode_draws_the_tokens_of_the_compacting_loop(tok, model_f
         torch.testing.assert_close(fx.logp_zc, ref.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("lagged", [True, False])
+def test_the_fixed_loop_stops_within_two_checks_of_its_last_row(tok, model_factory, monkeypatch, lagged):
+    """The fixed loop's check "any row still sampling?" read one check late (rollout.LAGGED_CHECK, so that
+    the device never waits for the host): the loop ends at the second check after the last row's EOS, where
+    a check that waits for its answer ends it at the first; the tokens are the same either way."""
+    import rollout
+    monkeypatch.setattr(rollout, "LAGGED_CHECK", lagged)
+    m = model_factory(seed=9, eos_boost=3.0)
+    steps = []
+    real = rollout._FixedDecoder.step
+    monkeypatch.setattr(rollout._FixedDecoder, "step", lambda *a: steps.append(1) or real(*a))
+    p = prompts_of(tok, 4, seed=1)
+    ref = sample(m, p, 2, 60, temperature=0, tokenizer=tok, fixed=False, compact=False)
+    for every in (3, 4):
+        steps.clear()
+        fx = sample(m, p, 2, 60, temperature=0, tokenizer=tok, fixed=True, check_every=every)
+        assert torch.equal(fx.response, ref.response) and bool(fx.finished.all())
+        last = int(fx.mask.sum(1).max()) - 1  # the step at which the last row sampled EOS
+        first_check = (last // every + 1) * every  # steps run up to the first check at or after it
+        assert len(steps) == first_check + (every if lagged else 0) < 60, (every, last, len(steps))
+
+
+def test_a_host_flag_reads_the_value_last_posted():
+    import rollout
+    flag = rollout._HostFlag(torch.device("cpu"))
+    assert flag.read() is True  # (before any post: "still sampling")
+    flag.post(torch.tensor([False, False]).any())
+    assert flag.read() is False
+    flag.post(torch.tensor([False, True]).any())
+    assert flag.read() is True
+
+
 @pytest.mark.parametrize("key_bias", [False, True])
 def test_decode_step_of_the_llama_layer_matches_the_cached_forward(tok, monkeypatch, key_bias):
     """decode_step (attention case 4) against forward with a cache (case 3) on the Llama layer: grouped
