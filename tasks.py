@@ -7,7 +7,8 @@ Five families, each with difficulty levels 1 (easiest) to 3:
   linear      linear equations in one unknown with an integer solution
   fraction    fraction arithmetic with a common denominator and simplification by the gcd
   polynomial  expanding products of linear factors (answers like `x^2 - x - 6`, which a checker must
-              compare symbolically: `(x-3)(x+2)` is the same answer)
+              compare symbolically: `-6 - x + x^2` is the same answer; `(x-3)(x+2)` is the question,
+              and the reward refuses it: verify._not_as_asked)
   word        short word problems of one to three steps
 
 Every solution ends in `\\boxed{answer}`; `answer` is the exact gold string.

@@ -3,8 +3,10 @@ r"""Answer extraction and answer-equivalence checking; `reward` is the RL reward
 API: extract_answer(text) -> content of the last top-level \boxed{}/\fbox{} (None if empty or unclosed),
 else a `#### X` / "the answer is X" / "answer: X" fallback containing a digit, `$` or backslash.
 is_equivalent(pred, gold) -> do the answers denote the same object. reward_with_reason(completion, gold)
--> (1.0 or 0.0, one of REASONS); UNPARSABLE: outside the language (and not equal to gold as text) or over
-a limit. reward -> its first element. `_parse_cached` is the lru-cached parser.
+-> (1.0 or 0.0, one of REASONS): equal, and written as the gold is, a result where the gold is a result
+(`\boxed{27 + 82}` does not answer "Compute 27 + 82.", whose gold is 109: _not_as_asked); UNPARSABLE:
+outside the language (and not equal to gold as text) or over a limit. reward -> its first element.
+`_parse_cached` is the lru-cached parser.
 
 Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots,
 pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees
@@ -158,11 +160,12 @@ _UNICODE = {
     "\u2229": r"\cap ", "\u2205": r"\emptyset ", "\u00b1": r"\pm ", "\u2213": r"\mp ", "\u2208": r"\in ",
     "\u00b2": "^2", "\u00b3": "^3", "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2032": "'",
     "\u00bd": "(1/2)", "\u00bc": "(1/4)", "\u00be": "(3/4)", "\u2248": r"\approx ", "\uff0c": ",",
+    "\u2044": "/", "\u200b": "", "\u2060": "", "\ufeff": "",  # fraction slash; zero-width space, joiner, BOM
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
 _THIN_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\\[,!]|\{,\}|,\\!|\{,\}\\!)(?=\d{3}(?!\d))")
 _SPACE_THOUSANDS_RE = re.compile(r"^[+-]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?$")
-_MIXED_RE = re.compile(r"^(\d+)\s+(\d+)\s*/\s*(\d+)$")
+_MIXED_RE = re.compile(r"^(-?\d+)\s+(\d+)\s*/\s*(\d+)$")
 _DELIM_RE = re.compile(r"(?<!\\)\\[\[\]()]|\\\$|\$")
 _TRAIL_RE = re.compile(r"(?:\s|[.,;:]|\\\\|\\quad|\\qquad|\\[,;:! ])+$")
 _TEXT_KEY_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|"
@@ -331,9 +334,10 @@ class _Rel:
         self.op, self.lhs, self.rhs = op, lhs, rhs
 
 class _Scalar:
-    """A sympy expression; origin is the symbol of a stripped `x = ...` (or None)."""
+    """A sympy expression; origin is the symbol of a stripped `x = ...` (or None); computed: a rational
+    value written as a computation (`27 + 82`, `\\sqrt{4}`), not as a number (see _not_as_asked)."""
     def __init__(self, e, origin=None):
-        self.e, self.origin = e, origin
+        self.e, self.origin, self.computed = e, origin, False
 
 # Other parsed values: sympy expressions, a dict {symbol: value} for `x = 1, y = 2` (written order),
 # and a str (the text key) for a plain-text answer.
@@ -768,16 +772,18 @@ class _Parser:
             parts = [self.setexpr()]
             if _is_expr(parts[0]) and self.accept(":"):          # ratio 2:3 = 2/3
                 parts = [_div(parts[0], self.expr())]
-        lhs_toks = self.t[start:self.i]
+        spans = [self.t[start:self.i]]  # each part's tokens (the first: a name to drop, or the value)
         self.skip_units()
         ops = []
         while self.at(*_RELOPS):
             op = self.next()[1]
             ops.append({"=<": "<=", "=>": ">="}.get(op, op))
+            start = self.i
             parts.append(self.setexpr())
+            spans.append(self.t[start:self.i])
             self.skip_units()
             _reject_if(len(ops) > 8, "relation chain too long")
-        return _build_item(parts, ops, lhs_toks)
+        return _build_item(parts, ops, spans)
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok
@@ -1164,26 +1170,64 @@ def _wrap(v):
         raise _ParseError("\\pm inside an interval")
     return v
 
-def _build_item(parts, ops, lhs_toks):
-    """One answer item from `parts[0] ops[0] parts[1] ...`."""
+def _value(e, toks):
+    """_wrap(e), a rational marked `computed` unless its tokens write it as a number (_plain_number)."""
+    v = _wrap(e)
+    if isinstance(v, _Scalar) and isinstance(v.e, Rational):
+        v.computed = not _plain_number(toks)
+    return v
+
+def _plain_number(toks) -> bool:
+    """Do these tokens write a number as a number: an integer or a decimal (`-7`, `2.50`, `1e3`,
+    `0.1\\overline{6}`, `50\\%`, `(-7)`, `\\mathbf{3}`, `10^6`), a fraction of two integers (`11/12`,
+    `\\frac{-5}{6}`, `\\frac12`, `\\frac{15}{12}`: in lowest terms or not, as no question here asks for them)
+    or a mixed number (`2\\frac{1}{2}`), rather than a computation (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`,
+    `2^3`)?"""
+    sig, nums = "", []
+    for kind, val, _ in toks:
+        if kind == "num":
+            sig, nums = sig + "n", nums + [val]
+        elif kind == "cmd" and val in ("frac", "overline"):
+            sig += val[0]
+        elif kind == "op" and val in "{}":
+            continue  # (grouping only)
+        else:
+            sig += val if kind == "op" and len(val) == 1 else "?"
+    sig = re.sub(r"^\((.*)\)$", r"\1", sig)  # (-7)
+    sig = re.sub(r"%$", "", re.sub(r"^[+-]", "", sig))
+    whole = lambda x: re.fullmatch(r"\d+", x) is not None
+    if sig in ("n", "non"):  # an integer, a decimal, a repeating decimal
+        return sig == "n" or "." in nums[0]
+    if sig in ("n^n", "n*n^n") and nums[-2] == "10" and whole(nums[-1]):  # 10^6, 1.5 \times 10^3
+        return True
+    if sig in ("n/n", "n:n", "fnn", "f-nn", "nfnn") and all(map(whole, nums)):
+        *w, p, q = map(int, nums)
+        return q > 0 and (not w or p < q)  # (mixed: a proper fraction)
+    return False
+
+def _build_item(parts, ops, spans):
+    """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`."""
     if not ops:
-        return _wrap(parts[0])
+        return _value(parts[0], spans[0])
+    named, sym = _name_like(spans[0])
     if "approx" in ops:
-        # `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer
+        # `x = 1/3 \approx 0.33`, `\frac{11}{12} \approx 0.917`: the exact value before the approximation
+        # is the answer (`x \approx 3.14`: the approximation is all there is)
         k = ops.index("approx")
-        if k >= 1:
-            parts, ops = parts[:k + 1], ops[:k]
+        if k >= 1 or not named:
+            parts, ops, spans = parts[:k + 1], ops[:k], spans[:k + 1]
+            if not ops:
+                return _value(parts[0], spans[0])
         ops = ["=" if op == "approx" else op for op in ops]
     if all(op in ("=", "in") for op in ops):
-        named, sym = _name_like(lhs_toks)
         if named:
-            v = _wrap(parts[-1])
+            v = _value(parts[-1], spans[-1])
             if isinstance(v, _Scalar) and sym is not None and len(parts) == 2:
                 v.origin = sym
             return v
         _reject_if("in" in ops, "membership with a non-name")
         if len(parts) > 2 or all(_is_expr(p) and not p.free_symbols for p in parts):
-            return _wrap(parts[-1])
+            return _value(parts[-1], spans[-1])
     elif any(op in ("=", "in") for op in ops):
         raise _ParseError("mixed relations")
     for p in parts:
@@ -1430,6 +1474,35 @@ def _unordered_eq(xs, ys, cx) -> bool:
 def _is_seq(v, *kinds) -> bool:
     return isinstance(v, _Seq) and v.kind in kinds
 
+def _expanded(e) -> bool:
+    """Is a polynomial written expanded: a sum of numbers times powers of variables (`x^2 - x - 6`,
+    `-2x + 16`; not `(x-3)(x+2)`, `(x+1)^2`, `2(x+1)`, `(2x)^2`)?"""
+    def monomial(t):
+        return t.is_Number or t.is_Symbol or t.is_Pow and t.base.is_Symbol and t.exp.is_Integer \
+            or t.is_Mul and all(monomial(f) for f in t.args)
+    terms = [e]
+    while any(t.is_Add for t in terms):
+        terms = [u for t in terms for u in (t.args if t.is_Add else (t,))]
+    return all(monomial(t) for t in terms)
+
+def _not_as_asked(pred, gold) -> bool:
+    """Is the prediction a computation where the gold is its result, or in another form than the gold's:
+    a rational value not written as a number where the gold is one (`27 + 82` for `109`, `5/4 - 1/3` for
+    `\\frac{11}{12}`, `\\sqrt{4}` for `2`), or a polynomial expanded where the gold is not, or the other
+    way round (`(x-3)(x+2)` for `x^2 - x - 6`)? A question that asks for a computation ("Compute 27 + 82.",
+    "Expand (x-3)(x+2).") is answered by its result, one that asks for a form ("Factor x^2 - x - 6.") by
+    that form: a response that copies the question into its box earns nothing. The reward's rule
+    (reward_with_reason), not equivalence's: `is_equivalent` compares values only. A gold written as a
+    computation (`2^{10}`) takes its value written either way."""
+    if not (isinstance(pred, _Scalar) and isinstance(gold, _Scalar)):
+        return False
+    x, y = pred.e, gold.e
+    if isinstance(x, Rational) and isinstance(y, Rational):
+        return pred.computed and not gold.computed
+    if x.free_symbols and y.free_symbols and x.is_polynomial() and y.is_polynomial():
+        return _expanded(x) != _expanded(y)
+    return False
+
 def _equal(a, b, cx) -> bool:
     """Are two parsed answers equal? Dispatches on the pair of value types (in either order)."""
     cx.tick()
@@ -1489,7 +1562,8 @@ def _eq_seq(a: _Seq, b: _Seq, cx) -> bool:
 
 # ====================================================================================== public API
 
-def _judge(pred: str, gold: str) -> str:
+def _judge(pred: str, gold: str, as_asked: bool = False) -> str:
+    """RIGHT, WRONG or UNPARSABLE; `as_asked`: also in the gold's form (_not_as_asked)."""
     pp, gp = _parse_cached(pred), _parse_cached(gold)
     if pp[0] == "limit":
         return UNPARSABLE
@@ -1501,6 +1575,8 @@ def _judge(pred: str, gold: str) -> str:
     try:
         for pv, p_inexact in pp[1]:
             for gv, g_inexact in gp[1]:
+                if as_asked and _not_as_asked(pv, gv):
+                    continue
                 if _equal(pv, gv, _Ctx(p_inexact or g_inexact, pred, gold, deadline)):
                     return RIGHT
     except Exception:   # timeout, recursion, or a sympy failure on odd input: "not shown equal"
@@ -1550,7 +1626,7 @@ def reward_with_reason(completion: str, gold: str, finished: bool = True) -> tup
         return 0.0, UNPARSABLE
     if not gold.strip():
         return 0.0, WRONG
-    r = _judge(ans, gold)
+    r = _judge(ans, gold, as_asked=True)
     return (1.0 if r == RIGHT else 0.0), r
 
 def reward(completion: str, gold: str, finished: bool = True) -> float:

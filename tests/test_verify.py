@@ -70,6 +70,7 @@ EQUAL = [
     ("2/4", "1/2"), ("\\frac{-1}{2}", "-\\frac12"), ("-\\frac{1}{2}", "-0.5"), ("\u22121/2", "-0.5"),
     ("\\frac{3}{2}", "1\\frac{1}{2}"), ("2 1/2", "5/2"), ("3 \\frac{3}{4}", "3.75"),
     ("2\\frac12", "5/2"), ("1\\frac17", "8/7"), ("3 \\frac34", "3.75"),  # bare mixed numbers (were 2 * 1/2)
+    ("-1 1/6", "-\\frac{7}{6}"), ("1\u20442", "1/2"), ("3\u200b", "3"),  # a signed mixed number; fraction slash, zero width
     ("0.\\overline{3}", "1/3"), ("0.1\\overline{6}", "1/6"),
     # scientific notation and powers
     ("1e3", "1000"), ("1E-3", "0.001"), ("1.5e3", "1500"), ("1.5\\times10^{3}", "1500"),
@@ -237,7 +238,7 @@ REASON_CASES = [
     (r"\boxed{\int_0^1 x\,dx}", "1/2", 0.0, UNPARSABLE),
     (r"\boxed{9^9^9^9}", "1", 0.0, UNPARSABLE),
     (r"\boxed{__import__('os')}", "0", 0.0, UNPARSABLE),
-    ("The final answer is $x^2-x-6$. I hope it is correct.", "(x-3)(x+2)", 1.0, RIGHT),
+    ("The final answer is $x^2-x-6$. I hope it is correct.", "-6 - x + x^2", 1.0, RIGHT),
     (r"\boxed{x = 2 \text{ or } x = 3}", r"\{2, 3\}", 1.0, RIGHT),
     (r"solution \boxed{5}", r"The solution gives \boxed{5}.", 1.0, RIGHT),   # boxed gold is extracted
 ]
@@ -248,6 +249,50 @@ def test_reward_with_reason(completion, gold, value, reason):
     assert reward_with_reason(completion, gold) == (value, reason)
     assert reward(completion, gold) == value
     assert reward_with_reason(completion, gold, finished=False) == (0.0, "truncated")  # cut at the length limit
+
+
+# the reward asks for the gold's form, where equivalence compares values: a computation is not its result
+AS_ASKED = [  # (boxed answer, gold, reward)
+    ("27 + 82", "109", 0.0), ("109", "109", 1.0), ("x = 27 + 82", "109", 0.0), ("27 + 82 = 109", "109", 1.0),
+    ("5/4 - 1/3", r"\frac{11}{12}", 0.0), ("11/12", r"\frac{11}{12}", 1.0), (r"0.91\overline{6}", r"\frac{11}{12}", 1.0),
+    (r"\frac{84}{2}", "42", 1.0), (r"\frac{22}{24}", r"\frac{11}{12}", 1.0), (r"\sqrt{4}", "2", 0.0),
+    ("15 - 8", "7", 0.0), ("15 + 8 - 30", "-7", 0.0), ("-7", "-7", 1.0), ("(-7)", "-7", 1.0), ("-7.0", "-7", 1.0),
+    (r"2\frac{1}{2}", r"\frac{5}{2}", 1.0), ("50\\%", r"\frac{1}{2}", 1.0), ("1,000,000", "10^6", 1.0),
+    ("10^6", "1000000", 1.0), ("2^{10}", "1024", 0.0), ("1024", "2^{10}", 1.0),  # a gold written as a computation
+    (r"\frac{11}{12} \approx 0.917", r"\frac{11}{12}", 1.0),  # (the exact value before the approximation)
+    ("(3x - 12)(3x + 8)", "9x^2 - 12x - 96", 0.0), ("9x^2 - 12x - 96", "9x^2 - 12x - 96", 1.0),
+    ("-96 - 12x + 9x^2", "9x^2 - 12x - 96", 1.0), ("-2(x - 8)", "-2x + 16", 0.0), ("(x-6)^2", "x^2 - 12x + 36", 0.0),
+    ("x^2 - x - 6", "(x-3)(x+2)", 0.0), ("(x+2)(x-3)", "(x-3)(x+2)", 1.0),  # a factored gold: factored answers
+    (r"\frac{\sqrt{2}}{2}", "0.707107", 1.0), ("0.707107", r"\frac{\sqrt{2}}{2}", 1.0),  # (no rational, no rule)
+]
+
+
+@pytest.mark.parametrize("answer,gold,value", AS_ASKED)
+def test_the_reward_wants_the_result_in_the_golds_form(answer, gold, value):
+    """`\\boxed{27 + 82}` for "Compute 27 + 82." earned the reward (equal values), so a policy could copy
+    the question into its box; it earns nothing now, while is_equivalent still compares values."""
+    assert reward(rf"so \boxed{{{answer}}}.", gold) == value, (answer, gold)
+    assert is_equivalent(answer, gold)
+
+
+def test_the_committed_results_verdicts_are_the_rewards():
+    """Every answer of the evaluations whose numbers the README reports (results/**/records.json) is judged
+    as it was when they ran: a change to the checker that would move those numbers fails here."""
+    import glob
+    import json
+    verdicts = {}  # (answer, gold) -> the verdicts recorded for it
+    root = os.path.join(os.path.dirname(__file__), "..", "results")
+    files = sorted(glob.glob(os.path.join(root, "**", "records.json"), recursive=True))
+    assert len(files) >= 4
+    for f in files:
+        for records in json.load(open(f)).values():
+            for r in records:
+                for s in r["samples"] + [r["greedy"]]:
+                    if s["answer"] is not None:
+                        verdicts.setdefault((s["answer"], r["gold"]), set()).add(s["correct"])
+    assert len(verdicts) > 1000 and {True, False} <= set().union(*verdicts.values())
+    changed = [(a, g, v) for (a, g), v in verdicts.items() if v != {reward(rf"\boxed{{{a}}}", g) == 1.0}]
+    assert not changed, changed[:10]
 
 
 def test_reason_constants():
