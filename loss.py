@@ -339,15 +339,17 @@ def self_reward_advantages(
         A_s,i = (s_i - mean_g(s)) / (std_g(s) + eps)      only where std_g(s) > std_threshold
 
     std is the population std (divide by K), as in group_advantages. Because std > threshold in
-    every used group, eps only guards the degenerate std_threshold=0 case.
+    every used group, eps only guards the degenerate std_threshold=0 case, where a group of equal
+    scores (spread <= ZERO_SPREAD_TOL) is still left out: the float std of equal values can be about
+    3e-8, which over std + eps made advantages of a few hundredths from nothing.
     Returns (A_s (B,), use (B,) bool): use is True on rows of groups with std_g(s) > threshold;
     A_s is exactly 0 on all other rows.
     """
     r_s = r_s.detach()
     fin = finished.bool()
     s = torch.where(fin, r_s.clamp(0.0, 1.0), torch.zeros_like(r_s))  # (B,) docs/laser.md §3
-    mean, std, _ = _group_stats(s, group_size)  # (G,) each
-    use = _per_row(std > std_threshold, group_size)  # (B,)
+    mean, std, spread = _group_stats(s, group_size)  # (G,) each
+    use = _per_row((std > std_threshold) & (spread > ZERO_SPREAD_TOL), group_size)  # (B,)
     a_s = (s - _per_row(mean, group_size)) / (_per_row(std, group_size) + eps)  # docs/laser.md §3
     a_s = torch.where(use, a_s, torch.zeros_like(a_s))  # (B,)
     return a_s, use
