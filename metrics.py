@@ -310,7 +310,9 @@ def _problem_table(problems: list, equiv: Equiv | None) -> dict:
         cor = [bool(s["correct"]) for s in smp]
         fin = [bool(s["finished"]) for s in smp]
         rs = np.array([as_float(s["r_s"]) for s in smp])
-        mlp = np.array([as_float(s["mean_logp"]) for s in smp])
+        # a truncated sample is no solution: best-of by certainty never picks it (NaN), as best-of by r_s
+        # (whose r_s it lacks) does not; a repetition loop cut at the limit often has the highest mean log-prob
+        mlp = np.where(fin, [as_float(s["mean_logp"]) for s in smp], np.nan)
         w_rs = vote_weights(rs, fin)
         with np.errstate(over="ignore"):
             w_cert = np.exp(mlp)  # NaN stays NaN and is treated as weight 0 by vote()

@@ -235,6 +235,16 @@ def test_subset_votes_and_best_of_are_vote_and_best_of_on_every_subset():
 # compute_metrics on the hand-worked toy set
 
 
+def test_best_of_certainty_never_picks_a_truncated_sample():
+    """A repetition loop cut at the length limit has a high mean log-prob and no answer: best-of by certainty
+    picked it (0 at k = N where 2 of 3 samples are right); it picks among the finished samples, as best-of by
+    r_s does."""
+    p = P([S("1", True, 0.5, -2.0), S(None, False, NAN, -0.01, finished=False), S("1", True, 0.4, -2.0)], gold="1")
+    m = mt.compute_metrics([p], n_boot=0, equiv=num_equiv)
+    assert m["best_of_k_certainty"]["3"] == 1.0 and m["best_of_k"]["3"] == 1.0
+    assert m["best_of_k_certainty"]["1"] == pytest.approx(2 / 3)  # k = 1: the samples' own accuracy
+
+
 def test_compute_metrics_hand_computed():
     m = mt.compute_metrics(toy_problems(), n_boot=0, equiv=num_equiv)
     third = 1 / 3
