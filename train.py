@@ -573,16 +573,19 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
 
 def rl_update(model, opt, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
               ref_model=None, forward=None) -> dict:
-    """ppo_epochs passes over the batch (rl_backward), one optimizer step each. Returns loss/grad statistics."""
+    """ppo_epochs passes over the batch (rl_backward), one optimizer step each. Returns loss/grad statistics,
+    each the mean over the epochs, and skipped: 1 if any epoch's update was skipped (SkipGuard counts steps)."""
     model.train()
-    stats = {"skipped": 0}
+    epochs = []
     for _ in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
         tot = rl_backward(model, ro, adv, r_v, cfg, use_mse=use_mse, c_ref=c_ref, tok=tok, ref_model=ref_model,
                           forward=forward)
         gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, tot.values())
-        stats.update(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"], grad_norm=gnorm)
-        stats["skipped"] += skipped
+        epochs.append(dict(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"],
+                           grad_norm=gnorm, skipped=skipped))
+    stats = {k: sum(e[k] for e in epochs) / len(epochs) for k in epochs[0]}
+    stats["skipped"] = max(e["skipped"] for e in epochs)
     return stats
 
 

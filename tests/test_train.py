@@ -142,6 +142,20 @@ def test_rl_update_gradient_independent_of_micro_batch(tok, sr_weighting):
         torch.testing.assert_close(grads[0], g, atol=1e-6, rtol=1e-4)
 
 
+def test_ppo_epochs_report_their_means_and_a_skipped_step_once(tok, monkeypatch):
+    """--ppo_epochs 2: the logged statistics are the epochs' means, and a step whose first epoch was skipped
+    counts as one skipped step (SkipGuard's unit), where the epochs' skips were summed."""
+    m, ro, r_v = _rollouts(tok)
+    adv, _ = loss.group_advantages(r_v, 4)
+    verdicts = iter([(4.0, 1), (2.0, 0), (1.0, 1), (3.0, 1)])  # (grad norm, skipped) of each epoch, in turn
+    monkeypatch.setattr(train, "clip_and_step", lambda *a: next(verdicts))
+    cfg = dataclasses.replace(config.Config(), ppo_epochs=2)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    for norm in (3.0, 2.0):
+        st = train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
+        assert st["grad_norm"] == norm and st["skipped"] == 1 and st["loss_mse"] > 0
+
+
 def test_micro_batches_by_rows_and_padded_tokens():
     lengths = [5, 30, 7, 12, 30, 6, 100]
     assert train.micro_batches(lengths, 3) == [[0, 5, 2], [3, 1, 4], [6]]  # sorted by length (stable)
