@@ -495,9 +495,9 @@ def test_compiled_blocks_share_one_graph(tok, model_factory):
 
 def test_verifier_processes_give_the_in_process_verdicts():
     texts = ["so \\boxed{3/4}", "\\boxed{0.75}", "no answer", "\\boxed{x^2-1}", "\\boxed{(x-1)(x+1)}", "\\boxed{7}"] * 3
-    golds = ["3/4", "3/4", "1", "(x-1)(x+1)", "x^2-1", "8"] * 3
+    golds = ["3/4", "3/4", "1", "-1 + x^2", "x^2-1", "8"] * 3  # ((x-1)(x+1) is the question, not its answer)
     whole = train.verify_rollouts(texts, golds)
-    assert [r for r, _ in whole[:6]] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    assert [r for r, _ in whole[:6]] == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
     with train.verifier_pool(0) as pool:
         assert pool is None
     cut = [i % 2 == 0 for i in range(len(texts))]  # cut off at the length limit: reward 0 whatever it boxed
