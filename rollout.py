@@ -90,27 +90,31 @@ def _index(ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
-                  suppressed: tuple[int, ...] = ()) -> torch.Tensor:
+                  suppressed: tuple[int, ...] = (), keep: torch.Tensor | None = None) -> torch.Tensor:
     """The logits of the distribution we sample from: suppressed tokens removed, tempered, then top-k,
     then top-p (nucleus); temperature 0 (greedy) stops after the suppression. logits (..., V) float32.
     Filtered-out entries become -inf. Shared by the sampler and the scorer, so training log-probs use
-    exactly the sampling distribution."""
+    exactly the sampling distribution. `keep` (...,) token ids that top-k and top-p never drop: the
+    scorer's sampled tokens, since its logits differ from the sampler's by rounding (bf16 on a GPU), which
+    can move a drawn token just outside its own top-k or top-p set (a log-prob of -inf: a ratio of 0, no
+    gradient, and k3's KL NaN)."""
     if suppressed:
         logits = logits.index_fill(-1, _index(suppressed, logits.device), float("-inf"))
     if temperature == 0:  # greedy: the argmax of what remains (top-k/top-p cannot change an argmax)
         return logits
     if temperature != 1.0:  # (dividing by 1 changes no number: one kernel fewer per decode step)
         logits = logits / temperature
+    kept = (lambda drop: drop) if keep is None else (lambda drop: drop.scatter(-1, keep[..., None], False))
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = logits.masked_fill(kept(logits < kth), float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = torch.softmax(sorted_logits, -1)
         # drop a token when the tokens before it already reach top_p (the first token always stays)
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = logits.masked_fill(kept(drop), float("-inf"))
     return logits
 
 
@@ -602,7 +606,8 @@ def score_rollouts(model, ro: Rollouts, zc_id: int, pad_id: int) -> tuple[torch.
     logits = model(seq)  # (N, L, V)
     # token t of the response is predicted by the logits one position earlier
     pred = logits.gather(1, (pos - 1).clamp(max=L - 1)[:, :, None].expand(N, T, logits.shape[-1]))  # (N, T, V)
-    logp_all = torch.log_softmax(filter_logits(pred.float(), ro.temperature, ro.top_k, ro.top_p, ro.suppressed),
+    logp_all = torch.log_softmax(filter_logits(pred.float(), ro.temperature, ro.top_k, ro.top_p, ro.suppressed,
+                                               keep=ro.response),
                                  -1)  # (N, T, V); temperature 0 (greedy rows): the untempered distribution
     logp = logp_all.gather(-1, ro.response[:, :, None]).squeeze(-1).masked_fill(~ro.mask, 0.0)  # (N, T)
     eos_pos = (plens + ro.lengths - 1).clamp(max=L - 1)  # (N,) the EOS position of finished rows

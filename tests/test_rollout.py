@@ -112,6 +112,28 @@ def test_filter_logits_top_k_top_p():
     torch.testing.assert_close(t, logits / 2)
 
 
+def test_the_scorer_keeps_the_sampled_tokens_in_its_top_k_and_top_p_sets(tok, model_factory):
+    """The trainer's re-scoring rebuilds the top-k / top-p set from its own logits, which differ from the
+    sampler's by rounding (bf16 on a GPU): a drawn token just outside that set scored -inf (a PPO ratio of
+    0, no gradient, k3's KL NaN). Here a response's first token is swapped for one outside the model's
+    top-1 and top-p 0.5 sets: its log-prob stays finite, and the other tokens' are the filter's."""
+    import dataclasses
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.497, -1.0]])
+    assert torch.isinf(filter_logits(logits, 1.0, 3, None)[0, 3])
+    kept = filter_logits(logits, 1.0, 3, None, keep=torch.tensor([3]))
+    assert torch.isfinite(kept[0, :4]).all() and torch.isinf(kept[0, 4])  # (only the kept token rejoins)
+    m = model_factory(seed=3)
+    ro = sample(m, prompts_of(tok, 2), 2, 12, temperature=0, tokenizer=tok)
+    for top_k, top_p in ((1, None), (None, 0.5)):
+        other = dataclasses.replace(ro, temperature=1.0, top_k=top_k, top_p=top_p, response=ro.response.clone())
+        with torch.no_grad():
+            first = score_rollouts(m, other, tok.zc_id, tok.pad_id)[0][:, 0].clone()
+            top = ro.response[:, 0]
+            other.response[:, 0] = torch.where(top == 5, 6, 5)  # a token the greedy draw did not pick
+            logp = score_rollouts(m, other, tok.zc_id, tok.pad_id)[0]
+        assert torch.isfinite(logp).all() and (logp[:, 0] < first).all(), (top_k, top_p)
+
+
 def test_bad_inputs(tok, model_factory):
     m = model_factory()
     with pytest.raises(ValueError, match="non-empty"):
