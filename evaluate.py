@@ -307,7 +307,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=None,
                    help="generation length limit (default: the run's training setting)")
     p.add_argument("--batch_size", "--batch-size", type=int, default=None,
-                   help="sequences per forward pass when sampling (default 256 on CPU, 4096 on CUDA)")
+                   help="sequences per forward pass when sampling (default 256 on CPU, 4096 on CUDA). The "
+                        "samples depend on it and on the device as on --seed (one generator runs through the "
+                        "chunks): give the same value to reproduce a report's records; runs compared in one "
+                        "call share it")
     p.add_argument("--split", choices=("test", "validation"), default="test",
                    help="problems to evaluate on: test (default; never seen in training or tuning) or "
                         "validation (for tuning and studies)")
