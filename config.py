@@ -40,8 +40,7 @@ class Config:
     data_mix: float = 0.5         # share of each SFT batch and RL step from --data_jsonl, rounded up (1: only it)
     n_val: int = 150              # generated validation problems (also with --data_jsonl) for evaluation during training
     n_test: int = 150             # test problems (evaluate.py's default; never seen in training)
-    bpe_merges: int = 256         # at most this many BPE merges, learned from the task corpus (it stops where no
-    #                               pair occurs twice: small's 512 learn 216, a vocabulary of 476)
+    bpe_merges: int = 256         # at most this many BPE merges from the task corpus (fewer where no pair repeats)
     # --- model
     n_layer: int = 4              # transformer blocks
     n_head: int = 4               # attention heads
