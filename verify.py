@@ -691,8 +691,9 @@ class _Parser:
     setexpr := expr (cup expr)*, expr := [pm] term ((+|-|pm) term)*, term := unary ((*|/) unary |
     implicit power)*, unary := (+|-) unary | power, power := postfix(atom) [^ unary]."""
 
-    def __init__(self, toks):
+    def __init__(self, toks, exact: bool = True):
         self.t, self.i, self.depth, self.abs_open, self.trig = toks, 0, 0, 0, 0
+        self.exact = exact  # `a \approx b` with no name on the left: a (else b; _parse_cached reads both)
 
     def peek(self, k=0):
         return self.t[self.i + k] if self.i + k < len(self.t) else _END
@@ -783,7 +784,7 @@ class _Parser:
             spans.append(self.t[start:self.i])
             self.skip_units()
             _reject_if(len(ops) > 8, "relation chain too long")
-        return _build_item(parts, ops, spans)
+        return _build_item(parts, ops, spans, self.exact)
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok
@@ -1179,10 +1180,10 @@ def _value(e, toks):
 
 def _plain_number(toks) -> bool:
     """Do these tokens write a number as a number: an integer or a decimal (`-7`, `2.50`, `1e3`,
-    `0.1\\overline{6}`, `50\\%`, `(-7)`, `\\mathbf{3}`, `10^6`), a fraction of two integers (`11/12`,
-    `\\frac{-5}{6}`, `\\frac12`, `\\frac{15}{12}`: in lowest terms or not, as no question here asks for them)
-    or a mixed number (`2\\frac{1}{2}`), rather than a computation (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`,
-    `2^3`)?"""
+    `0.1\\overline{6}`, `50\\%`, `-(7)`, `\\mathbf{3}`, `30^\\circ`, `10^6`, `2.5 \\times 10^{-3}`), a
+    fraction of two integers (`11/12`, `\\frac{5}{-6}`, `\\frac12`, `\\frac{15}{12}`: in lowest terms or not,
+    as no question here asks for them) or a mixed number (`2\\frac{1}{2}`), rather than a computation
+    (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`, `2^3`)?"""
     sig, nums = "", []
     for kind, val, _ in toks:
         if kind == "num":
@@ -1192,29 +1193,31 @@ def _plain_number(toks) -> bool:
         elif kind == "op" and val in "{}":
             continue  # (grouping only)
         else:
-            sig += val if kind == "op" and len(val) == 1 else "?"
-    sig = re.sub(r"^\((.*)\)$", r"\1", sig)  # (-7)
-    sig = re.sub(r"%$", "", re.sub(r"^[+-]", "", sig))
+            sig += "d" if val == "deg" else val if kind == "op" and len(val) == 1 else "?"
+    sig = re.sub(r"(\^?d|%)$", "", sig)  # degrees, percent
+    while re.match(r"[+-]|\(.*\)$", sig):  # a sign, parentheses around it all: -(7), (-7)
+        sig = sig[1:] if sig[0] in "+-" else sig[1:-1]
     whole = lambda x: re.fullmatch(r"\d+", x) is not None
     if sig in ("n", "non"):  # an integer, a decimal, a repeating decimal
         return sig == "n" or "." in nums[0]
-    if sig in ("n^n", "n*n^n") and nums[-2] == "10" and whole(nums[-1]):  # 10^6, 1.5 \times 10^3
+    if re.fullmatch(r"(n\*)?n\^-?n", sig) and nums[-2] == "10" and whole(nums[-1]):  # powers of ten
         return True
-    if sig in ("n/n", "n:n", "fnn", "f-nn", "nfnn") and all(map(whole, nums)):
+    if re.fullmatch(r"n[/:]n|f-?n-?n|nfnn", sig) and all(map(whole, nums)):
         *w, p, q = map(int, nums)
         return q > 0 and (not w or p < q)  # (mixed: a proper fraction)
     return False
 
-def _build_item(parts, ops, spans):
-    """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`."""
+def _build_item(parts, ops, spans, exact=True):
+    """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`; `exact`: see
+    _Parser."""
     if not ops:
         return _value(parts[0], spans[0])
     named, sym = _name_like(spans[0])
     if "approx" in ops:
-        # `x = 1/3 \approx 0.33`, `\frac{11}{12} \approx 0.917`: the exact value before the approximation
-        # is the answer (`x \approx 3.14`: the approximation is all there is)
+        # `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer (`x \approx 3.14`:
+        # the approximation is all there is); `\frac{11}{12} \approx 0.917` is read both ways (`exact`)
         k = ops.index("approx")
-        if k >= 1 or not named:
+        if k >= 1 or not named and exact:
             parts, ops, spans = parts[:k + 1], ops[:k], spans[:k + 1]
             if not ops:
                 return _value(parts[0], spans[0])
@@ -1270,12 +1273,12 @@ def _words_only(toks) -> bool:
         len(w) >= 3 and w not in _FUNC_NAMES and w not in _CONST_WORDS
         for w in (t[1].lower() for t in toks if t[0] == "word"))
 
-def _parse_one(s: str, thousands: bool):
+def _parse_one(s: str, thousands: bool, exact: bool = True):
     """-> ((value, inexact), saw_thousands)."""
     toks, saw_thou, has_dec = _tokenize(s, thousands)
     _reject_if(not toks, "empty answer")
     if not _words_only(toks):
-        return (_assemble(_Parser(toks).answer()), has_dec), saw_thou
+        return (_assemble(_Parser(toks, exact).answer()), has_dec), saw_thou
     key = _text_key(s)
     _reject_if(not _TEXTY_RE.fullmatch(key), "not a plain text answer")
     return (_REALS if key in _REAL_WORDS else _SetV([]) if key in _EMPTY_WORDS else key, False), saw_thou
@@ -1293,6 +1296,11 @@ def _parse_cached(s: str):
         if ambiguous and not re.search(r",0", t):
             try:
                 alts.append(_parse_one(t, False)[0])
+            except (_ParseError, _LimitError):
+                pass
+        if "\\approx" in t:  # `\frac{11}{12} \approx 0.92`: the exact value, or the approximation
+            try:
+                alts.append(_parse_one(t, True, exact=False)[0])
             except (_ParseError, _LimitError):
                 pass
         return ("ok", tuple(alts))
@@ -1493,10 +1501,16 @@ def _not_as_asked(pred, gold) -> bool:
     "Expand (x-3)(x+2).") is answered by its result, one that asks for a form ("Factor x^2 - x - 6.") by
     that form: a response that copies the question into its box earns nothing. The reward's rule
     (reward_with_reason), not equivalence's: `is_equivalent` compares values only. A gold written as a
-    computation (`2^{10}`) takes its value written either way."""
-    if not (isinstance(pred, _Scalar) and isinstance(gold, _Scalar)):
+    computation (`2^{10}`) takes its value written either way. Where the gold is one number or one
+    polynomial, so must the prediction be: not a set, a list or `a \\pm 0` of it (`\\{27 + 82\\}`)."""
+    if not isinstance(gold, _Scalar):
         return False
-    x, y = pred.e, gold.e
+    y = gold.e
+    if not (isinstance(y, Rational) or y.free_symbols and y.is_polynomial()):
+        return False
+    if not isinstance(pred, _Scalar):
+        return True
+    x = pred.e
     if isinstance(x, Rational) and isinstance(y, Rational):
         return pred.computed and not gold.computed
     if x.free_symbols and y.free_symbols and x.is_polynomial() and y.is_polynomial():
