@@ -10,8 +10,8 @@
      EOS. Two loops: on CPU finished rows are dropped from the batch once they make up half of it
      (compute is per row; dropping rows changes which random numbers a row draws); on CUDA the batch
      keeps its shape and the step is a fixed-shape `model.decode_step` replayed from a CUDA graph
-     (`_FixedDecoder`), and the host never waits for the device: it asks "all finished?" every few steps
-     and reads each answer at the next check;
+     (`_FixedDecoder`); the host asks "all finished?" every few steps and reads each answer at the next
+     check, when the device still has the steps since queued (it never runs dry waiting for the host);
   4. self-reward (docs/laser.md §1, §6): the step after a row samples EOS feeds that EOS back in,
      and the logits at that EOS position give log p(z_c | x, y, EOS), read from the untempered logits
      with a float32 log-softmax. Rows finishing at different steps are scored in the decode step that
@@ -186,8 +186,9 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     host checks for "every row finished", CHECK_EVERY unless given) or the compacting one (default
     elsewhere); the fixed loop draws the same tokens as the compacting one with `compact=False`.
     `score=False` skips the self-reward readout (only for measuring its cost); `compact=False` keeps
-    finished rows in the compacting loop's batch (tests and benchmarks). `progress`: a label for the line a long call prints about where it is,
-    at most once every config.PROGRESS_EVERY_S seconds (a large call on a slow device); none without one.
+    finished rows in the compacting loop's batch (tests and benchmarks). `progress`: a label for the line a
+    long call prints about where it is, at most once every config.PROGRESS_EVERY_S seconds (a large call on
+    a slow device); none without one.
     """
     _check(model, prompts, num_samples, max_new_tokens)
     dev = model.lm_head.weight.device
@@ -197,7 +198,9 @@ def sample(model, prompts: list[list[int]], num_samples: int, max_new_tokens: in
     P, Tp = idx.shape
     N = P * K
     fixed = fixed if fixed is not None else dev.type == "cuda"
-    check_every = check_every or CHECK_EVERY
+    check_every = CHECK_EVERY if check_every is None else check_every
+    if check_every < 1:
+        raise ValueError(f"check_every must be at least 1, got {check_every}")
     need = Tp + max_new_tokens + 1
     cache = model.new_cache(P, fixed_cache_len(need) if fixed else need)
     logits = model(idx, cache=cache, valid=valid, last_only=True)[:, -1]  # (P, V)
@@ -295,7 +298,7 @@ def _decode_fixed(model, prefill, rows, logits, out, step, *, eos, zc, score, ch
         if score:  # kept for the rows that just finished (one kernel: the readout itself ran in the step)
             torch.where(just_done, zc_now, logp_zc, out=logp_zc)
         if (t + 1) % check_every == 0:
-            if LAGGED_CHECK:  # the answer to the last check's question (its copy long done: the device never drains)
+            if LAGGED_CHECK:  # the last check's answer (the device still has the steps since queued)
                 if not any_alive.read():
                     break
                 any_alive.post(alive.any())
@@ -322,18 +325,15 @@ class _HostFlag:
 
     def read(self) -> bool:
         if self.copied is not None:
-            self.copied.synchronize()  # (no wait where the device is past the copy: a check later, it is)
+            self.copied.synchronize()  # (waits, if at all, with the steps queued since the copy still to run)
         return bool(self.value)
 
 
 # the fixed loop's check "is any row still sampling?" is answered one check late (`_HostFlag`): a check that
 # waits for its answer (False) lets the device run dry every check_every steps while the host queues the
-# next step's sampler before its graph. The 512-row decode of results/small/h100_5aacde5 took 1.1 ms a step
-# where its model's step alone took 0.98 (gpu.decode_split_ms.model) and the rest of the loop 0.6 ms of host
-# time: about half a millisecond of idle device at each of its 24 checks would make half of that gap (our
-# reading, an estimate; not yet run on a card: bench.py's .sync_check decode beside it). The price: a call
-# whose rows all finish runs up to one check more: with checks every 4 steps, up to 7 steps past the end, as
-# the checks every 8 steps that waited (before this change) ran
+# next step's sampler before its graph (what that costs, an estimate: README, "not yet run on a card";
+# bench.py's .sync_check decode beside it). The price: a call whose rows all finish runs up to one check
+# more: with checks every 4 steps, up to 7 steps past the end, as the checks every 8 steps that waited ran
 LAGGED_CHECK = True
 CHECK_EVERY = 4  # the fixed loop's steps between two checks (sample's check_every, unless given)
 CUDA_GRAPHS = True  # replay the fixed-shape decode step from a CUDA graph on CUDA (False: run it eagerly)

@@ -140,6 +140,8 @@ def test_bad_inputs(tok, model_factory):
         sample(m, [], 2, 5, tokenizer=tok)
     with pytest.raises(ValueError, match="block_size"):
         sample(m, prompts_of(tok, 1), 2, 1000, tokenizer=tok)
+    with pytest.raises(ValueError, match="check_every must be at least 1, got 0"):
+        sample(m, prompts_of(tok, 1), 2, 5, tokenizer=tok, fixed=True, check_every=0)
 
 
 def test_special_tokens_other_than_eos_are_never_sampled(tok, model_factory):

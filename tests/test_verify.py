@@ -70,7 +70,7 @@ EQUAL = [
     ("2/4", "1/2"), ("\\frac{-1}{2}", "-\\frac12"), ("-\\frac{1}{2}", "-0.5"), ("\u22121/2", "-0.5"),
     ("\\frac{3}{2}", "1\\frac{1}{2}"), ("2 1/2", "5/2"), ("3 \\frac{3}{4}", "3.75"),
     ("2\\frac12", "5/2"), ("1\\frac17", "8/7"), ("3 \\frac34", "3.75"),  # bare mixed numbers (were 2 * 1/2)
-    ("-1 1/6", "-\\frac{7}{6}"), ("1\u20442", "1/2"), ("3\u200b", "3"),  # a signed mixed number; fraction slash, zero width
+    ("-1 1/6", "-\\frac{7}{6}"), ("1\u20442", "1/2"), ("3\u200b", "3"),  # signed mixed; fraction slash; zero width
     ("0.\\overline{3}", "1/3"), ("0.1\\overline{6}", "1/6"),
     # scientific notation and powers
     ("1e3", "1000"), ("1E-3", "0.001"), ("1.5e3", "1500"), ("1.5\\times10^{3}", "1500"),
@@ -254,7 +254,8 @@ def test_reward_with_reason(completion, gold, value, reason):
 # the reward asks for the gold's form, where equivalence compares values: a computation is not its result
 AS_ASKED = [  # (boxed answer, gold, reward)
     ("27 + 82", "109", 0.0), ("109", "109", 1.0), ("x = 27 + 82", "109", 0.0), ("27 + 82 = 109", "109", 1.0),
-    ("5/4 - 1/3", r"\frac{11}{12}", 0.0), ("11/12", r"\frac{11}{12}", 1.0), (r"0.91\overline{6}", r"\frac{11}{12}", 1.0),
+    ("5/4 - 1/3", r"\frac{11}{12}", 0.0), ("11/12", r"\frac{11}{12}", 1.0),
+    (r"0.91\overline{6}", r"\frac{11}{12}", 1.0),
     (r"\frac{84}{2}", "42", 1.0), (r"\frac{22}{24}", r"\frac{11}{12}", 1.0), (r"\sqrt{4}", "2", 0.0),
     ("15 - 8", "7", 0.0), ("15 + 8 - 30", "-7", 0.0), ("-7", "-7", 1.0), ("(-7)", "-7", 1.0), ("-7.0", "-7", 1.0),
     (r"2\frac{1}{2}", r"\frac{5}{2}", 1.0), ("50\\%", r"\frac{1}{2}", 1.0), ("1,000,000", "10^6", 1.0),
