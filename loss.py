@@ -342,8 +342,8 @@ def self_reward_advantages(
     every used group, eps only guards the degenerate std_threshold=0 case, where a group of equal
     scores (spread <= ZERO_SPREAD_TOL) is still left out: the float std of equal values can be about
     3e-8, which over std + eps made advantages of a few hundredths from nothing.
-    Returns (A_s (B,), use (B,) bool): use is True on rows of groups with std_g(s) > threshold;
-    A_s is exactly 0 on all other rows.
+    Returns (A_s (B,), use (B,) bool): use is True on rows of groups with std_g(s) > threshold and a
+    spread above ZERO_SPREAD_TOL; A_s is exactly 0 on all other rows.
     """
     r_s = r_s.detach()
     fin = finished.bool()

@@ -72,7 +72,7 @@ from tokenizer import Tokenizer, build_tokenizer
 def lr_at(step: int, total: int, peak: float, warmup: int, min_frac: float) -> float:
     """Linear warm-up, then cosine decay towards peak * min_frac, steps counted from 0: steps warmup - 1
     and warmup run at the peak, and the cosine would reach the floor at step `total`, one past the last
-    (the last of 1,000 steps runs about 2e-6 of the peak above it; the last of 30, about 3e-3). Kept so:
+    (the last of small's 1,000 SFT steps runs 3.5e-6 of the peak above it; the last of 30, 2.6e-3). Kept so:
     moving it by a step would change every committed run's numbers in their last digits."""
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -577,7 +577,8 @@ def rl_backward(model, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_
 def rl_update(model, opt, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool, c_ref: float, tok,
               ref_model=None, forward=None) -> dict:
     """ppo_epochs passes over the batch (rl_backward), one optimizer step each. Returns loss/grad statistics,
-    each the mean over the epochs, and skipped: 1 if any epoch's update was skipped (SkipGuard counts steps)."""
+    each the mean over the epochs whose update was made (all of them where none was), and skipped: 1 where
+    no epoch updated the weights (SkipGuard stops a run after max_skipped such steps in a row)."""
     model.train()
     epochs = []
     for _ in range(cfg.ppo_epochs):
@@ -587,8 +588,9 @@ def rl_update(model, opt, ro: Rollouts, adv, r_v, cfg: Config, *, use_mse: bool,
         gnorm, skipped = clip_and_step(model, opt, cfg.grad_clip, tot.values())
         epochs.append(dict(loss_pg=tot["pg"], loss_mse=tot["mse"], kl=tot["kl"], clip_frac=tot["clip"],
                            grad_norm=gnorm, skipped=skipped))
-    stats = {k: sum(e[k] for e in epochs) / len(epochs) for k in epochs[0]}
-    stats["skipped"] = max(e["skipped"] for e in epochs)
+    made = [e for e in epochs if not e["skipped"]] or epochs
+    stats = {k: sum(e[k] for e in made) / len(made) for k in epochs[0]}
+    stats["skipped"] = min(e["skipped"] for e in epochs)
     return stats
 
 

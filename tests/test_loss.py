@@ -425,7 +425,7 @@ def test_self_reward_advantages_matches_loop():
 
 def test_a_threshold_of_zero_still_leaves_out_groups_of_equal_scores():
     """--std_threshold 0: a group whose scores are all equal gives no self-reward advantage (its float std
-    can be ~3e-8: 0.3 and 0.7 repeated gave |A_s| up to 0.03 before the spread check); others are used."""
+    can be ~3e-8: 0.3 and 0.7 repeated gave |A_s| of 0.03 and 0.06 before the spread check); others are used."""
     for v in (0.3, 0.7):  # (one group: torch's std of it is 3e-8 and 6e-8, not 0)
         a_s, use = self_reward_advantages(torch.full((8,), v), torch.ones(8, dtype=torch.bool), 8, std_threshold=0.0)
         assert not use.any() and (a_s == 0).all()

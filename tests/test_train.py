@@ -142,18 +142,24 @@ def test_rl_update_gradient_independent_of_micro_batch(tok, sr_weighting):
         torch.testing.assert_close(grads[0], g, atol=1e-6, rtol=1e-4)
 
 
-def test_ppo_epochs_report_their_means_and_a_skipped_step_once(tok, monkeypatch):
-    """--ppo_epochs 2: the logged statistics are the epochs' means, and a step whose first epoch was skipped
-    counts as one skipped step (SkipGuard's unit), where the epochs' skips were summed."""
+def test_ppo_epochs_report_the_updates_made_and_skip_a_step_only_where_none_was(tok, monkeypatch):
+    """--ppo_epochs 2: the logged statistics are the means over the epochs that updated the weights (a
+    skipped epoch's non-finite norm left out), and a step counts as skipped (SkipGuard's unit) only where
+    no epoch updated; the epochs' skips were summed, and the statistics were the last epoch's."""
     m, ro, r_v = _rollouts(tok)
     adv, _ = loss.group_advantages(r_v, 4)
-    verdicts = iter([(4.0, 1), (2.0, 0), (1.0, 1), (3.0, 1)])  # (grad norm, skipped) of each epoch, in turn
+    # (grad norm, skipped) of each epoch, in turn: one step with both made, one with the second skipped, one
+    # with both skipped
+    verdicts = iter([(4.0, 0), (2.0, 0), (5.0, 0), (float("nan"), 1), (float("inf"), 1), (7.0, 1)])
     monkeypatch.setattr(train, "clip_and_step", lambda *a: next(verdicts))
     cfg = dataclasses.replace(config.Config(), ppo_epochs=2)
     opt = torch.optim.SGD(m.parameters(), lr=0.0)
-    for norm in (3.0, 2.0):
+    terms = []
+    for norm, skipped in ((3.0, 0), (5.0, 0), (float("inf"), 1)):
         st = train.rl_update(m, opt, ro, adv, r_v, cfg, use_mse=True, c_ref=-5.0, tok=tok)
-        assert st["grad_norm"] == norm and st["skipped"] == 1 and st["loss_mse"] > 0
+        assert st["grad_norm"] == norm and st["skipped"] == skipped, st
+        terms.append((st["loss_pg"], st["loss_mse"]))
+    assert terms[0] == terms[1] == terms[2] and terms[0][1] > 0  # (lr 0: every epoch's terms alike)
 
 
 def test_micro_batches_by_rows_and_padded_tokens():
