@@ -58,7 +58,7 @@ class Config:
     compile: str = "auto"         # torch.compile of the training forward: auto (CUDA: on) | on (per block) | model (one graph) | off (nor the CUDA decode step)
     sft_lr: float = 2e-3          # SFT peak learning rate (AdamW)
     sft_warmup: int = 50          # linear warm-up steps, then cosine decay to sft_lr * min_lr_frac
-    min_lr_frac: float = 0.1      # the cosine decay ends at this fraction of the peak learning rate (SFT and RL)
+    min_lr_frac: float = 0.1      # the cosine decays towards this fraction of the peak learning rate (SFT and RL)
     weight_decay: float = 0.0     # AdamW weight decay on the weight matrices except the input embedding, SFT and RL
     # --- RL (shared by grpo and laser)
     algo: str = "laser"           # grpo | laser
