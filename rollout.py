@@ -315,13 +315,14 @@ class _HostFlag:
 
     def __init__(self, device: torch.device):
         cuda = device.type == "cuda"
+        self.device = device
         self.value = torch.ones((), dtype=torch.bool, pin_memory=cuda)
         self.copied = torch.cuda.Event() if cuda else None
 
     def post(self, x: torch.Tensor) -> None:
         self.value.copy_(x, non_blocking=True)
-        if self.copied is not None:
-            self.copied.record()
+        if self.copied is not None:  # (on x's device's stream, whichever device is current)
+            self.copied.record(torch.cuda.current_stream(self.device))
 
     def read(self) -> bool:
         if self.copied is not None:

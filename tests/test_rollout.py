@@ -211,13 +211,15 @@ def test_the_fixed_loop_stops_within_two_checks_of_its_last_row(tok, model_facto
         assert len(steps) == first_check + (every if lagged else 0) < 60, (every, last, len(steps))
 
 
-def test_a_host_flag_reads_the_value_last_posted():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="pinned memory and CUDA events need a CUDA device"))])
+def test_a_host_flag_reads_the_value_last_posted(device):
     import rollout
-    flag = rollout._HostFlag(torch.device("cpu"))
+    flag = rollout._HostFlag(torch.device(device))
     assert flag.read() is True  # (before any post: "still sampling")
-    flag.post(torch.tensor([False, False]).any())
+    flag.post(torch.tensor([False, False], device=device).any())
     assert flag.read() is False
-    flag.post(torch.tensor([False, True]).any())
+    flag.post(torch.tensor([False, True], device=device).any())
     assert flag.read() is True
 
 
