@@ -334,10 +334,11 @@ class _Rel:
         self.op, self.lhs, self.rhs = op, lhs, rhs
 
 class _Scalar:
-    """A sympy expression; origin is the symbol of a stripped `x = ...` (or None); computed: a rational
-    value written as a computation (`27 + 82`, `\\sqrt{4}`), not as a number (see _not_as_asked)."""
+    """A sympy expression; origin is the symbol of a stripped `x = ...` (or None). As written (see
+    _not_as_asked): computed, a rational value written as a computation (`27 + 82`, `\\sqrt{4}`), not as a
+    number; expanded, a polynomial written as a sum of distinct monomials with number coefficients."""
     def __init__(self, e, origin=None):
-        self.e, self.origin, self.computed = e, origin, False
+        self.e, self.origin, self.computed, self.expanded = e, origin, False, False
 
 # Other parsed values: sympy expressions, a dict {symbol: value} for `x = 1, y = 2` (written order),
 # and a str (the text key) for a plain-text answer.
@@ -1172,40 +1173,98 @@ def _wrap(v):
     return v
 
 def _value(e, toks):
-    """_wrap(e), a rational marked `computed` unless its tokens write it as a number (_plain_number)."""
+    """_wrap(e), marked as its tokens write it: a rational `computed` unless they write a number
+    (_plain_number), a polynomial `expanded` where they write its distinct monomials (_plain_polynomial)."""
     v = _wrap(e)
     if isinstance(v, _Scalar) and isinstance(v.e, Rational):
         v.computed = not _plain_number(toks)
+    elif isinstance(v, _Scalar) and v.e.free_symbols:
+        v.expanded = _plain_polynomial(toks) and _distinct_terms(v.e)
     return v
 
-def _plain_number(toks) -> bool:
-    """Do these tokens write a number as a number: an integer or a decimal (`-7`, `2.50`, `1e3`,
-    `0.1\\overline{6}`, `50\\%`, `-(7)`, `\\mathbf{3}`, `30^\\circ`, `10^6`, `2.5 \\times 10^{-3}`), a
-    fraction of two integers (`11/12`, `\\frac{5}{-6}`, `\\frac12`, `\\frac{15}{12}`: in lowest terms or not,
-    as no question here asks for them) or a mixed number (`2\\frac{1}{2}`), rather than a computation
-    (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`, `2^3`)?"""
+def _token_signature(toks) -> tuple[str, list[str]]:
+    """The tokens as one character each (n a number, v a variable, f \\frac, o \\overline, d a degree mark,
+    % percent, an operator as itself, ? anything else; braces dropped), and the numbers in order."""
     sig, nums = "", []
     for kind, val, _ in toks:
-        if kind == "num":
-            sig, nums = sig + "n", nums + [val]
+        if kind == "num" or kind == "text" and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", val):  # \textbf{76}
+            sig, nums = sig + "n", nums + [val.strip()]
         elif kind == "cmd" and val in ("frac", "overline"):
             sig += val[0]
         elif kind == "op" and val in "{}":
-            continue  # (grouping only)
+            continue
+        elif kind == "op" and val == "deg" or kind == "word" and val.lower() in _DEGREE_WORDS:
+            sig += "d"
+        elif kind == "word" and val.lower() in _PERCENT_WORDS:
+            sig += "%"
+        elif kind == "id" and val not in ("e", "i"):
+            sig += "v"
         else:
-            sig += "d" if val == "deg" else val if kind == "op" and len(val) == 1 else "?"
-    sig = re.sub(r"(\^?d|%)$", "", sig)  # degrees, percent
-    while re.match(r"[+-]|\(.*\)$", sig):  # a sign, parentheses around it all: -(7), (-7)
+            sig += val if kind == "op" and len(val) == 1 else "?"
+    # a lone number or variable in parentheses is one: (8)/7, (x)^2; (-5) is N, one negative number, so
+    # that (-7)(-9) stays two numbers side by side, not a subtraction
+    return re.sub(r"\(([nv])\)", r"\1", re.sub(r"\(-n\)", "N", sig)), nums
+
+def _bare(sig: str) -> str:
+    """A signature without a leading sign or parentheses around it all: -(7), (-7), (x^2 - 1)."""
+    while re.match(r"[+-]|\(.*\)$", sig):
         sig = sig[1:] if sig[0] in "+-" else sig[1:-1]
+    return sig
+
+def _plain_number(toks) -> bool:
+    """Do these tokens write a number as a number: an integer or a decimal (`-7`, `2.50`, `1e3`,
+    `0.1\\overline{6}`, `50\\%`, `25 percent`, `-(7)`, `\\mathbf{76}`, `\\textbf{76}`, `30^\\circ`, `10^6`,
+    `2.5 \\times 10^{-3}`), a fraction of two integers (`11/12`, `\\frac{5}{-6}`, `(-5)/6`, `\\frac12`; in
+    lowest terms or not, even where its value is an integer, since no question here asks for lowest terms
+    and the fraction family's models write `\\frac{6}{6}` for 1) or a mixed number (`2\\frac{1}{2}`), rather
+    than a computation (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`, `2^3`, `59 + 17 + 0x`)?"""
+    sig, nums = _token_signature(toks)
+    sig = _bare(re.sub(r"(\^?d|%)$", "", sig.replace("N", "-n")))  # degrees, percent
     whole = lambda x: re.fullmatch(r"\d+", x) is not None
     if sig in ("n", "non"):  # an integer, a decimal, a repeating decimal
         return sig == "n" or "." in nums[0]
     if re.fullmatch(r"(n\*)?n\^-?n", sig) and nums[-2] == "10" and whole(nums[-1]):  # powers of ten
         return True
-    if re.fullmatch(r"n[/:]n|f-?n-?n|nfnn", sig) and all(map(whole, nums)):
+    if re.fullmatch(r"-?n[/:]-?n|f-?n-?n|nfnn", sig) and all(map(whole, nums)):
         *w, p, q = map(int, nums)
         return q > 0 and (not w or p < q)  # (mixed: a proper fraction)
     return False
+
+_MONOMIAL = (r"(?:(?:[nN]|f-?n-?n)(?:\*?v(?:\^n)?)*|v(?:\^n)?(?:\*?v(?:\^n)?)*"
+             r"|f-?n?(?:\*?v(?:\^n)?)+n)")  # (the last: \frac{3x^2}{2})
+_POLYNOMIAL_RE = re.compile(rf"[+-]*{_MONOMIAL}(?:[+-]+{_MONOMIAL})*")  # (x^2 + -7x: signs in a row)
+
+def _plain_polynomial(toks) -> bool:
+    """Do these tokens write a sum of monomials, each a number (or a \\frac of two) times powers of single-
+    letter variables (`8x^2 - 16x - 64`, `8 \\cdot x^2 - 16x - 64`, `\\frac{1}{2}x + \\frac{x}{2}`), with no product of
+    sums, no parenthesis and no arithmetic inside a coefficient (`(4x+8)(2x-8)`, `(4 \\cdot 2)x^2`,
+    `(4x)(2x) + (4x)(-8) + ...`)? (_distinct_terms then asks for each monomial once.)"""
+    return _POLYNOMIAL_RE.fullmatch(_bare(_token_signature(toks)[0])) is not None
+
+def _distinct_terms(e) -> bool:
+    """Are the terms of a sum of monomials nonzero and of distinct monomials (`x^2 + 2x + x - 6` and
+    `8x^2 - 16x - 64 + 0x` are not)?"""
+    terms, seen = [e], set()
+    while any(t.is_Add for t in terms):
+        terms = [u for t in terms for u in (t.args if t.is_Add else (t,))]
+    for t in terms:
+        powers, stack = {}, [t]
+        while stack:
+            f = stack.pop()
+            if f.is_Mul:
+                stack.extend(f.args)
+            elif f.is_Number:
+                if f == 0:
+                    return False
+            elif f.is_Pow and f.exp.is_Integer:
+                powers[f.base] = powers.get(f.base, 0) + int(f.exp)
+            else:
+                powers[f] = powers.get(f, 0) + 1
+        key = frozenset(powers.items())
+        if key in seen:
+            return False
+        seen.add(key)
+    return True
 
 def _build_item(parts, ops, spans, exact=True):
     """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`; `exact`: see
@@ -1482,39 +1541,31 @@ def _unordered_eq(xs, ys, cx) -> bool:
 def _is_seq(v, *kinds) -> bool:
     return isinstance(v, _Seq) and v.kind in kinds
 
-def _expanded(e) -> bool:
-    """Is a polynomial written expanded: a sum of numbers times powers of variables (`x^2 - x - 6`,
-    `-2x + 16`; not `(x-3)(x+2)`, `(x+1)^2`, `2(x+1)`, `(2x)^2`)?"""
-    def monomial(t):
-        return t.is_Number or t.is_Symbol or t.is_Pow and t.base.is_Symbol and t.exp.is_Integer \
-            or t.is_Mul and all(monomial(f) for f in t.args)
-    terms = [e]
-    while any(t.is_Add for t in terms):
-        terms = [u for t in terms for u in (t.args if t.is_Add else (t,))]
-    return all(monomial(t) for t in terms)
-
-def _not_as_asked(pred, gold) -> bool:
-    """Is the prediction a computation where the gold is its result, or in another form than the gold's:
-    a rational value not written as a number where the gold is one (`27 + 82` for `109`, `5/4 - 1/3` for
-    `\\frac{11}{12}`, `\\sqrt{4}` for `2`), or a polynomial expanded where the gold is not, or the other
-    way round (`(x-3)(x+2)` for `x^2 - x - 6`)? A question that asks for a computation ("Compute 27 + 82.",
+def _not_as_asked(pred, gold, inexact: bool) -> bool:
+    """Is the prediction not the result the gold is, though equal to it: where the gold is a number written
+    as one, anything but a number written as one (`27 + 82`, `59 + 17 + 0x`, `|59 + 17|`, `\\{27 + 82\\}`
+    or `27 + 82 \\pm 0` for `109`; `5/4 - 1/3` for `\\frac{11}{12}`); where the gold is an expanded
+    polynomial, anything but one (`(x-3)(x+2)`, `(x-3)(x+2) \\cdot \\frac{x}{x}`, its FOIL terms, or
+    `x^2 + 2x + x - 6` for `x^2 - x - 6`); where the gold is a polynomial not written expanded, anything
+    but a polynomial not written expanded. A question that asks for a computation ("Compute 27 + 82.",
     "Expand (x-3)(x+2).") is answered by its result, one that asks for a form ("Factor x^2 - x - 6.") by
     that form: a response that copies the question into its box earns nothing. The reward's rule
     (reward_with_reason), not equivalence's: `is_equivalent` compares values only. A gold written as a
-    computation (`2^{10}`) takes its value written either way. Where the gold is one number or one
-    polynomial, so must the prediction be: not a set, a list or `a \\pm 0` of it (`\\{27 + 82\\}`)."""
-    if not isinstance(gold, _Scalar):
+    computation (`2^{10}`) takes its value written any way, and a decimal one (`0.707107`, `inexact`) a
+    closed form it rounds (`\\frac{\\sqrt{2}}{2}`). (A fraction counts as a number, so a linear equation's
+    last division can be left undone: `\\frac{45}{-5}` for -9.)"""
+    if not isinstance(gold, _Scalar) or isinstance(pred, str):  # (a text answer: compared as text)
         return False
     y = gold.e
-    if not (isinstance(y, Rational) or y.free_symbols and y.is_polynomial()):
-        return False
-    if not isinstance(pred, _Scalar):
-        return True
-    x = pred.e
-    if isinstance(x, Rational) and isinstance(y, Rational):
-        return pred.computed and not gold.computed
-    if x.free_symbols and y.free_symbols and x.is_polynomial() and y.is_polynomial():
-        return _expanded(x) != _expanded(y)
+    if isinstance(y, Rational):
+        if gold.computed:
+            return False
+        if not isinstance(pred, _Scalar) or pred.e.free_symbols:
+            return True
+        return pred.computed if isinstance(pred.e, Rational) else not inexact
+    if y.free_symbols and y.is_polynomial():
+        x = pred.e if isinstance(pred, _Scalar) else None
+        return x is None or not (x.free_symbols and x.is_polynomial()) or pred.expanded != gold.expanded
     return False
 
 def _equal(a, b, cx) -> bool:
@@ -1589,7 +1640,7 @@ def _judge(pred: str, gold: str, as_asked: bool = False) -> str:
     try:
         for pv, p_inexact in pp[1]:
             for gv, g_inexact in gp[1]:
-                if as_asked and _not_as_asked(pv, gv):
+                if as_asked and _not_as_asked(pv, gv, g_inexact):
                     continue
                 if _equal(pv, gv, _Ctx(p_inexact or g_inexact, pred, gold, deadline)):
                     return RIGHT

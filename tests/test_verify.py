@@ -273,6 +273,23 @@ AS_ASKED = [  # (boxed answer, gold, reward)
     (r"2.5\times10^{-3}", "0.0025", 1.0), (r"\frac{5}{-6}", r"-\frac56", 1.0), ("-(7)", "-7", 1.0),
     (r"-\left(\frac{7}{6}\right)", r"-\frac76", 1.0), ("(1/2)", r"\frac12", 1.0), ("(2)(3)", "6", 0.0),
     (r"\frac{11}{12} \approx 0.92", "0.92", 1.0), (r"\pi \approx 3.14", "3.14", 1.0),  # either side of \approx
+    # the copied question wrapped in something worth 0 or 1 (a review found each paid on every task)
+    ("59 + 17 + 0x", "76", 0.0), ("x = 59 + 17 + 0x", "76", 0.0), ("59 + 17 + i - i", "76", 0.0),
+    (r"59 + 17 + \sin 0", "76", 0.0), ("(59 + 17)e^0", "76", 0.0), (r"|59 + 17|", "76", 0.0),
+    (r"e^{\ln(59 + 17)}", "76", 0.0), (r"\frac{(59 + 17)x}{x}", "76", 0.0), (r"6/7 + 2/7 + 0x", r"\frac{8}{7}", 0.0),
+    (r"(4x + 8)(2x - 8) \cdot \frac{x}{x}", "8x^2 - 16x - 64", 0.0),
+    (r"(4x + 8)(2x - 8) + \frac1x - \frac1x", "8x^2 - 16x - 64", 0.0),
+    (r"x^2 - x - 6 + \frac1x - \frac1x", "(x-3)(x+2)", 0.0),
+    # coefficients left as computations, FOIL terms, like terms not combined
+    (r"(4\cdot 2)x^2 + (4\cdot(-8) + 8\cdot 2)x + 8\cdot(-8)", "8x^2 - 16x - 64", 0.0),
+    ("(4x)(2x) + (4x)(-8) + (8)(2x) + (8)(-8)", "8x^2 - 16x - 64", 0.0), ("(-7)(x) + (-7)(-9)", "-7x + 63", 0.0),
+    ("x^2 + 2x + x - 6", "x^2 + 3x - 6", 0.0), ("8x^2 - 16x - 64 + 0x", "8x^2 - 16x - 64", 0.0),
+    # results written in other ways
+    (r"\textbf{76}", "76", 1.0), (r"\text{76}", "76", 1.0), ("(-5)/6", r"-\frac{5}{6}", 1.0),
+    (r"\frac{(-5)}{6}", r"-\frac{5}{6}", 1.0), ("(8)/7", r"\frac{8}{7}", 1.0), ("25 percent", "0.25", 1.0),
+    ("x^2 + -7x + -18", "x^2 - 7x - 18", 1.0), ("(x)^2 - 7(x) - 18", "x^2 - 7x - 18", 1.0),
+    ("x^2 + 8x + (-9)", "x^2 + 8x - 9", 1.0), (r"8 \cdot x^2 - 16 \cdot x - 64", "8x^2 - 16x - 64", 1.0),
+    (r"\frac{1}{2}x + 1", r"\frac{x}{2} + 1", 1.0),
 ]
 
 
