@@ -135,10 +135,11 @@ def _verify_workload(n_problems: int = 25, samples: int = 8, seed: int = 0):
             r1, r2 = rng.randint(-9, 9), rng.randint(-9, 9)
             c1, c0 = -(r1 + r2), r1 * r2
             gold = f"x^2 {'+' if c1 >= 0 else '-'} {abs(c1)}x {'+' if c0 >= 0 else '-'} {abs(c0)}"
-            right = [gold, f"(x {'-' if r1 >= 0 else '+'} {abs(r1)})(x {'-' if r2 >= 0 else '+'} {abs(r2)})",
-                     f"{c0} + {c1}x + x^2", f"x^{{2}}+{c1}*x+{c0}"]
-            wrong = [f"x^2 + {c1 + 1}x + {c0}", f"(x {'-' if r1 >= 0 else '+'} {abs(r1)})(x + {-r2 + 1})",
-                     f"x^2 + {c1}x + {c0 + 1}"]
+            right = [gold, f"{c0} + {c1}x + x^2", f"x^{{2}}+{c1}*x+{c0}"]
+            # (the product itself is the question, and the reward refuses it: verify._not_as_asked)
+            factor = lambda r: f"(x {'-' if r >= 0 else '+'} {abs(r)})"
+            wrong = [f"x^2 + {c1 + 1}x + {c0}", f"{factor(r1)}(x + {-r2 + 1})", f"x^2 + {c1}x + {c0 + 1}",
+                     factor(r1) + factor(r2)]
         elif fam == "tuple":
             a, b = rng.randint(-9, 9), rng.randint(-9, 9)
             if a == b:

@@ -135,3 +135,15 @@ def test_peak_memory_is_the_measured_processs_own():
     child = float(r.stdout)
     assert 0 < child < 200, child  # (a Python with only bench's standard-library imports)
     del held
+
+
+def test_the_verifier_benchmarks_labelled_completions_are_judged_as_labelled():
+    """verify.label_agreement (target 1.0): every right and wrong completion of the benchmark's workload as
+    the reward judges it (the factored product, labelled right for an expanded gold, read 0.98 once the
+    reward asked for the gold's form), and every unanswered one as having no answer."""
+    import verify
+    work = bench._verify_workload()
+    assert len(work) == 200 and {True, False, None} <= {e for _, _, e in work}
+    for completion, gold, expected in work:
+        r, reason = verify.reward_with_reason(completion, gold)
+        assert reason == verify.NO_ANSWER if expected is None else (r == 1.0) == expected, (completion[-80:], gold)
