@@ -1177,7 +1177,7 @@ def _value(e, toks):
     (_plain_number), a polynomial `expanded` where they write its distinct monomials (_plain_polynomial)."""
     v = _wrap(e)
     if isinstance(v, _Scalar) and isinstance(v.e, Rational):
-        v.computed = not _plain_number(toks)
+        v.computed = not _plain_number(toks, v.e)
     elif isinstance(v, _Scalar) and v.e.free_symbols:
         v.expanded = _plain_polynomial(toks) and _distinct_terms(v.e)
     return v
@@ -1211,24 +1211,32 @@ def _bare(sig: str) -> str:
         sig = sig[1:] if sig[0] in "+-" else sig[1:-1]
     return sig
 
-def _plain_number(toks) -> bool:
+def _plain_number(toks, value) -> bool:
     """Do these tokens write a number as a number: an integer or a decimal (`-7`, `2.50`, `1e3`,
     `0.1\\overline{6}`, `50\\%`, `25 percent`, `-(7)`, `\\mathbf{76}`, `\\textbf{76}`, `30^\\circ`, `10^6`,
     `2.5 \\times 10^{-3}`), a fraction of two integers (`11/12`, `\\frac{5}{-6}`, `(-5)/6`, `\\frac12`; in
     lowest terms or not, even where its value is an integer, since no question here asks for lowest terms
     and the fraction family's models write `\\frac{6}{6}` for 1) or a mixed number (`2\\frac{1}{2}`), rather
-    than a computation (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`, `2^3`, `59 + 17 + 0x`)?"""
+    than a computation (`27 + 82`, `5/4 - 1/3`, `\\sqrt{4}`, `2^3`, `59 + 17 + 0x`)? And did the parser read
+    them as that number (`value`, up to its sign): `5700\\frac7{10}` looks like a mixed number and is a
+    product, 3990."""
     sig, nums = _token_signature(toks)
+    percent = sig.endswith("%")
     sig = _bare(re.sub(r"(\^?d|%)$", "", sig.replace("N", "-n")))  # degrees, percent
     whole = lambda x: re.fullmatch(r"\d+", x) is not None
-    if sig in ("n", "non"):  # an integer, a decimal, a repeating decimal
-        return sig == "n" or "." in nums[0]
-    if re.fullmatch(r"(n\*)?n\^-?n", sig) and nums[-2] == "10" and whole(nums[-1]):  # powers of ten
+    spelled = None  # the number the tokens spell
+    if sig == "n":  # an integer or a decimal
+        spelled = Fraction(nums[0])
+    elif sig == "non" and "." in nums[0]:  # a repeating decimal (its value: the parser's)
         return True
-    if re.fullmatch(r"-?n[/:]-?n|f-?n-?n|nfnn", sig) and all(map(whole, nums)):
+    elif re.fullmatch(r"(n\*)?n\^-?n", sig) and nums[-2] == "10" and whole(nums[-1]):  # powers of ten
+        exponent = int(nums[-1]) * (-1 if "-" in sig else 1)
+        spelled = Fraction(nums[0] if len(nums) == 3 else 1) * Fraction(10) ** exponent
+    elif re.fullmatch(r"-?n[/:]-?n|f-?n-?n|nfnn", sig) and all(map(whole, nums)):
         *w, p, q = map(int, nums)
-        return q > 0 and (not w or p < q)  # (mixed: a proper fraction)
-    return False
+        if q > 0 and (not w or p < q):  # (mixed: a proper fraction)
+            spelled = sum(w) + Fraction(p, q)
+    return spelled is not None and abs(Fraction(int(value.p), int(value.q))) == spelled / (100 if percent else 1)
 
 _MONOMIAL = (r"(?:(?:[nN]|f-?n-?n)(?:\*?v(?:\^n)?)*|v(?:\^n)?(?:\*?v(?:\^n)?)*"
              r"|f-?n?(?:\*?v(?:\^n)?)+n)")  # (the last: \frac{3x^2}{2})
@@ -1238,8 +1246,11 @@ def _plain_polynomial(toks) -> bool:
     """Do these tokens write a sum of monomials, each a number (or a \\frac of two) times powers of single-
     letter variables (`8x^2 - 16x - 64`, `8 \\cdot x^2 - 16x - 64`, `\\frac{1}{2}x + \\frac{x}{2}`), with no product of
     sums, no parenthesis and no arithmetic inside a coefficient (`(4x+8)(2x-8)`, `(4 \\cdot 2)x^2`,
-    `(4x)(2x) + (4x)(-8) + ...`)? (_distinct_terms then asks for each monomial once.)"""
-    return _POLYNOMIAL_RE.fullmatch(_bare(_token_signature(toks)[0])) is not None
+    `(4x)(2x) + (4x)(-8) + ...`, `-(-(x + 6 + x + 6))`)? (_distinct_terms then asks for each monomial once.)"""
+    sig = _token_signature(toks)[0]
+    while re.fullmatch(r"\(.*\)", sig):  # (x^2 - 1); a sign before parentheses is not a monomial's
+        sig = sig[1:-1]
+    return _POLYNOMIAL_RE.fullmatch(sig) is not None
 
 def _distinct_terms(e) -> bool:
     """Are the terms of a sum of monomials nonzero and of distinct monomials (`x^2 + 2x + x - 6` and
@@ -1257,7 +1268,8 @@ def _distinct_terms(e) -> bool:
                 if f == 0:
                     return False
             elif f.is_Pow and f.exp.is_Integer:
-                powers[f.base] = powers.get(f.base, 0) + int(f.exp)
+                if f.exp != 0:  # (x^0 is a constant)
+                    powers[f.base] = powers.get(f.base, 0) + int(f.exp)
             else:
                 powers[f] = powers.get(f, 0) + 1
         key = frozenset(powers.items())

@@ -290,6 +290,10 @@ AS_ASKED = [  # (boxed answer, gold, reward)
     ("x^2 + -7x + -18", "x^2 - 7x - 18", 1.0), ("(x)^2 - 7(x) - 18", "x^2 - 7x - 18", 1.0),
     ("x^2 + 8x + (-9)", "x^2 + 8x - 9", 1.0), (r"8 \cdot x^2 - 16 \cdot x - 64", "8x^2 - 16x - 64", 1.0),
     (r"\frac{1}{2}x + 1", r"\frac{x}{2} + 1", 1.0),
+    # a second review: what looks like a mixed number but is read as a product; a sign before parentheses
+    (r"5700\frac7{10}", "3990", 0.0), (r"(5700)\frac{7}{10}", "3990", 0.0), (r"(-2)\frac{1}{2}", "-1", 0.0),
+    (r"-(-(x^2 + 2x + x - 6))", "x^2 + 3x - 6", 0.0), ("-(x + 6 + x + 6)", "-2x - 12", 0.0),
+    ("x^2 + 18x + 76 + x^0", "x^2 + 18x + 77", 0.0), ("(x^2 - 1)", "x^2 - 1", 1.0),
 ]
 
 
