@@ -1205,9 +1205,10 @@ def _token_signature(toks) -> tuple[str, list[str]]:
     # that (-7)(-9) stays two numbers side by side, not a subtraction
     return re.sub(r"\(([nv])\)", r"\1", re.sub(r"\(-n\)", "N", sig)), nums
 
-def _bare(sig: str) -> str:
-    """A signature without a leading sign or parentheses around it all: -(7), (-7), (x^2 - 1)."""
-    while re.match(r"[+-]|\(.*\)$", sig):
+def _bare(sig: str, signs: bool = True) -> str:
+    """A signature without parentheses around it all, and (signs) without a leading sign: -(7), (-7),
+    (x^2 - 1)."""
+    while re.match(r"[+-]|\(.*\)$" if signs else r"\(.*\)$", sig):
         sig = sig[1:] if sig[0] in "+-" else sig[1:-1]
     return sig
 
@@ -1247,10 +1248,8 @@ def _plain_polynomial(toks) -> bool:
     letter variables (`8x^2 - 16x - 64`, `8 \\cdot x^2 - 16x - 64`, `\\frac{1}{2}x + \\frac{x}{2}`), with no product of
     sums, no parenthesis and no arithmetic inside a coefficient (`(4x+8)(2x-8)`, `(4 \\cdot 2)x^2`,
     `(4x)(2x) + (4x)(-8) + ...`, `-(-(x + 6 + x + 6))`)? (_distinct_terms then asks for each monomial once.)"""
-    sig = _token_signature(toks)[0]
-    while re.fullmatch(r"\(.*\)", sig):  # (x^2 - 1); a sign before parentheses is not a monomial's
-        sig = sig[1:-1]
-    return _POLYNOMIAL_RE.fullmatch(sig) is not None
+    # (x^2 - 1) is one, and a sign before parentheses is not a monomial's: -(-(x + 6 + x + 6))
+    return _POLYNOMIAL_RE.fullmatch(_bare(_token_signature(toks)[0], signs=False)) is not None
 
 def _distinct_terms(e) -> bool:
     """Are the terms of a sum of monomials nonzero and of distinct monomials (`x^2 + 2x + x - 6` and

@@ -425,7 +425,8 @@ def test_no_window_of_the_fixed_loop_spans_its_whole_cache(tok, model_factory):
     dec = next(reversed(rollout._DECODERS[m].values()))
     need = max(map(len, p)) + 70 + 1
     assert dec.windows == list(range(rollout.WINDOW, dec.windows[-1] + 1, rollout.WINDOW))
-    assert dec.cache.max_len == dec.windows[-1] + rollout.SPARE_SLOTS and need <= dec.windows[-1] < need + rollout.WINDOW
+    assert dec.cache.max_len == dec.windows[-1] + rollout.SPARE_SLOTS
+    assert need <= dec.windows[-1] < need + rollout.WINDOW
     assert ro.response.shape[1] == 70
     with pytest.raises(ValueError, match="more than this decoder's"):
         dec.step(m, torch.zeros(6, dtype=torch.long), torch.tensor([dec.windows[-1]]), dec.windows[-1] + 1)
