@@ -308,7 +308,7 @@ class SFTGraphs:
         self.device = torch.device(device)
         self.single = world_size() == 1
         self.capture = self.device.type == "cuda" and skips_on_device(opt) and self.single
-        if not self.capture:
+        if not self.capture and rank() == 0:  # (the same in every process: said once)
             print("note: --sft_graphs: no CUDA graphs here (they need one CUDA device, one process and fused "
                   "AdamW); the steps run uncaptured", file=sys.stderr)
         self.lr = torch.zeros((), dtype=torch.float32, device=self.device)  # read by the graphs' AdamW
@@ -503,7 +503,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
     finally:
         arm_stop(False)
         keep_pending()
-        if graphs:
+        if graphs and rank() == 0:
             print(f"note: {graphs.summary()}", file=sys.stderr)
     return done
 

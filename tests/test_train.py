@@ -311,12 +311,16 @@ def test_sft_graphs_steps_are_the_plain_steps(tok, model_factory, capsys):
         assert torch.equal(a, b)
 
 
-def test_sft_graphs_leave_torchrun_steps_plain(tok, model_factory, monkeypatch):
-    """Under torchrun the loss is normalised by every process's tokens, which only the plain step counts."""
+def test_sft_graphs_leave_torchrun_steps_plain(tok, model_factory, monkeypatch, capsys):
+    """Under torchrun the loss is normalised by every process's tokens, which only the plain step counts.
+    The note that nothing is captured is the first process's alone (each process said it)."""
     monkeypatch.setattr(train, "world_size", lambda: 2)
     batches = train.sft_step_batches(tok, tasks.train_batch(0, 6, seed=0), 100, 0, 16, 192, True, 4)[0]
     m = model_factory(seed=5, block_size=192)
-    graphs = train.SFTGraphs(m, runs.make_optimizer(m, 1e-3, 0.0), "cpu")
+    for r in (1, 0):
+        monkeypatch.setattr(train, "rank", lambda: r)
+        graphs = train.SFTGraphs(m, runs.make_optimizer(m, 1e-3, 0.0), "cpu")
+        assert ("no CUDA graphs here" in capsys.readouterr().err) == (r == 0), r
     for _ in range(3):
         graphs(batches, 1e-3)
     assert graphs.graphs == {} and graphs.seen == set()
