@@ -133,6 +133,8 @@ def test_self_verification_hand_computed():
     assert m["auroc"] == pytest.approx(5 / 6)
     assert m["ece"] == pytest.approx((0.1 + 0.3 + 0.7 + 0.6 + 0.2) / 5)
     assert m["n"] == 5
+    at_threshold = mt.self_verification_metrics([0.5, 0.5], [True, False], [True, True])  # "correct": r_s > 0.5 (§6)
+    assert at_threshold["tpr"] == 0.0 and at_threshold["tnr"] == 1.0
     only_correct = mt.self_verification_metrics([0.9, 0.2], [True, True], [True, True])
     assert all(math.isnan(only_correct[key]) for key in ("tnr", "f1", "auroc"))
 
@@ -270,7 +272,7 @@ def test_compute_metrics_hand_computed():
     for curve, values in expected.items():
         for k, v in values.items():
             assert m[curve][k] == pytest.approx(v), (curve, k)
-    assert m["maj_at_n"] == m["maj_at_k"]["4"] and m["best_of_n"] == m["best_of_k"]["4"]
+    assert (m["maj_at_n"], m["weighted_at_n"], m["best_of_n"]) == pytest.approx((0.5, 2 * third, 2 * third))
     # self-verification over the 11 finished samples: TP=3 FN=2 FP=2 TN=4
     assert m["sv_tpr"] == pytest.approx(0.6) and m["sv_tnr"] == pytest.approx(2 / 3)
     assert m["sv_f1"] == pytest.approx(12 / 19)
@@ -282,6 +284,17 @@ def test_compute_metrics_hand_computed():
     assert fam["add"]["accuracy_avg"] == pytest.approx(0.5) and fam["add"]["maj_at_n"] == 0.75  # A 1/2, B 1
     assert fam["mul"]["weighted_at_n"] == 0.0 and fam["mul"]["sv_f1"] == 0.0  # TPR 0, TNR 2/3
     assert fam["mul"]["sv_auroc"] == pytest.approx(1 / 3)
+
+
+def test_the_headline_at_n_metrics_are_their_curves_at_n():
+    """maj_at_n, weighted_at_n and best_of_n (the tables' rows, their intervals and paired differences) are
+    the vote by 1, by r_s and best-of by r_s at k = N, not another curve's end (on problems where every
+    curve ends elsewhere)."""
+    m = mt.compute_metrics(random_problems(20, 8, seed=2), n_boot=0, equiv=num_equiv)
+    ends = {name: m[name]["8"] for name in mt.CURVES}
+    assert len(set(ends.values())) == len(ends), ends  # (so that a mix-up shows)
+    assert (m["maj_at_n"], m["weighted_at_n"], m["best_of_n"]) == (ends["maj_at_k"], ends["weighted_at_k"],
+                                                                   ends["best_of_k"])
 
 
 def test_problem_multiplicities_equal_duplicated_problems():

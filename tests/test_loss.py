@@ -437,18 +437,22 @@ def test_a_threshold_of_zero_still_leaves_out_groups_of_equal_scores():
 def test_integrate_advantages():
     k = 4
     g = torch.Generator().manual_seed(7)
-    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    # groups 2-4 with mixed rewards, so that leaving a group out (its A_v kept whole) shows
+    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0] + [1.0, 0.0, 0.0, 1.0] * 2)
     adv_v, _ = group_advantages(rewards, k)
-    r_s = torch.rand(12, generator=g) * 1.4 - 0.2
+    r_s = torch.rand(20, generator=g) * 1.4 - 0.2
     r_s[8:12] = torch.tensor([0.3, 0.31, 0.29, 0.3])  # tiny spread -> not integrated
+    r_s[12:16] = torch.tensor([0.42, 0.58, 0.42, 0.58])  # std 0.08, below the threshold of 0.1
+    r_s[16:20] = torch.tensor([0.38, 0.62, 0.38, 0.62])  # std 0.12, above it
     r_s[1] = NAN
     fin = ~torch.isnan(r_s)
     r_s = r_s.requires_grad_(True)  # the function must not build a graph from it
     adv, n_groups = integrate_advantages(adv_v, r_s, fin, k, tau=0.1, std_threshold=0.1)
     ref_a, ref_use = ref_self_reward_adv(r_s.tolist(), fin.tolist(), k, 0.1)
+    assert ref_use[::k] == [True, True, False, False, True]
     ref = [0.9 * v + 0.1 * a if u else v for v, a, u in zip(adv_v.tolist(), ref_a, ref_use)]
     assert close(adv, ref)
-    assert n_groups == sum(ref_use[::k]) == 2
+    assert n_groups == sum(ref_use[::k]) == 3
     assert not adv.requires_grad
     # all-correct group 0 got a nonzero signal only through the self-reward term
     assert adv[:4].abs().sum() > 0

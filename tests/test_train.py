@@ -142,6 +142,87 @@ def test_rl_update_gradient_independent_of_micro_batch(tok, sr_weighting):
         torch.testing.assert_close(grads[0], g, atol=1e-6, rtol=1e-4)
 
 
+def test_rl_backward_is_the_loss_of_docs_laser_eq_4_written_out(tok):
+    """The step's loss assembled by hand from loss.py's pieces, on one batch: PPO over every response token
+    (EOS included), plus kl_coef x the KL to the reference, plus alpha x the MSE of beta_v (log p(z_c) - c_ref)
+    read by the trained forward (a gradient through the readout), with the class counts of the finished rows
+    (docs/laser.md eqs. 4-6, §8). rl_backward, in micro-batches of 5 rows, gives its terms and gradient. Each
+    setting away from its default, so that a dropped or doubled one shows; rewards 0 where truncated."""
+    m, ro, _ = _rollouts(tok)
+    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))]) * ro.finished
+    assert 0 < int((r_v * ro.finished).sum()) < int(ro.finished.sum())  # both classes among the finished rows
+    adv, _ = loss.group_advantages(r_v, 4)
+    ref = make_model(tok, seed=5, eos_offset=3.0)
+    cfg = dataclasses.replace(config.Config(), micro_batch=5, alpha=0.5, beta_v=0.2, kl_coef=0.1, clip_low=0.1,
+                              clip_high=0.15)
+    c_ref = -6.0
+    twin = make_model(tok, seed=4, eos_offset=3.0)
+    twin.load_state_dict(m.state_dict())
+    logp, logp_zc = rollout.score_rollouts(twin, ro, tok.zc_id, tok.pad_id)
+    n_tok, N = int(ro.mask.sum()), len(ro)
+    pg, _ = loss.ppo_clip_loss(logp, ro.logprobs, adv, ro.mask, clip_low=0.1, clip_high=0.15, agg=cfg.loss_agg,
+                               num_tokens=n_tok, num_seqs=N)
+    with torch.no_grad():
+        logp_ref, _ = rollout.score_rollouts(ref, ro, tok.zc_id, tok.pad_id)
+    kl = loss.aggregate_loss(loss.kl_penalty(logp, logp_ref, cfg.kl_estimator), ro.mask, cfg.loss_agg,
+                             num_tokens=n_tok, num_seqs=N)
+    n_c, n_i = int((ro.finished & (r_v > 0.5)).sum()), int((ro.finished & (r_v <= 0.5)).sum())
+    mse, _ = loss.laser_mse_loss(loss.self_reward_score(logp_zc, c_ref, 0.2), r_v, ro.finished, n_correct=n_c,
+                                 n_incorrect=n_i)
+    (pg + 0.1 * kl + 0.5 * mse).backward()
+    want = torch.cat([p.grad.flatten() for p in twin.parameters()])
+    m.zero_grad(set_to_none=True)
+    terms = train.rl_backward(m, ro, adv, r_v, cfg, use_mse=True, c_ref=c_ref, tok=tok, ref_model=ref)
+    assert terms["pg"] == pytest.approx(float(pg.detach()), rel=1e-5, abs=1e-7)
+    assert terms["kl"] == pytest.approx(float(kl), rel=1e-5) and float(kl) > 0
+    assert terms["mse"] == pytest.approx(float(mse.detach()), rel=1e-5) and float(mse) > 0
+    got = torch.cat([p.grad.flatten() for p in m.parameters()])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
+    m.zero_grad(set_to_none=True)  # and the MSE's part of it is not nothing (a readout without a gradient)
+    train.rl_backward(m, ro, adv, r_v, cfg, use_mse=False, c_ref=c_ref, tok=tok, ref_model=ref)
+    assert (torch.cat([p.grad.flatten() for p in m.parameters()]) - want).abs().max() > 1e-3 * want.abs().max()
+
+
+def test_rl_step_feeds_the_update_its_schedule_rewards_and_advantages(tok, monkeypatch):
+    """rl_step's wiring, the update stood in for (docs/laser.md §2-4): the MSE from step reasoning_warmup, the
+    integration of r_s into the advantages from reasoning_warmup + self_reward_warmup (eqs. 9-11, with c_ref
+    and beta_v), group-relative advantages of the verifier's rewards (eq. 7), 0 for a truncated response
+    (§2), and the logged self-verification of the same r_s."""
+    import metrics
+    monkeypatch.setattr(verify, "reward_with_reason", _fake_reward)
+    seen = []
+
+    def update(model, opt, ro, adv, r_v, cfg, *, use_mse, c_ref, **_):
+        seen.append(dict(ro=ro, adv=adv.clone(), r_v=r_v.clone(), use_mse=use_mse, c_ref=c_ref))
+        return dict(loss_pg=0.0, loss_mse=0.0, kl=0.0, clip_frac=0.0, grad_norm=0.0, skipped=0)
+
+    monkeypatch.setattr(train, "rl_update", update)
+    m = make_model(tok, seed=4, eos_offset=2.0)
+    cfg = dataclasses.replace(config.Config(), algo="laser", prompts_per_step=4, group_size=4, max_new_tokens=24,
+                              reasoning_warmup=1, self_reward_warmup=1, beta_v=4.0, tau=0.3, std_threshold=0.05)
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)
+    train.rl_step(m, opt, tok, cfg, step=2, c_ref=0.0)  # (a first look at step 2's scores, to centre them)
+    zc = seen.pop()["ro"].logp_zc
+    c_ref = float(zc[zc.isfinite()].mean()) - 0.5 / cfg.beta_v  # r_s about 0.5, and spread over [0, 1]
+    recs = [train.rl_step(m, opt, tok, cfg, step=s, c_ref=c_ref)[0] for s in range(3)]
+    assert [x["use_mse"] for x in seen] == [False, True, True] and {x["c_ref"] for x in seen} == {c_ref}
+    for s, (x, rec) in enumerate(zip(seen, recs)):
+        ro, fin = x["ro"], x["ro"].finished
+        want_rv = [_fake_reward(t, None, f)[0] for t, f in zip(ro.texts, fin.tolist())]
+        assert x["r_v"].tolist() == want_rv
+        adv_v, _ = loss.group_advantages(x["r_v"], 4)
+        r_s = loss.self_reward_score(ro.logp_zc, c_ref, cfg.beta_v)
+        want, n = (adv_v, 0) if s < 2 else loss.integrate_advantages(adv_v, r_s, fin, 4, tau=0.3,
+                                                                       std_threshold=0.05)
+        assert torch.equal(x["adv"], want) and rec["integrated_groups"] == n, s
+        sv = metrics.self_verification_metrics(r_s.numpy(), (x["r_v"] > 0.5).numpy(), fin.numpy())
+        assert rec["sv_tpr"] == sv["tpr"] and rec["sv_tnr"] == sv["tnr"], s
+    ro, r_v = seen[2]["ro"], seen[2]["r_v"]
+    assert recs[2]["integrated_groups"] > 0 and not torch.equal(seen[2]["adv"], loss.group_advantages(r_v, 4)[0])
+    truncated_even = [i for i, f in enumerate(ro.finished.tolist()) if not f and len(ro.texts[i]) % 2 == 0]
+    assert truncated_even and (r_v[truncated_even] == 0).all()  # (the stand-in pays those, were they finished)
+
+
 def test_ppo_epochs_report_the_updates_made_and_skip_a_step_only_where_none_was(tok, monkeypatch):
     """--ppo_epochs 2: the logged statistics are the means over the epochs that updated the weights (a
     skipped epoch's non-finite norm left out), and a step counts as skipped (SkipGuard's unit) only where
@@ -637,7 +718,7 @@ def test_rl_resume_is_bit_identical(sft_dir, tmp_path, monkeypatch):
             rows.append([{k: v for k, v in json.loads(ln).items() if k not in drop} for ln in f])
     assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4] and rows[0] == rows[1]
     assert {"sv_f1", "sv_auroc", "clip_frac", "loss_mse", "zero_var_groups", "c_ref"} <= set(rows[0][-1])
-    assert any(r.get("mse_on") for r in rows[0]) and any(r.get("integrated_groups") is not None for r in rows[0])
+    assert [r["mse_on"] for r in rows[0][1:]] == [False, True, True, True]  # (--reasoning_warmup 1)
 
 
 def test_the_main_command_halts_resumes_and_never_overwrites_a_run(tmp_path, capsys):
