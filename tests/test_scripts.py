@@ -1,5 +1,6 @@
 """scripts/: bad command lines end in one line on stderr and exit code 2 (make_tiny_hf.py, the audits),
 and hf_parity.py answers --help without running."""
+import json
 import os
 import subprocess
 import sys
@@ -83,6 +84,34 @@ def test_shell_scripts_print_their_comment_for_help_and_refuse_stray_arguments(s
     r = run(*stray)
     assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, r
     assert r.stderr.startswith(os.path.basename(script) + ": ") and r.stderr.endswith("(see --help)\n"), r.stderr
+
+
+def test_demo_tiny_passes_train_flags_to_each_run_and_writes_where_it_says(tmp_path):
+    """demo_tiny.sh's plumbing, with a stand-in `python` that logs its command lines (and writes the metrics
+    file the script copies): TRAIN_FLAGS reach the three train.py runs, word for word and not evaluate.py;
+    N_SAMPLES and N_PROBLEMS reach evaluate.py; runs under OUT, reports under RESULTS, a summary for two seeds."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    stub = bin_dir / "python"
+    stub.write_text('#!/usr/bin/env bash\necho "$*" >> "%s"\n'
+                    'for ((i = 1; i < $#; i++)); do [[ ${!i} == --out_dir ]] && { j=$((i + 1)); mkdir -p "${!j}"; '
+                    'echo "{}" > "${!j}/metrics.jsonl"; }; done; exit 0\n' % log)
+    stub.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", OUT=str(tmp_path / "o"), SEEDS="3 4",
+               RESULTS=str(tmp_path / "res"), TRAIN_FLAGS="--sft_steps 5  --rl_steps 2", N_SAMPLES="4", N_PROBLEMS="7")
+    r = subprocess.run(["bash", "demo_tiny.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    trains = [c for c in calls if c.startswith("train.py ")]
+    assert len(trains) == 6 and all(c.endswith(" --sft_steps 5 --rl_steps 2") for c in trains), calls
+    assert [c.split("--out_dir ")[1].split()[0] for c in trains[:3]] == [str(tmp_path / "o" / "seed3" / r)
+                                                                         for r in ("sft", "grpo", "laser")]
+    evals = [c for c in calls if c.startswith("evaluate.py ")]
+    assert len(evals) == 3 and "--sft_steps" not in " ".join(evals)
+    assert "--n_samples 4 --n_problems 7" in evals[0] and f"--out {tmp_path / 'res' / 'seed3'}" in evals[0]
+    assert evals[2] == f"evaluate.py --aggregate {tmp_path / 'res' / 'seed3'} {tmp_path / 'res' / 'seed4'} " \
+                       f"--out {tmp_path / 'res'}"
+    assert json.load(open(tmp_path / "res" / "seed4" / "timing.json"))["seed"] == 4
 
 
 def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
