@@ -174,8 +174,8 @@ def test_rl_backward_is_the_loss_of_docs_laser_eq_4_written_out(tok):
     m.zero_grad(set_to_none=True)
     terms = train.rl_backward(m, ro, adv, r_v, cfg, use_mse=True, c_ref=c_ref, tok=tok, ref_model=ref)
     assert terms["pg"] == pytest.approx(float(pg.detach()), rel=1e-5, abs=1e-7)
-    assert terms["kl"] == pytest.approx(float(kl), rel=1e-5) and float(kl) > 0
-    assert terms["mse"] == pytest.approx(float(mse.detach()), rel=1e-5) and float(mse) > 0
+    assert terms["kl"] == pytest.approx(float(kl.detach()), rel=1e-5) and float(kl.detach()) > 0
+    assert terms["mse"] == pytest.approx(float(mse.detach()), rel=1e-5) and float(mse.detach()) > 0
     got = torch.cat([p.grad.flatten() for p in m.parameters()])
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
     m.zero_grad(set_to_none=True)  # and the MSE's part of it is not nothing (a readout without a gradient)
