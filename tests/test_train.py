@@ -108,7 +108,7 @@ def _rollouts(tok, seed=4):
     ro = sample(m, [tok.encode_prompt(p.problem) for p in probs], 4, 20,
                 generator=torch.Generator().manual_seed(1), tokenizer=tok)
     assert ro.finished.any() and (~ro.finished).any()
-    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))])
+    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))]) * ro.finished  # (0 where cut off, as verified)
     return m, ro, r_v
 
 
@@ -148,9 +148,8 @@ def test_rl_backward_is_the_loss_of_docs_laser_eq_4_written_out(tok):
     read by the trained forward (a gradient through the readout), with the class counts of the finished rows
     (docs/laser.md eqs. 4-6, §8). rl_backward, in micro-batches of 5 rows, gives its terms and gradient. Each
     setting away from its default, so that a dropped or doubled one shows; rewards 0 where truncated."""
-    m, ro, _ = _rollouts(tok)
-    r_v = torch.tensor([float(i % 3 == 0) for i in range(len(ro))]) * ro.finished
-    assert 0 < int((r_v * ro.finished).sum()) < int(ro.finished.sum())  # both classes among the finished rows
+    m, ro, r_v = _rollouts(tok)
+    assert 0 < int(r_v.sum()) < int(ro.finished.sum())  # both classes among the finished rows
     adv, _ = loss.group_advantages(r_v, 4)
     ref = make_model(tok, seed=5, eos_offset=3.0)
     cfg = dataclasses.replace(config.Config(), micro_batch=5, alpha=0.5, beta_v=0.2, kl_coef=0.1, clip_low=0.1,
