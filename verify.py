@@ -10,8 +10,9 @@ outside the language (and not equal to gold as text) or over a limit. reward -> 
 
 Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots,
 pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees
-are radians inside trig); variables (xy = x*y); equations (a name on the left is dropped), inequalities,
-intervals, unions, sets, tuples, solution lists, \pm, matrices; plain text compared as text. Rationals
+are radians inside trig); variables (xy = x*y); equations (a name on the left is dropped; a chain that
+holds is its last member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`; one that does not, `5 = 3`, is not an
+answer), inequalities, intervals, unions, sets, tuples, solution lists, \pm, matrices; plain text compared as text. Rationals
 compare exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal against a
 non-terminating value within REL_TOL; expressions in variables must agree at 4 deterministic points;
 relations are equal when their side differences are proportional.
@@ -328,10 +329,11 @@ class _SetV:
 
 class _Rel:
     """lhs op rhs with op in '=', '!=', '<', '<=' (> and >= are flipped)."""
-    def __init__(self, op, lhs, rhs):
+    def __init__(self, op, lhs, rhs, value=None):
         if op in (">", ">="):
             op, lhs, rhs = op.replace(">", "<"), rhs, lhs
         self.op, self.lhs, self.rhs = op, lhs, rhs
+        self.value = value  # `=` only: the right side as written (_value), the answer where both sides agree
 
 class _Scalar:
     """A sympy expression; origin is the symbol of a stripped `x = ...` (or None). As written (see
@@ -695,6 +697,7 @@ class _Parser:
     def __init__(self, toks, exact: bool = True):
         self.t, self.i, self.depth, self.abs_open, self.trig = toks, 0, 0, 0, 0
         self.exact = exact  # `a \approx b` with no name on the left: a (else b; _parse_cached reads both)
+        self.cx = _Ctx(False, "", "", time.monotonic() + TIME_BUDGET_S)  # (for _chained's checks)
 
     def peek(self, k=0):
         return self.t[self.i + k] if self.i + k < len(self.t) else _END
@@ -785,7 +788,7 @@ class _Parser:
             spans.append(self.t[start:self.i])
             self.skip_units()
             _reject_if(len(ops) > 8, "relation chain too long")
-        return _build_item(parts, ops, spans, self.exact)
+        return _build_item(parts, ops, spans, self.exact, self.cx)
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok
@@ -1182,6 +1185,20 @@ def _value(e, toks):
         v.expanded = _plain_polynomial(toks) and _distinct_terms(v.e)
     return v
 
+def _chained(v, earlier, spans, rounded: bool, cx):
+    """v, the last member of an `=` chain whose members before it are `earlier` (their tokens and v's in
+    `spans`), where the chain holds: `27 + 82 = 109` is 109, `5 = 3` is not an answer (a parse error). Not
+    checked where the chain states an approximation: `\\approx`, or a last member written as a decimal
+    (`\\frac{1}{3} = 0.3333`)."""
+    decimal = [any(k == "num" and "." in t for k, t, _ in toks) for toks in spans]
+    if rounded or decimal[-1] or cx is None:
+        return v
+    cx.inexact = any(decimal)
+    for p in earlier:
+        if _is_expr(p) and not p.has(_PM) and isinstance(v, _Scalar):
+            _reject_if(not _eq_expr(p, v.e, cx), "an `=` chain whose members differ")
+    return v
+
 def _token_signature(toks) -> tuple[str, list[str]]:
     """The tokens as one character each (n a number, v a variable, f \\frac, o \\overline, d a degree mark,
     % percent, an operator as itself, ? anything else; braces dropped), and the numbers in order."""
@@ -1277,12 +1294,13 @@ def _distinct_terms(e) -> bool:
         seen.add(key)
     return True
 
-def _build_item(parts, ops, spans, exact=True):
+def _build_item(parts, ops, spans, exact=True, cx=None):
     """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`; `exact`: see
-    _Parser."""
+    _Parser; cx: the parse's deadline (see _chained)."""
     if not ops:
         return _value(parts[0], spans[0])
     named, sym = _name_like(spans[0])
+    rounded = False  # a chain that states an approximation: its members need not be equal
     if "approx" in ops:
         # `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer (`x \approx 3.14`:
         # the approximation is all there is); `\frac{11}{12} \approx 0.917` is read both ways (`exact`)
@@ -1291,23 +1309,24 @@ def _build_item(parts, ops, spans, exact=True):
             parts, ops, spans = parts[:k + 1], ops[:k], spans[:k + 1]
             if not ops:
                 return _value(parts[0], spans[0])
+        rounded = "approx" in ops
         ops = ["=" if op == "approx" else op for op in ops]
     if all(op in ("=", "in") for op in ops):
         if named:
             v = _value(parts[-1], spans[-1])
             if isinstance(v, _Scalar) and sym is not None and len(parts) == 2:
                 v.origin = sym
-            return v
+            return _chained(v, parts[1:-1], spans[1:], rounded or "in" in ops, cx)
         _reject_if("in" in ops, "membership with a non-name")
         if len(parts) > 2 or all(_is_expr(p) and not p.free_symbols for p in parts):
-            return _value(parts[-1], spans[-1])
+            return _chained(_value(parts[-1], spans[-1]), parts[:-1], spans, rounded, cx)
     elif any(op in ("=", "in") for op in ops):
         raise _ParseError("mixed relations")
     for p in parts:
         _arith(p)
         _reject_if(p.has(_PM), "\\pm in a relation")
-    if len(ops) == 1:
-        return _Rel(ops[0], parts[0], parts[1])
+    if len(ops) == 1:  # (`(x-2)(x+5) = x^2 + 3x - 10` too: an identity, which _equal reads as its right side)
+        return _Rel(ops[0], parts[0], parts[1], _value(parts[1], spans[1]) if ops[0] == "=" else None)
     if len(ops) == 2:
         lo, mid, hi = parts
         o1, o2 = ops
@@ -1567,6 +1586,8 @@ def _not_as_asked(pred, gold, inexact: bool) -> bool:
     last division can be left undone: `\\frac{45}{-5}` for -9.)"""
     if not isinstance(gold, _Scalar) or isinstance(pred, str):  # (a text answer: compared as text)
         return False
+    if isinstance(pred, _Rel) and pred.value is not None:  # `(x-2)(x+5) = x^2 + 3x - 10`: its right side's form
+        pred = pred.value
     y = gold.e
     if isinstance(y, Rational):
         if gold.computed:
@@ -1604,6 +1625,8 @@ def _equal(a, b, cx) -> bool:
         return a.keys() == b.keys() and all(_eq_expr(a[k], b[k], cx) for k in a)
     for x, y, y_origin in ((a, b, b_origin), (b, a, a_origin)):      # mixed types: x is the more specific
         if isinstance(x, _Rel) and _is_expr(y):
+            if x.op == "=" and _eq_expr(x.lhs, x.rhs, cx):  # an identity worked to its right side
+                return _eq_expr(x.rhs, y, cx)
             return y_origin is not None and _eq_rel(x, _Rel("=", y_origin, y), cx)
         if isinstance(x, _Rel) and (isinstance(y, _SetV) or isinstance(y, _Seq) and y.pair):
             s = _rel_to_set(x)

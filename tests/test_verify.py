@@ -102,6 +102,8 @@ EQUAL = [
     ("x = 5", "5"), ("k = \\frac{1}{3}", "1/3"), ("x_1 = 4", "4"), ("f(x) = x^2", "x^2"),
     ("\\text{Area} = 15", "15"), ("y = 2x+3", "2x+3"), ("x = 3/6 = 1/2", "1/2"), ("2+3=5", "5"),
     ("x=1/3 \\approx 0.33", "1/3"), ("x \\approx 3.14", "3.14"), ("x \\in [1,2]", "[1,2]"),
+    ("x = 2 + 3 = 5", "5"), ("(x-2)(x+5) = x^2+3x-10", "x^2+3x-10"), ("\\sin^2 x + \\cos^2 x = 1", "1"),
+    ("x^2-x-6 = (x-3)(x+2) = (x+2)(x-3)", "(x-3)(x+2)"), ("1/3 = 0.3333", "0.3333"),  # (a decimal: rounded)
     ("y=2x+3", "y - 2x = 3"), ("2x+4y-3=0", "y=-\\frac12 x+\\frac34"),
     ("x^2/4 + y^2/3 = 1", "x^2/16 + y^2/12 = 1/4"), ("y = \\frac{1}{2}x + 1", "x - 2y + 2 = 0"),
     # expressions in variables
@@ -183,6 +185,9 @@ NOT_EQUAL = [
     ("5 \\text{ or } 6", "5"), ("[4, 6]", "5"),
     ("x \\le 2", "x < 2"), ("x<1", "x>-1"), ("x > 5", "x < 5"), ("x \\geq 5", "x \\leq 5"),
     ("x=3", "x=-3"), ("2x + z = 1", "1"), ("7 = 11a+c", "11a+c"),
+    # a chain of `=` that does not hold says nothing: neither side is its answer
+    ("5 = 3", "3"), ("5 = 3", "5"), ("x = 5 = 3", "3"), ("2 + 3 = 6", "6"), ("2+3=5, 1+1=3", "5, 3"),
+    ("(x-2)(x+5) = x^2+3x-9", "x^2+3x-9"), ("x^2 + 3x = 10", "10"),
     ("-\\infty", "\\infty"), ("\\infty", "10^{100}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "(1,2,3,4)"),
@@ -238,6 +243,7 @@ REASON_CASES = [
     (r"\boxed{\int_0^1 x\,dx}", "1/2", 0.0, UNPARSABLE),
     (r"\boxed{9^9^9^9}", "1", 0.0, UNPARSABLE),
     (r"\boxed{__import__('os')}", "0", 0.0, UNPARSABLE),
+    (r"\boxed{5 = 3}", "3", 0.0, UNPARSABLE), (r"\boxed{2 + 3 = 5}", "5", 1.0, RIGHT),  # a false chain: no answer
     ("The final answer is $x^2-x-6$. I hope it is correct.", "-6 - x + x^2", 1.0, RIGHT),
     (r"\boxed{x = 2 \text{ or } x = 3}", r"\{2, 3\}", 1.0, RIGHT),
     (r"solution \boxed{5}", r"The solution gives \boxed{5}.", 1.0, RIGHT),   # boxed gold is extracted
@@ -264,6 +270,8 @@ AS_ASKED = [  # (boxed answer, gold, reward)
     ("(3x - 12)(3x + 8)", "9x^2 - 12x - 96", 0.0), ("9x^2 - 12x - 96", "9x^2 - 12x - 96", 1.0),
     ("-96 - 12x + 9x^2", "9x^2 - 12x - 96", 1.0), ("-2(x - 8)", "-2x + 16", 0.0), ("(x-6)^2", "x^2 - 12x + 36", 0.0),
     ("x^2 - x - 6", "(x-3)(x+2)", 0.0), ("(x+2)(x-3)", "(x-3)(x+2)", 1.0),  # a factored gold: factored answers
+    ("(x-2)(x+5) = x^2 + 3x - 10", "x^2 + 3x - 10", 1.0), ("x^2 + 3x - 10 = (x-2)(x+5)", "x^2 + 3x - 10", 0.0),
+    ("x^2 + 3x - 10 = (x-2)(x+5)", "(x-2)(x+5)", 1.0),  # an identity: its right side, in that side's form
     (r"\frac{\sqrt{2}}{2}", "0.707107", 1.0), ("0.707107", r"\frac{\sqrt{2}}{2}", 1.0),  # (no rational, no rule)
     # the copied question inside a set, a list or a \pm: not the one value asked for
     (r"\{27+82\}", "109", 0.0), ("27+82, 27+82", "109", 0.0), (r"x \in \{27+82\}", "109", 0.0),
