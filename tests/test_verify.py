@@ -217,6 +217,20 @@ def test_not_equal(pred, gold):
     assert is_equivalent(gold, pred) is False
 
 
+@pytest.mark.parametrize("decided,equal", [(1, False), (2, True)])
+def test_expressions_in_variables_need_two_points_that_agree(monkeypatch, decided, equal):
+    """Where every sampled point but a few is a pole or out of range (undecidable), one point that agrees
+    says nothing: two must (and none may disagree)."""
+    seen = []
+
+    def agree(a, b, pt, loose, deadline=None):
+        seen.append(pt)
+        return True if len(seen) <= decided else None
+    monkeypatch.setattr(verify, "_agree", agree)
+    assert is_equivalent("x + 1", "x + 2") is equal
+    assert len(seen) == 12  # (every point tried before giving up)
+
+
 def test_accepts_boxed_and_non_string_inputs():
     assert is_equivalent(r"\boxed{\frac{1}{2}}", "0.5")
     assert is_equivalent("12", 12)
