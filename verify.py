@@ -10,12 +10,20 @@ outside the language (and not equal to gold as text) or over a limit. reward -> 
 
 Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots,
 pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees
-are radians inside trig); variables (xy = x*y); equations (a name on the left is dropped; a chain that
-holds is its last member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`; one that does not, `5 = 3`, is not an
-answer), inequalities, intervals, unions, sets, tuples, solution lists, \pm, matrices; plain text compared as text. Rationals
-compare exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal against a
-non-terminating value within REL_TOL; expressions in variables must agree at 4 deterministic points;
-relations are equal when their side differences are proportional.
+are radians inside trig; words that change a number, `46 \text{ dozen}`, `\text{at least } 46`, make it no
+answer); variables (xy = x*y); equations (a name on the left is dropped; a chain that holds is its last
+member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`, one that does not, `5 = 3`, no answer; `\frac{2}{3}
+\approx 0.67` is either side, `1 \approx 2` no answer), inequalities, intervals, unions, sets, tuples,
+solution lists, \pm, matrices; plain text compared as text, math in a \text{} around the whole answer as
+math. Rationals compare exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal
+against a non-terminating value within REL_TOL; expressions in variables must agree at 4 deterministic
+points; relations are equal when their side differences are proportional.
+
+Known limits (a differential test against sympy found them; none is an answer our tasks call for): a decimal
+anywhere in an answer loosens all of it to REL_TOL (`9x^2 - 12x - 96.000001` equals `9x^2 - 12x - 96`); the
+sample points give only the first two variables both signs and denominators 7, 11, 13 (`\sin(1001\pi x)`
+equals 0); a power after a function's braced argument goes inside it (`\sin{(x)}^2` is sin(x^2)); `x(2) = 12`
+reads x(2) as a name, as `f(2) = 12`; empty intervals (`[3, 1]`) are all equal.
 
 Safety: model text never reaches eval/exec/sympify/parse_expr. A regex tokenizer and a recursive-descent
 parser build sympy objects directly (evaluate=False, exact rationals excepted); sympy never simplifies
@@ -77,6 +85,7 @@ def _reject_if(cond, msg: str, exc=_ParseError):
 # ====================================================================================== extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_WRAP_RE = re.compile(r"\\(?:boxed|fbox|text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|bm)(?![A-Za-z])")
 _BRACE_RE = re.compile(r"\\\\|\\[{}]|[{}]")
 _OPEN_RE = re.compile(r"[ \t\n]*\{")
 _SPACE_ARG_RE = re.compile(r"[ \t]*([^\s$]+)")
@@ -103,11 +112,13 @@ def _box_content(text: str, pos: int, box=True) -> tuple[str | None, int]:
 def _read_group(s: str, i: int) -> tuple[str, int]:
     return _box_content(s, i, box=False)
 
-def _unwrap_boxes(s: str) -> str:
-    """`\\boxed{\\boxed{5}}` -> `5` (only when the box spans the whole string)."""
+def _unwrap_boxes(s: str, text: bool = False) -> str:
+    """`\\boxed{\\boxed{5}}` -> `5` (only when the box spans the whole string); with `text`, text and font
+    commands too: `\\textbf{\\frac{11}{12}}` -> `\\frac{11}{12}`, read as math (inside an answer, \\text{} is a label
+    or a unit)."""
     for _ in range(20):
         t = s.strip()
-        m = _BOX_RE.match(t)
+        m = (_WRAP_RE if text else _BOX_RE).match(t)
         content, end = _box_content(t, m.end()) if m else (None, 0)
         if content is None or t[end:].strip(" .,;$"):
             return t
@@ -342,7 +353,7 @@ class _Scalar:
     def __init__(self, e, origin=None):
         self.e, self.origin, self.computed, self.expanded = e, origin, False, False
 
-# Other parsed values: sympy expressions, a dict {symbol: value} for `x = 1, y = 2` (written order),
+# Other parsed values: sympy expressions, a dict {symbol: value} for `x = 1, y = 2`,
 # and a str (the text key) for a plain-text answer.
 _PM = sympy.Dummy("pm")
 _OO, _NOO = S.Infinity, S.NegativeInfinity
@@ -351,12 +362,21 @@ _E, _I = S.Exp1, S.ImaginaryUnit
 _RELOPS = {"=", "<", "<=", ">", ">=", "!=", "in", "=<", "=>", "approx"}
 _SEP_WORDS = {"and", "or"}
 _PERCENT_WORDS = {"percent", "pct", "percentage"}
+# words that change a number when they label it, so it is no answer (`46 \text{ dozen}`, `\text{at least } 46`)
+# where the other words around it are dropped (`46 \text{ shells}`, `\text{Answer: } 46`)
+_CHANGING_WORDS = set("pair pairs dozen dozens hundred hundreds thousand thousands million millions billion billions "
+                      "trillion trillions score gross half halves quarter quarters squared cubed not no never least "
+                      "most more less fewer greater over under above below except than minus negative plus".split())
 _DEGREE_WORDS = {"degrees", "degree", "deg"}
 _CONST_WORDS = {"pi": sympy.pi, "inf": _OO, "infty": _OO, "infinity": _OO, "oo": _OO}
 _UNIT_WORDS = set("cm mm km kg mg ml mL ft yd hr hrs min mins sec secs lb lbs oz mph kmh sq cu units unit dollars "
                   "cents meters inches feet miles hours minutes seconds days".split())
 _FUNC_ALIASES = {"arcsin": "asin", "arccos": "acos", "arctan": "atan", "arccot": "acot", "ln": "log"}
 _INVERSE = {"sin", "cos", "tan", "cot", "sec", "csc"}     # f^{-1} is sympy's "a" + f
+
+def _changes_value(tok) -> bool:
+    """Is a word or \\text{} token one of _CHANGING_WORDS, or a text holding one?"""
+    return tok[0] in ("word", "text") and not _CHANGING_WORDS.isdisjoint(re.findall(r"[a-z]+", tok[1].lower()))
 
 def _is_expr(v) -> bool:
     return isinstance(v, sympy.Expr)
@@ -772,7 +792,7 @@ class _Parser:
             self.i, parts = j, [S.Zero]     # a label such as `\text{Area} = 15`: only a name
         else:
             while self.peek()[0] == "text" and not self.at_sep() and self.peek(1) is not _END:
-                self.next()            # leading `\text{Answer: }` label
+                _reject_if(_changes_value(self.next()), "a label that changes the value")  # `\text{Answer: }`
                 start = self.i
             parts = [self.setexpr()]
             if _is_expr(parts[0]) and self.accept(":"):          # ratio 2:3 = 2/3
@@ -806,7 +826,7 @@ class _Parser:
         while (tok := self.peek()) is not _END:
             if tok[0] == "text" and not self.at_sep() or tok[0] == "word" and tok[1].lower() not in _SEP_WORDS \
                     or self.at("deg"):
-                self.next()
+                _reject_if(_changes_value(self.next()), "a unit that changes the value")
             elif self.accept("^", "**"):
                 if self.peek()[0] == "num":
                     self.next()
@@ -1151,8 +1171,9 @@ def _name_like(toks) -> tuple[bool, Symbol | None]:
         return True, None
     if len(toks) >= 3 and kinds[0] in ("id", "word") and vals[-1] == ")" and "(" in vals \
             and (kinds[0] == "id" or len(vals[0]) <= 3):
-        head = toks[1:vals.index("(")]       # f(x), f^{-1}(x), f_2(x)
-        if all(t[0] in ("num", "id") or t[1] in ("^", "_", "{", "}", "-", "'") for t in head):
+        head, arg = toks[1:vals.index("(")], toks[vals.index("(") + 1:-1]   # f(x), f^{-1}(x), f_2(x), g(-1)
+        if all(t[0] in ("num", "id") or t[1] in ("^", "_", "{", "}", "-", "'") for t in head) \
+                and all(t[0] in ("num", "id") or t[1] in (",", "-") for t in arg):  # (`x(x+1) = 6`: no name)
             return True, None
     if len(toks) >= 5 and vals[0] == "(" and vals[-1] == ")" \
             and all((t[0] == "id") if j % 2 == 0 else (t[1] == ",") for j, t in enumerate(toks[1:-1])):
@@ -1185,6 +1206,36 @@ def _value(e, toks):
         v.expanded = _plain_polynomial(toks) and _distinct_terms(v.e)
     return v
 
+def _places(toks) -> int | None:
+    """Decimal places of a plain number as written (`3.14`: 2; `-3`: 0), else None (`1e3`, `\\frac12`, ...)."""
+    toks = [t for t in toks if not (t[0] == "op" and t[1] in "{}")]
+    if len(toks) == 2 and toks[0][0] == "op" and toks[0][1] in "+-":
+        toks = toks[1:]
+    if len(toks) != 1 or toks[0][0] != "num" or "e" in toks[0][1].lower():
+        return None
+    return len(toks[0][1].partition(".")[2])
+
+def _approximates(a, a_toks, b, b_toks, cx) -> bool:
+    """Does `a \\approx b` hold as written? Of the sides written as plain numbers, the one with fewer decimal
+    places must be the other side rounded or cut to them (`\\pi \\approx 3.14`, `\\frac{2}{3} \\approx 0.66`,
+    not `1 \\approx 2`); where neither is, the two must agree as a decimal and a non-terminating value do
+    (REL_TOL). Sides in variables never hold."""
+    if a.free_symbols or b.free_symbols:
+        return False
+    shown = [(n, c, v) for n, c, v in ((_places(a_toks), a, b), (_places(b_toks), b, a)) if n is not None]
+    if not shown:
+        return _eq_expr(a, b, _Ctx(True, "", "", cx.deadline))
+    n, c, v = min(shown, key=lambda t: t[0])
+    c, v = _real(c), _real(v)
+    if c is None or v is None:
+        return False
+    c, v, unit = c[0], v[0], libmp.from_rational(1, 10 ** n, _P2, _RND)
+    if libmp.mpf_le(libmp.mpf_abs(libmp.mpf_sub(v, c, _P2, _RND)), libmp.mpf_shift(unit, -1)):
+        return True  # rounded
+    same_sign = c == libmp.fzero or libmp.mpf_sign(c) == libmp.mpf_sign(v)
+    c, v = libmp.mpf_abs(c), libmp.mpf_abs(v)  # cut: c <= v < c + one unit in c's last place
+    return same_sign and libmp.mpf_le(c, v) and libmp.mpf_lt(v, libmp.mpf_add(c, unit, _P2, _RND))
+
 def _chained(v, earlier, spans, rounded: bool, cx):
     """v, the last member of an `=` chain whose members before it are `earlier` (their tokens and v's in
     `spans`), where the chain holds: `27 + 82 = 109` is 109, `5 = 3` is not an answer (a parse error). Not
@@ -1201,15 +1252,19 @@ def _chained(v, earlier, spans, rounded: bool, cx):
 
 def _token_signature(toks) -> tuple[str, list[str]]:
     """The tokens as one character each (n a number, v a variable, f \\frac, o \\overline, d a degree mark,
-    % percent, an operator as itself, ? anything else; braces dropped), and the numbers in order."""
-    sig, nums = "", []
+    % percent, an operator as itself, ? anything else; braces dropped, but for a group where a term starts,
+    written as the parentheses it is: `+ {10 - 3}x`), and the numbers in order."""
+    sig, nums, groups = "", [], []
     for kind, val, _ in toks:
         if kind == "num" or kind == "text" and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", val):  # \textbf{76}
             sig, nums = sig + "n", nums + [val.strip()]
         elif kind == "cmd" and val in ("frac", "overline"):
             sig += val[0]
-        elif kind == "op" and val in "{}":
-            continue
+        elif kind == "op" and val == "{":  # (not an argument: of ^, _, \frac, ...)
+            groups.append(sig[-1:] in ("", "+", "-", "(", "*", "/", "="))
+            sig += "(" if groups[-1] else ""
+        elif kind == "op" and val == "}":
+            sig += ")" if groups and groups.pop() else ""
         elif kind == "op" and val == "deg" or kind == "word" and val.lower() in _DEGREE_WORDS:
             sig += "d"
         elif kind == "word" and val.lower() in _PERCENT_WORDS:
@@ -1302,6 +1357,10 @@ def _build_item(parts, ops, spans, exact=True, cx=None):
     named, sym = _name_like(spans[0])
     rounded = False  # a chain that states an approximation: its members need not be equal
     if "approx" in ops:
+        for j, op in enumerate(ops):  # (`1 \approx 2` is no answer: else it would pay for either guess)
+            if op == "approx" and (j >= 1 or not named) and cx is not None:
+                _reject_if(not _approximates(parts[j], spans[j], parts[j + 1], spans[j + 1], cx),
+                           "an approximation that does not hold")
         # `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer (`x \approx 3.14`:
         # the approximation is all there is); `\frac{11}{12} \approx 0.917` is read both ways (`exact`)
         k = ops.index("approx")
@@ -1376,7 +1435,7 @@ def _parse_one(s: str, thousands: bool, exact: bool = True):
 def _parse_cached(s: str):
     """-> ('ok', tuple of (value, inexact) alternatives) | ('parse', None) | ('limit', None)."""
     try:
-        t = _prenormalize(_unwrap_boxes(s))
+        t = _prenormalize(_unwrap_boxes(s, text=True))
         if not t:
             return ("parse", None)
         first, ambiguous = _parse_one(t, True)
@@ -1641,8 +1700,8 @@ def _equal(a, b, cx) -> bool:
             return None not in sets and _eq_sets(x, _SetV([p for s in sets for p in s.pieces]), cx)
         if isinstance(x, _SetV) and isinstance(y, _Seq):
             return (y.pair or y.kind in ("set", "list", "pm")) and _eq_sets(x, y, cx)
-        if isinstance(x, dict) and _is_seq(y, "tuple", "list"):
-            return _ordered_eq(list(x.values()), list(y.items), cx)
+        if isinstance(x, dict) and _is_seq(y, "tuple", "list"):  # `y = 1, x = 2` is (2, 1): names in order
+            return _ordered_eq([x[k] for k in sorted(x, key=lambda k: k.name)], list(y.items), cx)
     return False
 
 def _eq_seq(a: _Seq, b: _Seq, cx) -> bool:

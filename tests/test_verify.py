@@ -104,6 +104,11 @@ EQUAL = [
     ("x=1/3 \\approx 0.33", "1/3"), ("x \\approx 3.14", "3.14"), ("x \\in [1,2]", "[1,2]"),
     ("x = 2 + 3 = 5", "5"), ("(x-2)(x+5) = x^2+3x-10", "x^2+3x-10"), ("\\sin^2 x + \\cos^2 x = 1", "1"),
     ("x^2-x-6 = (x-3)(x+2) = (x+2)(x-3)", "(x-3)(x+2)"), ("1/3 = 0.3333", "0.3333"),  # (a decimal: rounded)
+    ("\\frac{2}{3} \\approx 0.66", "0.66"), ("\\pi \\approx 3", "3"), ("0.333 \\approx \\frac13", "1/3"),  # cut, round
+    ("(x,y)=(2,1)", "y=1, x=2"), ("y=1, x=2", "(2,1)"),  # a pair's names in order
+    # text or font commands around the whole answer: read as math
+    ("\\textbf{\\frac{11}{12}}", "\\frac{11}{12}"), ("\\text{1/2}", "\\frac12"), ("\\text{-0.6}", "-\\frac35"),
+    ("\\text{46 shells}", "46"), ("\\textbf{x^2 - 1}", "x^2-1"),
     ("y=2x+3", "y - 2x = 3"), ("2x+4y-3=0", "y=-\\frac12 x+\\frac34"),
     ("x^2/4 + y^2/3 = 1", "x^2/16 + y^2/12 = 1/4"), ("y = \\frac{1}{2}x + 1", "x - 2y + 2 = 0"),
     # expressions in variables
@@ -188,6 +193,12 @@ NOT_EQUAL = [
     # a chain of `=` that does not hold says nothing: neither side is its answer
     ("5 = 3", "3"), ("5 = 3", "5"), ("x = 5 = 3", "3"), ("2 + 3 = 6", "6"), ("2+3=5, 1+1=3", "5, 3"),
     ("(x-2)(x+5) = x^2+3x-9", "x^2+3x-9"), ("x^2 + 3x = 10", "10"),
+    # nor an approximation that does not hold (either side was paid: two guesses in one answer)
+    ("1 \\approx 2", "1"), ("1 \\approx 2", "2"), ("\\frac{1}{2} \\approx \\frac{11}{12}", "\\frac{11}{12}"),
+    ("\\frac{2}{3} \\approx 0.68", "0.68"), ("x = 1/3 \\approx 0.5", "1/3"), ("7.4 \\approx 8", "8"),
+    # words that change the number they label; what looks like f(x) but multiplies; names out of order
+    ("46 \\text{ dozen}", "46"), ("5 hundred", "5"), ("\\text{not } 46", "46"), ("\\text{at least } 46", "46"),
+    ("46 \\text{ or more}", "46"), ("x(x+1) = 6", "6"), ("y=1, x=2", "(1,2)"),
     ("-\\infty", "\\infty"), ("\\infty", "10^{100}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "(1,2,3,4)"),
@@ -257,7 +268,8 @@ REASON_CASES = [
     (r"\boxed{\int_0^1 x\,dx}", "1/2", 0.0, UNPARSABLE),
     (r"\boxed{9^9^9^9}", "1", 0.0, UNPARSABLE),
     (r"\boxed{__import__('os')}", "0", 0.0, UNPARSABLE),
-    (r"\boxed{5 = 3}", "3", 0.0, UNPARSABLE), (r"\boxed{2 + 3 = 5}", "5", 1.0, RIGHT),  # a false chain: no answer
+    (r"\boxed{5 = 3}", "3", 0.0, UNPARSABLE), (r"\boxed{1 \approx 2}", "2", 0.0, UNPARSABLE),  # false: no answer
+    (r"\boxed{2 + 3 = 5}", "5", 1.0, RIGHT),
     ("The final answer is $x^2-x-6$. I hope it is correct.", "-6 - x + x^2", 1.0, RIGHT),
     (r"\boxed{x = 2 \text{ or } x = 3}", r"\{2, 3\}", 1.0, RIGHT),
     (r"solution \boxed{5}", r"The solution gives \boxed{5}.", 1.0, RIGHT),   # boxed gold is extracted
@@ -286,6 +298,7 @@ AS_ASKED = [  # (boxed answer, gold, reward)
     ("x^2 - x - 6", "(x-3)(x+2)", 0.0), ("(x+2)(x-3)", "(x-3)(x+2)", 1.0),  # a factored gold: factored answers
     ("(x-2)(x+5) = x^2 + 3x - 10", "x^2 + 3x - 10", 1.0), ("x^2 + 3x - 10 = (x-2)(x+5)", "x^2 + 3x - 10", 0.0),
     ("x^2 + 3x - 10 = (x-2)(x+5)", "(x-2)(x+5)", 1.0),  # an identity: its right side, in that side's form
+    ("x^2 + {10 - 3}x - 30", "x^2 + 7x - 30", 0.0), ("{x^2 + 7x - 30}", "x^2 + 7x - 30", 1.0),  # braces that group
     (r"\frac{\sqrt{2}}{2}", "0.707107", 1.0), ("0.707107", r"\frac{\sqrt{2}}{2}", 1.0),  # (no rational, no rule)
     # the copied question inside a set, a list or a \pm: not the one value asked for
     (r"\{27+82\}", "109", 0.0), ("27+82, 27+82", "109", 0.0), (r"x \in \{27+82\}", "109", 0.0),
