@@ -1268,8 +1268,10 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         for c in caches:  # the cached forward's, decode_step's, and the prefill the decoders load
             model(idx, cache=c, valid=valid)
         rows = torch.arange(len(prompts), device=dev).repeat_interleave(8)
-        decoders = [rollout._FixedDecoder(model, len(rows), caches[2].max_len, dev.type == "cuda", compiled)
-                    for compiled in (True, False)]
+        # (compiled blocks on CUDA only, as the sampler's: on CPU both are eager, and tests/test_rollout.py
+        # compares inductor's CPU kernels with the eager step)
+        decoders = [rollout._FixedDecoder(model, len(rows), caches[2].max_len, dev.type == "cuda",
+                                          compiled and dev.type == "cuda") for compiled in (True, False)]
         for d in decoders:
             d.cache.load(caches[2], rows)
         diff = diff_compiled = 0.0

@@ -36,7 +36,7 @@ def test_gpu_section_rehearsal_on_cpu():
         assert out[f"gpu.decode_same_tokens.8{tail}"]["median"] == 1.0, tail
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU
-    assert out["gpu.decode_compiled_vs_eager"]["median"] < 1e-4  # inductor's C++ kernels on CPU
+    assert out["gpu.decode_compiled_vs_eager"]["median"] == 0.0  # (on CPU both decoders' blocks are eager)
     assert out["gpu.decode_tokens_per_s.8"]["target"] is None and "gpu.decode_ms_per_step.8.eager_blocks" not in out
 
 
