@@ -286,6 +286,26 @@ def test_compute_metrics_hand_computed():
     assert fam["mul"]["sv_auroc"] == pytest.approx(1 / 3)
 
 
+def test_compute_metrics_reads_scores_outside_0_1_and_missing_ones_as_the_method_says():
+    """r_s = beta_v (log p(z_c) - c_ref) is not bounded: eq. 15's vote weighs clip(r_s, 0, 1) and ECE bins it
+    (1.0 in the last bin), while best-of-N takes the highest r_s as it is; a finished sample with no r_s
+    (NaN) is outside the self-verification set and weighs 0; the within-problem AUROC averages over the
+    problems that have both classes. Worked out by hand."""
+    d = P([S("5", True, 1.0), S("5", True, 0.95), S("8", False, 3.0), S("8", False, -0.5)], gold="5")
+    e = P([S("1", True, NAN), S("2", False, 0.3), S("1", True, 0.9), S(None, False, NAN, finished=False)],
+          gold="1")
+    f = P([S("3", True, 0.6) for _ in range(4)], gold="3")
+    m = mt.compute_metrics([d, e, f], n_boot=0, equiv=num_equiv)
+    assert (m["n_sv"], m["n_sv_correct"]) == (10, 7)  # e's first sample is finished but has no r_s
+    # bins of clip(r_s, 0, 1): [0.9, 1] holds 1.0, 0.95, 3.0 -> 1, 0.9 (3 right, confidence 3.85); 0 holds
+    # -0.5 -> 0 (wrong); 0.3 (wrong); 0.6 x 4 (right): (0.85 + 0 + 0.3 + 1.6) / 10
+    assert m["sv_ece"] == pytest.approx(0.275)
+    # d: "5" weighs 1.0 + 0.95 against "8"'s 1 + 0 (3.0 clipped, -0.5 clipped): right; e: "1" 0 + 0.9
+    # against "2"'s 0.3; best-of-4 picks d's 3.0 (wrong), e's 0.9, one of f's
+    assert m["weighted_at_n"] == pytest.approx(1.0) and m["best_of_n"] == pytest.approx(2 / 3)
+    assert m["sv_auroc_within"] == pytest.approx((0.5 + 1.0) / 2)  # d 2 of 4 pairs, e 1 of 1; f has no wrong
+
+
 def test_the_headline_at_n_metrics_are_their_curves_at_n():
     """maj_at_n, weighted_at_n and best_of_n (the tables' rows, their intervals and paired differences) are
     the vote by 1, by r_s and best-of by r_s at k = N, not another curve's end (on problems where every
