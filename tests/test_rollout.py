@@ -110,6 +110,21 @@ def test_filter_logits_top_k_top_p():
     assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
     t = filter_logits(logits, 2.0, None, None)
     torch.testing.assert_close(t, logits / 2)
+    # the nucleus of the tempered distribution (0.38, 0.29, 0.21, 0.12: three before 0.7), not the raw one's
+    tp = filter_logits(logits, 2.0, None, 0.7)
+    torch.testing.assert_close(tp[0, :3], logits[0, :3] / 2)
+    assert torch.isinf(tp[0, 3])
+
+
+def test_texts_are_the_responses_without_eos_and_whole_where_cut_off(tok, model_factory):
+    """A response's text is its tokens up to its length, less the EOS of a finished one: a row cut off at
+    the limit keeps its last token (the verifier reads a truncated row's text as the model wrote it)."""
+    m = model_factory(seed=2, eos_offset=2.0)
+    ro = sample(m, prompts_of(tok, 4), 4, 12, tokenizer=tok, generator=torch.Generator().manual_seed(0))
+    assert ro.finished.any() and not ro.finished.all()
+    for row, n, fin, text in zip(ro.response.tolist(), ro.lengths.tolist(), ro.finished.tolist(), ro.texts):
+        assert row[n - 1] == tok.eos_id if fin else row[n - 1] != tok.eos_id
+        assert text == tok.decode(row[:n - 1] if fin else row[:n])
 
 
 def test_the_scorer_keeps_the_sampled_tokens_in_its_top_k_and_top_p_sets(tok, model_factory):
