@@ -106,6 +106,9 @@ def test_generate_stops_within_its_budget():
     m = tiny_model(4)
     out = m.generate([1, 2, 3], 5, eos_id=49, temperature=0)
     assert 1 <= len(out) <= 5
+    # top-k keeps the k best tokens, the k-th included: with k = 1, sampling at any temperature is greedy
+    g = torch.Generator().manual_seed(0)
+    assert m.generate([1, 2, 3], 5, eos_id=49, temperature=1.5, top_k=1, generator=g) == out
 
 
 def test_block_size_and_bad_config_errors():
