@@ -114,6 +114,18 @@ def test_filter_logits_top_k_top_p():
     tp = filter_logits(logits, 2.0, None, 0.7)
     torch.testing.assert_close(tp[0, :3], logits[0, :3] / 2)
     assert torch.isinf(tp[0, 3])
+    # a token goes once the ones before it reach top_p, an exact tie included (0.5 reaches 0.5)
+    tie = filter_logits(torch.log(torch.tensor([[0.5, 0.25, 0.25]])), 1.0, None, 0.5)
+    assert torch.isfinite(tie[0, 0]) and torch.isinf(tie[0, 1:]).all()
+
+
+def test_a_call_must_leave_room_for_the_readout_past_its_last_token(tok, model_factory):
+    """The contract `prompts_that_fit` keeps: prompt + max_new_tokens + 1 <= block_size."""
+    m = model_factory(seed=2, block_size=64)
+    p = prompts_of(tok, 1)[0]
+    with pytest.raises(ValueError, match="exceeds block_size 64"):
+        sample(m, [p], 1, 64 - len(p), tokenizer=tok)
+    assert sample(m, [p], 1, 63 - len(p), tokenizer=tok).response.shape[1] <= 63 - len(p)
 
 
 def test_texts_are_the_responses_without_eos_and_whole_where_cut_off(tok, model_factory):
