@@ -107,6 +107,7 @@ EQUAL = [
     ("\\frac{2}{3} \\approx 0.66", "0.66"), ("\\pi \\approx 3", "3"), ("0.333 \\approx \\frac13", "1/3"),  # cut, round
     ("(x,y)=(2,1)", "y=1, x=2"), ("y=1, x=2", "(2,1)"),  # a pair's names in order
     # text or font commands around the whole answer: read as math
+    ("\\log{\\left(8\\right)}^{4}", "(\\log 8)^4"), ("\\sin{(x)}^2", "\\sin(x)^2"),  # sympy's way: the value's power
     ("\\textbf{\\frac{11}{12}}", "\\frac{11}{12}"), ("\\text{1/2}", "\\frac12"), ("\\text{-0.6}", "-\\frac35"),
     ("\\text{46 shells}", "46"), ("\\textbf{x^2 - 1}", "x^2-1"),
     ("y=2x+3", "y - 2x = 3"), ("2x+4y-3=0", "y=-\\frac12 x+\\frac34"),
@@ -199,6 +200,7 @@ NOT_EQUAL = [
     # words that change the number they label; what looks like f(x) but multiplies; names out of order
     ("46 \\text{ dozen}", "46"), ("5 hundred", "5"), ("\\text{not } 46", "46"), ("\\text{at least } 46", "46"),
     ("46 \\text{ or more}", "46"), ("x(x+1) = 6", "6"), ("y=1, x=2", "(1,2)"),
+    ("\\sin{(x)}^2", "\\sin(x^2)"), ("[3, 1]", "[5, 2]"),  # (an interval written backwards is none)
     ("-\\infty", "\\infty"), ("\\infty", "10^{100}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "(1,2,3,4)"),
