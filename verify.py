@@ -716,7 +716,7 @@ class _Parser:
     def __init__(self, toks, exact: bool = True):
         self.t, self.i, self.depth, self.abs_open, self.trig = toks, 0, 0, 0, 0
         self.exact = exact  # `a \approx b` with no name on the left: a (else b; _parse_cached reads both)
-        self.cx = _Ctx(False, "", "", time.monotonic() + TIME_BUDGET_S)  # (for _chained's checks)
+        self.deadline = time.monotonic() + TIME_BUDGET_S  # (for the checks of chains and approximations)
 
     def peek(self, k=0):
         return self.t[self.i + k] if self.i + k < len(self.t) else _END
@@ -807,7 +807,7 @@ class _Parser:
             spans.append(self.t[start:self.i])
             self.skip_units()
             _reject_if(len(ops) > 8, "relation chain too long")
-        return _build_item(parts, ops, spans, self.exact, self.cx)
+        return _build_item(parts, ops, spans, self.exact, self.deadline)
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok
@@ -1218,7 +1218,7 @@ def _places(toks) -> int | None:
         return None
     return len(toks[0][1].partition(".")[2])
 
-def _approximates(a, a_toks, b, b_toks, cx) -> bool:
+def _approximates(a, a_toks, b, b_toks, deadline: float) -> bool:
     """Does `a \\approx b` hold as written? Of the sides written as plain numbers, the one with fewer decimal
     places must be the other side rounded or cut to them (`\\pi \\approx 3.14`, `\\frac{2}{3} \\approx 0.66`,
     not `1 \\approx 2`); where neither is, the two must agree as a decimal and a non-terminating value do
@@ -1227,7 +1227,7 @@ def _approximates(a, a_toks, b, b_toks, cx) -> bool:
         return False
     shown = [(n, c, v) for n, c, v in ((_places(a_toks), a, b), (_places(b_toks), b, a)) if n is not None]
     if not shown:
-        return _eq_expr(a, b, _Ctx(True, "", "", cx.deadline))
+        return _eq_expr(a, b, _Ctx(True, "", "", deadline))
     n, c, v = min(shown, key=lambda t: t[0])
     c, v = _real(c), _real(v)
     if c is None or v is None:
@@ -1239,15 +1239,15 @@ def _approximates(a, a_toks, b, b_toks, cx) -> bool:
     c, v = libmp.mpf_abs(c), libmp.mpf_abs(v)  # cut: c <= v < c + one unit in c's last place
     return same_sign and libmp.mpf_le(c, v) and libmp.mpf_lt(v, libmp.mpf_add(c, unit, _P2, _RND))
 
-def _chained(v, earlier, spans, rounded: bool, cx):
+def _chained(v, earlier, spans, rounded: bool, deadline: float):
     """v, the last member of an `=` chain whose members before it are `earlier` (their tokens and v's in
     `spans`), where the chain holds: `27 + 82 = 109` is 109, `5 = 3` is not an answer (a parse error). Not
     checked where the chain states an approximation: `\\approx`, or a last member written as a decimal
     (`\\frac{1}{3} = 0.3333`)."""
     decimal = [any(k == "num" and "." in t for k, t, _ in toks) for toks in spans]
-    if rounded or decimal[-1] or cx is None:
+    if rounded or decimal[-1]:
         return v
-    cx.inexact = any(decimal)
+    cx = _Ctx(any(decimal), "", "", deadline)
     for p in earlier:
         if _is_expr(p) and not p.has(_PM) and isinstance(v, _Scalar):
             _reject_if(not _eq_expr(p, v.e, cx), "an `=` chain whose members differ")
@@ -1352,17 +1352,17 @@ def _distinct_terms(e) -> bool:
         seen.add(key)
     return True
 
-def _build_item(parts, ops, spans, exact=True, cx=None):
+def _build_item(parts, ops, spans, exact: bool, deadline: float):
     """One answer item from `parts[0] ops[0] parts[1] ...`, each part's tokens in `spans`; `exact`: see
-    _Parser; cx: the parse's deadline (see _chained)."""
+    _Parser; deadline: the parse's, for its checks of chains and approximations."""
     if not ops:
         return _value(parts[0], spans[0])
     named, sym = _name_like(spans[0])
     rounded = False  # a chain that states an approximation: its members need not be equal
     if "approx" in ops:
         for j, op in enumerate(ops):  # (`1 \approx 2` is no answer: else it would pay for either guess)
-            if op == "approx" and (j >= 1 or not named) and cx is not None:
-                _reject_if(not _approximates(parts[j], spans[j], parts[j + 1], spans[j + 1], cx),
+            if op == "approx" and (j >= 1 or not named):
+                _reject_if(not _approximates(parts[j], spans[j], parts[j + 1], spans[j + 1], deadline),
                            "an approximation that does not hold")
         # `x = 1/3 \approx 0.33`: the exact value before the approximation is the answer (`x \approx 3.14`:
         # the approximation is all there is); `\frac{11}{12} \approx 0.917` is read both ways (`exact`)
@@ -1378,10 +1378,10 @@ def _build_item(parts, ops, spans, exact=True, cx=None):
             v = _value(parts[-1], spans[-1])
             if isinstance(v, _Scalar) and sym is not None and len(parts) == 2:
                 v.origin = sym
-            return _chained(v, parts[1:-1], spans[1:], rounded or "in" in ops, cx)
+            return _chained(v, parts[1:-1], spans[1:], rounded or "in" in ops, deadline)
         _reject_if("in" in ops, "membership with a non-name")
         if len(parts) > 2 or all(_is_expr(p) and not p.free_symbols for p in parts):
-            return _chained(_value(parts[-1], spans[-1]), parts[:-1], spans, rounded, cx)
+            return _chained(_value(parts[-1], spans[-1]), parts[:-1], spans, rounded, deadline)
     elif any(op in ("=", "in") for op in ops):
         raise _ParseError("mixed relations")
     for p in parts:
