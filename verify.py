@@ -8,16 +8,16 @@ is_equivalent(pred, gold) -> do the answers denote the same object. reward_with_
 outside the language (and not equal to gold as text) or over a limit. reward -> its first element.
 `_parse_cached` is the lru-cached parser.
 
-Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots,
-pi, e, i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees
-are radians inside trig; words that change a number, `46 \text{ dozen}`, `\text{at least } 46`, make it no
-answer); variables (xy = x*y); equations (a name on the left is dropped; a chain that holds is its last
-member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`, one that does not, `5 = 3`, no answer; `\frac{2}{3}
-\approx 0.67` is either side, `1 \approx 2` no answer), inequalities, intervals, unions, sets, tuples,
-solution lists, \pm, matrices; plain text compared as text, math in a \text{} around the whole answer as
-math. Rationals compare exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal
-against a non-terminating value within REL_TOL; expressions in variables must agree at 4 deterministic
-points; relations are equal when their side differences are proportional.
+Language: numbers (1,000, 1{,}000, 1e3, 0.\overline3, 2\frac12, 204_5, 2:3), exact arithmetic, roots, pi, e,
+i, trig/log/exp, |x|, floor, !, \binom; % is 1/100; degrees and unit words are dropped (degrees are radians
+inside trig; words that change a number, `46 \text{ dozen}`, `\text{at least } 46`, make it no answer);
+variables (xy = x*y); equations (a name on the left is dropped, `f(x, y) =` too; a chain that holds is its
+last member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`, one that does not, `5 = 3`, no answer;
+`\frac{2}{3} \approx 0.67` is either side, `1 \approx 2` no answer), inequalities, intervals, unions, sets,
+tuples, solution lists, \pm, matrices; plain text compared as text, math in a \text{} around the whole
+answer as math. Rationals compare exactly, closed forms numerically (zero difference at 175 and 700+ bits),
+a decimal against a non-terminating value within REL_TOL; expressions in variables must agree at 4
+deterministic points; relations are equal when their side differences are proportional.
 
 Known limits (a differential test against sympy found them; none is an answer our tasks call for): a decimal
 anywhere in an answer loosens all of it to REL_TOL (`9x^2 - 12x - 96.000001` equals `9x^2 - 12x - 96`); the
@@ -789,6 +789,8 @@ class _Parser:
             j += 1
         if start < j and self.at("=", "in", "approx", k=j - start):
             self.i, parts = j, [S.Zero]     # a label such as `\text{Area} = 15`: only a name
+        elif (j := self.arguments_end(start)) is not None:
+            self.i, parts = j, [S.Zero]     # `f(x, y) = x + y`: a name whose arguments are not one value
         else:
             while self.peek()[0] == "text" and not self.at_sep() and self.peek(1) is not _END:
                 _reject_if(_changes_value(self.next()), "a label that changes the value")  # `\text{Answer: }`
@@ -808,6 +810,23 @@ class _Parser:
             self.skip_units()
             _reject_if(len(ops) > 8, "relation chain too long")
         return _build_item(parts, ops, spans, self.exact, self.deadline)
+
+    def arguments_end(self, start: int) -> int | None:
+        """The end of `f(x, y)` or `g(1, 2)` where `=` follows it: a name (_name_like) whose arguments, with
+        their comma, are no value to parse (`f(x) = ...` parses, and _build_item drops it); else None."""
+        t, depth = self.t, 0
+        if not (start + 1 < len(t) and t[start][0] == "id" and t[start + 1][1] == "("):
+            return None
+        for j in range(start + 1, len(t)):
+            depth += {"(": 1, ")": -1}.get(t[j][1], 0) if t[j][0] == "op" else 0
+            if depth == 0:
+                break
+        else:
+            return None
+        span = t[start:j + 1]
+        if self.at("=", k=j + 1 - self.i) and any(v == "," for _, v, _ in span) and _name_like(span)[0]:
+            return j + 1
+        return None
 
     def unit_start(self, tok) -> bool:
         kind, val, sp = tok

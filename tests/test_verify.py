@@ -100,6 +100,7 @@ EQUAL = [
     ("$5$", "5"), ("\\(5\\)", "5"), ("\\left(\\frac{1}{3}\\right)", "1/3"), ("5.", "5"),
     # equations: names on the left are dropped
     ("x = 5", "5"), ("k = \\frac{1}{3}", "1/3"), ("x_1 = 4", "4"), ("f(x) = x^2", "x^2"),
+    ("f(x, y) = x+y", "x+y"), ("g(1, 2) = 3", "3"), ("f(x,y) = x y, g(1,2) = 3", "(xy, 3)"),
     ("\\text{Area} = 15", "15"), ("y = 2x+3", "2x+3"), ("x = 3/6 = 1/2", "1/2"), ("2+3=5", "5"),
     ("x=1/3 \\approx 0.33", "1/3"), ("x \\approx 3.14", "3.14"), ("x \\in [1,2]", "[1,2]"),
     ("x = 2 + 3 = 5", "5"), ("(x-2)(x+5) = x^2+3x-10", "x^2+3x-10"), ("\\sin^2 x + \\cos^2 x = 1", "1"),
@@ -200,6 +201,7 @@ NOT_EQUAL = [
     # words that change the number they label; what looks like f(x) but multiplies; names out of order
     ("46 \\text{ dozen}", "46"), ("5 hundred", "5"), ("\\text{not } 46", "46"), ("\\text{at least } 46", "46"),
     ("46 \\text{ or more}", "46"), ("x(x+1) = 6", "6"), ("y=1, x=2", "(1,2)"),
+    ("g(1, 2) = 3", "4"), ("g(1, 2) = 3 = 4", "4"), ("g(1, 2)", "3"),  # (a name with a comma: = only)
     ("\\sin{(x)}^2", "\\sin(x^2)"), ("[3, 1]", "[5, 2]"),  # (an interval written backwards is none)
     ("-\\infty", "\\infty"), ("\\infty", "10^{100}"),
     ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1&2\\\\3&5\\end{bmatrix}"),
