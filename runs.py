@@ -478,9 +478,11 @@ def resume_run(cfg: Config, stage: str, lr: float, device) -> tuple[GPT, Tokeniz
         raise UserError(f"{cfg.out_dir} was trained by {ck.get('world_size', 1)} processes and this run has "
                         f"{world_size()}: resume with the same --nproc_per_node (the data shards depend on it)")
     opt = make_optimizer(model, lr, cfg.weight_decay)
-    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
+    # this device's AdamW kernel, not the saving one's, and this run's --weight_decay (the saved groups would
+    # bring back the old one, while config.json recorded the new)
+    kernels = [{k: g.get(k) for k in ("fused", "foreach", "weight_decay")} for g in opt.param_groups]
     opt.load_state_dict(ck["optimizer"])
-    for g, kernel in zip(opt.param_groups, kernels):  # this device's AdamW kernel, not the saving one's
+    for g, kernel in zip(opt.param_groups, kernels):
         g.update(kernel)
         if kernel.get("fused"):  # the fused kernel wants its step counts on the parameters' device (a CPU
             for p in g["params"]:  # checkpoint's were loaded onto the CPU)
