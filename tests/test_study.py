@@ -330,3 +330,22 @@ def test_mean_std_over_seeds_says_when_a_seed_has_no_value():
     assert study._mean_std([0.5, 0.7]) == "0.600 ± 0.141"
     assert study._mean_std([0.5, float("nan"), 0.7]) == "0.600 ± 0.141 (2 of 3 seeds)"
     assert study._mean_std([float("nan")] * 2) == "-"
+
+
+def test_spearman_gives_ties_their_average_rank():
+    # ranks of x with the tie averaged: 1, 2.5, 2.5, 4; of y: 1, 2, 3, 4 -> r = 4.5 / sqrt(4.5 * 5) = 3 / sqrt(10)
+    assert math.isclose(study.spearman([1, 2, 2, 3], [1, 2, 3, 4]), 3 / math.sqrt(10))
+
+
+def test_a_problem_without_a_correct_sample_is_no_best_of_n_failure():
+    """A failure of best-of-N is a problem with a correct sample where r_s picked a wrong one; where every
+    sample is wrong there is nothing r_s could have picked right."""
+    none_right = _record([0.9, 0.1, 0.2], [False, False, False], ["2", "3", "4"])
+    d = study.diagnose([none_right], equiv=eq)
+    assert d["n_failures"] == 0 and d["failures"] == []
+
+
+def test_within_auroc_counts_only_problems_with_both_classes():
+    scores, correct = np.array([0.9, 0.1, 0.5, 0.4, 0.3, 0.2]), np.array([True, False, False, False, True, True])
+    value, n = study.within_auroc(scores, correct, np.array([0, 0, 1, 1, 2, 2]))
+    assert (value, n) == (1.0, 1)  # problem 0 only: problem 1 has no right sample, problem 2 no wrong one
