@@ -3,12 +3,17 @@ a resume restores, metrics logs, and the checks a checkpoint passes on its way i
 import copy
 import dataclasses
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+import config
 import runs
+import train
+from config import UserError
+from tokenizer import Tokenizer
 
 
 def test_weight_decay_is_on_the_weight_matrices_but_the_embedding(model_factory):
@@ -72,9 +77,6 @@ def test_a_fresh_metrics_log_starts_empty(tmp_path):
 
 
 def test_a_checkpoint_without_a_digest_still_refuses_a_tokenizer_of_another_vocabulary(sft_dir, tmp_path):
-    import shutil
-    from config import UserError
-    from tokenizer import Tokenizer
     run = tmp_path / "old"
     shutil.copytree(sft_dir, run)
     ck = torch.load(run / "ckpt.pt", weights_only=False)
@@ -86,8 +88,6 @@ def test_a_checkpoint_without_a_digest_still_refuses_a_tokenizer_of_another_voca
 
 
 def test_a_checkpoint_is_never_written_from_non_finite_weights(model_factory, tok, tmp_path):
-    import config
-    from config import UserError
     m = model_factory()
     opt = runs.make_optimizer(m, 1e-3, 0.0)
     path = tmp_path / "ckpt.pt"
@@ -107,7 +107,6 @@ def test_a_saved_config_with_fields_this_version_does_not_know_still_loads():
 
 def test_a_malformed_line_inside_the_metrics_log_is_an_error_on_resume(tmp_path):
     """Only a torn last line (a write cut short) is dropped; a malformed line before it is reported, not lost."""
-    from config import UserError
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1}\n{"step": 2, oops\n{"step": 3}\n')
     with pytest.raises(UserError, match=r"metrics.jsonl:2: not a JSON line"):
@@ -117,7 +116,6 @@ def test_a_malformed_line_inside_the_metrics_log_is_an_error_on_resume(tmp_path)
 def test_a_resume_trains_with_the_weight_decay_it_was_given(tmp_path):
     """--resume --weight_decay X: the optimizer's saved groups used to bring back the old value while
     config.json and the checkpoint's config recorded X."""
-    import train
     out = str(tmp_path / "r")
     train.main(["--config", "test", "--stage", "sft", "--out_dir", out, "--sft_steps", "2", "--halt_at", "1"])
     assert [g["weight_decay"] for g in runs.load_checkpoint(out)["optimizer"]["param_groups"]] == [0.0, 0.0]

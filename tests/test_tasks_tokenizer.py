@@ -2,10 +2,16 @@ import collections
 import json
 import random
 import re
+from fractions import Fraction
+from math import gcd
 
 import pytest
+import sympy
+from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
+                                        standard_transformations)
 
 import tasks
+import train
 from tokenizer import Tokenizer, load_tokenizer, train_bpe
 
 
@@ -31,6 +37,106 @@ def test_answers_are_mathematically_right():
         x = int(p.answer)
         ev = lambda s: eval(re.sub(r"(\d)x", r"\1*x", s).replace(" ", ""), {"x": x})  # our own text
         assert ev(lhs) == ev(rhs)
+
+
+_X = sympy.Symbol("x")
+_T = standard_transformations + (implicit_multiplication_application, convert_xor)
+
+
+def _expr(s: str):
+    """Our own reading of a step's or a question's math (`7(x + 2)`, `x^2 - 3x`, `-4 / -2`), exact."""
+    return parse_expr(s, transformations=_T, local_dict={"x": _X}, evaluate=True)
+
+
+def _value(ans: str):
+    m = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", ans)
+    return sympy.Rational(int(m[2]), int(m[3])) * (-1 if m[1] else 1) if m else _expr(ans)
+
+
+@pytest.mark.parametrize("family", ["fraction", "polynomial", "word"])
+def test_every_gold_answer_is_the_value_of_its_problem(family):
+    """The gold answer, computed here from the question's text alone (the existing check covers only
+    arithmetic and linear): a wrong gold answer makes SFT teach it and the reward pay for it."""
+    rng = random.Random(f"gold-{family}")
+    for level in tasks.LEVELS:
+        for _ in range(500 if family == "word" else 150):  # (word: a rare give-away of more than one has)
+            p = tasks.make_problem(rng, family, level)
+            gold = _value(p.answer)
+            if family == "fraction":
+                a, b, op, c, d = re.fullmatch(r"Compute (\d+)/(\d+) ([-+*]) (\d+)/(\d+)\.", p.problem).groups()
+                x, y = Fraction(int(a), int(b)), Fraction(int(c), int(d))
+                want = {"+": x + y, "-": x - y, "*": x * y}[op]
+                assert gold == sympy.Rational(want.numerator, want.denominator), p
+            elif family == "polynomial":
+                assert sympy.expand(_expr(re.fullmatch(r"Expand (.+)\.", p.problem)[1]) - gold) == 0, p
+            else:
+                nums = [int(n) for n in re.findall(r"\d+", p.problem)]
+                if " gets " in p.problem:
+                    want = nums[0] + nums[1]
+                elif " gives away " in p.problem:
+                    want = nums[0] - nums[1]
+                elif " boxes " in p.problem:
+                    a, n, k = nums
+                    want = a + n * k
+                else:
+                    n, k, gift, m = nums
+                    assert (n * k - gift) % m == 0, p  # the rest is shared equally, whole items
+                    want = (n * k - gift) // m
+                    assert want >= 1, p  # each friend gets at least one
+                assert want >= 0 and gold == want, p  # a count of things is never negative
+
+
+@pytest.mark.parametrize("family", ["linear", "polynomial", "word", "fraction"])
+def test_every_worked_step_holds_and_arrives_at_the_answer(family):
+    """Each `A = B = C` of a worked solution is a chain of equal values (linear: at x = the answer;
+    polynomials: as polynomials in x), and the last step ends in the boxed value (fractions: reduced)."""
+    rng = random.Random(f"steps-{family}")
+    for level in tasks.LEVELS:
+        for _ in range(60):
+            p = tasks.make_problem(rng, family, level)
+            *steps, box = p.solution.splitlines()
+            assert box == f"\\boxed{{{p.answer}}}"
+            gold = _value(p.answer)
+            for line in steps:
+                for eq in line.split(": ")[-1].split(", "):
+                    parts = [_expr(s) for s in eq.split(" = ")]
+                    if family == "linear":
+                        parts = [e.subs(_X, gold) for e in parts]
+                    assert all(sympy.expand(a - b) == 0 for a, b in zip(parts, parts[1:])), (p.solution, line)
+            last = steps[-1].split(" = ")[-1]
+            assert sympy.expand(_expr(last) - gold) == 0, p.solution
+            if family == "fraction" and "/" in last:
+                num, den = map(int, last.split("/"))
+                assert gcd(num, den) == 1, p.solution  # simplified by the gcd before the box
+
+
+def test_draws_keep_to_the_families_and_levels_asked_for():
+    for fam, lv in ((("word",), (1,)), (("fraction", "linear"), (3,))):
+        got = [p for s in range(20) for p in tasks.train_batch(s, 8, 0, fam, lv)]
+        assert {p.family for p in got} == set(fam) and {p.level for p in got} == set(lv)
+        got = tasks.make_split("validation", 12, 0, fam, lv)
+        assert {p.family for p in got} == set(fam) and {p.level for p in got} == set(lv)
+
+
+def test_training_streams_of_different_seeds_and_steps_never_coincide():
+    """train_batch is a pure function of (seed, step), and a different (seed, step) is a different
+    stream: no two seeds of a study train on the same problems, at any step."""
+    batches = {(seed, step): tuple(p.problem for p in tasks.train_batch(step, 6, seed))
+               for seed in (0, 1, 2, 11, 12) for step in (0, 1, 2, 12, 21)}
+    assert len(set(batches.values())) == len(batches)
+
+
+def test_integer_answers_take_the_generators_form():
+    """`007`, `-0` and ` 46 ` are the integers 7, 0 and 46: outside answers written so key as the generated ones."""
+    assert [tasks.generator_form(a) for a in ("007", "-0", "-007", " 46 ", "0")] == ["7", "0", "-7", "46", "0"]
+    assert tasks.outside_key("Compute 12 + 34.", "046") == tasks.canonical_key("Compute 12 + 34.", "46")
+
+
+def test_a_boolean_answer_is_refused_with_its_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "ok", "answer": 1}\n{"problem": "p", "answer": true}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: 'answer' must be a non-empty string or a number"):
+        tasks.load_jsonl(str(bad))
 
 
 def test_deterministic_by_seed_and_split_disjoint():
@@ -222,3 +328,45 @@ def test_bpe_is_deterministic_and_learns_merges():
     assert len(tok.encode(texts[0])) < len(texts[0].encode())  # merges compress the corpus
     with pytest.raises(ValueError, match="duplicate"):
         Tokenizer([b"ab", b"ab"])
+
+
+def test_bpe_merges_by_hand():
+    """Pieces 'ab' x1, ' ab' x2, ' cd' x1: (a, b) occurs 3 times and is merged first, then (' ', ab)
+    twice; every pair left occurs once, so learning stops there (the docstring's rule), below n_merges."""
+    assert train_bpe(["ab ab ab cd"], 10) == [b"ab", b" ab"]
+
+
+def test_bpe_merges_do_not_depend_on_the_corpus_order():
+    """Ties are broken by the pair's bytes, not by which text came first: the same corpus, the same merges."""
+    texts = [p.problem + "\n" + p.solution for p in tasks.train_batch(0, 60, seed=0)]
+    assert train_bpe(texts, 40) == train_bpe(texts[::-1], 40)
+
+
+def test_prompt_and_sft_row_are_bos_problem_newline_solution_eos(tok):
+    """The documented formats: a prompt is [BOS, problem, newline]; an SFT row is the prompt, the
+    solution and EOS; z_c and padding never appear in a row."""
+    for p in tasks.train_batch(0, 5, seed=0):
+        assert tok.encode_prompt(p.problem) == [tok.bos_id] + tok.encode(p.problem + "\n")
+        (row, n_prompt), = train.sft_rows(tok, [p])
+        assert row[0] == tok.bos_id and row[-1] == tok.eos_id and n_prompt == len(tok.encode_prompt(p.problem))
+        assert tok.decode(row[1:-1]) == p.problem + "\n" + p.solution
+        assert tok.zc_id not in row and tok.pad_id not in row and row.count(tok.bos_id) == 1
+
+
+def test_a_tokenizer_file_with_other_special_tokens_is_refused(tmp_path):
+    data = json.loads(Tokenizer([b"ab"]).to_json())
+    data["specials"] = data["specials"][:3]  # a tokenizer from before z_c: its ids would be read wrongly
+    path = tmp_path / "tok.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="special tokens"):
+        load_tokenizer(str(path))
+
+
+def test_ids_are_the_bytes_then_the_merges_then_bos_eos_pad_zc(tok):
+    """The documented id layout, which saved checkpoints depend on: 0..255 the bytes, then the merges, then
+    <|bos|>, <|eos|>, <|pad|>, <|zc|> and nothing else (an id with no token could be sampled and not decoded)."""
+    assert [tok.encode(chr(i)) for i in range(128)] == [[i] for i in range(128)]
+    assert tok.enc.decode_single_token_bytes(255) == b"\xff" and tok.enc.decode_single_token_bytes(256) == tok.merges[0]
+    n = 256 + len(tok.merges)
+    assert [tok.bos_id, tok.eos_id, tok.pad_id, tok.zc_id] == list(range(n, n + 4)) and tok.vocab_size == n + 4
+    assert [tok.decode([i]) for i in range(n, n + 4)] == ["<|bos|>", "<|eos|>", "<|pad|>", "<|zc|>"]
