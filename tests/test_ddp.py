@@ -4,8 +4,10 @@ two-process run and its resumed twin end bit-identical; a resume with another wo
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -87,11 +89,46 @@ def _torchrun(*args):  # on CPU (gloo) even where there is a CUDA device
                           timeout=600)
 
 
+def _as_torchrun_would(tmp_path, *args):
+    """train.py's two processes, started with the environment torchrun gives its workers (ranks, world size,
+    the rendezvous address) but without the launcher, whose own imports cost a launch seconds. Rank 0's
+    stdout, both stderrs, and the first non-zero exit code (the other process is stopped, as torchrun would)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    procs, files = [], []
+    for rank in range(2):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
+                   WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+        out, err = (open(tmp_path / f"rank{rank}.{name}", "w+") for name in ("out", "err"))
+        files.append((out, err))
+        procs.append(subprocess.Popen([sys.executable, "train.py", *args, "--device", "cpu"], cwd=ROOT, env=env,
+                                      stdout=out, stderr=err))
+    deadline = time.monotonic() + 600
+    try:
+        while any(p.poll() is None for p in procs) and not any(p.poll() for p in procs):
+            assert time.monotonic() < deadline, "a two-process run took more than 600 s"
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = []
+    for out, err in files:
+        text += [f.seek(0) or f.read() for f in (out, err)]
+        out.close(), err.close()
+    code = next((p.returncode for p in procs if p.returncode), 0)
+    return subprocess.CompletedProcess(args, code, text[0], text[1] + text[3])
+
+
 def test_a_two_process_run_and_its_resumed_twin_are_bit_identical(sft_dir, tmp_path, capsys):
+    """Two of the three runs start their processes as torchrun would (_as_torchrun_would), the last under
+    torchrun itself, the launcher the README gives."""
     common = ["--config", "test", "--stage", "rl", "--init", sft_dir, "--rl_steps", "3", "--prompts_per_step", "4"]
     run = str(tmp_path / "run")
     for args in ([*common, "--out_dir", run, "--halt_at", "1"], ["--stage", "rl", "--resume", "--out_dir", run]):
-        r = _torchrun(*args)
+        r = _as_torchrun_would(tmp_path, *args)
         assert r.returncode == 0, r.stderr[-2000:]
     # a fresh start where a run is: rank 0 moves it aside (to run.1) while the others wait, then all train
     r = _torchrun(*common, "--out_dir", run)
