@@ -2,16 +2,11 @@
 import os
 import sys
 
-# One CPU thread, here and in the processes the tests start (they read OMP_NUM_THREADS as torch loads): the
-# tests' tensors are small enough that a second thread costs more than it gives (the suite ran in 198 s with one,
-# 227 s with two, on a 2-core machine). A test that wants threads sets them itself.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-torch.set_num_threads(1)
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 import tasks  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
