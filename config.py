@@ -271,7 +271,7 @@ def check_config(cfg: Config) -> None:
         for name in names:
             if not ok(getattr(cfg, name)):
                 raise UserError(f"--{name} must be {what}, got {getattr(cfg, name)}")
-    if cfg.n_embd % (2 * cfg.n_head):
+    if cfg.n_embd % (2 * cfg.n_head) and not cfg.init_hf:  # (--init_hf: the pretrained model's own shape)
         raise UserError(f"--n_embd {cfg.n_embd} must be a multiple of 2 * n_head = {2 * cfg.n_head}")
     unknown = set(cfg.families.split(",")) - set(tasks.FAMILIES)
     if unknown:

@@ -403,6 +403,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
         seed_everything(cfg.seed)
         if cfg.init_hf:  # a pretrained Llama/Qwen2 checkpoint and its tokenizer (hf.py)
             model, tok = load_pretrained(cfg.init_hf, cfg.block_size, device)
+            cfg = pretrained_fields(cfg, model)
         else:
             tok = build_tokenizer(corpus_for_tokenizer(cfg, extra_data), cfg.bpe_merges)
             model = new_model(cfg, tok, device)
@@ -792,6 +793,15 @@ MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "arch", "bpe_merges
 RUN_FIELDS = MODEL_FIELDS + ("seed", "algo", "init", "c_ref", "beta_v", "families", "levels", "data_jsonl")
 
 
+def pretrained_fields(cfg: Config, model) -> Config:
+    """cfg with the model fields of the --init_hf model it trains, not the preset's, so that config.json
+    describes the model: its layers, heads and width, the Llama family (`arch` llama: SwiGLU, RMSNorm gains;
+    Qwen2's q/k/v biases are in the checkpoint's model_config) and no BPE merges (the tokenizer is its own)."""
+    m = model.cfg
+    return dataclasses.replace(cfg, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                               arch="llama", bpe_merges=0)
+
+
 def _kept(given: dict, saved: Config, names, why: str) -> None:
     """A UserError for the first flag in `given` that differs from `saved`'s value of it."""
     for k in names:
@@ -864,7 +874,8 @@ def run_all(cfg: Config) -> str:
     if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
         raise Stopped(done, "SFT")
     resume = cfg.resume and os.path.exists(os.path.join(rl_dir, "ckpt.pt"))
-    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume))
+    model = {k: getattr(saved_config(sft_dir), k) for k in MODEL_FIELDS}  # (as RL from --init takes them)
+    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume, **model))
 
 
 def resume_command(cfg: Config) -> str:

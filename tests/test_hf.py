@@ -14,6 +14,7 @@ import torch
 import transformers  # test requirements (requirements-dev.txt); the runtime never imports them
 from tokenizers import Tokenizer as HFTokenizer
 
+import config
 import export
 import hf
 import runs
@@ -125,6 +126,12 @@ def _export_and_compare(run_dir, out, command_line=False):
 def test_export_of_an_init_hf_run_loads_back_in_transformers(qwen_dir, tmp_path):
     run = str(tmp_path / "run")
     train.main(["--config", "test", "--init_hf", qwen_dir, "--out_dir", run, "--sft_steps", "4"])
+    hf_cfg = json.load(open(os.path.join(qwen_dir, "config.json")))
+    for stage in ("sft", "laser"):  # config.json describes the pretrained model, not the preset's (1 layer, 32 wide)
+        saved = json.load(open(os.path.join(run, stage, "config.json")))
+        assert (saved["n_layer"], saved["n_head"], saved["n_embd"], saved["arch"], saved["bpe_merges"]) == (
+            hf_cfg["num_hidden_layers"], hf_cfg["num_attention_heads"], hf_cfg["hidden_size"], "llama", 0), stage
+    assert hf_cfg["num_hidden_layers"] != config.PRESETS["test"]["n_layer"]  # (else the check above proves nothing)
     ref = _export_and_compare(os.path.join(run, "laser"), str(tmp_path / "hf"), command_line=True)
     assert type(ref).__name__ == "Qwen2ForCausalLM" and ref.config.tie_word_embeddings
 
