@@ -102,7 +102,8 @@ class Config:
     rl_eval_every: int = 25       # RL steps between validation evaluations (0: only at the end)
     ckpt_every: int = 100         # steps between checkpoints (always at the end)
     n_log_samples: int = 2        # decoded rollouts per RL step written to samples.jsonl
-    eval_batch: int = 64          # prompts per sampling batch in evaluation
+    eval_batch: int = 64          # prompts per sampling call in validation and c_ref calibration
+    #                               (the random draws follow the calls: another value draws other samples)
 
 
 PRESETS: dict[str, dict] = {

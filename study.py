@@ -227,7 +227,9 @@ def parse_grid(entries: list[str]) -> dict[str, list[str]]:
 
 
 # Config fields that say how a run was executed, not what it learns: runs that differ only in these are
-# the same setting (a run linked in from elsewhere, as the README's base runs, keeps its own out_dir).
+# the same setting (a run linked in from elsewhere, as the README's base runs, keeps its own out_dir). Some
+# change a run's numbers as another seed would, not its setting: the device and compiling round differently,
+# and eval_batch splits the sampling calls of the c_ref measurement and validation into other random draws.
 HOW_FIELDS = ("out_dir", "resume", "halt_at", "device", "threads", "compile", "verify_workers", "micro_batch",
               "micro_tokens", "sft_micro_batch", "eval_batch", "log_every", "ckpt_every", "n_log_samples",
               "max_skipped")
