@@ -1810,5 +1810,6 @@ def reward_with_reason(completion: str, gold: str, finished: bool = True) -> tup
     return (1.0 if r == RIGHT else 0.0), r
 
 def reward(completion: str, gold: str, finished: bool = True) -> float:
-    """1.0 if the (finished) completion's final answer is equivalent to gold, else 0.0."""
+    """1.0 if the (finished) completion's final answer is equivalent to gold and written as the gold is (a
+    result where the gold is one: `\\boxed{27 + 82}` earns 0 against 109; see reward_with_reason), else 0.0."""
     return reward_with_reason(completion, gold, finished)[0]
