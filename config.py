@@ -45,7 +45,7 @@ class Config:
     n_layer: int = 4              # transformer blocks
     n_head: int = 4               # attention heads
     n_embd: int = 128             # residual width (a multiple of 2 * n_head)
-    block_size: int = 256         # longest sequence, prompt + response + the z_c readout
+    block_size: int = 256         # longest sequence: prompt + max_new_tokens, and one position spare
     arch: str = "ours"            # ours (GELU MLP, RMSNorm without gains) | llama (SwiGLU, RMSNorm gains; exportable)
     init_hf: str = ""             # a local Hugging Face Llama/Qwen2 directory SFT starts from (replaces the model flags)
     # --- SFT
@@ -311,7 +311,8 @@ PROMPT_ROOM = 16  # tokens block_size must leave for a prompt besides max_new_to
 
 
 def check_lengths(cfg: Config, tok: Tokenizer, block_size: int) -> None:
-    """Every prompt + max_new_tokens + 1 (the z_c readout) and every SFT row of the run's problems
+    """Every prompt + max_new_tokens + 1 (a spare position, kept by every length check: z_c's readout, at
+    the EOS position's logits, needs none of its own) and every SFT row of the run's problems
     (validation, test and a training sample) must fit the model's block_size."""
     fam, lv = families_levels(cfg)
     problems = heldout_problems(cfg) + heldout_problems(cfg, "test") + tasks.train_batch(0, 256, cfg.seed, fam, lv)
@@ -451,7 +452,7 @@ RL_FIT_HINT = "raise a new model's --block_size, lower --max_new_tokens, or --da
 
 def prompts_that_fit(problems: list[tasks.Problem], tok: Tokenizer, block_size: int, max_new_tokens: int,
                      what: str, path: str, hint: str = RL_FIT_HINT) -> list[tasks.Problem]:
-    """The problems whose prompt + max_new_tokens + 1 (the z_c readout) fits the model, so that sampling
+    """The problems whose prompt + max_new_tokens + 1 (check_lengths) fits the model, so that sampling
     them never runs past block_size (the others are skipped, with a count): RL prompts, evaluation."""
     return _that_fit(problems, [len(tok.encode_prompt(p.problem)) + max_new_tokens + 1 for p in problems],
                      block_size, what, f"prompt + --max_new_tokens {max_new_tokens} + 1", path, hint)
