@@ -210,15 +210,20 @@ STUDY_METRICS = ["accuracy_avg", "maj_at_n", "weighted_at_n", "best_of_n", "sv_f
 
 
 def parse_grid(entries: list[str]) -> dict[str, list[str]]:
-    """"name:key=value,key=value" (or "name" alone: the preset as it is) -> {name: train.py flags}."""
+    """"name:key=value,key=value" (or "name" alone: the preset as it is) -> {name: train.py flags}. A value
+    may hold commas, as --levels and --families take them: a piece without "=" goes on the value before it
+    ("lv:levels=1,2,rl_steps=50" sets levels 1,2)."""
     grid = {}
     for entry in entries:
         name, _, spec = entry.partition(":")
         flags = []
         for item in filter(None, spec.split(",")):
             key, eq, value = item.partition("=")
-            if not eq:
+            if not eq and not flags:
                 raise ValueError(f"grid entry {entry!r}: expected key=value, got {item!r}")
+            if not eq:  # the next comma-separated part of the value before
+                flags[-1] += "," + item.strip()
+                continue
             flags += [f"--{key.strip()}", value.strip()]
         if name in grid:
             raise ValueError(f"grid entry {entry!r}: the name {name!r} is given twice")
@@ -548,7 +553,7 @@ def main(argv=None) -> int:
     d.add_argument("--out", default=None, help="output directory (default: the first DIR)")
     r = sub.add_parser("run", help="train and evaluate a grid of LaSeR RL settings from shared SFT checkpoints")
     r.add_argument("--sft", nargs="+", required=True, metavar="DIR", help="SFT run directories, one per seed")
-    r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]", help="settings (train.py flags)")
+    r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]", help="settings (train.py flags without --; a value may hold commas: lv:levels=1,2,rl_steps=50)")
     r.add_argument("--out", required=True, help="directory for the runs and the study table")
     r.add_argument("--config", default="tiny", choices=list(PRESETS),
                    help="the train.py preset the settings change (default tiny)")

@@ -89,6 +89,10 @@ def test_cli_writes_diagnostics(tmp_path):
 
 def test_grid_entries_become_train_flags():
     assert study.parse_grid(["base", "a05:alpha=0.5,tau=0"]) == {"base": [], "a05": ["--alpha", "0.5", "--tau", "0"]}
+    # values that hold commas, as --levels and --families take them (before: "expected key=value, got '2'")
+    assert study.parse_grid(["lv:levels=1,2,rl_steps=5,families=linear,word"]) == {
+        "lv": ["--levels", "1,2", "--rl_steps", "5", "--families", "linear,word"]}
+    assert study.train_config(study.parse_grid(["lv:levels=1,2"])["lv"], "lv").levels == "1,2"
     try:
         study.parse_grid(["bad:alpha"])
     except ValueError as e:
