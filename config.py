@@ -80,7 +80,7 @@ class Config:
     loss_agg: str = "token_mean"  # token_mean | seq_mean
     adv_mode: str = "grpo"        # grpo (z-score) | drgrpo (mean-only)
     kl_coef: float = 0.0          # KL(pi || pi_ref) coefficient; 0 skips the reference model
-    kl_estimator: str = "k3"      # k1 | k3
+    kl_estimator: str = "k3"      # k1 | k2 | k3 (loss.kl_penalty)
     grad_clip: float = 1.0        # max gradient norm (0: no clipping)
     max_skipped: int = 5          # stop when this many consecutive steps had a non-finite loss or gradient
     #                               (SFT on CUDA: noticed when the steps are read back, at the next log
@@ -163,7 +163,7 @@ def _field_comments() -> dict[str, str]:
 
 CHOICES = {"stage": ("sft", "rl", "all"), "algo": ("grpo", "laser"), "device": ("auto", "cpu", "cuda"),
            "loss_agg": ("token_mean", "seq_mean"), "adv_mode": ("grpo", "drgrpo"),
-           "kl_estimator": ("k1", "k3"), "arch": ("ours", "llama"),
+           "kl_estimator": ("k1", "k2", "k3"), "arch": ("ours", "llama"),
            "sr_weighting": ("batch", "group"), "compile": ("auto", "on", "model", "off")}
 
 

@@ -52,6 +52,8 @@ def test_presets_and_overrides():
     cfg, given = config.resolve_config(["--config", "tiny", "--rl_lr", "3e-5", "--resume", "true"])
     assert cfg.rl_lr == 3e-5 and cfg.resume is True and cfg.n_embd == config.PRESETS["tiny"]["n_embd"]
     assert given == {"rl_lr": 3e-5, "resume": True}
+    for k in ("k1", "k2", "k3"):  # every estimator loss.kl_penalty has
+        assert config.resolve_config(["--kl_estimator", k])[0].kl_estimator == k
     # a bool flag alone means true, as in the module docstring's resume example
     cfg, given = config.resolve_config(["--stage", "rl", "--resume", "--out_dir", "x"])
     assert cfg.resume is True and given["out_dir"] == "x"
@@ -153,7 +155,7 @@ def test_rl_backward_is_the_loss_of_docs_laser_eq_4_written_out(tok):
     adv, _ = loss.group_advantages(r_v, 4)
     ref = make_model(tok, seed=5, eos_offset=3.0)
     cfg = dataclasses.replace(config.Config(), micro_batch=5, alpha=0.5, beta_v=0.2, kl_coef=0.1, clip_low=0.1,
-                              clip_high=0.15)
+                              clip_high=0.15, kl_estimator="k2")
     c_ref = -6.0
     twin = make_model(tok, seed=4, eos_offset=3.0)
     twin.load_state_dict(m.state_dict())
