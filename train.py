@@ -819,6 +819,10 @@ def run_config_for(cfg: Config, given: dict) -> Config:
         whole = given.get("stage") == "all" or "stage" not in given and not os.path.exists(
             os.path.join(cfg.out_dir, "config.json"))
         where = os.path.join(cfg.out_dir, "sft") if whole else cfg.out_dir
+        if not any(os.path.exists(os.path.join(where, f)) for f in ("config.json", "ckpt.pt")):
+            raise UserError(f"--resume: no run to resume in {cfg.out_dir} (a run directory holds config.json and "
+                            f"ckpt.pt; the main command's run, {os.path.join(cfg.out_dir, 'sft')} and "
+                            f"{os.path.join(cfg.out_dir, cfg.algo)})")
         saved = saved_config(where)
         _kept(given, saved, RUN_FIELDS, f"a resumed run keeps its setting; {where} was run with another")
         cfg = dataclasses.replace(saved, **{**given, **({"stage": "all", "out_dir": cfg.out_dir} if whole else {})})

@@ -139,6 +139,8 @@ FILE_CASES = [  # (argv with {d} for the bad-files dir and {sft} for a good run,
     ("--stage rl --init {d}/badtok --out_dir {d}/r", "badtok/tokenizer.json: unreadable tokenizer"),
     ("--stage rl --init {d}/wrongtok --out_dir {d}/r", "wrongtok/tokenizer.json: unreadable tokenizer"),
     ("--stage sft --resume --out_dir {d}/nocfg", "nocfg/config.json: no run config here"),
+    ("--resume --out_dir {d}/nothing", "--resume: no run to resume in "),  # (was: "nothing/sft/config.json: no
+    ("--stage sft --resume --out_dir {d}/nothing", "--resume: no run to resume in "),  # run config here")
     ("--stage sft --resume --out_dir {d}/badcfg", "badcfg/config.json: unreadable run config"),
     ("--stage sft --resume --out_dir {d}/typecfg", "typecfg/config.json: sft_steps should be int"),
     ("--stage sft --resume --out_dir {d}/listcfg", "expected a JSON object as run config"),
