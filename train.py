@@ -790,9 +790,10 @@ def run_rl(cfg: Config) -> str:
 # fields that make the model and its tokenizer: a run resumed, or RL from --init, has them already
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "arch", "bpe_merges", "init_hf")
 # and what else a resumed run cannot change without becoming another run: its data, and the RL sampling
-# distribution its c_ref was measured under (docs/laser.md §5)
+# distribution its c_ref was measured under (docs/laser.md §5). The schedule may change as a learning rate may:
+# --data_mix (the share of outside problems), --max_new_tokens (a length budget).
 RUN_FIELDS = MODEL_FIELDS + ("seed", "algo", "init", "c_ref", "beta_v", "families", "levels", "data_jsonl",
-                             "data_mix", "temperature", "top_k", "top_p", "max_new_tokens")
+                             "temperature", "top_k", "top_p")
 
 
 def pretrained_fields(cfg: Config, model) -> Config:

@@ -795,8 +795,8 @@ def test_a_resumed_or_initialised_run_keeps_the_settings_that_make_it(sft_dir, t
         resolve("--stage", "sft", "--out_dir", sft_dir, "--resume", "--n_embd", "64")
     with pytest.raises(config.UserError, match=r"--seed 3: a resumed run keeps"):
         resolve("--out_dir", sft_dir, "--resume", "--seed", "3")  # (--stage not given: the run's own)
-    for flag, value in (("--data_mix", "0.25"), ("--temperature", "0.5"), ("--top_p", "0.9"), ("--top_k", "8"),
-                        ("--max_new_tokens", "64")):  # the data, and the sampling its c_ref was measured with
+    for flag, value in (("--temperature", "0.5"), ("--top_p", "0.9"),
+                        ("--top_k", "8")):  # the sampling distribution its c_ref was measured with
         with pytest.raises(config.UserError, match=rf"{flag} {value}: a resumed run keeps its setting"):
             resolve("--out_dir", sft_dir, "--resume", flag, value)
     cfg = resolve("--out_dir", sft_dir, "--resume", "--sft_steps", "60", "--n_embd", "32")  # the same: fine
