@@ -91,15 +91,16 @@ def _torchrun(*args):  # on CPU (gloo) even where there is a CUDA device
 
 def _as_torchrun_would(tmp_path, *args):
     """train.py's two processes, started with the environment torchrun gives its workers (ranks, world size,
-    the rendezvous address) but without the launcher, whose own imports cost a launch seconds. Rank 0's
-    stdout, both stderrs, and the first non-zero exit code (the other process is stopped, as torchrun would)."""
+    the rendezvous address, one CPU thread unless OMP_NUM_THREADS says otherwise: numbers round as under
+    torchrun) but without the launcher, whose own imports cost a launch seconds. Rank 0's stdout, both
+    stderrs, and the first non-zero exit code (the other process is stopped, as torchrun would)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     procs, files = [], []
     for rank in range(2):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
-                   WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+                   WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         out, err = (open(tmp_path / f"rank{rank}.{name}", "w+") for name in ("out", "err"))
         files.append((out, err))
         procs.append(subprocess.Popen([sys.executable, "train.py", *args, "--device", "cpu"], cwd=ROOT, env=env,
