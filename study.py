@@ -553,7 +553,8 @@ def main(argv=None) -> int:
     d.add_argument("--out", default=None, help="output directory (default: the first DIR)")
     r = sub.add_parser("run", help="train and evaluate a grid of LaSeR RL settings from shared SFT checkpoints")
     r.add_argument("--sft", nargs="+", required=True, metavar="DIR", help="SFT run directories, one per seed")
-    r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]", help="settings (train.py flags without --; a value may hold commas: lv:levels=1,2,rl_steps=50)")
+    r.add_argument("--grid", nargs="+", required=True, metavar="NAME[:k=v,...]",
+                   help="settings (train.py flags without --; a value may hold commas: lv:levels=1,2,rl_steps=50)")
     r.add_argument("--out", required=True, help="directory for the runs and the study table")
     r.add_argument("--config", default="tiny", choices=list(PRESETS),
                    help="the train.py preset the settings change (default tiny)")

@@ -115,10 +115,11 @@ def _as_torchrun_would(tmp_path, *args):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    text = []
-    for out, err in files:
-        text += [f.seek(0) or f.read() for f in (out, err)]
-        out.close(), err.close()
+    text = []  # rank 0's stdout and stderr, then rank 1's
+    for f in (f for pair in files for f in pair):
+        f.seek(0)
+        text.append(f.read())
+        f.close()
     code = next((p.returncode for p in procs if p.returncode), 0)
     return subprocess.CompletedProcess(args, code, text[0], text[1] + text[3])
 
