@@ -881,8 +881,8 @@ def run_all(cfg: Config) -> str:
     if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
         raise Stopped(done, "SFT")
     resume = cfg.resume and os.path.exists(os.path.join(rl_dir, "ckpt.pt"))
-    model = {k: getattr(saved_config(sft_dir), k) for k in MODEL_FIELDS}  # (as RL from --init takes them)
-    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume, **model))
+    model_fields = {k: getattr(saved_config(sft_dir), k) for k in MODEL_FIELDS}  # (as RL from --init takes them)
+    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume, **model_fields))
 
 
 def resume_command(cfg: Config) -> str:
