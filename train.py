@@ -831,8 +831,13 @@ def run_config_for(cfg: Config, given: dict) -> Config:
     elif cfg.stage == "rl" and os.path.exists(os.path.join(run_dir_of(cfg.init), "config.json")):
         source = saved_config(run_dir_of(cfg.init))
         _kept(given, source, MODEL_FIELDS, f"RL trains the model of --init {cfg.init}, made with another")
-        cfg = dataclasses.replace(cfg, **{k: getattr(source, k) for k in MODEL_FIELDS})
+        cfg = with_model_of(cfg, source)
     return cfg
+
+
+def with_model_of(cfg: Config, source: Config) -> Config:
+    """cfg with the model fields (MODEL_FIELDS) of `source`, the config of the run RL starts from."""
+    return dataclasses.replace(cfg, **{k: getattr(source, k) for k in MODEL_FIELDS})
 
 
 def keep_previous_run(cfg: Config) -> None:
@@ -881,8 +886,8 @@ def run_all(cfg: Config) -> str:
     if stop_requested():  # a signal during SFT's last step, which saved the checkpoint anyway
         raise Stopped(done, "SFT")
     resume = cfg.resume and os.path.exists(os.path.join(rl_dir, "ckpt.pt"))
-    model_fields = {k: getattr(saved_config(sft_dir), k) for k in MODEL_FIELDS}  # (as RL from --init takes them)
-    return run_rl(dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume, **model_fields))
+    rl = dataclasses.replace(cfg, stage="rl", init=sft_dir, out_dir=rl_dir, resume=resume)
+    return run_rl(with_model_of(rl, saved_config(sft_dir)))  # (as RL from --init: --init_hf's model, say)
 
 
 def resume_command(cfg: Config) -> str:
