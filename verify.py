@@ -15,9 +15,10 @@ variables (xy = x*y); equations (a name on the left is dropped, `f(x, y) =` too;
 last member, `27 + 82 = 109` or `(x-2)(x+5) = x^2+3x-10`, one that does not, `5 = 3`, no answer;
 `\frac{2}{3} \approx 0.67` is either side, `1 \approx 2` no answer), inequalities, intervals, unions, sets,
 tuples, solution lists, \pm, matrices; plain text compared as text, math in a \text{} around the whole
-answer as math. Rationals compare exactly, closed forms numerically (zero difference at 175 and 700+ bits),
-a decimal against a non-terminating value within REL_TOL; expressions in variables must agree at 4
-deterministic points; relations are equal when their side differences are proportional.
+answer as math, a number in a \text{} anywhere as that number (`\text{5} \text{ cm}`). Rationals compare
+exactly, closed forms numerically (zero difference at 175 and 700+ bits), a decimal against a non-terminating
+value within REL_TOL; expressions in variables must agree at 4 deterministic points; relations are equal when
+their side differences are proportional.
 
 Known limits (a differential test against sympy found them; none is an answer our tasks call for): a decimal
 anywhere in an answer loosens all of it to REL_TOL (`9x^2 - 12x - 96.000001` equals `9x^2 - 12x - 96`); the
@@ -250,6 +251,7 @@ for _group in re.sub(r",\s+", ",", _CMD_SPEC).split():
     for _name in _names.split(","):
         _CMDS[_name] = (_kv.partition(":")[0], _kv.partition(":")[2] or _name)
 _MATRIX_ENVS = {"pmatrix", "bmatrix", "matrix", "smallmatrix", "Bmatrix", "array"}
+_TEXT_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)")
 _ESCAPES = {"{": r"\{", "}": r"\}", "%": "%", "|": "|", "\\": "rowsep"}
 
 def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool]:
@@ -289,7 +291,12 @@ def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool
         elif ckind == "text":
             content, i = _read_group(s, i)
             c = content.strip(" ~\\,;:!")
-            new = [("op", "%")] if c in ("%", "\\%", "percent") else [("text", content)] if c else []
+            if _TEXT_NUMBER_RE.fullmatch(c):  # a number set as text, `\text{5} \text{ cm}`: the number
+                sub, t2, d2 = _tokenize(c, thousands, depth + 1)
+                saw_thou, has_dec = saw_thou or t2, has_dec or d2
+                new = [("op", "{")] + sub + [("op", "}")]
+            else:
+                new = [("op", "%")] if c in ("%", "\\%", "percent") else [("text", content)] if c else []
         elif ckind == "wrap":
             content, i = _read_group(s, i)
             c = content.strip()

@@ -96,6 +96,7 @@ EQUAL = [
     ("5 \\text{ cm}", "5"), ("5\\,\\text{cm}", "5"), ("5 dollars", "5"), ("\\$5.00", "5"),
     ("15\\mbox{ cm}^2", "15"), ("\\frac{1}{2} \\text{ cm}^2", "0.5"), ("4\\text{ units}", "4"),
     ("12 apples", "12"), ("125\\textnormal{ miles}", "125"), ("\\frac{3}{4} \\text{ inch}", "0.75"),
+    ("\\text{5} \\text{ cm}", "5"), ("\\text{12,000}\\text{ dollars}", "12000"), ("x = \\text{-3}", "-3"),
     ("30^\\circ", "30"), ("30\u00b0", "30"), ("90^{\\circ}", "90"), ("90 degrees", "90"),
     ("$5$", "5"), ("\\(5\\)", "5"), ("\\left(\\frac{1}{3}\\right)", "1/3"), ("5.", "5"),
     # equations: names on the left are dropped
@@ -199,8 +200,8 @@ NOT_EQUAL = [
     ("1 \\approx 2", "1"), ("1 \\approx 2", "2"), ("\\frac{1}{2} \\approx \\frac{11}{12}", "\\frac{11}{12}"),
     ("\\frac{2}{3} \\approx 0.68", "0.68"), ("x = 1/3 \\approx 0.5", "1/3"), ("7.4 \\approx 8", "8"),
     # words that change the number they label; what looks like f(x) but multiplies; names out of order
-    ("46 \\text{ dozen}", "46"), ("5 hundred", "5"), ("\\text{not } 46", "46"), ("\\text{at least } 46", "46"),
-    ("46 \\text{ or more}", "46"), ("x(x+1) = 6", "6"), ("y=1, x=2", "(1,2)"),
+    ("46 \\text{ dozen}", "46"), ("\\text{46} \\text{ dozen}", "46"), ("5 hundred", "5"), ("\\text{not } 46", "46"),
+    ("\\text{at least } 46", "46"), ("46 \\text{ or more}", "46"), ("x(x+1) = 6", "6"), ("y=1, x=2", "(1,2)"),
     ("g(1, 2) = 3", "4"), ("g(1, 2) = 3 = 4", "4"), ("g(1, 2)", "3"),  # (a name with a comma: = only)
     ("\\sin{(x)}^2", "\\sin(x^2)"), ("[3, 1]", "[5, 2]"),  # (an interval written backwards is none)
     ("-\\infty", "\\infty"), ("\\infty", "10^{100}"),
