@@ -267,7 +267,7 @@ def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool
         kind, text, i = m.lastgroup, m.group(), m.end()
         name = text[1:]
         ckind, val = _CMDS.get(name, (None, None)) if kind == "cmd" else (None, None)
-        new = []
+        new, math = [], None  # math: markup content read as math, in a group of its own (below)
         if kind == "ws" or kind == "esc" and name in ",;:! " or ckind == "skip":
             sp = True
             if name in ("left", "right", "middle", "bigl", "bigr", "Bigl", "Bigr") and s[i:i + 1] == ".":
@@ -292,9 +292,7 @@ def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool
             content, i = _read_group(s, i)
             c = content.strip(" ~\\,;:!")
             if _TEXT_NUMBER_RE.fullmatch(c):  # a number set as text, `\text{5} \text{ cm}`: the number
-                sub, t2, d2 = _tokenize(c, thousands, depth + 1)
-                saw_thou, has_dec = saw_thou or t2, has_dec or d2
-                new = [("op", "{")] + sub + [("op", "}")]
+                math = c
             else:
                 new = [("op", "%")] if c in ("%", "\\%", "percent") else [("text", content)] if c else []
         elif ckind == "wrap":
@@ -305,12 +303,8 @@ def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool
             elif re.fullmatch(r"(?:~|\\[ ,;:!]|\s)*[A-Za-z]{2,}", c) and name not in ("boxed", "fbox"):
                 c = re.sub(r"~|\\[ ,;:!]|\s", "", c)
                 new = [("func" if name == "operatorname" and c in _FUNC_NAMES else "text", c)]
-            elif len(toks) >= MAX_TOKENS:
-                raise _LimitError("too many tokens")
             else:
-                sub, t2, d2 = _tokenize(content, thousands, depth + 1)
-                saw_thou, has_dec = saw_thou or t2, has_dec or d2
-                new = [("op", "{")] + sub + [("op", "}")]
+                math = content
         elif ckind in ("begin", "end"):
             env, i = _read_group(s, i)
             env = env.strip().rstrip("*")
@@ -322,6 +316,11 @@ def _tokenize(s: str, thousands: bool, depth: int = 0) -> tuple[list, bool, bool
             new = [(ckind, val)]
         elif kind == "cmd":
             raise _ParseError(f"unsupported command {text}")
+        if math is not None:
+            _reject_if(len(toks) >= MAX_TOKENS, "too many tokens", _LimitError)
+            sub, t2, d2 = _tokenize(math, thousands, depth + 1)
+            saw_thou, has_dec = saw_thou or t2, has_dec or d2
+            new = [("op", "{")] + sub + [("op", "}")]
         for tok in new:      # sub-token lists are already (kind, value, space) triples
             toks.append(tok if len(tok) == 3 else (*tok, sp))
             sp = False
