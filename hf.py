@@ -253,6 +253,38 @@ def _pattern(pre: dict | None) -> str:
     raise UserError(f"pre-tokenizer {json.dumps(pre)[:120]} is not supported (ByteLevel, or Split + ByteLevel)")
 
 
+def _byte_level_bpe(spec: dict, path: str) -> tuple[dict[bytes, int], str, dict[str, int], bool]:
+    """A byte-level BPE tokenizer.json's parts as tiktoken takes them: (ranks, pre-tokenizer regex, special
+    tokens, NFC normalizer or none). A file of another kind is refused in one line; a field missing or of
+    another type raises as Python does (load_hf_tokenizer words it)."""
+    m = spec.get("model") or {}
+    if m.get("type") != "BPE" or m.get("byte_fallback"):
+        raise UserError(f"{path}: only byte-level BPE tokenizers are supported (Llama 3, Qwen2, GPT-2 style)")
+    norm = spec.get("normalizer")
+    if norm is not None and norm.get("type") != "NFC":
+        raise UserError(f"{path}: normalizer {norm.get('type')} is not supported (none or NFC)")
+    pat = _pattern(spec.get("pre_tokenizer"))
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    vocab = m["vocab"].items()
+    try:
+        ranks = {bytes(to_byte[ch] for ch in s): i for s, i in vocab}
+    except KeyError as e:
+        raise UserError(f"{path}: a vocabulary entry has the character {e} outside the byte-level alphabet") from None
+    # tiktoken merges the pair whose result has the lowest rank: the ids must follow the merge order
+    try:
+        merged = [ranks[bytes(to_byte[ch] for ch in (mg.replace(" ", "", 1) if isinstance(mg, str) else "".join(mg)))]
+                  for mg in m.get("merges", [])]
+    except KeyError as e:
+        raise UserError(f"{path}: a merge makes {str(e)[:60]}, which the vocabulary does not hold") from None
+    if any(b < a for a, b in zip(merged, merged[1:])):
+        raise UserError(f"{path}: the vocabulary ids do not follow the merge order; tiktoken cannot reproduce it")
+    # added tokens: special ones (and any the vocabulary does not hold as plain text) are special tokens
+    specials = {t["content"]: t["id"] for t in spec.get("added_tokens", [])
+                if t.get("special") or ranks.get(t["content"].encode()) != t["id"]}
+    ranks = {b: i for b, i in ranks.items() if i not in specials.values()}
+    return ranks, pat, specials, norm is not None
+
+
 def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
     """Our tokenizer for a Hugging Face tokenizer.json; returns it and the model's vocabulary size (one
     more than `model_vocab` where z_c needed a new row)."""
@@ -264,27 +296,12 @@ def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
         raise UserError(f"{path}: cannot read the tokenizer ({e})") from None
     if not isinstance(spec, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(spec).__name__}")
-    m = spec.get("model") or {}
-    if m.get("type") != "BPE" or m.get("byte_fallback"):
-        raise UserError(f"{path}: only byte-level BPE tokenizers are supported (Llama 3, Qwen2, GPT-2 style)")
-    norm = spec.get("normalizer")
-    if norm is not None and norm.get("type") != "NFC":
-        raise UserError(f"{path}: normalizer {norm.get('type')} is not supported (none or NFC)")
-    pat = _pattern(spec.get("pre_tokenizer"))
-    to_byte = {c: b for b, c in bytes_to_unicode().items()}
     try:
-        ranks = {bytes(to_byte[ch] for ch in s): i for s, i in m["vocab"].items()}
-    except KeyError as e:
-        raise UserError(f"{path}: a vocabulary entry has the character {e} outside the byte-level alphabet") from None
-    # tiktoken merges the pair whose result has the lowest rank: the ids must follow the merge order
-    merged = [ranks[bytes(to_byte[ch] for ch in (mg.replace(" ", "", 1) if isinstance(mg, str) else "".join(mg)))]
-              for mg in m.get("merges", [])]
-    if any(b < a for a, b in zip(merged, merged[1:])):
-        raise UserError(f"{path}: the vocabulary ids do not follow the merge order; tiktoken cannot reproduce it")
-    # added tokens: special ones (and any the vocabulary does not hold as plain text) are special tokens
-    specials = {t["content"]: t["id"] for t in spec.get("added_tokens", [])
-                if t.get("special") or ranks.get(t["content"].encode()) != t["id"]}
-    ranks = {b: i for b, i in ranks.items() if i not in specials.values()}
+        ranks, pat, specials, nfc = _byte_level_bpe(spec, path)
+        bos = _bos_added(spec.get("post_processor"), specials)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:  # a field missing or of another type
+        raise UserError(f"{path}: not a tokenizer.json as the tokenizers library writes it "
+                        f"({type(e).__name__}: {str(e)[:80]})") from None
     used = set(ranks.values()) | set(specials.values())
     cfg = _read_json(os.path.join(hf_dir, "config.json"))
     tcfg = _read_json(os.path.join(hf_dir, "tokenizer_config.json"), missing_ok=True)
@@ -301,7 +318,6 @@ def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
     eos = token_id("eos")
     if eos is None:
         raise UserError(f"{hf_dir}: no eos_token_id in config.json (nor eos_token in tokenizer_config.json)")
-    bos = _bos_added(spec.get("post_processor"), specials)
     pad = token_id("pad")
     free = [i for i in range(model_vocab) if i not in used]
     reserved = sorted(i for s, i in specials.items() if "reserved" in s and i not in (bos, eos, pad))
@@ -316,7 +332,7 @@ def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
         specials[name] = zc
     never = sorted(set(range(vocab)) - set(ranks.values()) - {eos})  # specials and unused rows: never sampled
     tok = Tokenizer.from_ranks(ranks, pat, specials, bos_id=bos, eos_id=eos, pad_id=eos if pad is None else pad,
-                               zc_id=zc, vocab_size=vocab, template=BASE_TEMPLATE, normalize_nfc=norm is not None,
+                               zc_id=zc, vocab_size=vocab, template=BASE_TEMPLATE, normalize_nfc=nfc,
                                never_sampled=never, source=os.path.abspath(hf_dir))
     return tok, vocab
 

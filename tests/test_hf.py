@@ -231,7 +231,25 @@ def test_corrupt_pretrained_files_are_one_line_errors_naming_the_file(tmp_path, 
     json.dump([conf], open(conf_path, "w"))
     refused("expected a JSON object", "config.json")
     json.dump(conf, open(conf_path, "w"))
-    assert hf.load_pretrained(d, 64, "cpu")[0].cfg.n_embd == 64  # the copy itself was fine
+    # a tokenizer.json with a field missing or of another type: one line, not a KeyError's traceback
+    tok_path = os.path.join(d, "tokenizer.json")
+    spec = json.load(open(tok_path))
+    last = spec["model"]["merges"][-1]
+    made = last.replace(" ", "", 1) if isinstance(last, str) else "".join(last)
+    broken = {"a merge makes .*, which the vocabulary does not hold":
+              {**spec, "model": {**spec["model"], "vocab": {s: i for s, i in spec["model"]["vocab"].items() if s != made}}},
+              r"KeyError: 'vocab'": {**spec, "model": {k: v for k, v in spec["model"].items() if k != "vocab"}},
+              r"KeyError: 'type'": {**spec, "pre_tokenizer": {"pretokenizers": []}},
+              r"KeyError: 'id'": {**spec, "added_tokens": [{"content": "<x>", "special": True}]},
+              r"AttributeError: 'str' object": {**spec, "normalizer": "NFC"},
+              r"TypeError: 'int' object": {**spec, "added_tokens": 5}}
+    for fragment, bad in broken.items():
+        json.dump(bad, open(tok_path, "w"))
+        refused("tokenizer.json: " + ("" if fragment.startswith("a merge") else
+                                      "not a tokenizer.json as the tokenizers library writes it .*") + fragment,
+                "tokenizer.json")
+    json.dump(spec, open(tok_path, "w"))
+    assert hf.load_pretrained(d, 64, "cpu")[0].cfg.n_embd == 64  # the copies themselves were fine
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +303,111 @@ def test_export_writes_atomically_and_only_where_it_may(llama_run, tmp_path, cap
     (out / "model-00001-of-00002.safetensors").write_bytes(b"")  # an HF directory's own shards: never mixed with ours
     code, err = _export(capsys, llama_run, out, "--force")
     assert code == 2 and "other weights (model-00001-of-00002.safetensors)" in err
+
+
+def test_config_fields_a_real_checkpoint_sets_are_read():
+    """rms_norm_eps, an explicit head_dim (not hidden_size / heads) and zero sizes, as Llama 3 or Qwen3-style
+    configs write them; Llama attention biases and Qwen2 sliding windows are refused, not dropped."""
+    base = dict(model_type="llama", vocab_size=10, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=4)
+    c = hf.model_config({**base, "rms_norm_eps": 1e-5, "head_dim": 16}, 64)
+    assert (c.norm_eps, c.head_dim) == (1e-5, 16)
+    for bad in ({"attention_bias": True}, {"model_type": "qwen2", "use_sliding_window": True},
+                {"num_attention_heads": 0}, {"num_key_value_heads": 0}):
+        with pytest.raises(hf.UserError):
+            hf.model_config({**base, **bad}, 64)
+
+
+def test_a_sharded_checkpoint_loads_every_shard(tmp_path, llama_dir):
+    """model.safetensors.index.json and its shards (how transformers saves any model over 5 GB)."""
+    d = tmp_path / "sharded"
+    shutil.copytree(llama_dir, d)
+    w = hf.read_safetensors(str(d / "model.safetensors"))
+    os.remove(d / "model.safetensors")
+    names = sorted(w)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for f, ns in shards.items():
+        hf.write_safetensors(str(d / f), {n: w[n] for n in ns}, {"format": "pt"})
+    (d / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: f for f, ns in shards.items() for n in ns}}))
+    a, b = hf.load_pretrained(llama_dir, 64, "cpu")[0].state_dict(), hf.load_pretrained(str(d), 64, "cpu")[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("which", ["llama_dir", "qwen_dir"])
+def test_an_init_hf_model_exported_unchanged_is_the_same_model(which, request, tmp_path):
+    """--init_hf then export with no training in between gives back the original: the same architecture
+    (config.json read as model_config reads it), the same BOS/EOS ids, a tokenizer that adds the same BOS
+    and names the same EOS, and the same logits in transformers."""
+    src = request.getfixturevalue(which)
+    model, tok = hf.load_pretrained(src, 256, "cpu")
+    out = str(tmp_path / "hf")
+    hf.export(model, tok, out, {"zc_id": tok.zc_id})
+    mine, theirs = (json.load(open(os.path.join(d, "config.json"))) for d in (out, src))
+    assert hf.model_config(mine, 256) == hf.model_config(theirs, 256) and mine["max_position_embeddings"] == 256
+    assert (mine["bos_token_id"], mine["eos_token_id"]) == (tok.bos_id, tok.eos_id) == (
+        theirs.get("bos_token_id") if tok.bos_id is not None else None, theirs["eos_token_id"])
+    tcfg = json.load(open(os.path.join(out, "tokenizer_config.json")))
+    assert tok.specials[tcfg["eos_token"]] == tok.eos_id
+    problem = tasks.train_batch(0, 1, 0)[0].problem
+    ht = HFTokenizer.from_file(os.path.join(out, "tokenizer.json"))
+    assert ht.encode(hf.BASE_TEMPLATE.format(problem=problem)).ids == tok.encode_prompt(problem)
+    ids = torch.tensor([tok.encode_prompt(problem)])
+    assert (_hf_logits(out, ids) - _hf_logits(src, ids)).abs().max() <= 1e-5
+
+
+def test_tokenizers_tiktoken_cannot_reproduce_are_refused(tmp_path, llama_dir):
+    """A prefix space, a second regex split after Split (ByteLevel use_regex), merges out of id order and
+    another normalizer would each tokenize otherwise than transformers: refused, not loaded."""
+    import copy
+    d = tmp_path / "t"
+    shutil.copytree(llama_dir, d)
+    good = json.load(open(d / "tokenizer.json"))
+    cases = []
+    s = copy.deepcopy(good); s["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = True; cases.append((s, "pre-tokenizer"))
+    s = copy.deepcopy(good); s["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                                                   "use_regex": True}; cases.append((s, "add_prefix_space"))
+    s = copy.deepcopy(good); m = s["model"]["merges"]; m[0], m[-1] = m[-1], m[0]; cases.append((s, "merge order"))
+    s = copy.deepcopy(good); s["normalizer"] = {"type": "Lowercase"}; cases.append((s, "normalizer"))
+    for spec, fragment in cases:
+        (d / "tokenizer.json").write_text(json.dumps(spec))
+        with pytest.raises(hf.UserError, match=fragment):
+            hf.load_hf_tokenizer(str(d), 1000)
+    (d / "tokenizer.json").write_text(json.dumps(good))
+    assert hf.load_hf_tokenizer(str(d), 1000)[0].eos_id is not None  # the copy itself was fine
+
+
+def test_init_hf_token_roles_and_tied_weights(tmp_path, llama_dir, qwen_dir):
+    """EOS can be sampled and no other special token can; a tied model stays tied (one parameter, as
+    training and export assume); an EOS list (Llama 3.1 instruct) gives its first id; a pad id is kept."""
+    for path in (llama_dir, qwen_dir):
+        model, tok = hf.load_pretrained(path, 256, "cpu")
+        assert tok.eos_id not in tok.never_sampled
+        assert set(tok.specials.values()) - {tok.eos_id} <= set(tok.never_sampled)
+        assert (model.lm_head.weight is model.wte.weight) == model.cfg.tie_embeddings
+    assert hf.load_pretrained(qwen_dir, 256, "cpu")[0].cfg.tie_embeddings  # (else the check above proves nothing)
+    d = tmp_path / "d"
+    shutil.copytree(llama_dir, d)
+    conf = json.load(open(d / "config.json"))
+    eos, other = conf["eos_token_id"], conf["bos_token_id"]
+    json.dump({**conf, "eos_token_id": [eos, other], "pad_token_id": other}, open(d / "config.json", "w"))
+    tok = hf.load_hf_tokenizer(str(d), conf["vocab_size"])[0]
+    assert (tok.eos_id, tok.pad_id) == (eos, other)
+    # an added token that is not special (Qwen2.5's <tool_call>) on the first spare row: text makes it, so not z_c
+    q = tmp_path / "q"
+    shutil.copytree(qwen_dir, q)
+    spec = json.load(open(q / "tokenizer.json"))
+    spec["added_tokens"].append({"id": 400, "content": "<tool_call>", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": False, "special": False})
+    (q / "tokenizer.json").write_text(json.dumps(spec))
+    tok = hf.load_hf_tokenizer(str(q), 408)[0]
+    assert tok.specials["<tool_call>"] == 400 and tok.zc_id not in (400, tok.eos_id)
+
+
+def test_export_refuses_a_directory_with_pytorch_bin_weights(llama_run, tmp_path, capsys):
+    """Weights in transformers' older format count as another model's weights too: refused, not mixed in."""
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "pytorch_model.bin").write_bytes(b"")  # transformers would read it beside model.safetensors
+    code, err = _export(capsys, llama_run, out, "--force")
+    assert code == 2 and "other weights (pytorch_model.bin)" in err
