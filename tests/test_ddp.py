@@ -47,18 +47,24 @@ def _gradients(model, tok, ro, r_v, adv, sft_problems) -> dict:
     groups = runs.shard(list(range(len(ro) // K)))  # whole groups per process, as rollout_step takes them
     rows = torch.tensor([g * K + k for g in groups for k in range(K)])
     model.zero_grad(set_to_none=True)
+    train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], dataclasses.replace(cfg, loss_agg="seq_mean"),
+                      use_mse=True, c_ref=-8.0, tok=tok)
+    rl_seq = _grads(model)
+    model.zero_grad(set_to_none=True)
     terms = train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], cfg, use_mse=True,
                               c_ref=-8.0, tok=tok)
     rl = _grads(model)
     model.zero_grad(set_to_none=True)
     sft_loss, n_tokens = train.sft_loss_backward(model, tok, runs.shard(sft_problems), 2, "cpu")
-    return {"rl": rl, "sft": _grads(model), "terms": terms, "sft_loss": sft_loss, "n_tokens": n_tokens}
+    return {"rl": rl, "rl_seq": rl_seq, "sft": _grads(model), "terms": terms, "sft_loss": sft_loss, "n_tokens": n_tokens}
 
 
 def _worker(rank, world, init_file, sft_dir, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         got = _gradients(*_batch(sft_dir), tasks.train_batch(0, 6, 0))
+        x = torch.tensor(float(rank + 1), dtype=torch.float64)  # (already float64: all_sum must not reduce it in place)
+        got["comm"] = (runs.gather(rank), runs.broadcast(rank), float(runs.all_sum(x)), float(x), runs.all_sum(rank + 1))
         if rank == 0:
             torch.save(got, out)
         dist.barrier()  # leave together (see runs.close_distributed)
@@ -70,10 +76,11 @@ def test_two_processes_give_the_gradient_of_the_union_batch(sft_dir, tmp_path):
     out = str(tmp_path / "grads.pt")
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), sft_dir, out), nprocs=2)
     ddp = torch.load(out)
+    assert ddp["comm"] == ([0, 1], 0, 3.0, 1.0, 3.0)  # rank order, rank 0's object, sums that leave their input
     model, tok, ro, r_v, adv = _batch(sft_dir)
     assert ro.finished[r_v > 0.5].any() and ro.finished[r_v < 0.5].any()  # both LaSeR classes present
     one = _gradients(model, tok, ro, r_v, adv, tasks.train_batch(0, 6, 0))
-    for key in ("rl", "sft"):
+    for key in ("rl", "rl_seq", "sft"):
         assert one[key].abs().max() > 0
         assert (ddp[key] - one[key]).abs().max() <= 1e-6 * one[key].abs().max(), key
     assert ddp["n_tokens"] == one["n_tokens"]
@@ -221,3 +228,40 @@ def test_run_then_exit_keeps_exit_codes_output_and_tracebacks():
     for body, (code, out, err) in cases.items():
         got_code, got_out, got_err = json.loads(r.stdout)[body]
         assert (got_code, got_out) == (code, out) and (err in got_err if err else got_err == ""), (body, got_err)
+
+
+def test_a_resume_with_more_processes_is_refused_too(sft_dir, monkeypatch):
+    """The shards depend on the number of processes both ways: a one-process run resumed by two is refused."""
+    monkeypatch.setattr(runs, "world_size", lambda: 2)
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), out_dir=sft_dir)
+    with pytest.raises(config.UserError, match="trained by 1 processes and this run has 2"):
+        runs.resume_run(cfg, "sft", 1e-3, "cpu")
+
+
+def test_each_process_samples_its_rl_rows_with_its_own_stream(sft_dir, monkeypatch):
+    """Under torchrun the processes sample different prompts with different random streams (the same stream
+    on every process would correlate their samples)."""
+    model, tok, _ = runs.load_run(sft_dir)
+    cfg = config.Config(**config.PRESETS["test"])
+    seeds = []
+
+    def fake(m, t, probs, generator=None, **kw):
+        seeds.append(generator.initial_seed())
+        yield None, None
+    monkeypatch.setattr(train, "sample_chunks", fake)
+    monkeypatch.setattr(train, "world_size", lambda: 2)
+    for r in (0, 1):
+        monkeypatch.setattr(train, "rank", lambda r=r: r)
+        train.rollout_step(model, tok, cfg, 0)
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+
+
+def test_torchrun_with_fewer_sft_problems_than_processes_is_refused(tmp_path, monkeypatch, capsys):
+    """Each process takes a share of the step's SFT problems too: --sft_batch_size below the number of
+    processes (one would get none) is refused in one line, like --prompts_per_step."""
+    monkeypatch.setattr(train, "world_size", lambda: 2)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", "test", "--stage", "sft", "--sft_batch_size", "1", "--prompts_per_step", "4",
+                    "--out_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--sft_batch_size >= 2" in err and err.count("\n") == 1, err

@@ -268,3 +268,35 @@ def test_evaluate_on_the_outside_problems_of_a_split(sft_dir, tmp_path, capsys):
     assert evaluate.main([sft_dir] + common + ["--split", "validation", "--n_problems", "1"]) == 0
     recs = json.load(open(os.path.join(out, "records.json")))[os.path.basename(sft_dir)]
     assert [r["problem"] for r in recs] == ["How many minutes are in 3 hours?"]
+
+
+def test_data_mix_0_never_refuses_a_file_whose_problems_do_not_fit(tmp_path, capsys):
+    """--data_mix 0: the file only shapes the tokenizer; no SFT row or RL prompt is drawn from it, so its
+    problems' lengths refuse nothing (with a share of it, the same file is refused)."""
+    data = tmp_path / "long.jsonl"
+    row = _long_problem("train")
+    data.write_text(json.dumps({**row, "problem": row["problem"] * 5}) + "\n")
+    argv = T + ["--stage", "all", "--data_jsonl", str(data), "--sft_steps", "1", "--rl_steps", "1", "--c_ref", "-20"]
+    with pytest.raises(SystemExit) as e:
+        train.main(argv + ["--out_dir", str(tmp_path / "mixed"), "--data_mix", "0.5"])
+    assert e.value.code == 2 and "none of the 1 problems kept fits" in capsys.readouterr().err
+    train.main(argv + ["--out_dir", str(tmp_path / "run"), "--data_mix", "0"])
+    assert runs.load_checkpoint(str(tmp_path / "run" / "laser"))["step"] == 1
+
+
+def test_data_digest_covers_what_each_stage_reads():
+    """SFT's digest changes with a solution (SFT trains on it), RL's does not; both change with the order
+    (draws are by index)."""
+    a = _outside()
+    b = [dataclasses.replace(a[0], solution=(a[0].solution or "") + " Done.")] + a[1:]
+    assert runs.data_digest(a) != runs.data_digest(b)
+    assert runs.data_digest(a, solutions=False) == runs.data_digest(b, solutions=False)
+    assert runs.data_digest(a) != runs.data_digest(a[::-1]) and runs.data_digest(a, False) != runs.data_digest(a[::-1], False)
+
+
+def test_outside_problems_shape_the_tokenizer():
+    """The BPE merges are learned on the outside problems too (what --data_mix 0 still uses them for)."""
+    cfg = dataclasses.replace(config.Config(**config.PRESETS["test"]), data_jsonl=SAMPLE)
+    extra = config.outside_train_data(cfg)
+    corpus = config.corpus_for_tokenizer(cfg, extra)
+    assert all(p.problem + "\n" + p.solution in corpus for p in extra)

@@ -370,3 +370,20 @@ def test_ids_are_the_bytes_then_the_merges_then_bos_eos_pad_zc(tok):
     n = 256 + len(tok.merges)
     assert [tok.bos_id, tok.eos_id, tok.pad_id, tok.zc_id] == list(range(n, n + 4)) and tok.vocab_size == n + 4
     assert [tok.decode([i]) for i in range(n, n + 4)] == ["<|bos|>", "<|eos|>", "<|pad|>", "<|zc|>"]
+
+
+def test_load_jsonl_keeps_family_and_level_and_refuses_mistyped_optional_fields(tmp_path):
+    """An outside file's family and level reach its problems (evaluate.py's per-family tables read them); a
+    boolean answer, a solution that is not a string, a boolean level and a solution with a run of 100,000
+    blanks are refused with the file and line."""
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"problem": "p?", "answer": "4", "family": "gsm8k", "level": 3}) + "\n")
+    (p,) = tasks.load_jsonl(str(f))
+    assert (p.family, p.level) == ("gsm8k", 3)
+    for line, msg in [('{"problem": "p", "answer": true}', "string or a number"),
+                      ('{"problem": "p", "answer": 1, "solution": 5}', "'solution' must be a string"),
+                      ('{"problem": "p", "answer": 1, "level": true}', "'level' must be an integer"),
+                      ('{"problem": "p", "answer": 1, "solution": "a' + " " * 100_000 + 'b"}', "100,000 or more")]:
+        f.write_text(line + "\n")
+        with pytest.raises(ValueError, match=rf"d.jsonl:1: .*{re.escape(msg)}"):
+            tasks.load_jsonl(str(f))
