@@ -289,13 +289,7 @@ def load_hf_tokenizer(hf_dir: str, model_vocab: int) -> tuple[Tokenizer, int]:
     """Our tokenizer for a Hugging Face tokenizer.json; returns it and the model's vocabulary size (one
     more than `model_vocab` where z_c needed a new row)."""
     path = os.path.join(hf_dir, "tokenizer.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the tokenizer ({e})") from None
-    if not isinstance(spec, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(spec).__name__}")
+    spec = _read_json(path)
     try:
         ranks, pat, specials, nfc = _byte_level_bpe(spec, path)
         bos = _bos_added(spec.get("post_processor"), specials)
