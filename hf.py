@@ -275,7 +275,7 @@ def _byte_level_bpe(spec: dict, path: str) -> tuple[dict[bytes, int], str, dict[
         merged = [ranks[bytes(to_byte[ch] for ch in (mg.replace(" ", "", 1) if isinstance(mg, str) else "".join(mg)))]
                   for mg in m.get("merges", [])]
     except KeyError as e:
-        raise UserError(f"{path}: a merge makes {str(e)[:60]}, which the vocabulary does not hold") from None
+        raise UserError(f"{path}: a merge gives {str(e)[:60]}, not a byte-level token of the vocabulary") from None
     if any(b < a for a, b in zip(merged, merged[1:])):
         raise UserError(f"{path}: the vocabulary ids do not follow the merge order; tiktoken cannot reproduce it")
     # added tokens: special ones (and any the vocabulary does not hold as plain text) are special tokens

@@ -236,7 +236,7 @@ def test_corrupt_pretrained_files_are_one_line_errors_naming_the_file(tmp_path, 
     spec = json.load(open(tok_path))
     last = spec["model"]["merges"][-1]
     made = last.replace(" ", "", 1) if isinstance(last, str) else "".join(last)
-    broken = {"a merge makes .*, which the vocabulary does not hold":
+    broken = {"a merge gives .*, not a byte-level token of the vocabulary":
               {**spec, "model": {**spec["model"], "vocab": {s: i for s, i in spec["model"]["vocab"].items() if s != made}}},
               r"KeyError: 'vocab'": {**spec, "model": {k: v for k, v in spec["model"].items() if k != "vocab"}},
               r"KeyError: 'type'": {**spec, "pre_tokenizer": {"pretokenizers": []}},
