@@ -359,16 +359,17 @@ def test_an_init_hf_model_exported_unchanged_is_the_same_model(which, request, t
 def test_tokenizers_tiktoken_cannot_reproduce_are_refused(tmp_path, llama_dir):
     """A prefix space, a second regex split after Split (ByteLevel use_regex), merges out of id order and
     another normalizer would each tokenize otherwise than transformers: refused, not loaded."""
-    import copy
     d = tmp_path / "t"
     shutil.copytree(llama_dir, d)
     good = json.load(open(d / "tokenizer.json"))
-    cases = []
-    s = copy.deepcopy(good); s["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = True; cases.append((s, "pre-tokenizer"))
-    s = copy.deepcopy(good); s["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
-                                                   "use_regex": True}; cases.append((s, "add_prefix_space"))
-    s = copy.deepcopy(good); m = s["model"]["merges"]; m[0], m[-1] = m[-1], m[0]; cases.append((s, "merge order"))
-    s = copy.deepcopy(good); s["normalizer"] = {"type": "Lowercase"}; cases.append((s, "normalizer"))
+    split, byte_level = good["pre_tokenizer"]["pretokenizers"]
+    merges = good["model"]["merges"]
+    cases = [({**good, "pre_tokenizer": {**good["pre_tokenizer"],
+                                         "pretokenizers": [split, {**byte_level, "use_regex": True}]}}, "pre-tokenizer"),
+             ({**good, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                                         "use_regex": True}}, "add_prefix_space"),
+             ({**good, "model": {**good["model"], "merges": [merges[-1], *merges[1:-1], merges[0]]}}, "merge order"),
+             ({**good, "normalizer": {"type": "Lowercase"}}, "normalizer")]
     for spec, fragment in cases:
         (d / "tokenizer.json").write_text(json.dumps(spec))
         with pytest.raises(hf.UserError, match=fragment):
