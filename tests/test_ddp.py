@@ -47,8 +47,8 @@ def _gradients(model, tok, ro, r_v, adv, sft_problems) -> dict:
     groups = runs.shard(list(range(len(ro) // K)))  # whole groups per process, as rollout_step takes them
     rows = torch.tensor([g * K + k for g in groups for k in range(K)])
     model.zero_grad(set_to_none=True)
-    train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], dataclasses.replace(cfg, loss_agg="seq_mean"),
-                      use_mse=True, c_ref=-8.0, tok=tok)
+    seq_mean = dataclasses.replace(cfg, loss_agg="seq_mean")
+    train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], seq_mean, use_mse=True, c_ref=-8.0, tok=tok)
     rl_seq = _grads(model)
     model.zero_grad(set_to_none=True)
     terms = train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], cfg, use_mse=True,
@@ -56,7 +56,8 @@ def _gradients(model, tok, ro, r_v, adv, sft_problems) -> dict:
     rl = _grads(model)
     model.zero_grad(set_to_none=True)
     sft_loss, n_tokens = train.sft_loss_backward(model, tok, runs.shard(sft_problems), 2, "cpu")
-    return {"rl": rl, "rl_seq": rl_seq, "sft": _grads(model), "terms": terms, "sft_loss": sft_loss, "n_tokens": n_tokens}
+    return {"rl": rl, "rl_seq": rl_seq, "sft": _grads(model), "terms": terms, "sft_loss": sft_loss,
+            "n_tokens": n_tokens}
 
 
 def _worker(rank, world, init_file, sft_dir, out):
@@ -64,7 +65,8 @@ def _worker(rank, world, init_file, sft_dir, out):
     try:
         got = _gradients(*_batch(sft_dir), tasks.train_batch(0, 6, 0))
         x = torch.tensor(float(rank + 1), dtype=torch.float64)  # (already float64: all_sum must not reduce it in place)
-        got["comm"] = (runs.gather(rank), runs.broadcast(rank), float(runs.all_sum(x)), float(x), runs.all_sum(rank + 1))
+        got["comm"] = (runs.gather(rank), runs.broadcast(rank), float(runs.all_sum(x)), float(x),
+                       runs.all_sum(rank + 1))
         if rank == 0:
             torch.save(got, out)
         dist.barrier()  # leave together (see runs.close_distributed)

@@ -236,8 +236,9 @@ def test_corrupt_pretrained_files_are_one_line_errors_naming_the_file(tmp_path, 
     spec = json.load(open(tok_path))
     last = spec["model"]["merges"][-1]
     made = last.replace(" ", "", 1) if isinstance(last, str) else "".join(last)
+    short_vocab = {s: i for s, i in spec["model"]["vocab"].items() if s != made}
     broken = {"a merge gives .*, not a byte-level token of the vocabulary":
-              {**spec, "model": {**spec["model"], "vocab": {s: i for s, i in spec["model"]["vocab"].items() if s != made}}},
+              {**spec, "model": {**spec["model"], "vocab": short_vocab}},
               r"KeyError: 'vocab'": {**spec, "model": {k: v for k, v in spec["model"].items() if k != "vocab"}},
               r"KeyError: 'type'": {**spec, "pre_tokenizer": {"pretokenizers": []}},
               r"KeyError: 'id'": {**spec, "added_tokens": [{"content": "<x>", "special": True}]},
@@ -330,7 +331,7 @@ def test_a_sharded_checkpoint_loads_every_shard(tmp_path, llama_dir):
         hf.write_safetensors(str(d / f), {n: w[n] for n in ns}, {"format": "pt"})
     (d / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {n: f for f, ns in shards.items() for n in ns}}))
-    a, b = hf.load_pretrained(llama_dir, 64, "cpu")[0].state_dict(), hf.load_pretrained(str(d), 64, "cpu")[0].state_dict()
+    a, b = (hf.load_pretrained(path, 64, "cpu")[0].state_dict() for path in (llama_dir, str(d)))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -364,8 +365,8 @@ def test_tokenizers_tiktoken_cannot_reproduce_are_refused(tmp_path, llama_dir):
     good = json.load(open(d / "tokenizer.json"))
     split, byte_level = good["pre_tokenizer"]["pretokenizers"]
     merges = good["model"]["merges"]
-    cases = [({**good, "pre_tokenizer": {**good["pre_tokenizer"],
-                                         "pretokenizers": [split, {**byte_level, "use_regex": True}]}}, "pre-tokenizer"),
+    two_regexes = [split, {**byte_level, "use_regex": True}]
+    cases = [({**good, "pre_tokenizer": {**good["pre_tokenizer"], "pretokenizers": two_regexes}}, "pre-tokenizer"),
              ({**good, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
                                          "use_regex": True}}, "add_prefix_space"),
              ({**good, "model": {**good["model"], "merges": [merges[-1], *merges[1:-1], merges[0]]}}, "merge order"),
