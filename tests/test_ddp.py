@@ -46,14 +46,14 @@ def _gradients(model, tok, ro, r_v, adv, sft_problems) -> dict:
     cfg = dataclasses.replace(config.Config(), micro_batch=3)
     groups = runs.shard(list(range(len(ro) // K)))  # whole groups per process, as rollout_step takes them
     rows = torch.tensor([g * K + k for g in groups for k in range(K)])
-    model.zero_grad(set_to_none=True)
-    seq_mean = dataclasses.replace(cfg, loss_agg="seq_mean")
-    train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], seq_mean, use_mse=True, c_ref=-8.0, tok=tok)
-    rl_seq = _grads(model)
-    model.zero_grad(set_to_none=True)
-    terms = train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], cfg, use_mse=True,
-                              c_ref=-8.0, tok=tok)
-    rl = _grads(model)
+
+    def rl_gradient(c: config.Config):  # (gradient, loss terms) of the RL update with the settings c
+        model.zero_grad(set_to_none=True)
+        terms = train.rl_backward(model, train.subset(ro, rows), adv[rows], r_v[rows], c, use_mse=True,
+                                  c_ref=-8.0, tok=tok)
+        return _grads(model), terms
+    rl, terms = rl_gradient(cfg)
+    rl_seq, _ = rl_gradient(dataclasses.replace(cfg, loss_agg="seq_mean"))
     model.zero_grad(set_to_none=True)
     sft_loss, n_tokens = train.sft_loss_backward(model, tok, runs.shard(sft_problems), 2, "cpu")
     return {"rl": rl, "rl_seq": rl_seq, "sft": _grads(model), "terms": terms, "sft_loss": sft_loss,
@@ -64,7 +64,7 @@ def _worker(rank, world, init_file, sft_dir, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         got = _gradients(*_batch(sft_dir), tasks.train_batch(0, 6, 0))
-        x = torch.tensor(float(rank + 1), dtype=torch.float64)  # (already float64: all_sum must not reduce it in place)
+        x = torch.tensor(float(rank + 1), dtype=torch.float64)  # (the sum's own dtype: all_sum must still not overwrite it)
         got["comm"] = (runs.gather(rank), runs.broadcast(rank), float(runs.all_sum(x)), float(x),
                        runs.all_sum(rank + 1))
         if rank == 0:
