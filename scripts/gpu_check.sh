@@ -6,7 +6,7 @@
 #   3. python train.py --config small --stage rl       (c_ref calibration, then LaSeR RL)
 #   4. python evaluate.py on the LaSeR run            (test split, 16 samples per problem)
 #   5. if 200 s are left: python -m pytest -v -k on_cuda   (the tests written for a card, named *_on_cuda:
-#      --sft_graphs's capture)
+#      --sft_graphs's capture, the decode loop's graphs of compiled blocks and its lagged check)
 #   6. if 170 s are left: python bench.py --only gpu_attention --quick   (a 512-row decode step's attention,
 #      each way there is: the kernels against one another and against one read of the keys and values)
 #   7. if 150 s are left: python train.py --config small --stage sft $SFT_ALT_FLAGS   (the SFT stage again

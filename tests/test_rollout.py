@@ -238,9 +238,10 @@ def test_the_fixed_loop_stops_within_two_checks_of_its_last_row(tok, model_facto
         assert len(steps) == first_check + (every if lagged else 0) < 60, (every, last, len(steps))
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", id="on_cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="pinned memory and CUDA events need a CUDA device"))])
 def test_a_host_flag_reads_the_value_last_posted(device):
+    """(The CUDA case's id is on_cuda: scripts/gpu_check.sh runs the tests so named.)"""
     import rollout
     flag = rollout._HostFlag(torch.device(device))
     assert flag.read() is True  # (before any post: "still sampling")
@@ -248,6 +249,40 @@ def test_a_host_flag_reads_the_value_last_posted(device):
     assert flag.read() is False
     flag.post(torch.tensor([False, True], device=device).any())
     assert flag.read() is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and the compiled decode need a CUDA device")
+def test_the_decode_loop_on_cuda_draws_the_compacting_loops_tokens(tok, model_factory, monkeypatch):
+    """On a card, the decode loop as RL runs it: compiled blocks replayed from CUDA graphs, keys that hold
+    the mask, the check "any row still sampling?" read one check late through pinned memory and an event.
+    In float32, greedy (rows finish at different steps) and at temperature 1 from the same generator: the
+    tokens of the compacting loop run eagerly on the same card, log-probs and z_c readouts equal up to
+    rounding, and (greedy) the loop ends at the second check after the last row's EOS, as on CPU."""
+    import model as model_lib
+    import rollout
+    for name in ("CUDA_GRAPHS", "COMPILE_DECODE", "LAGGED_CHECK"):
+        monkeypatch.setattr(rollout, name, True)  # (a fallback turns the first two off: checked below)
+    dev, every = torch.device("cuda"), 4
+    assert "cuda" in model_lib.KEY_BIAS
+    m = model_factory(seed=9, eos_boost=3.0).to(dev)
+    steps = []
+    real = rollout._FixedDecoder.step
+    monkeypatch.setattr(rollout._FixedDecoder, "step", lambda *a: steps.append(1) or real(*a))
+    p = prompts_of(tok, 4, seed=1)
+    for temperature in (0, 1.0):
+        kw = dict(temperature=temperature, tokenizer=tok)
+        ref = sample(m, p, 4, 60, generator=torch.Generator(dev).manual_seed(3), fixed=False, compact=False, **kw)
+        steps.clear()
+        fx = sample(m, p, 4, 60, generator=torch.Generator(dev).manual_seed(3), fixed=True, check_every=every, **kw)
+        dec = next(reversed(rollout._DECODERS[m].values()))
+        assert rollout.CUDA_GRAPHS and rollout.COMPILE_DECODE and dec.graphs and dec.blocks is not None
+        assert torch.equal(fx.response, ref.response) and torch.equal(fx.finished, ref.finished)
+        torch.testing.assert_close(fx.logprobs, ref.logprobs, atol=1e-4, rtol=0)
+        torch.testing.assert_close(fx.logp_zc, ref.logp_zc, atol=1e-4, rtol=0, equal_nan=True)
+        if temperature == 0:
+            lengths = fx.mask.sum(1)
+            assert bool(fx.finished.all()) and int(lengths.min()) < int(lengths.max())
+            assert len(steps) == (int(lengths.max()) - 1) // every * every + 2 * every < 60
 
 
 @pytest.mark.parametrize("key_bias", [False, True])
