@@ -125,8 +125,19 @@ def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
             (other / name).write_bytes(open(os.path.join(seed0, name), "rb").read())
     with open(other / "laser_metrics.jsonl", "a") as f:
         f.write('{"step": 999}\n')
+    evals = json.load(open(other / "eval.json"))
+    evals["laser"]["accuracy_avg"] += 0.25
+    evals["laser"]["sv_auroc"], evals["laser"]["new_metric"] = "x", 1.0
+    del evals["sft"]["sv_f1"]
+    json.dump(evals, open(other / "eval.json", "w"))
     r = _script("same_numbers.py", seed0, str(other))
-    assert r.returncode == 1 and "laser_metrics.jsonl: DIFFERENT" in r.stdout and r.stdout.count("identical") == 5
+    said = dict(line.split(": ", 1) for line in r.stdout.splitlines())
+    assert r.returncode == 1 and list(said.values()).count("identical") == 4, r
+    assert said["laser_metrics.jsonl"].startswith("DIFFERENT: 1 value differs (the first: the whole (its length), 201 "
+                                                  "vs 202"), said
+    assert said["eval.json"].startswith("DIFFERENT: 2 values differ (the first: "), said
+    assert "; the largest numeric difference 0.25, at laser/accuracy_avg)" in said["eval.json"]
+    assert said["eval.json"].endswith("; only in A: 'sv_f1' (1); only in B: 'new_metric' (1)"), said
     r = _script("same_numbers.py", "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: same_numbers.py")
     r = _script("same_numbers.py", seed0)
