@@ -346,8 +346,9 @@ def test_the_reward_wants_the_result_in_the_golds_form(answer, gold, value):
 
 
 def test_the_committed_results_verdicts_are_the_rewards():
-    """Every answer of the committed evaluations that kept their records (results/**/records.json: six evaluations, twelve runs)
-    is judged as it was when they ran: a change to the checker that would move their numbers fails here."""
+    """Every answer of the committed evaluations that kept their records (results/**/records.json: seven
+    evaluations, fifteen runs) is judged as it was when they ran: a change to the checker that would move their
+    numbers fails here."""
     import glob
     import json
     verdicts = {}  # (answer, gold) -> the verdicts recorded for it
