@@ -1,6 +1,6 @@
 """Rerun an RL stage with two verifiers judging every sample: the current one (whose rewards train, as in
-any run) and the one of an older commit; print each sample on which their rewards differ. How the one
-disagreement of this rerun's seed 2 was found (README.md here):
+any run) and the one of an older commit; print each sample on which their rewards differ. How the
+disagreements of this rerun's seed 2 were found (README.md here; for LaSeR's, --algo laser --halt_at 43):
 
     git show 74a6a7b:verify.py > /tmp/v/verify_old.py
     python results/tiny/rerun_5912fe1/two_verifiers.py /tmp/v OUT_DIR --config tiny --stage rl --algo grpo \
