@@ -72,7 +72,7 @@ class Differences:
             n = len(self.values)
             said = f"{n} value{'s differ' if n > 1 else ' differs'} (the first: {path or 'the whole'}, " \
                    f"{_short(a)} vs {_short(b)}"
-            numeric = [(abs(x - y), p) for p, x, y in self.values if _number(x) and _number(y)]
+            numeric = [(abs(x - y), p) for p, x, y in self.values if _number(x) and _number(y) and x - y == x - y]
             if numeric:
                 gap, where = max(numeric)
                 said += f"; the largest numeric difference {gap:.3g}, at {where}"
@@ -86,7 +86,7 @@ class Differences:
         return "DIFFERENT: " + "; ".join(parts)
 
 
-def _number(x) -> bool:
+def _number(x) -> bool:  # (a NaN on one side has no numeric difference: __str__ leaves it out of the largest)
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

@@ -128,6 +128,7 @@ def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
     evals = json.load(open(other / "eval.json"))
     evals["laser"]["accuracy_avg"] += 0.25
     evals["laser"]["sv_auroc"], evals["laser"]["new_metric"] = "x", 1.0
+    evals["grpo"]["sv_ece"] = float("nan")  # (first in the file: NaN has no numeric difference, not the largest)
     del evals["sft"]["sv_f1"]
     json.dump(evals, open(other / "eval.json", "w"))
     r = _script("same_numbers.py", seed0, str(other))
@@ -135,7 +136,7 @@ def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
     assert r.returncode == 1 and list(said.values()).count("identical") == 4, r
     assert said["laser_metrics.jsonl"].startswith("DIFFERENT: 1 value differs (the first: the whole (its length), 201 "
                                                   "vs 202"), said
-    assert said["eval.json"].startswith("DIFFERENT: 2 values differ (the first: "), said
+    assert said["eval.json"].startswith("DIFFERENT: 3 values differ (the first: grpo/sv_ece, "), said
     assert "; the largest numeric difference 0.25, at laser/accuracy_avg)" in said["eval.json"]
     assert said["eval.json"].endswith("; only in A: 'sv_f1' (1); only in B: 'new_metric' (1)"), said
     r = _script("same_numbers.py", "--help")
