@@ -216,6 +216,21 @@ def test_fixed_shape_decode_draws_the_tokens_of_the_compacting_loop(tok, model_f
         torch.testing.assert_close(fx.logp_zc, ref.logp_zc, atol=1e-5, rtol=0, equal_nan=True)
 
 
+def _count_decoder_steps(monkeypatch) -> list:
+    """A list that grows by one at each step of a fixed-loop decoder (clear it before the call to count)."""
+    import rollout
+    steps, real = [], rollout._FixedDecoder.step
+    monkeypatch.setattr(rollout._FixedDecoder, "step", lambda *a: steps.append(1) or real(*a))
+    return steps
+
+
+def _steps_to_the_end(ro, every: int, lagged: bool) -> int:
+    """The steps a fixed loop with a check every `every` steps runs for rollouts `ro` whose rows all finished:
+    up to the first check at or after the step at which the last row sampled EOS, and (lagged) one check more."""
+    last = int(ro.mask.sum(1).max()) - 1
+    return (last // every + 1) * every + (every if lagged else 0)
+
+
 @pytest.mark.parametrize("lagged", [True, False])
 def test_the_fixed_loop_stops_within_two_checks_of_its_last_row(tok, model_factory, monkeypatch, lagged):
     """The fixed loop's check "any row still sampling?" read one check late (rollout.LAGGED_CHECK, so that
@@ -224,18 +239,14 @@ def test_the_fixed_loop_stops_within_two_checks_of_its_last_row(tok, model_facto
     import rollout
     monkeypatch.setattr(rollout, "LAGGED_CHECK", lagged)
     m = model_factory(seed=9, eos_boost=3.0)
-    steps = []
-    real = rollout._FixedDecoder.step
-    monkeypatch.setattr(rollout._FixedDecoder, "step", lambda *a: steps.append(1) or real(*a))
+    steps = _count_decoder_steps(monkeypatch)
     p = prompts_of(tok, 4, seed=1)
     ref = sample(m, p, 2, 60, temperature=0, tokenizer=tok, fixed=False, compact=False)
     for every in (3, 4):
         steps.clear()
         fx = sample(m, p, 2, 60, temperature=0, tokenizer=tok, fixed=True, check_every=every)
         assert torch.equal(fx.response, ref.response) and bool(fx.finished.all())
-        last = int(fx.mask.sum(1).max()) - 1  # the step at which the last row sampled EOS
-        first_check = (last // every + 1) * every  # steps run up to the first check at or after it
-        assert len(steps) == first_check + (every if lagged else 0) < 60, (every, last, len(steps))
+        assert len(steps) == _steps_to_the_end(fx, every, lagged) < 60, (every, fx.mask.sum(1), len(steps))
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", id="on_cuda", marks=pytest.mark.skipif(
@@ -265,9 +276,7 @@ def test_the_decode_loop_on_cuda_draws_the_compacting_loops_tokens(tok, model_fa
     dev, every = torch.device("cuda"), 4
     assert "cuda" in model_lib.KEY_BIAS
     m = model_factory(seed=9, eos_boost=3.0).to(dev)
-    steps = []
-    real = rollout._FixedDecoder.step
-    monkeypatch.setattr(rollout._FixedDecoder, "step", lambda *a: steps.append(1) or real(*a))
+    steps = _count_decoder_steps(monkeypatch)
     p = prompts_of(tok, 4, seed=1)
     for temperature in (0, 1.0):
         kw = dict(temperature=temperature, tokenizer=tok)
@@ -282,7 +291,7 @@ def test_the_decode_loop_on_cuda_draws_the_compacting_loops_tokens(tok, model_fa
         if temperature == 0:
             lengths = fx.mask.sum(1)
             assert bool(fx.finished.all()) and int(lengths.min()) < int(lengths.max())
-            assert len(steps) == (int(lengths.max()) - 1) // every * every + 2 * every < 60
+            assert len(steps) == _steps_to_the_end(fx, every, lagged=True) < 60
 
 
 @pytest.mark.parametrize("key_bias", [False, True])
