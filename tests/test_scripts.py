@@ -1,5 +1,6 @@
 """scripts/: bad command lines end in one line on stderr and exit code 2 (make_tiny_hf.py, the audits),
-and hf_parity.py answers --help without running."""
+and hf_parity.py answers --help without running; the shell scripts' plumbing with stand-ins for the programs
+they run; gpu_summary.py on a check archived from a card."""
 import json
 import os
 import subprocess
@@ -143,3 +144,102 @@ def test_same_numbers_compares_two_results_and_answers_help(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("usage: same_numbers.py")
     r = _script("same_numbers.py", seed0)
     assert r.returncode == 2 and r.stderr.startswith("same_numbers.py: error: ") and r.stderr.count("\n") == 1, r
+
+
+def _check_dir(archive: str, out) -> str:
+    """A GPU check's OUT rebuilt from one archived under results/small (its runs' files renamed back), and
+    its RUNS."""
+    runs = out / "small"
+    for name in os.listdir(archive):
+        src = os.path.join(archive, name)
+        run = next((r for r in ("sft_alt", "sft", "laser", "grpo") if name.startswith(r + "_")), None)
+        if run and name.endswith(("_metrics.jsonl", "_config.json")):
+            (runs / run).mkdir(parents=True, exist_ok=True)
+            (runs / run / name[len(run) + 1:]).write_bytes(open(src, "rb").read())
+        elif os.path.isfile(src) and name not in ("summary.md", "README.md"):
+            (out / name).write_bytes(open(src, "rb").read())
+    if os.path.isdir(os.path.join(archive, "eval")):
+        (out / "eval").mkdir()
+        (out / "eval" / "eval.json").write_bytes(open(os.path.join(archive, "eval", "eval.json"), "rb").read())
+    return str(runs)
+
+
+def test_gpu_summary_rewrites_an_archived_checks_summary_with_its_targets(tmp_path):
+    """scripts/gpu_summary.py on the files of the check archived in results/small/h100_6f2a32a: the summary
+    the script wrote on the card then, line for line, with the targets block (new since) after the stages."""
+    import gpu_summary
+    archive = os.path.join(ROOT, "results", "small", "h100_6f2a32a")
+    lines = gpu_summary.summary(str(tmp_path), _check_dir(archive, tmp_path), "--sft_graphs false")
+    then = open(os.path.join(archive, "summary.md"), encoding="utf-8").read().splitlines()
+    start = lines.index("## Targets (issue 11, set on one H100)") - 1
+    end = lines.index("| metric | median | [min, max] | unit | target |") - 1
+    assert lines[:start] + lines[end:] == then
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ")[1:] for ln in lines[start:end] if ln.startswith("| ")}
+    assert rows["whole small run <= 360 s"] == ["140.8 s (SFT 1000 of the preset's 1000 steps, RL 100 of 400)",
+                                                "met, for a shortened run |"]
+    assert rows["SFT >= 1M real tokens/s"] == ["the training loop 1.126M, the benchmark 1.116M", "met |"]
+    assert rows["SFT MFU >= 15%"] == ["18.4% (the benchmark)", "met |"]
+    assert rows["decode >= 500k tokens/s at 512 rows"] == ["317.9k", "missed |"]
+    assert rows["steady RL step <= 0.5 s"][1] == "met in the run |"
+    assert rows["in-pass z_c readout <= 1.02x"] == ["1.003x", "met |"]
+    decodes = [ln.split(" | ")[:3] for ln in lines[start:end] if ln.startswith("| .") or ln.startswith("| (")]
+    assert decodes == [["| (default)", "317.9k", "1.000x"], ["| .sum_attention", "305.2k", "0.960x"],
+                       ["| .eager_blocks", "274.3k", "0.863x"]]  # fastest first
+
+
+def test_gpu_summary_of_a_bench_cut_short(tmp_path):
+    """Only a bench's log, cut in the middle of a line: the metrics it printed, the targets it has no figure
+    for said to be not measured; the script writes OUT/summary.md and refuses an OUT that is not a directory."""
+    log = open(os.path.join(ROOT, "results", "small", "h100_5aacde5", "bench.log"), encoding="utf-8").read()
+    decode = log.index('[metric] {"gpu.decode_tokens_per_s.512.eager_blocks"')
+    (tmp_path / "bench.log").write_text(log[:decode + 60])
+    r = _script("gpu_summary.py", str(tmp_path))
+    assert r.returncode == 0 and r.stdout == (tmp_path / "summary.md").read_text(), r.stderr
+    rows = {ln.split(" | ")[0][2:]: ln.split(" | ")[-1] for ln in r.stdout.splitlines() if ln.startswith("| ")}
+    assert rows["decode >= 500k tokens/s at 512 rows"] == "missed |"
+    assert rows["whole small run <= 360 s"] == rows["SFT >= 1M real tokens/s"] == "not measured |"
+    assert "| .eager_blocks |" not in r.stdout and "| gpu.decode_tokens_per_s.2048 |" in r.stdout
+    r = _script("gpu_summary.py", str(tmp_path / "missing"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("is not a directory (a GPU check's OUT)"), r
+
+
+def test_gpu_check_runs_its_stages_in_order_and_writes_the_summary(tmp_path):
+    """gpu_check.sh's plumbing, with stand-ins for `python` (each stage's command logged; train.py leaves a
+    checkpoint and a step's record, bench.py its JSON; python -c and the summary run for real) and nvidia-smi:
+    every stage in order with its limit, times.tsv a line each, the summary from what the stages left."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text(f"""#!/usr/bin/env bash
+[[ $1 == -c || $1 == scripts/gpu_summary.py ]] && exec {sys.executable} "$@"
+echo "$*" >> {log}
+for ((i = 1; i < $#; i++)); do j=$((i + 1)); case ${{!i}} in
+  --out_dir) mkdir -p "${{!j}}"; touch "${{!j}}/ckpt.pt"; echo '{{"step": 1, "time_rollout": 0.2, "time_verify": 0.02, "time_update": 0.05}}' > "${{!j}}/metrics.jsonl" ;;
+  --out) [[ $1 == bench.py ]] && echo '{{"metrics": {{"gpu.decode_tokens_per_s.512": {{"median": 5.2e5, "spread": [5.1e5, 5.3e5], "unit": "tok/s", "target": ">= 5e5"}}}}}}' > "${{!j}}" ;;
+esac; done; exit 0
+""")
+    (bin_dir / "nvidia-smi").write_text("#!/usr/bin/env bash\necho 'A card, 80 GiB, 1.0'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", TRAIN_FLAGS="--rl_steps 3")
+    r = subprocess.run(["bash", "scripts/gpu_check.sh", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r
+    calls = log.read_text().splitlines()
+    assert [c.split(" --out")[0] for c in calls] == [
+        "bench.py --device cuda --quick", "train.py --config small --stage sft",
+        "train.py --config small --stage rl --init " + str(tmp_path / "o" / "small" / "sft"),
+        "evaluate.py " + str(tmp_path / "o" / "small" / "laser") + " --names laser --n_samples 16",
+        "-m pytest -v -p no:cacheprovider -k on_cuda", "bench.py --only gpu_attention --quick",
+        "train.py --config small --stage sft --sft_graphs false", "bench.py --only gpu_sft --quick",
+        "-m pytest -v -p no:cacheprovider"]
+    assert all(c.endswith(" --rl_steps 3") for c in calls if c.startswith("train.py")), calls
+    times = [ln.split("\t") for ln in (tmp_path / "o" / "times.tsv").read_text().splitlines()]
+    assert [t[0] for t in times] == ["bench", "sft", "rl", "evaluate", "cuda_tests", "attention", "sft_alt",
+                                     "gpu_sft", "tests"]
+    assert all(t[2] == "0" for t in times), times
+    assert 185 <= int(times[0][3]) <= 190 and 315 <= int(times[1][3]) <= 320, times  # 540 s - each one's reserve
+    summary = (tmp_path / "o" / "summary.md").read_text()
+    assert summary.startswith("# GPU check: A card, 80 GiB, 1.0, torch ?, CUDA ?\n") and r.stdout.endswith(
+        f"wrote {tmp_path / 'o'}/summary.md\n")
+    assert "| decode >= 500k tokens/s at 512 rows | 520.0k | met |" in summary
+    assert "LaSeR RL: 1 steps, median step 0.270 s" in summary
