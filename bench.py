@@ -1274,14 +1274,16 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
                                           compiled and dev.type == "cuda") for compiled in (True, False)]
         for d in decoders:
             d.cache.load(caches[2], rows)
-        diff = diff_compiled = 0.0
+        # (torch.maximum keeps a NaN, where Python's max(0.0, nan) is 0.0: a NaN logit reads as NaN, not as agreement)
+        diff = diff_compiled = torch.zeros((), device=dev)
         for t in range(T - 1):
             slot = torch.tensor([idx.shape[1] + t], device=dev)
             nxt = ros[0].response[::8, t]
             want = model(nxt[:, None], cache=caches[0])[:, -1]
-            diff = max(diff, float((model.decode_step(nxt, caches[1], slot) - want).abs().max()))
+            diff = torch.maximum(diff, (model.decode_step(nxt, caches[1], slot) - want).abs().max().float())
             fused, plain = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1)[0] for d in decoders)
-            diff_compiled = max(diff_compiled, float((fused - plain).abs().max()))
+            diff_compiled = torch.maximum(diff_compiled, (fused - plain).abs().max().float())
+        diff, diff_compiled = float(diff), float(diff_compiled)
     out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
                                                    note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
     out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
