@@ -243,3 +243,18 @@ esac; done; exit 0
         f"wrote {tmp_path / 'o'}/summary.md\n")
     assert "| decode >= 500k tokens/s at 512 rows | 520.0k | met |" in summary
     assert "LaSeR RL: 1 steps, median step 0.270 s" in summary
+
+
+def test_gpu_checks_later_stages_leave_each_other_their_thresholds():
+    """A stage after the evaluation runs if THRESHOLD s are left, for at most the time left but RESERVE s: each
+    reserve must leave the next stage's threshold (the card's tests reserved 165 s where the attention's
+    threshold was 170: tests run to their limit skipped it), and each threshold the stage some time. gpu_sft
+    takes what is left but the test suite's threshold: the one exception."""
+    import re
+    text = open(os.path.join(ROOT, "scripts", "gpu_check.sh"), encoding="utf-8").read()
+    chain = [(name, int(threshold), int(reserve)) for threshold, name, reserve in
+             re.findall(r"END - EPOCHSECONDS < (\d+) \)\) \|\|\n\s*stage (\w+) (\d+) ", text)]
+    assert [c[0] for c in chain] == ["cuda_tests", "attention", "sft_alt", "gpu_sft", "tests"], chain
+    for (name, threshold, reserve), (after, next_threshold, _) in zip(chain, chain[1:]):
+        assert threshold - reserve >= 50, name
+        assert reserve >= next_threshold or (name, reserve) == ("gpu_sft", 0), (name, after)
