@@ -123,7 +123,7 @@ PRESETS: dict[str, dict] = {
     # every RL group was all-correct, so GRPO had no signal and r_s no wrong answers to learn from.
     # SFT rows packed: a padded batch of 128 rows was half padding; packed, a step took 2.1x less time on CPU
     # (bench.py --only train; the tiny preset's length-sorted micro-batches of 8 rows gain nothing: 1.02x);
-    # on an H100 packed and padded steps ran at the same real tokens/s (README, "On a GPU"), and each step
+    # on an H100 packed and padded steps ran at the same real tokens/s (docs/gpu_history.md), and each step
     # replayed from CUDA graphs ran 2.4x the rate of one launched op by op (1.13M real tokens/s against 479k)
     "small": dict(n_layer=8, n_head=8, n_embd=448, block_size=320, bpe_merges=512, n_val=300, n_test=300,
                   sft_steps=1000, sft_batch_size=128, sft_micro_batch=128, sft_pack=True, sft_graphs=True,

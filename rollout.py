@@ -332,7 +332,7 @@ class _HostFlag:
 
 # the fixed loop's check "is any row still sampling?" is answered one check late (`_HostFlag`): a check that
 # waits for its answer (False) lets the device run dry every check_every steps while the host queues the
-# next step's sampler before its graph (what that costs, an estimate: README, "not yet run on a card";
+# next step's sampler before its graph (what that costs, an estimate: docs/gpu.md, "Three changes since";
 # bench.py's .sync_check decode beside it). The price: a call whose rows all finish runs up to one check
 # more: with checks every 4 steps, up to 7 steps past the end, as the checks every 8 steps that waited ran
 LAGGED_CHECK = True

@@ -287,7 +287,7 @@ class SFTGraphs:
     """SFT steps replayed from CUDA graphs (--sft_graphs): the whole step (forward, backward, gradient
     clipping, fused AdamW) recorded once per batch shape and replayed by one launch, so that a small model's
     step does not wait for the host to launch its kernels one by one (on an H100 the small preset's step
-    took about 20 ms whatever its tokens: README, "On a GPU"). Packed rows (--sft_pack) made a multiple of
+    took about 20 ms whatever its tokens: docs/gpu_history.md). Packed rows (--sft_pack) made a multiple of
     GRAPH_ROW_MULTIPLE rows (sft_step_batches) give a step one of a few shapes. The first step of a shape
     runs as without graphs (it compiles, makes the optimizer's state and the kernels' plans), the second
     records the graph into fixed input buffers, and that step and every later one of its shape replay it
