@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import datetime
 import functools
@@ -1057,11 +1058,14 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
                                         note="kernels a decode step's graph replays with eager blocks")
     # (-1e4, not -inf: the sections compare logits by their differences, and -inf - -inf is NaN)
     flags, no_eos = (rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE), _eos_offset(model, tok, -1e4)
+    T512 = T if dry else cfg.max_new_tokens
     try:
-        _decode_metrics(model, tok, dev, T, T if dry else cfg.max_new_tokens, reps, dry, timed, sync, out)
+        ro_default = _decode_metrics(model, tok, dev, T, T512, reps, dry, timed, sync, out)
     finally:
         rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = flags
         no_eos.remove()
+    # the weights the default decode ran, for the other decodes at the end (SFT and RL move them), kept in host memory
+    decoded = copy.deepcopy(model).cpu()
 
     # from here on an EOS bias spreads the lengths as in real rollouts; graphs and compiled code made
     # before it would not see the hook: start both afresh
@@ -1126,7 +1130,20 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
                                                note=f"{len(probs)} problems x 16, up to {cfg.max_new_tokens} tokens")
     hook.remove()
     if cuda:
-        out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB")
+        out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB",
+                                           note="every section but the other decodes (_decode_candidates), which run after")
+
+    # the other decodes last, so that a bench cut short by its time limit loses them, not the figures above: on
+    # the weights the default decode ran (its copy), with EOS ruled out again and nothing compiled before
+    rollout._DECODERS.pop(model, None)  # (the model's decoders and their caches: memory for the other decodes)
+    torch._dynamo.reset()
+    decoded = decoded.to(dev)
+    no_eos = _eos_offset(decoded, tok, -1e4)
+    try:
+        _decode_candidate_metrics(decoded, tok, dev, T, T512, reps, dry, timed, sync, out, ro_default)
+    finally:
+        rollout.CUDA_GRAPHS, rollout.COMPILE_DECODE = flags
+        no_eos.remove()
     return out
 
 
@@ -1182,36 +1199,50 @@ def _cudnn_share(kernels: dict, key: str, out) -> None:
                                                               "cuDNN's (from the profile)")
 
 
-def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out) -> None:
-    """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
-    at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
-    blocks and the cached forward; and the candidate attentions of compiled blocks (_decode_candidates). Every
-    row must run all its steps (the caller rules EOS out)."""
+def _decode_call(model, tok, dev, rows: int, tail: str, steps: int, reps: int, timed, sync, out, target=None):
+    """One sampling call's speed at `rows` rows, `steps` new tokens each (the fixed loop, as on CUDA; on CPU
+    too, for the rehearsal's windows): its first call's time (compile and capture), ms/step and tokens/s
+    (gpu.decode_*.{rows}{tail}). Returns the first call's rollouts and the call."""
     import torch
 
     import rollout
     from config import autocast
 
-    def decode(rows: int, tail: str, target=None):  # one sampling call's speed at `rows` rows; its rollouts
-        P, steps = max(1, rows // 8), T512 if rows == 512 else T
-        prompts, K = _prompts(tok, P), rows // P
-        run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
-                                     tokenizer=tok, fixed=True)  # (CUDA's loop, on CPU too: the rehearsal's windows)
-        with autocast(dev):
-            sync()
-            t0 = time.perf_counter()
-            ro = run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
-            sync()
-            out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
-                                                                  note="compile and capture included")
-            t = timed(run, reps)
-        out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / steps * 1e3 for x in t], "ms",
-                                                             note=f"{steps} new tokens")
-        out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * steps / x for x in t], "tok/s", target,
-                                                              note=f"{steps} new tokens")
-        return ro, run
+    prompts, K = _prompts(tok, max(1, rows // 8)), rows // max(1, rows // 8)
+    run = lambda: rollout.sample(model, prompts, K, steps, generator=torch.Generator(dev).manual_seed(0),
+                                 tokenizer=tok, fixed=True)
+    with autocast(dev):
+        sync()
+        t0 = time.perf_counter()
+        ro = run()  # graph capture, and a compile where the shapes are new to it (1 row; then any other)
+        sync()
+        out[f"gpu.decode_first_call_s.{rows}{tail}"] = metric([time.perf_counter() - t0], "s",
+                                                              note="compile and capture included")
+        t = timed(run, reps)
+    out[f"gpu.decode_ms_per_step.{rows}{tail}"] = metric([x / steps * 1e3 for x in t], "ms", note=f"{steps} new tokens")
+    out[f"gpu.decode_tokens_per_s.{rows}{tail}"] = metric([rows * steps / x for x in t], "tok/s", target,
+                                                          note=f"{steps} new tokens")
+    return ro, run
 
-    same = lambda a, b: float((a.response == b.response).float().mean())
+
+def _same_tokens(a, b) -> float:
+    return float((a.response == b.response).float().mean())
+
+
+def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out):
+    """gpu_metrics' decode section: ms/step and tokens/s with compiled and eager blocks (T new tokens; T512
+    at 512 rows), each first call's compile and capture time, and the agreement of the graphs, the compiled
+    blocks and the cached forward. Every row must run all its steps (the caller rules EOS out). Returns the
+    rollouts of the default decode at 512 rows (8 in the rehearsal), which the candidates' are compared with
+    (_decode_candidate_metrics)."""
+    import torch
+
+    import rollout
+    from config import autocast
+
+    decode = lambda rows, tail, target=None: _decode_call(model, tok, dev, rows, tail, T512 if rows == 512 else T,
+                                                          reps, timed, sync, out, target)
+    same = _same_tokens
     for compiled, tail in ((True, ""), (False, ".eager_blocks")):
         rollout.COMPILE_DECODE = compiled
         for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
@@ -1221,37 +1252,6 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         if compiled and dev.type == "cuda":  # a fallback (its notice is in the log) would leave eager blocks timed
             out["gpu.decode_compiled"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                 note="1: the timings above ran compiled blocks")
-    # other decodes with compiled blocks (_decode_candidates), at 512 rows (8 in the rehearsal): each one's speed,
-    # its share of equal tokens with the default decoder's call, and its profile (which kernels ran)
-    for tail, settings in _decode_candidates().items():
-        saved = {(module, name): getattr(module, name) for module, name in settings}
-        rollout.COMPILE_DECODE = True
-        try:
-            for (module, name), value in settings.items():
-                setattr(module, name, value)
-            torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
-            rows = 8 if dry else 512
-            with _no_compile_cache():
-                ro, run = decode(rows, tail)
-            if dev.type == "cuda":  # a compile that fell back (its notice above) ran eager blocks instead
-                out[f"gpu.decode_compiled{tail}"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
-                                                           note=f"1: the {tail} timings ran compiled blocks")
-            out[f"gpu.decode_same_tokens.{rows}{tail}"] = metric(
-                [same(ro, ro_default)], "", note="share of tokens equal to the default decoder's (bf16 rounding may "
-                                              "tip a draw)")
-            with autocast(dev):
-                label, kernels = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}", {}
-                busy = _device_busy(run, dev, label, host_ops=False, kernels=kernels)
-            if busy == busy:
-                out[f"gpu.decode_device_busy.{rows}{tail}"] = metric([busy], "")
-            _cudnn_share(kernels, f"gpu.decode_cudnn_attention_share.{rows}{tail}", out)
-        except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
-            print(f"[bench] decode {tail} failed: {_why(e)}", flush=True)
-        finally:
-            for (module, name), value in saved.items():
-                setattr(module, name, value)
-            rollout._DECODERS.pop(model, None)  # (their caches: memory for the next candidate)
-            torch._dynamo.reset()
     # the graph replays the eager fixed-shape step (the same tokens; with compiled blocks the tokens may part
     # where bf16 rounding tips a draw); decode_step agrees with the CPU loop's cached forward (case 3), and the
     # sampler's decoder with compiled blocks with the one with eager blocks, fed the same tokens
@@ -1296,6 +1296,48 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
         _decode_split(model, tok, dev, T512, reps, dry, timed, out)
     except Exception as e:  # noqa: BLE001
         print(f"note: gpu.decode_split_ms not measured ({_why(e)})", file=sys.stderr)
+    return ro_default
+
+
+def _decode_candidate_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, timed, sync, out,
+                              ro_default) -> None:
+    """The other decodes (_decode_candidates), with compiled blocks, at 512 rows (8 in the rehearsal): each
+    one's speed, its share of tokens equal to the default decoder's call (`ro_default`, of the same weights),
+    and its profile (which kernels ran). Every row must run all its steps (the caller rules EOS out)."""
+    import torch
+
+    import rollout
+    from config import autocast
+
+    rows = 8 if dry else 512
+    for tail, settings in _decode_candidates().items():
+        saved = {(module, name): getattr(module, name) for module, name in settings}
+        rollout.COMPILE_DECODE = True
+        try:
+            for (module, name), value in settings.items():
+                setattr(module, name, value)
+            torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
+            with _no_compile_cache():
+                ro, run = _decode_call(model, tok, dev, rows, tail, T512 if rows == 512 else T, reps, timed, sync, out)
+            if dev.type == "cuda":  # a compile that fell back (its notice above) ran eager blocks instead
+                out[f"gpu.decode_compiled{tail}"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
+                                                           note=f"1: the {tail} timings ran compiled blocks")
+            out[f"gpu.decode_same_tokens.{rows}{tail}"] = metric(
+                [_same_tokens(ro, ro_default)], "", note="share of tokens equal to the default decoder's (bf16 "
+                                                         "rounding may tip a draw)")
+            with autocast(dev):
+                label, kernels = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}", {}
+                busy = _device_busy(run, dev, label, host_ops=False, kernels=kernels)
+            if busy == busy:
+                out[f"gpu.decode_device_busy.{rows}{tail}"] = metric([busy], "")
+            _cudnn_share(kernels, f"gpu.decode_cudnn_attention_share.{rows}{tail}", out)
+        except Exception as e:  # noqa: BLE001 (a candidate: say why it failed, keep the rest)
+            print(f"[bench] decode {tail} failed: {_why(e)}", flush=True)
+        finally:
+            for (module, name), value in saved.items():
+                setattr(module, name, value)
+            rollout._DECODERS.pop(model, None)  # (their caches: memory for the next candidate)
+            torch._dynamo.reset()
 
 
 def _decode_split(model, tok, dev, T: int, reps: int, dry: bool, timed, out) -> None:
