@@ -1131,7 +1131,8 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
     hook.remove()
     if cuda:
         out["gpu.peak_memory_gb"] = metric([torch.cuda.max_memory_allocated() / 2 ** 30], "GiB",
-                                           note="every section but the other decodes (_decode_candidates), which run after")
+                                           note="every section but the other decodes (_decode_candidates), "
+                                                "which run after")
 
     # the other decodes last, so that a bench cut short by its time limit loses them, not the figures above: on
     # the weights the default decode ran (its copy), with EOS ruled out again and nothing compiled before
@@ -1148,7 +1149,9 @@ def gpu_metrics(dev, quick: bool, dry: bool = False) -> dict:
 
 
 def _decode_candidates() -> dict:
-    """The decodes bench.py measures beside the default, each as the module settings it changes: the mask
+    """The decodes bench.py measures beside the default, each as the module settings it changes: the default
+    itself again (.default_again: none changed), timed beside the others at the end of the GPU section, minutes
+    after the default's own figures (whether the card's speed moved meanwhile); the mask
     given to the kernel with cuDNN's first (.masked_cudnn; the memory-efficient kernel with a mask, the
     default before 5aacde5, ran 308k tokens/s there and is no longer measured); caches with no spare slots,
     as before 8dcb47b, so that the last window spans a whole cache (.no_spare_slots: whether its graph calls
@@ -1161,7 +1164,8 @@ def _decode_candidates() -> dict:
     import rollout
 
     cudnn = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return {".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
+    return {".default_again": {},
+            ".masked_cudnn": {(model, "DECODE_ATTENTION"): cudnn, (model, "KEY_BIAS"): set()},
             ".no_spare_slots": {(rollout, "SPARE_SLOTS"): 0},
             ".window64": {(rollout, "WINDOW"): 64},
             ".window16": {(rollout, "WINDOW"): 16},

@@ -32,7 +32,7 @@ def test_gpu_section_rehearsal_on_cpu():
     assert out["gpu.sft_padded_tokens_per_s"]["median"] >= out["gpu.sft_real_tokens_per_s"]["median"]
     assert out["gpu.graph_vs_eager_same_tokens"]["median"] == 1.0  # on CPU both are the eager step
     # CPU: the math kernel with a mask, as the default there; the fixed loop with other windows and cache lengths
-    for tail in (".masked_cudnn", ".no_spare_slots", ".window64", ".window16", ".sync_check"):
+    for tail in (".default_again", ".masked_cudnn", ".no_spare_slots", ".window64", ".window16", ".sync_check"):
         assert out[f"gpu.decode_same_tokens.8{tail}"]["median"] == 1.0, tail
     assert out["gpu.compiled_vs_eager_same_tokens"]["median"] == 1.0  # (CPU's sampler compiles nothing)
     assert out["gpu.decode_step_vs_cached_forward"]["median"] < 1e-4  # float32 on CPU

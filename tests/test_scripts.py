@@ -258,3 +258,17 @@ def test_gpu_checks_later_stages_leave_each_other_their_thresholds():
     for (name, threshold, reserve), (after, next_threshold, _) in zip(chain, chain[1:]):
         assert threshold - reserve >= 50, name
         assert reserve >= next_threshold or (name, reserve) == ("gpu_sft", 0), (name, after)
+
+
+def test_gpu_summary_ranks_the_decodes_against_the_default_timed_beside_them():
+    """Where the bench timed the default decode again beside the other decodes (.default_again), they are
+    ranked against that figure, not the default's own, taken minutes before; the target reads the default's."""
+    import gpu_summary
+    m = lambda v: {"median": v, "spread": [v, v], "unit": "tok/s"}
+    metrics = {gpu_summary.DECODE: m(5.1e5), gpu_summary.DECODE + ".default_again": m(4.8e5),
+               gpu_summary.DECODE + ".window16": m(4.92e5), gpu_summary.DECODE + ".sync_check": m(4.56e5)}
+    lines = gpu_summary.targets(metrics, {}, [], [], {"sft_steps": 1000, "rl_steps": 400})
+    assert "| decode >= 500k tokens/s at 512 rows | 510.0k | met |" in lines
+    table = lines[lines.index("| decode | tokens/s | against .default_again | cuDNN share |") + 2:]
+    assert table == ["| (default) | 510.0k | 1.062x | - |", "| .window16 | 492.0k | 1.025x | - |",
+                     "| .default_again | 480.0k | 1.000x | - |", "| .sync_check | 456.0k | 0.950x | - |"]
