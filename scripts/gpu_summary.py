@@ -51,23 +51,25 @@ def rl_step(recs) -> tuple[float, list]:
 def targets(metrics: dict, times: dict, sft: list, rl: list, preset: dict) -> list[str]:
     """Issue 11's targets, each with what was measured and whether it holds ("not measured" where the check
     has no figure for it), then the decodes at 512 rows, fastest first, against the default's tokens/s."""
-    value = lambda k: metrics[k]["median"] if k in metrics else None
+    value = lambda k: metrics[k]["median"] if k in metrics and metrics[k]["median"] == metrics[k]["median"] else None
     verdict = lambda ok: "not measured" if ok is None else "met" if ok else "missed"
     rows = []
     if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
         total = sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
-        ran = f"SFT {len(sft)} of the preset's {preset['sft_steps']} steps, RL {len(rl)} of {preset['rl_steps']}"
+        ran = f"SFT {len(sft)} of the preset's {preset['sft_steps']} steps, RL {len(rl)} of {preset['rl_steps']}" + (
+            "; GRPO not counted, the evaluation of three runs counted" if "grpo" in times else "")
         whole = len(sft) == preset["sft_steps"] and len(rl) == preset["rl_steps"]
         rows.append(("whole small run <= 360 s", f"{total:.1f} s ({ran})",
                      verdict(total <= 360) + ("" if whole else ", for a shortened run")))
     else:
         rows.append(("whole small run <= 360 s", "SFT, RL and the evaluation did not all finish", "not measured"))
     loop, bench_sft, mfu = sft_speed(sft), value("gpu.sft_real_tokens_per_s"), value("gpu.sft_mfu")
-    said = [f"the training loop {loop / 1e6:.3f}M" if loop == loop else "",
+    loop = loop if loop == loop else None  # (NaN: no steady interval logged)
+    said = [f"the training loop {loop / 1e6:.3f}M" if loop is not None else "",
             f"the benchmark {bench_sft / 1e6:.3f}M" if bench_sft is not None else ""]
+    figures = [x for x in (loop, bench_sft) if x is not None]
     rows.append(("SFT >= 1M real tokens/s", ", ".join(s for s in said if s) or "-",
-                 verdict(None if loop != loop and bench_sft is None else
-                         min(x for x in (loop, bench_sft) if x is not None and x == x) >= 1e6)))
+                 verdict(min(figures) >= 1e6 if figures else None)))
     rows.append(("SFT MFU >= 15%", "-" if mfu is None else f"{mfu:.1%} (the benchmark)",
                  verdict(None if mfu is None else mfu >= 0.15)))
     decode = value(DECODE)
@@ -114,9 +116,15 @@ def summary(out: str, runs: str, alt_flags: str) -> list[str]:
     rl, grpo = ([r for r in records(run) if r.get("step")] for run in ("laser", "grpo"))  # step 0: c_ref, eval
     planned = lambda run, key: json.loads(read(f"{runs}/{run}/config.json") or "{}").get(key)
     calib = re.search(r"c_ref calibrated .*\(([\d.]+)s\)", read(f"{out}/rl.log"))
+    try:  # the preset's own step counts (a check may have run fewer)
+        from config import PRESETS
+        preset = PRESETS["small"]
+    except Exception as e:  # noqa: BLE001 (the summary is written whatever happened)
+        print(f"note: the small preset's step counts are unknown here ({type(e).__name__}: {e})", file=sys.stderr)
+        preset = {"sft_steps": "?", "rl_steps": "?"}
     lines = [f"# GPU check: {m.get('device') or read(f'{out}/gpu.txt').strip() or '?'}, "
-             f"torch {m.get('torch_build', '?')}, CUDA {m.get('cuda', '?')}", "",
-             "| stage | wall-clock (s) | status |", "|---|---|---|"]
+             f"torch {m.get('torch_build', '?')}, CUDA {m.get('cuda', '?')}",
+             *targets(metrics, times, sft, rl, preset), "", "| stage | wall-clock (s) | status |", "|---|---|---|"]
     for name, done, total in (("bench", None, None), ("sft", len(sft), planned("sft", "sft_steps")),
                               ("rl", len(rl), planned("laser", "rl_steps")),
                               ("grpo", len(grpo), planned("grpo", "rl_steps")), ("evaluate", None, None),
@@ -136,13 +144,6 @@ def summary(out: str, runs: str, alt_flags: str) -> list[str]:
         total = sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
         also = " (GRPO not counted; evaluation of three runs)" if "grpo" in times else ""
         lines.append(f"| **small run: SFT + c_ref + RL + evaluation**{also} | **{total:.1f}** (target <= 360) | |")
-    try:  # the preset's own step counts (a check may have run fewer)
-        from config import PRESETS
-        preset = PRESETS["small"]
-    except Exception as e:  # noqa: BLE001 (the summary is written whatever happened)
-        print(f"note: the small preset's step counts are unknown here ({type(e).__name__}: {e})", file=sys.stderr)
-        preset = {"sft_steps": "?", "rl_steps": "?"}
-    lines += targets(metrics, times, sft, rl, preset)
     lines += ["", "| metric | median | [min, max] | unit | target |", "|---|---|---|---|---|"]
     for k, v in metrics.items():
         lines.append(f"| {k} | {v['median']:.4g} | [{v['spread'][0]:.4g}, {v['spread'][1]:.4g}] | {v['unit']} | "
