@@ -83,10 +83,11 @@ halt=()
 if (( REUSE )); then  # GRPO stops where the LaSeR run's checkpoint is, on the same learning-rate schedule
   halt=(--halt_at "$(python -c 'import runs, sys; print(runs.load_checkpoint(sys.argv[1])["step"])' "$RUNS/laser")")
 else
-  # the bench gets BUDGET - 350 s (190 s at the default): its GPU section took 116.5 s at 5aacde5 with three decode
-  # candidates, and has six since (the default again among them); they run last, so a bench cut short loses only them, not the targets'
-  # figures before them (the decode's, SFT's, the readout's, the RL step's). 350 s still leave SFT, RL and the
-  # evaluation about 130 s more than the whole preset took (6f2a32a: SFT 43 s; 100 RL steps 68 s, 0.28 s a step; evaluation 30 s)
+  # the bench gets BUDGET - 350 s (190 s at the default): its GPU section took 116.5 s at 5aacde5 with three
+  # decode candidates, and has six since (the default again among them); they run last, so a bench cut short
+  # loses only them, not the targets' figures before them (the decode's, SFT's, the readout's, the RL step's).
+  # 350 s still leave SFT, RL and the evaluation about 130 s more than the whole preset took (6f2a32a: SFT 43 s;
+  # 100 RL steps 68 s, 0.28 s a step; evaluation 30 s)
   [[ ${BENCH:-$(( 1 - COMPARE ))} == 0 ]] || stage bench 350 python bench.py --device cuda --quick --out "$OUT/bench.json"
   stage sft $(( COMPARE == 1 ? 400 : 220 )) python train.py --config small --stage sft --out_dir "$RUNS/sft" ${TRAIN_FLAGS:-}
 fi
