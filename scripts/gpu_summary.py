@@ -4,9 +4,9 @@
 
 It reads what the check left: OUT/times.tsv (each stage's seconds, exit code and limit), bench.json (or the
 metrics bench.log printed before the bench was cut short), gpu_sft.json, attention.json, the stages' logs,
-eval/eval.json, and RUNS/{sft,sft_alt,laser,grpo}/{metrics.jsonl,config.json}. In order: the stages and
-their times; the targets of issue 11 (set on one H100), each with what this check measured, and the decode
-at 512 rows against every other decode timed beside it in the same process; every metric; the training
+eval/eval.json, and RUNS/{sft,sft_alt,laser,grpo}/{metrics.jsonl,config.json}. In order: the targets of
+issue 11 (set on one H100), each with what this check measured, and the decode at 512 rows against every
+other decode timed beside it in the same process; the stages and their times; every metric; the training
 loops' speeds; the tests' verdicts; the logs' notices; the profiles; the evaluation.
 """
 import json
@@ -48,14 +48,21 @@ def rl_step(recs) -> tuple[float, list]:
     return statistics.median(r["time_rollout"] + r["time_verify"] + r["time_update"] for r in steady), steady
 
 
+def whole_run_s(times: dict) -> float | None:
+    """Seconds of the small run, SFT + c_ref + RL + evaluation (times.tsv's stages), if all three finished."""
+    if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
+        return sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
+    return None
+
+
 def targets(metrics: dict, times: dict, sft: list, rl: list, preset: dict) -> list[str]:
     """Issue 11's targets, each with what was measured and whether it holds ("not measured" where the check
     has no figure for it), then the decodes at 512 rows, fastest first, against the default's tokens/s."""
     value = lambda k: metrics[k]["median"] if k in metrics and metrics[k]["median"] == metrics[k]["median"] else None
     verdict = lambda ok: "not measured" if ok is None else "met" if ok else "missed"
     rows = []
-    if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
-        total = sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
+    total = whole_run_s(times)
+    if total is not None:
         ran = f"SFT {len(sft)} of the preset's {preset['sft_steps']} steps, RL {len(rl)} of {preset['rl_steps']}" + (
             "; GRPO not counted, the evaluation of three runs counted" if "grpo" in times else "")
         whole = len(sft) == preset["sft_steps"] and len(rl) == preset["rl_steps"]
@@ -140,8 +147,8 @@ def summary(out: str, runs: str, alt_flags: str) -> list[str]:
             status += ", partial: from the last checkpoint of an SFT cut short"
         note = f" (c_ref calibration {calib.group(1)} s of it)" if name == "rl" and calib else ""
         lines.append(f"| {name}{note} | {'-' if t is None else t} | {status} |")
-    if all(times.get(n, (0, "1"))[1] == "0" for n in ("sft", "rl", "evaluate")):
-        total = sum(float(times[n][0]) for n in ("sft", "rl", "evaluate"))
+    total = whole_run_s(times)
+    if total is not None:
         also = " (GRPO not counted; evaluation of three runs)" if "grpo" in times else ""
         lines.append(f"| **small run: SFT + c_ref + RL + evaluation**{also} | **{total:.1f}** (target <= 360) | |")
     lines += ["", "| metric | median | [min, max] | unit | target |", "|---|---|---|---|---|"]
