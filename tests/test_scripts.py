@@ -279,3 +279,17 @@ def test_gpu_summary_ranks_the_decodes_against_the_default_timed_beside_them():
     lines = gpu_summary.targets({"gpu.sft_real_tokens_per_s": m(float("nan"))}, {}, [], [], {"sft_steps": 1,
                                                                                               "rl_steps": 1})
     assert "| SFT >= 1M real tokens/s | - | not measured |" in lines
+
+
+def test_gpu_summary_says_when_the_card_is_not_the_one_the_targets_were_set_on():
+    """The targets were set on an H100 and the pool lends H200s: the summary of a check on another card says
+    under the targets' heading that its verdicts are that card's; on an H100, or a card not named, it says
+    nothing."""
+    import gpu_summary
+    m = {gpu_summary.DECODE: {"median": 5.2e5, "spread": [5.2e5, 5.2e5], "unit": "tok/s"}}
+    said = lambda device: [ln for ln in gpu_summary.targets(m, {}, [], [], {"sft_steps": 1, "rl_steps": 1}, device)
+                           if "not an H100" in ln]
+    assert said("NVIDIA H200, 143771 MiB, 570.124.06") == [
+        "Measured on NVIDIA H200, 143771 MiB, 570.124.06, not an H100: each verdict below is this card's; report "
+        "its figures as this card's, not as the targets met or missed."]
+    assert said("NVIDIA H100 80GB HBM3") == said("") == []
