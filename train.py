@@ -504,7 +504,7 @@ def run_sft(cfg: Config, then_rl: bool = False) -> int:
     finally:
         arm_stop(False)
         keep_pending()
-        if graphs and rank() == 0:
+        if graphs and graphs.stream is not None and rank() == 0:  # (where none could be captured, said at the start)
             print(f"note: {graphs.summary()}", file=sys.stderr)
     return done
 
