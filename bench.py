@@ -1248,7 +1248,6 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
 
     decode = lambda rows, tail, target=None: _decode_call(model, tok, dev, rows, tail, T512 if rows == 512 else T,
                                                           reps, timed, sync, out, target)
-    same = _same_tokens
     for compiled, tail in ((True, ""), (False, ".eager_blocks")):
         rollout.COMPILE_DECODE = compiled
         for rows in ((1, 8) if dry else (1, 64, 512, 2048)) if compiled else (1,) if dry else (1, 512):
@@ -1290,9 +1289,9 @@ def _decode_metrics(model, tok, dev, T: int, T512: int, reps: int, dry: bool, ti
             fused, plain = (d.step(model, ros[0].response[:, t], slot, idx.shape[1] + t + 1)[0] for d in decoders)
             diff_compiled = torch.maximum(diff_compiled, (fused - plain).abs().max().float())
         diff, diff_compiled = float(diff), float(diff_compiled)
-    out["gpu.graph_vs_eager_same_tokens"] = metric([same(ros[0], ros[1])], "", "== 1",
+    out["gpu.graph_vs_eager_same_tokens"] = metric([_same_tokens(ros[0], ros[1])], "", "== 1",
                                                    note=f"fraction of equal tokens, {len(ros[0])} rows, eager blocks")
-    out["gpu.compiled_vs_eager_same_tokens"] = metric([same(ros[2], ros[0])], "",
+    out["gpu.compiled_vs_eager_same_tokens"] = metric([_same_tokens(ros[2], ros[0])], "",
                                                       note="fraction of equal tokens, graphs of compiled vs eager blocks")
     out["gpu.decode_step_vs_cached_forward"] = metric([diff], "max |logit diff|",
                                                       note=f"{len(prompts)} rows x {T - 1} steps, bf16")
@@ -1316,6 +1315,7 @@ def _decode_candidate_metrics(model, tok, dev, T: int, T512: int, reps: int, dry
     from config import autocast
 
     rows = 8 if dry else 512
+    steps = T512 if rows == 512 else T
     for tail, settings in _decode_candidates().items():
         saved = {(module, name): getattr(module, name) for module, name in settings}
         rollout.COMPILE_DECODE = True
@@ -1324,7 +1324,7 @@ def _decode_candidate_metrics(model, tok, dev, T: int, T512: int, reps: int, dry
                 setattr(module, name, value)
             torch._dynamo.reset()  # (the attention kernel is chosen when a block is compiled: compile afresh)
             with _no_compile_cache():
-                ro, run = _decode_call(model, tok, dev, rows, tail, T512 if rows == 512 else T, reps, timed, sync, out)
+                ro, run = _decode_call(model, tok, dev, rows, tail, steps, reps, timed, sync, out)
             if dev.type == "cuda":  # a compile that fell back (its notice above) ran eager blocks instead
                 out[f"gpu.decode_compiled{tail}"] = metric([float(rollout.COMPILE_DECODE)], "", "== 1",
                                                            note=f"1: the {tail} timings ran compiled blocks")
@@ -1332,7 +1332,7 @@ def _decode_candidate_metrics(model, tok, dev, T: int, T512: int, reps: int, dry
                 [_same_tokens(ro, ro_default)], "", note="share of tokens equal to the default decoder's (bf16 "
                                                          "rounding may tip a draw)")
             with autocast(dev):
-                label, kernels = f"decode, {rows} rows x {T512 if rows == 512 else T} tokens, {tail[1:]}", {}
+                label, kernels = f"decode, {rows} rows x {steps} tokens, {tail[1:]}", {}
                 busy = _device_busy(run, dev, label, host_ops=False, kernels=kernels)
             if busy == busy:
                 out[f"gpu.decode_device_busy.{rows}{tail}"] = metric([busy], "")
